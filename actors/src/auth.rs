@@ -1,0 +1,298 @@
+//! Authentication of `connection.init`: a JWT or an API key becomes an
+//! [`Identity`], the user id and the channels it may use.
+//!
+//! JWTs are HS256 with the configured secret; `sub` and `exp` are required,
+//! `channels` (patterns) and `role` optional, and `role: "admin"` may use
+//! every channel. API keys are static keys from the configuration, each with
+//! its user id and patterns. In development mode the key `development` is
+//! accepted too, grants every channel and lets the client pick its user id,
+//! so two browser tabs can act as two users without minting tokens.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::names::{parse_patterns, ChannelPattern};
+use crate::protocol::Credentials;
+
+/// The API key accepted in development mode.
+pub const DEVELOPMENT_KEY: &str = "development";
+
+/// The user a development-key connection acts as when it names none.
+pub const DEVELOPMENT_USER: &str = "developer";
+
+/// Clock skew tolerated on `exp`.
+const LEEWAY_SECS: u64 = 5;
+
+/// Who a connection is and what it may do.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The user id: the JWT's `sub` or the API key's user.
+    pub user_id: Arc<str>,
+    /// Channels granted, by pattern.
+    grants: Vec<ChannelPattern>,
+    /// `role: "admin"`: every channel.
+    admin: bool,
+    /// The JWT's `exp`; the session closes with 4002 once it passes.
+    pub expires_at: Option<SystemTime>,
+}
+
+impl Identity {
+    /// Whether this identity may subscribe and publish to `channel`.
+    pub fn may_access(&self, channel: &str) -> bool {
+        self.admin || self.grants.iter().any(|p| p.matches(channel))
+    }
+
+    /// Whether the JWT has expired by `now`.
+    pub fn expired(&self, now: SystemTime) -> bool {
+        self.expires_at.is_some_and(|exp| now > exp + Duration::from_secs(LEEWAY_SECS))
+    }
+}
+
+/// Why authentication failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// Bad signature, malformed token, unknown key, bad claims: 4001.
+    Invalid(String),
+    /// A JWT past its `exp`: 4002.
+    Expired,
+}
+
+/// A static API key and what it grants.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    /// The secret key.
+    pub key: String,
+    /// The user id connections with this key act as.
+    pub user_id: String,
+    /// The channels it grants.
+    pub channels: Vec<ChannelPattern>,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    role: Option<String>,
+}
+
+/// Verifies credentials. Built once at start and shared by every session.
+pub struct Authenticator {
+    jwt: Option<(DecodingKey, Validation)>,
+    api_keys: Vec<ApiKey>,
+    development_key: bool,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("jwt", &self.jwt.is_some())
+            .field("api_keys", &self.api_keys.len())
+            .field("development_key", &self.development_key)
+            .finish()
+    }
+}
+
+impl Authenticator {
+    /// `jwt_secret` enables JWTs; `development_key` enables the key
+    /// [`DEVELOPMENT_KEY`].
+    pub fn new(jwt_secret: Option<&[u8]>, api_keys: Vec<ApiKey>, development_key: bool) -> Self {
+        let jwt = jwt_secret.map(|secret| {
+            let mut validation = Validation::new(Algorithm::HS256);
+            validation.set_required_spec_claims(&["exp", "sub"]);
+            validation.leeway = LEEWAY_SECS;
+            (DecodingKey::from_secret(secret), validation)
+        });
+        Authenticator { jwt, api_keys, development_key }
+    }
+
+    /// Checks credentials and returns who they belong to.
+    pub fn authenticate(&self, credentials: &Credentials) -> Result<Identity, AuthError> {
+        match credentials {
+            Credentials::Token(token) => self.verify_jwt(token),
+            Credentials::ApiKey { key, user_id } => self.verify_key(key, user_id.as_deref()),
+        }
+    }
+
+    fn verify_jwt(&self, token: &str) -> Result<Identity, AuthError> {
+        let (key, validation) =
+            self.jwt.as_ref().ok_or_else(|| AuthError::Invalid("JWT authentication is not configured".into()))?;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidSignature => AuthError::Invalid("bad token signature".into()),
+                ErrorKind::MissingRequiredClaim(claim) => AuthError::Invalid(format!("token has no '{claim}' claim")),
+                _ => AuthError::Invalid(format!("invalid token: {e}")),
+            })?
+            .claims;
+        check_user_id(&claims.sub).map_err(|why| AuthError::Invalid(format!("token 'sub': {why}")))?;
+        let grants = parse_patterns(claims.channels.as_deref().unwrap_or_default())
+            .map_err(|e| AuthError::Invalid(format!("token 'channels': {e}")))?;
+        Ok(Identity {
+            user_id: Arc::from(claims.sub),
+            grants,
+            admin: claims.role.as_deref() == Some("admin"),
+            expires_at: Some(UNIX_EPOCH + Duration::from_secs(claims.exp)),
+        })
+    }
+
+    fn verify_key(&self, key: &str, user_id: Option<&str>) -> Result<Identity, AuthError> {
+        if self.development_key && constant_time_eq(key.as_bytes(), DEVELOPMENT_KEY.as_bytes()) {
+            let user = user_id.unwrap_or(DEVELOPMENT_USER);
+            check_user_id(user).map_err(|why| AuthError::Invalid(format!("'data.user_id': {why}")))?;
+            let all = ChannelPattern::parse("*:*").map_err(|e| AuthError::Invalid(e.to_string()))?;
+            return Ok(Identity { user_id: Arc::from(user), grants: vec![all], admin: false, expires_at: None });
+        }
+        // Compare against every key so the time taken does not tell which
+        // prefix matched.
+        let found = self.api_keys.iter().fold(None, |found, k| {
+            if constant_time_eq(k.key.as_bytes(), key.as_bytes()) {
+                Some(k)
+            } else {
+                found
+            }
+        });
+        let api_key = found.ok_or_else(|| AuthError::Invalid("unknown API key".into()))?;
+        if user_id.is_some_and(|u| u != api_key.user_id) {
+            return Err(AuthError::Invalid("this API key cannot choose its user id".into()));
+        }
+        Ok(Identity {
+            user_id: Arc::from(api_key.user_id.as_str()),
+            grants: api_key.channels.clone(),
+            admin: false,
+            expires_at: None,
+        })
+    }
+}
+
+/// A user id is 1–128 characters with no control characters: it is echoed in
+/// presence lists, logs and URLs.
+pub fn check_user_id(user: &str) -> Result<(), &'static str> {
+    if user.is_empty() || user.len() > 128 {
+        return Err("must be 1 to 128 characters");
+    }
+    if user.chars().any(char::is_control) {
+        return Err("must not hold control characters");
+    }
+    Ok(())
+}
+
+/// Equality whose running time depends only on the lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    const SECRET: &[u8] = b"test-secret-test-secret-test-secret";
+
+    fn now() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    fn token(claims: serde_json::Value, secret: &[u8]) -> Credentials {
+        Credentials::Token(encode(&Header::default(), &claims, &EncodingKey::from_secret(secret)).unwrap())
+    }
+
+    fn auth() -> Authenticator {
+        let key = ApiKey { key: "k-123".into(), user_id: "svc".into(), channels: parse_patterns(&["team:*"]).unwrap() };
+        Authenticator::new(Some(SECRET), vec![key], false)
+    }
+
+    #[test]
+    fn valid_jwt_grants_its_patterns() {
+        let id = auth()
+            .authenticate(&token(json!({"sub":"alice","exp":now()+60,"channels":["conversation:*"]}), SECRET))
+            .unwrap();
+        assert_eq!(&*id.user_id, "alice");
+        assert!(id.may_access("conversation:c1"));
+        assert!(!id.may_access("team:t1"));
+        assert!(!id.expired(SystemTime::now()));
+    }
+
+    #[test]
+    fn jwt_without_channels_is_denied_everything() {
+        let id = auth().authenticate(&token(json!({"sub":"a","exp":now()+60}), SECRET)).unwrap();
+        assert!(!id.may_access("conversation:c1"));
+    }
+
+    #[test]
+    fn admin_role_may_use_any_channel() {
+        let id = auth().authenticate(&token(json!({"sub":"root","exp":now()+60,"role":"admin"}), SECRET)).unwrap();
+        assert!(id.may_access("system:settings"));
+    }
+
+    #[test]
+    fn expired_jwt_is_4002_and_bad_ones_4001() {
+        let a = auth();
+        assert_eq!(
+            a.authenticate(&token(json!({"sub":"a","exp":now()-3600}), SECRET)).unwrap_err(),
+            AuthError::Expired
+        );
+        let wrong = a.authenticate(&token(json!({"sub":"a","exp":now()+60}), b"another-secret")).unwrap_err();
+        assert!(matches!(wrong, AuthError::Invalid(ref m) if m.contains("signature")), "{wrong:?}");
+        let no_exp = a.authenticate(&token(json!({"sub":"a"}), SECRET)).unwrap_err();
+        assert!(matches!(no_exp, AuthError::Invalid(ref m) if m.contains("exp")), "{no_exp:?}");
+        let garbage = a.authenticate(&Credentials::Token("not.a.jwt".into())).unwrap_err();
+        assert!(matches!(garbage, AuthError::Invalid(_)));
+        let bad_pattern =
+            a.authenticate(&token(json!({"sub":"a","exp":now()+60,"channels":["nope:*"]}), SECRET)).unwrap_err();
+        assert!(matches!(bad_pattern, AuthError::Invalid(ref m) if m.contains("channels")));
+    }
+
+    #[test]
+    fn jwt_signed_with_another_algorithm_is_refused() {
+        let claims = json!({"sub":"a","exp":now()+60});
+        let t = encode(&Header::new(Algorithm::HS512), &claims, &EncodingKey::from_secret(SECRET)).unwrap();
+        assert!(matches!(auth().authenticate(&Credentials::Token(t)), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn api_keys_carry_their_user_and_patterns() {
+        let a = auth();
+        let id = a.authenticate(&Credentials::ApiKey { key: "k-123".into(), user_id: None }).unwrap();
+        assert_eq!(&*id.user_id, "svc");
+        assert!(id.may_access("team:x") && !id.may_access("conversation:x"));
+        let other = Credentials::ApiKey { key: "k-123".into(), user_id: Some("mallory".into()) };
+        assert!(a.authenticate(&other).is_err());
+        assert!(a.authenticate(&Credentials::ApiKey { key: "k-12".into(), user_id: None }).is_err());
+        let dev = Credentials::ApiKey { key: DEVELOPMENT_KEY.into(), user_id: None };
+        assert!(a.authenticate(&dev).is_err(), "development key only in development mode");
+    }
+
+    #[test]
+    fn development_key_picks_any_user_and_channel() {
+        let a = Authenticator::new(None, vec![], true);
+        let id =
+            a.authenticate(&Credentials::ApiKey { key: DEVELOPMENT_KEY.into(), user_id: Some("bob".into()) }).unwrap();
+        assert_eq!(&*id.user_id, "bob");
+        assert!(id.may_access("system:settings"));
+        let id = a.authenticate(&Credentials::ApiKey { key: DEVELOPMENT_KEY.into(), user_id: None }).unwrap();
+        assert_eq!(&*id.user_id, DEVELOPMENT_USER);
+        assert!(matches!(
+            a.authenticate(&token(json!({"sub":"a","exp":now()+60}), SECRET)),
+            Err(AuthError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn user_ids_are_checked() {
+        assert!(check_user_id("alice@example.com").is_ok());
+        assert!(check_user_id("").is_err());
+        assert!(check_user_id("a\nb").is_err());
+        assert!(check_user_id(&"u".repeat(129)).is_err());
+    }
+}

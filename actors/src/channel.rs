@@ -1,0 +1,225 @@
+//! The channel actor: one per channel with subscribers on this node.
+//!
+//! It keeps the channel's members and who is present, tells members when a
+//! user joins or leaves, and fans events out. Events that arrive together
+//! (a burst the mailbox holds at once) go out as one shared [`Batch`]: one
+//! mailbox message per subscriber per burst, not per event.
+//!
+//! The registry creates a channel on its first subscriber and drops its
+//! address after the last one leaves; the actor then stops once its mailbox
+//! is empty. Joins and leaves reach it only through the registry, so they
+//! arrive in the order the registry decided them.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use crate::link::{Batch, ConnId, Delivery, Link};
+use crate::metrics::Metrics;
+use crate::protocol::{self, kind, Frame};
+use crate::registry::{Registry, SlowConsumer};
+
+/// Users listed in a `channel.subscribed` reply at most; `presence_count`
+/// always has the full number.
+pub const MAX_PRESENCE_LIST: usize = 1000;
+
+/// Frames a channel holds back for one batch at most.
+const MAX_BATCH_FRAMES: usize = 256;
+
+/// Adds a connection to the channel; it gets `channel.subscribed`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Join {
+    /// The session.
+    pub link: Arc<Link>,
+    /// The `channel.subscribe` request's id.
+    pub reply_to: String,
+}
+
+/// Removes a connection; with `reply_to` it gets `channel.unsubscribed`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    /// The connection.
+    pub conn: ConnId,
+    /// The `channel.unsubscribe` request's id; `None` when the connection is
+    /// gone.
+    pub reply_to: Option<String>,
+}
+
+/// An encoded event for every member.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Publish {
+    /// The event, encoded once.
+    pub frame: Frame,
+}
+
+/// Sends what [`Publish`] held back; sent to itself after the mailbox is
+/// drained.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+#[derive(Serialize)]
+struct SubscribedData<'a> {
+    presence: Vec<&'a str>,
+    presence_count: usize,
+}
+
+#[derive(Serialize)]
+struct PresenceData<'a> {
+    user_id: &'a str,
+    state: &'a str,
+}
+
+/// One channel on this node.
+pub struct Channel {
+    name: Arc<str>,
+    /// A vector for fast fan-out, with an index for O(1) removal.
+    members: Vec<Arc<Link>>,
+    index: HashMap<ConnId, usize>,
+    /// Connections per user: presence changes on the first and the last.
+    users: HashMap<Arc<str>, u32>,
+    pending: Vec<Frame>,
+    flush_scheduled: bool,
+    registry: Addr<Registry>,
+    metrics: Arc<Metrics>,
+}
+
+impl Channel {
+    /// An empty channel.
+    pub fn new(name: Arc<str>, registry: Addr<Registry>, metrics: Arc<Metrics>) -> Self {
+        Channel {
+            name,
+            members: Vec::new(),
+            index: HashMap::new(),
+            users: HashMap::new(),
+            pending: Vec::new(),
+            flush_scheduled: false,
+            registry,
+            metrics,
+        }
+    }
+
+    fn deliver(&self, link: &Arc<Link>, batch: &Arc<Batch>) {
+        match link.deliver(batch) {
+            Delivery::Queued => {}
+            Delivery::Overflowed => self.registry.do_send(SlowConsumer { link: Arc::clone(link) }),
+            Delivery::Dropped => {
+                self.metrics.dropped_deliveries.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Sends the held-back events. Runs before every membership change, so
+    /// each member gets exactly the events published while it was a member.
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = Batch::new(std::mem::take(&mut self.pending));
+        for link in &self.members {
+            self.deliver(link, &batch);
+        }
+    }
+
+    fn to_others(&self, except: ConnId, frame: Frame) {
+        let batch = Batch::one(frame);
+        for link in self.members.iter().filter(|l| l.id() != except) {
+            self.deliver(link, &batch);
+        }
+    }
+
+    fn presence(&self, user: &str, state: &str, except: ConnId) {
+        let frame = protocol::encode(kind::PRESENCE, Some(&self.name), &PresenceData { user_id: user, state }, None);
+        self.to_others(except, frame);
+    }
+
+    fn subscribed(&self, link: &Arc<Link>, reply_to: &str) {
+        let data = SubscribedData {
+            presence: self.users.keys().take(MAX_PRESENCE_LIST).map(|u| &**u).collect(),
+            presence_count: self.users.len(),
+        };
+        self.deliver(link, &Batch::one(protocol::encode(kind::SUBSCRIBED, Some(&self.name), &data, Some(reply_to))));
+    }
+}
+
+impl Actor for Channel {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        log::debug!("channel '{}' closed", self.name);
+    }
+}
+
+impl Handler<Join> for Channel {
+    type Result = ();
+
+    fn handle(&mut self, join: Join, _: &mut Self::Context) {
+        self.flush();
+        let conn = join.link.id();
+        if !self.index.contains_key(&conn) {
+            self.index.insert(conn, self.members.len());
+            self.members.push(Arc::clone(&join.link));
+            let count = self.users.entry(Arc::clone(join.link.user())).or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                self.presence(join.link.user(), "joined", conn);
+            }
+        }
+        self.subscribed(&join.link, &join.reply_to);
+    }
+}
+
+impl Handler<Leave> for Channel {
+    type Result = ();
+
+    fn handle(&mut self, leave: Leave, _: &mut Self::Context) {
+        self.flush();
+        let Some(i) = self.index.remove(&leave.conn) else { return };
+        let link = self.members.swap_remove(i);
+        if let Some(moved) = self.members.get(i) {
+            self.index.insert(moved.id(), i);
+        }
+        if let Some(count) = self.users.get_mut(link.user()) {
+            *count -= 1;
+            if *count == 0 {
+                self.users.remove(link.user());
+                self.presence(link.user(), "left", leave.conn);
+            }
+        }
+        if let Some(reply_to) = leave.reply_to {
+            let frame = protocol::encode(kind::UNSUBSCRIBED, Some(&self.name), &serde_json::json!({}), Some(&reply_to));
+            self.deliver(&link, &Batch::one(frame));
+        }
+    }
+}
+
+impl Handler<Publish> for Channel {
+    type Result = ();
+
+    fn handle(&mut self, publish: Publish, ctx: &mut Self::Context) {
+        self.pending.push(publish.frame);
+        if self.pending.len() >= MAX_BATCH_FRAMES {
+            self.flush();
+        } else if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            // actix runs notified messages after the mailbox is drained, so
+            // every Publish already queued joins this batch.
+            ctx.notify(Flush);
+        }
+    }
+}
+
+impl Handler<Flush> for Channel {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) {
+        self.flush_scheduled = false;
+        self.flush();
+    }
+}

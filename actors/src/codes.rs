@@ -1,0 +1,135 @@
+//! The one table of error codes (sent in `error` frames) and close codes (sent
+//! when the server ends a connection).
+//!
+//! Error codes 4001–4007 are the application team's catalog (seeds document
+//! 004). Where an error ends the connection, the same number is used as the
+//! close code, so a client reads one table. The close codes in the 4008+ range
+//! are this server's own additions; [`Close::reconnect`] tells a client what to
+//! do after each one.
+
+use std::fmt;
+
+/// The code in an `error` frame's `data.code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Missing, malformed or unverifiable credentials, or a request sent
+    /// before `connection.init`.
+    InvalidToken = 4001,
+    /// A JWT whose `exp` has passed.
+    TokenExpired = 4002,
+    /// The credentials do not allow this channel, or a limit of the
+    /// connection forbids it.
+    PermissionDenied = 4003,
+    /// The connection sends faster than its rate limit.
+    RateLimited = 4004,
+    /// Malformed JSON, a missing or mistyped field, an unknown `type`, a
+    /// binary frame.
+    InvalidMessage = 4005,
+    /// A channel name that is not well formed or names no known namespace.
+    ChannelNotFound = 4006,
+    /// Reserved for `agent.invoke`: the agent cannot take the request.
+    AgentUnavailable = 4007,
+}
+
+impl ErrorCode {
+    /// The number sent on the wire.
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+}
+
+/// Why the server closes a connection; the WebSocket close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// The client asked to close, or the server closes for no fault.
+    Normal,
+    /// A text frame that is not UTF-8 (RFC 6455).
+    InvalidPayload,
+    /// A frame, or a fragmented message, over the size limit (RFC 6455).
+    MessageTooBig,
+    /// A WebSocket protocol violation (RFC 6455).
+    ProtocolError,
+    /// The server is shutting down or restarting: reconnect, possibly to
+    /// another node.
+    ServiceRestart,
+    /// Authentication failed, timed out, or was not the first frame.
+    InvalidToken,
+    /// The JWT expired, at `connection.init` or while connected.
+    TokenExpired,
+    /// The client did not read fast enough and its outbound budget ran out.
+    SlowConsumer,
+    /// The client missed two heartbeats.
+    HeartbeatTimeout,
+}
+
+impl Close {
+    /// The WebSocket close code.
+    pub fn code(self) -> u16 {
+        match self {
+            Close::Normal => 1000,
+            Close::InvalidPayload => 1007,
+            Close::MessageTooBig => 1009,
+            Close::ProtocolError => 1002,
+            Close::ServiceRestart => 1012,
+            Close::InvalidToken => 4001,
+            Close::TokenExpired => 4002,
+            Close::SlowConsumer => 4008,
+            Close::HeartbeatTimeout => 4009,
+        }
+    }
+
+    /// The close reason sent with the code.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Close::Normal => "normal closure",
+            Close::InvalidPayload => "text frame is not valid UTF-8",
+            Close::MessageTooBig => "message too big",
+            Close::ProtocolError => "websocket protocol error",
+            Close::ServiceRestart => "server restarting, reconnect",
+            Close::InvalidToken => "invalid token",
+            Close::TokenExpired => "token expired",
+            Close::SlowConsumer => "slow consumer: outbound buffer full",
+            Close::HeartbeatTimeout => "heartbeat timeout",
+        }
+    }
+
+    /// Whether a client should reconnect after this close (with backoff).
+    /// Auth closes need fresh credentials first, so they say no.
+    pub fn reconnect(self) -> bool {
+        !matches!(self, Close::InvalidToken | Close::TokenExpired)
+    }
+}
+
+impl fmt::Display for Close {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.code(), self.reason())
+    }
+}
+
+impl From<Close> for actix_web_actors::ws::CloseReason {
+    fn from(close: Close) -> Self {
+        actix_web_actors::ws::CloseReason {
+            code: actix_web_actors::ws::CloseCode::Other(close.code()),
+            description: Some(close.reason().to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_errors_and_closes_share_numbers() {
+        assert_eq!(ErrorCode::InvalidToken.as_u16(), Close::InvalidToken.code());
+        assert_eq!(ErrorCode::TokenExpired.as_u16(), Close::TokenExpired.code());
+    }
+
+    #[test]
+    fn only_auth_closes_forbid_a_plain_reconnect() {
+        assert!(Close::ServiceRestart.reconnect());
+        assert!(Close::SlowConsumer.reconnect());
+        assert!(!Close::InvalidToken.reconnect());
+        assert!(!Close::TokenExpired.reconnect());
+    }
+}

@@ -1,0 +1,35 @@
+//! The actors of nova-realtime and the wire protocol they speak.
+//!
+//! # Layout
+//!
+//! - [`session`]: the session actor, one per WebSocket. Parses, validates and
+//!   authenticates client frames, heartbeats, limits, and writes what it is
+//!   pushed.
+//! - [`channel`]: the channel actor, one per channel with subscribers.
+//!   Members, presence, fan-out.
+//! - [`registry`]: the registry actor, one per node. Channel name → channel
+//!   actor, connections by id and by user; routes published events.
+//! - [`link`]: what channels and the registry hold for a session: its mailbox
+//!   and its outbound budget.
+//! - [`protocol`]: the wire envelope, request validation and the one encoder.
+//! - [`codes`]: the table of error and close codes.
+//! - [`names`]: channel names and access patterns.
+//! - [`auth`]: JWT and API-key authentication.
+//! - [`node`]: what every session shares: limits, authenticator, registry.
+//! - [`metrics`]: counters and the latency histogram.
+//!
+//! An event is encoded once into a [`protocol::Frame`] by whoever publishes
+//! it; the registry routes it to its channel actor, which hands the same
+//! bytes to every member's session. Nothing here knows about HTTP routes: the
+//! server crate upgrades a request and starts a [`session::Session`].
+
+pub mod auth;
+pub mod channel;
+pub mod codes;
+pub mod link;
+pub mod metrics;
+pub mod names;
+pub mod node;
+pub mod protocol;
+pub mod registry;
+pub mod session;

@@ -1,0 +1,275 @@
+//! Counters and the publish→write latency histogram behind `GET /ws/metrics`.
+//!
+//! Everything is an atomic so sessions on every worker thread record without
+//! a lock or a message. Rates are sampled once a second by the registry.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Sub-buckets per power of two: 8 gives ±12.5 % precision.
+const SUB_BITS: u32 = 3;
+const SUB: u64 = 1 << SUB_BITS;
+/// Values are clamped to 2^36 µs (about 19 hours).
+const MAX_EXP: u32 = 36;
+const BUCKETS: usize = (SUB + (MAX_EXP as u64 - SUB_BITS as u64 + 1) * SUB) as usize;
+
+/// A lock-free log-linear histogram of microseconds.
+pub struct Histogram {
+    buckets: Box<[AtomicU64]>,
+    max: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(), max: AtomicU64::new(0) }
+    }
+}
+
+fn bucket_of(v: u64) -> usize {
+    if v < SUB {
+        return v as usize;
+    }
+    let v = v.min((1u64 << (MAX_EXP + 1)) - 1);
+    let exp = 63 - v.leading_zeros();
+    let sub = (v >> (exp - SUB_BITS)) & (SUB - 1);
+    (SUB + (exp - SUB_BITS) as u64 * SUB + sub) as usize
+}
+
+/// The largest value that falls in bucket `i`: percentiles err on the high
+/// side.
+fn upper_bound(i: usize) -> u64 {
+    let i = i as u64;
+    if i < SUB {
+        return i;
+    }
+    let exp = (i - SUB) / SUB + SUB_BITS as u64;
+    let sub = (i - SUB) % SUB;
+    let width = 1u64 << (exp - SUB_BITS as u64);
+    ((SUB + sub) << (exp - SUB_BITS as u64)) + width - 1
+}
+
+impl Histogram {
+    /// Records one value.
+    pub fn record(&self, micros: u64) {
+        self.buckets[bucket_of(micros)].fetch_add(1, Relaxed);
+        self.max.fetch_max(micros, Relaxed);
+    }
+
+    /// The number of values recorded.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
+    }
+
+    /// The value below which a fraction `q` of the recorded values fall
+    /// (upper bound of its bucket), or 0 when empty.
+    pub fn percentile(&self, q: f64) -> u64 {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let target = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= target {
+                return upper_bound(i).min(self.max.load(Relaxed));
+            }
+        }
+        self.max.load(Relaxed)
+    }
+
+    /// The largest value recorded.
+    pub fn max(&self) -> u64 {
+        self.max.load(Relaxed)
+    }
+}
+
+struct RateSample {
+    at: Instant,
+    messages_in: u64,
+    messages_out: u64,
+    in_per_sec: f64,
+    out_per_sec: f64,
+}
+
+/// The node's counters, shared by every actor.
+pub struct Metrics {
+    /// Open WebSocket connections, authenticated or not.
+    pub sockets: AtomicU64,
+    /// Client frames received.
+    pub messages_in: AtomicU64,
+    /// Frames written to clients.
+    pub messages_out: AtomicU64,
+    /// Events accepted for publishing (REST and client publishes).
+    pub published: AtomicU64,
+    /// Sessions disconnected for exceeding their outbound budget.
+    pub slow_consumers: AtomicU64,
+    /// Deliveries skipped because their session was already over budget.
+    pub dropped_deliveries: AtomicU64,
+    /// Publish→write latency, µs, per frame.
+    pub latency: Histogram,
+    rates: Mutex<RateSample>,
+    started: Instant,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            sockets: AtomicU64::new(0),
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            slow_consumers: AtomicU64::new(0),
+            dropped_deliveries: AtomicU64::new(0),
+            latency: Histogram::default(),
+            rates: Mutex::new(RateSample {
+                at: Instant::now(),
+                messages_in: 0,
+                messages_out: 0,
+                in_per_sec: 0.0,
+                out_per_sec: 0.0,
+            }),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencySnapshot {
+    /// Frames measured.
+    pub count: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Largest.
+    pub max_us: u64,
+}
+
+/// The counters at one moment, as `GET /ws/metrics` shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsSnapshot {
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Open WebSocket connections.
+    pub sockets: u64,
+    /// Client frames received since start.
+    pub messages_in: u64,
+    /// Frames written since start.
+    pub messages_out: u64,
+    /// Client frames per second over the last second.
+    pub messages_in_per_sec: f64,
+    /// Frames written per second over the last second.
+    pub messages_out_per_sec: f64,
+    /// Events published since start.
+    pub published: u64,
+    /// Sessions dropped as slow consumers since start.
+    pub dropped_slow_consumers: u64,
+    /// Deliveries skipped for sessions already over budget.
+    pub dropped_deliveries: u64,
+    /// Publish→write latency since start.
+    pub latency: LatencySnapshot,
+}
+
+impl Metrics {
+    /// Time since the node started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Updates the per-second rates; the registry calls it every second.
+    pub fn sample_rates(&self) {
+        let now = Instant::now();
+        let messages_in = self.messages_in.load(Relaxed);
+        let messages_out = self.messages_out.load(Relaxed);
+        let Ok(mut r) = self.rates.lock() else { return };
+        let secs = now.duration_since(r.at).as_secs_f64();
+        if secs > 0.0 {
+            r.in_per_sec = (messages_in - r.messages_in) as f64 / secs;
+            r.out_per_sec = (messages_out - r.messages_out) as f64 / secs;
+        }
+        r.at = now;
+        r.messages_in = messages_in;
+        r.messages_out = messages_out;
+    }
+
+    /// All counters now.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let (in_per_sec, out_per_sec) = self.rates.lock().map(|r| (r.in_per_sec, r.out_per_sec)).unwrap_or_default();
+        MetricsSnapshot {
+            uptime_secs: self.uptime().as_secs(),
+            sockets: self.sockets.load(Relaxed),
+            messages_in: self.messages_in.load(Relaxed),
+            messages_out: self.messages_out.load(Relaxed),
+            messages_in_per_sec: in_per_sec,
+            messages_out_per_sec: out_per_sec,
+            published: self.published.load(Relaxed),
+            dropped_slow_consumers: self.slow_consumers.load(Relaxed),
+            dropped_deliveries: self.dropped_deliveries.load(Relaxed),
+            latency: LatencySnapshot {
+                count: self.latency.count(),
+                p50_us: self.latency.percentile(0.50),
+                p90_us: self.latency.percentile(0.90),
+                p99_us: self.latency.percentile(0.99),
+                max_us: self.latency.max(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_value_lands_in_a_bucket_whose_bound_covers_it() {
+        let mut prev = 0;
+        for v in (0..5000u64).chain([1 << 20, (1 << 36) - 1, 1 << 36, u64::MAX]) {
+            let i = bucket_of(v);
+            assert!(i < BUCKETS, "{v} -> {i}");
+            assert!(i >= prev || v > 5000, "buckets are monotonic");
+            prev = i;
+            if v < 1 << 36 {
+                assert!(upper_bound(i) >= v, "{v}: bound {}", upper_bound(i));
+                assert!(upper_bound(i) as f64 <= v as f64 * 1.125 + 1.0, "{v}: bound {}", upper_bound(i));
+            }
+        }
+    }
+
+    #[test]
+    fn percentiles_of_a_uniform_spread() {
+        let h = Histogram::default();
+        for v in 1..=1000 {
+            h.record(v);
+        }
+        assert_eq!(h.count(), 1000);
+        let p50 = h.percentile(0.5);
+        assert!((500..=563).contains(&p50), "p50 {p50}");
+        let p99 = h.percentile(0.99);
+        assert!((990..=1000).contains(&p99), "p99 {p99}");
+        assert_eq!(h.max(), 1000);
+        assert_eq!(h.percentile(1.0), 1000);
+    }
+
+    #[test]
+    fn empty_histogram_reports_zero() {
+        assert_eq!(Histogram::default().percentile(0.99), 0);
+    }
+
+    #[test]
+    fn rates_follow_the_counters() {
+        let m = Metrics::default();
+        m.messages_out.fetch_add(500, Relaxed);
+        m.sample_rates();
+        let s = m.snapshot();
+        assert!(s.messages_out_per_sec > 0.0);
+        assert_eq!(s.messages_out, 500);
+    }
+}

@@ -1,0 +1,227 @@
+//! Channel names and the patterns that grant access to them.
+//!
+//! A channel name is `namespace:id`: exactly two segments, the namespace one
+//! of [`NAMESPACES`], the id 1–128 characters of `A–Z a–z 0–9 _ . @ -`. The
+//! grammar is strict on purpose: names reach logs, metrics and (later) Redis
+//! keys, so nothing that could be a path, a glob or a control character gets
+//! in.
+//!
+//! A pattern has the same two segments, where a segment may be `*` to match
+//! any one segment: `conversation:*` grants every conversation, `*:*` grants
+//! everything. Access is denied unless some pattern matches.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// The channel namespaces this server routes.
+pub const NAMESPACES: &[&str] = &["conversation", "team", "document", "agent", "system"];
+
+const MAX_ID_LEN: usize = 128;
+
+/// Why a channel name or pattern was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameError(String);
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NameError {}
+
+/// Checks a channel name against the grammar and returns it shared, the form
+/// every actor keeps it in.
+pub fn parse_channel(name: &str) -> Result<Arc<str>, NameError> {
+    let (ns, id) = name
+        .split_once(':')
+        .ok_or_else(|| NameError(format!("channel '{}' is not 'namespace:id'", printable(name))))?;
+    if !NAMESPACES.contains(&ns) {
+        return Err(NameError(format!(
+            "channel '{}': unknown namespace '{}' (known: {})",
+            printable(name),
+            printable(ns),
+            NAMESPACES.join(", ")
+        )));
+    }
+    check_id(id).map_err(|why| NameError(format!("channel '{}': {why}", printable(name))))?;
+    Ok(Arc::from(name))
+}
+
+fn check_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        return Err("empty id");
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err("id longer than 128 characters");
+    }
+    if !id.bytes().all(is_id_byte) {
+        return Err("id may hold only letters, digits and _ . @ -");
+    }
+    Ok(())
+}
+
+fn is_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'-')
+}
+
+/// Error messages quote what the client sent; keep them short and printable.
+fn printable(s: &str) -> String {
+    let mut out: String = s.chars().take(64).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if s.chars().count() > 64 {
+        out.push('…');
+    }
+    out
+}
+
+/// One segment of a pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Any,
+    Exact(Box<str>),
+}
+
+impl Segment {
+    fn matches(&self, s: &str) -> bool {
+        match self {
+            Segment::Any => true,
+            Segment::Exact(e) => **e == *s,
+        }
+    }
+}
+
+/// A grant such as `conversation:*`, from a JWT's `channels` claim or an API
+/// key's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelPattern {
+    namespace: Segment,
+    id: Segment,
+}
+
+impl ChannelPattern {
+    /// Parses `namespace:id` where either segment may be `*`.
+    pub fn parse(pattern: &str) -> Result<Self, NameError> {
+        let bad = |why: &str| NameError(format!("channel pattern '{}': {why}", printable(pattern)));
+        let (ns, id) = pattern.split_once(':').ok_or_else(|| bad("not 'namespace:id'"))?;
+        let namespace = if ns == "*" {
+            Segment::Any
+        } else if NAMESPACES.contains(&ns) {
+            Segment::Exact(ns.into())
+        } else {
+            return Err(bad("unknown namespace"));
+        };
+        let id = if id == "*" {
+            Segment::Any
+        } else {
+            check_id(id).map_err(bad)?;
+            Segment::Exact(id.into())
+        };
+        Ok(ChannelPattern { namespace, id })
+    }
+
+    /// Whether this pattern grants `channel` (a name that passed
+    /// [`parse_channel`]).
+    pub fn matches(&self, channel: &str) -> bool {
+        match channel.split_once(':') {
+            Some((ns, id)) => self.namespace.matches(ns) && self.id.matches(id),
+            None => false,
+        }
+    }
+}
+
+impl fmt::Display for ChannelPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seg = |s: &Segment| match s {
+            Segment::Any => "*".to_owned(),
+            Segment::Exact(e) => e.to_string(),
+        };
+        write!(f, "{}:{}", seg(&self.namespace), seg(&self.id))
+    }
+}
+
+/// Parses a list of patterns, failing on the first bad one.
+pub fn parse_patterns<S: AsRef<str>>(patterns: &[S]) -> Result<Vec<ChannelPattern>, NameError> {
+    patterns.iter().map(|p| ChannelPattern::parse(p.as_ref())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_well_formed_names() {
+        for name in ["conversation:c1", "team:t-9", "document:a.b_c", "agent:x@y", "system:settings"] {
+            assert_eq!(&*parse_channel(name).unwrap(), name);
+        }
+    }
+
+    #[test]
+    fn refuses_bad_names_with_a_reason() {
+        let cases = [
+            ("conversation", "namespace:id"),
+            ("chat:c1", "unknown namespace"),
+            ("conversation:", "empty id"),
+            ("conversation:a:b", "letters, digits"),
+            ("conversation:../etc", "letters, digits"),
+            ("conversation:a b", "letters, digits"),
+            ("conversation:a\u{0}b", "letters, digits"),
+            ("conversation:é", "letters, digits"),
+            ("*:c1", "unknown namespace"),
+            ("conversation:*", "letters, digits"),
+        ];
+        for (name, why) in cases {
+            let err = parse_channel(name).unwrap_err().to_string();
+            assert!(err.contains(why), "{name}: {err}");
+        }
+        let long = format!("team:{}", "a".repeat(129));
+        assert!(parse_channel(&long).unwrap_err().to_string().contains("longer"));
+        assert!(parse_channel(&format!("team:{}", "a".repeat(128))).is_ok());
+    }
+
+    #[test]
+    fn error_messages_do_not_echo_control_characters() {
+        let err = parse_channel("bad\u{7}name").unwrap_err().to_string();
+        assert!(!err.contains('\u{7}'));
+    }
+
+    #[test]
+    fn wildcard_matches_one_segment() {
+        let p = ChannelPattern::parse("conversation:*").unwrap();
+        assert!(p.matches("conversation:c1"));
+        assert!(!p.matches("team:c1"));
+        assert!(!p.matches("conversationx:c1"));
+    }
+
+    #[test]
+    fn exact_pattern_matches_only_itself() {
+        let p = ChannelPattern::parse("team:t1").unwrap();
+        assert!(p.matches("team:t1"));
+        assert!(!p.matches("team:t10"));
+        assert!(!p.matches("team:t"));
+    }
+
+    #[test]
+    fn star_star_matches_everything() {
+        let p = ChannelPattern::parse("*:*").unwrap();
+        for name in ["conversation:c1", "system:settings", "agent:a"] {
+            assert!(p.matches(name));
+        }
+        let p = ChannelPattern::parse("*:shared").unwrap();
+        assert!(p.matches("team:shared"));
+        assert!(!p.matches("team:other"));
+    }
+
+    #[test]
+    fn refuses_bad_patterns() {
+        for p in ["conversation", "conv*:*", "conversation:c*", "nope:*", "team:a/b", ""] {
+            assert!(ChannelPattern::parse(p).is_err(), "{p}");
+        }
+    }
+
+    #[test]
+    fn patterns_print_as_parsed() {
+        for p in ["conversation:*", "*:*", "team:t1"] {
+            assert_eq!(ChannelPattern::parse(p).unwrap().to_string(), p);
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! What every session on this node shares: the node's id, the registry's
+//! address, the authenticator, the limits and the metrics. One `Arc<Node>`
+//! per session instead of a copy of each keeps an idle connection small.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+
+use crate::auth::Authenticator;
+use crate::link::ConnId;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+/// Per-connection limits, all configurable.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// How often the server pings; two missed intervals drop the connection.
+    pub heartbeat_interval: Duration,
+    /// How long a new connection has to send `connection.init`.
+    pub auth_timeout: Duration,
+    /// Largest client frame (or reassembled fragmented message), bytes.
+    pub max_frame_bytes: usize,
+    /// Bytes the server queues for one client before dropping it as a slow
+    /// consumer (close 4008).
+    pub max_outbound_bytes: usize,
+    /// Channels one connection may be subscribed to at once.
+    pub max_channels_per_connection: usize,
+    /// Sustained client frames per second.
+    pub messages_per_second: u32,
+    /// Client frames allowed in a burst above the sustained rate.
+    pub message_burst: u32,
+    /// Time a slow consumer's session gets to close itself before its socket
+    /// is shut down.
+    pub slow_consumer_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            heartbeat_interval: Duration::from_secs(30),
+            auth_timeout: Duration::from_secs(10),
+            max_frame_bytes: 1024 * 1024,
+            max_outbound_bytes: 512 * 1024,
+            max_channels_per_connection: 100,
+            messages_per_second: 50,
+            message_burst: 100,
+            slow_consumer_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// This server node as its sessions see it.
+pub struct Node {
+    /// The node's id, the prefix of its connection ids.
+    pub id: Arc<str>,
+    /// Routes subscriptions and events.
+    pub registry: Addr<Registry>,
+    /// Verifies `connection.init`.
+    pub auth: Authenticator,
+    /// Per-connection limits.
+    pub limits: Limits,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    next_conn: AtomicU64,
+}
+
+impl Node {
+    /// A node with the given parts.
+    pub fn new(
+        id: Arc<str>,
+        registry: Addr<Registry>,
+        auth: Authenticator,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Node { id, registry, auth, limits, metrics, next_conn: AtomicU64::new(1) }
+    }
+
+    /// A number for a new connection, unique on this node.
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The id a client sees for a connection: node id and number, unique across
+/// nodes.
+pub fn connection_id(node: &str, conn: ConnId) -> String {
+    format!("{node}-{conn}")
+}

@@ -1,0 +1,445 @@
+//! The wire protocol: what a client may send, how it is validated, and the one
+//! function that turns an outgoing event into the bytes every recipient gets.
+//!
+//! Every frame is a JSON text frame with the envelope
+//! `{"id", "type", "channel"?, "data", "timestamp", "reply_to"?}`. Clients
+//! send `id`, `type`, `data` and, for channel events, `channel`; the server
+//! sets `id` and `timestamp` on everything it sends and `reply_to` on replies.
+//! docs/protocol.md is the contract; this module is its implementation.
+
+use std::fmt;
+use std::time::{Instant, SystemTime};
+
+use bytestring::ByteString;
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::codes::ErrorCode;
+
+/// Sent in `connection.ack` so clients can tell protocol revisions apart.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest `id` a client may put on a request.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The event types of the protocol, named once.
+pub mod kind {
+    /// Client → server: authenticate (the first frame).
+    pub const INIT: &str = "connection.init";
+    /// Server → client: authentication succeeded.
+    pub const ACK: &str = "connection.ack";
+    /// Both ways: application-level keep-alive.
+    pub const HEARTBEAT: &str = "connection.heartbeat";
+    /// Client → server: join channels.
+    pub const SUBSCRIBE: &str = "channel.subscribe";
+    /// Server → client: one per channel joined.
+    pub const SUBSCRIBED: &str = "channel.subscribed";
+    /// Client → server: leave channels.
+    pub const UNSUBSCRIBE: &str = "channel.unsubscribe";
+    /// Server → client: one per channel left.
+    pub const UNSUBSCRIBED: &str = "channel.unsubscribed";
+    /// Server → client: a user joined or left a channel.
+    pub const PRESENCE: &str = "channel.presence";
+    /// Client → channel: a chat message.
+    pub const CHAT_MESSAGE: &str = "chat.message";
+    /// Client → channel: a typing indicator.
+    pub const CHAT_TYPING: &str = "chat.typing";
+    /// Server → client: receipt for a `chat.message`.
+    pub const MESSAGE_RECEIVED: &str = "message.received";
+    /// Server → client: a request failed.
+    pub const ERROR: &str = "error";
+}
+
+/// An encoded frame, ready to write, with the moment it was made so the
+/// session can measure publish→write latency.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    text: ByteString,
+    created: Instant,
+}
+
+impl Frame {
+    /// The JSON text.
+    pub fn text(&self) -> &ByteString {
+        &self.text
+    }
+
+    /// Length in bytes, what budgets count.
+    pub fn len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Whether the frame is empty (never, for an encoded frame).
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+
+    /// When the frame was encoded.
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+}
+
+/// `SystemTime` as RFC 3339 with milliseconds, written without an
+/// intermediate `String`.
+struct Timestamp(SystemTime);
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(self.0))
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, D: Serialize + ?Sized> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    data: &'a D,
+    timestamp: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<&'a str>,
+}
+
+/// A fresh event id (UUID v4).
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Encodes one outgoing frame with the given id. This is the only place that
+/// produces wire bytes: a published event goes through it once and the
+/// resulting [`Frame`] is shared by every recipient.
+pub fn encode_with_id<D: Serialize + ?Sized>(
+    id: &str,
+    kind: &str,
+    channel: Option<&str>,
+    data: &D,
+    reply_to: Option<&str>,
+) -> Frame {
+    let envelope = Envelope { id, kind, channel, data, timestamp: Timestamp(SystemTime::now()), reply_to };
+    // Serializing plain structs, strings and `serde_json::Value` into a
+    // String cannot fail: there is no I/O and every map key is a string.
+    let text = serde_json::to_string(&envelope).unwrap_or_else(|e| {
+        log::error!("encoding a '{kind}' frame failed: {e}");
+        String::from("{}")
+    });
+    Frame { text: ByteString::from(text), created: Instant::now() }
+}
+
+/// Encodes one outgoing frame with a fresh id.
+pub fn encode<D: Serialize + ?Sized>(kind: &str, channel: Option<&str>, data: &D, reply_to: Option<&str>) -> Frame {
+    encode_with_id(&new_id(), kind, channel, data, reply_to)
+}
+
+#[derive(Serialize)]
+struct ErrorData<'a> {
+    code: u16,
+    message: &'a str,
+}
+
+/// An `error` frame.
+pub fn error_frame(code: ErrorCode, message: &str, channel: Option<&str>, reply_to: Option<&str>) -> Frame {
+    encode(kind::ERROR, channel, &ErrorData { code: code.as_u16(), message }, reply_to)
+}
+
+/// A request the server refuses, with what to tell the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The request's id, when it had a readable one.
+    pub reply_to: Option<String>,
+    /// The error code for the `error` frame.
+    pub code: ErrorCode,
+    /// A message naming what was wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code.as_u16(), self.message)
+    }
+}
+
+impl Rejection {
+    fn invalid(reply_to: Option<&str>, message: impl Into<String>) -> Self {
+        Rejection { reply_to: reply_to.map(str::to_owned), code: ErrorCode::InvalidMessage, message: message.into() }
+    }
+}
+
+/// The credentials of a `connection.init`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// `data.token`: a JWT.
+    Token(String),
+    /// `data.api_key`, and for the development key an optional
+    /// `data.user_id` to act as.
+    ApiKey {
+        /// The key.
+        key: String,
+        /// The user to act as (development key only).
+        user_id: Option<String>,
+    },
+}
+
+/// The event types a client may publish to a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// `chat.message`: gets a `message.received` receipt.
+    ChatMessage,
+    /// `chat.typing`: no receipt.
+    ChatTyping,
+}
+
+impl ClientEvent {
+    /// The wire type.
+    pub fn kind(self) -> &'static str {
+        match self {
+            ClientEvent::ChatMessage => kind::CHAT_MESSAGE,
+            ClientEvent::ChatTyping => kind::CHAT_TYPING,
+        }
+    }
+}
+
+/// What a valid client frame asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// `connection.init`.
+    Init(Credentials),
+    /// `connection.heartbeat`.
+    Heartbeat,
+    /// `channel.subscribe` with the names as sent (each is checked on its
+    /// own, so one bad name does not spoil the rest).
+    Subscribe(Vec<String>),
+    /// `channel.unsubscribe`.
+    Unsubscribe(Vec<String>),
+    /// `chat.message` or `chat.typing` to a channel.
+    Publish {
+        /// Which event.
+        event: ClientEvent,
+        /// The channel name as sent.
+        channel: String,
+        /// The client's `data`; the server overwrites `sender_id` (and
+        /// `message_id`) before it goes out.
+        data: Map<String, Value>,
+    },
+}
+
+/// A client frame that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The client's id for this request, echoed as `reply_to`.
+    pub id: String,
+    /// What it asks for.
+    pub action: Action,
+}
+
+/// Parses and validates one client text frame.
+pub fn parse_request(text: &str) -> Result<Request, Rejection> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| Rejection::invalid(None, format!("malformed JSON: {e}")))?;
+    let Value::Object(mut frame) = value else {
+        return Err(Rejection::invalid(None, "a frame must be a JSON object"));
+    };
+    let id = match frame.remove("id") {
+        Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN => id,
+        Some(Value::String(_)) => {
+            return Err(Rejection::invalid(None, "field 'id' must be 1 to 128 characters"));
+        }
+        Some(_) => return Err(Rejection::invalid(None, "field 'id' must be a string")),
+        None => return Err(Rejection::invalid(None, "missing field 'id'")),
+    };
+    let reply_to = Some(id.as_str());
+    let kind = match frame.remove("type") {
+        Some(Value::String(kind)) => kind,
+        Some(_) => return Err(Rejection::invalid(reply_to, "field 'type' must be a string")),
+        None => return Err(Rejection::invalid(reply_to, "missing field 'type'")),
+    };
+    let data = match frame.remove("data") {
+        Some(Value::Object(data)) => data,
+        None | Some(Value::Null) => Map::new(),
+        Some(_) => return Err(Rejection::invalid(reply_to, "field 'data' must be an object")),
+    };
+    let channel = match frame.remove("channel") {
+        Some(Value::String(channel)) => Some(channel),
+        None | Some(Value::Null) => None,
+        Some(_) => return Err(Rejection::invalid(reply_to, "field 'channel' must be a string")),
+    };
+
+    let action = match kind.as_str() {
+        kind::INIT => Action::Init(credentials(reply_to, data)?),
+        kind::HEARTBEAT => Action::Heartbeat,
+        kind::SUBSCRIBE => Action::Subscribe(channel_list(reply_to, data)?),
+        kind::UNSUBSCRIBE => Action::Unsubscribe(channel_list(reply_to, data)?),
+        kind::CHAT_MESSAGE | kind::CHAT_TYPING => {
+            let event = if kind == kind::CHAT_MESSAGE { ClientEvent::ChatMessage } else { ClientEvent::ChatTyping };
+            let channel = channel.ok_or_else(|| Rejection::invalid(reply_to, format!("'{kind}' needs a 'channel'")))?;
+            if event == ClientEvent::ChatMessage && !matches!(data.get("content"), Some(Value::String(_))) {
+                return Err(Rejection::invalid(reply_to, "'chat.message' needs a string 'data.content'"));
+            }
+            Action::Publish { event, channel, data }
+        }
+        other => {
+            let shown: String = other.chars().take(64).filter(|c| !c.is_control()).collect();
+            return Err(Rejection::invalid(reply_to, format!("unknown type '{shown}'")));
+        }
+    };
+    Ok(Request { id, action })
+}
+
+fn credentials(reply_to: Option<&str>, mut data: Map<String, Value>) -> Result<Credentials, Rejection> {
+    let auth_error = |message: &str| Rejection {
+        reply_to: reply_to.map(str::to_owned),
+        code: ErrorCode::InvalidToken,
+        message: message.to_owned(),
+    };
+    match (data.remove("token"), data.remove("api_key")) {
+        (Some(Value::String(token)), None) => Ok(Credentials::Token(token)),
+        (None, Some(Value::String(key))) => {
+            let user_id = match data.remove("user_id") {
+                Some(Value::String(user)) => Some(user),
+                None | Some(Value::Null) => None,
+                Some(_) => return Err(auth_error("'data.user_id' must be a string")),
+            };
+            Ok(Credentials::ApiKey { key, user_id })
+        }
+        (Some(_), Some(_)) => Err(auth_error("send either 'data.token' or 'data.api_key', not both")),
+        (None, None) => Err(auth_error("'connection.init' needs 'data.token' or 'data.api_key'")),
+        _ => Err(auth_error("'data.token' and 'data.api_key' must be strings")),
+    }
+}
+
+fn channel_list(reply_to: Option<&str>, mut data: Map<String, Value>) -> Result<Vec<String>, Rejection> {
+    let Some(Value::Array(items)) = data.remove("channels") else {
+        return Err(Rejection::invalid(reply_to, "'data.channels' must be a list of channel names"));
+    };
+    if items.is_empty() {
+        return Err(Rejection::invalid(reply_to, "'data.channels' is empty"));
+    }
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::String(name) => Ok(name),
+            _ => Err(Rejection::invalid(reply_to, "'data.channels' must hold only strings")),
+        })
+        .collect()
+}
+
+/// Checks an event type given to the publish API: 1–64 characters of
+/// letters, digits and `_ . -`, not one of the protocol's own namespaces
+/// (clients must be able to trust `connection.*`, `channel.*` and `error`).
+pub fn check_publish_type(kind: &str) -> Result<(), String> {
+    if kind.is_empty() || kind.len() > 64 {
+        return Err("'type' must be 1 to 64 characters".into());
+    }
+    if !kind.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+        return Err("'type' may hold only letters, digits and _ . -".into());
+    }
+    if kind == kind::ERROR || kind.starts_with("connection.") || kind.starts_with("channel.") {
+        return Err(format!("'type' '{kind}' is reserved for the protocol"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(text: &str) -> Rejection {
+        parse_request(text).unwrap_err()
+    }
+
+    #[test]
+    fn parses_init_with_token_or_key() {
+        let r = parse_request(r#"{"id":"1","type":"connection.init","data":{"token":"t"}}"#).unwrap();
+        assert_eq!(r, Request { id: "1".into(), action: Action::Init(Credentials::Token("t".into())) });
+        let r = parse_request(r#"{"id":"1","type":"connection.init","data":{"api_key":"k","user_id":"u"}}"#).unwrap();
+        assert_eq!(r.action, Action::Init(Credentials::ApiKey { key: "k".into(), user_id: Some("u".into()) }));
+    }
+
+    #[test]
+    fn init_without_credentials_is_an_auth_error() {
+        let r = rejected(r#"{"id":"1","type":"connection.init","data":{}}"#);
+        assert_eq!(r.code, ErrorCode::InvalidToken);
+        assert_eq!(r.reply_to.as_deref(), Some("1"));
+        let r = rejected(r#"{"id":"1","type":"connection.init","data":{"token":"a","api_key":"b"}}"#);
+        assert_eq!(r.code, ErrorCode::InvalidToken);
+    }
+
+    #[test]
+    fn malformed_json_is_4005() {
+        let r = rejected("{not json");
+        assert_eq!(r.code, ErrorCode::InvalidMessage);
+        assert!(r.message.starts_with("malformed JSON"));
+        assert_eq!(r.reply_to, None);
+        assert_eq!(rejected("[1,2]").code, ErrorCode::InvalidMessage);
+    }
+
+    #[test]
+    fn missing_or_mistyped_fields_name_the_field() {
+        assert!(rejected(r#"{"type":"connection.heartbeat"}"#).message.contains("'id'"));
+        assert!(rejected(r#"{"id":5,"type":"connection.heartbeat"}"#).message.contains("'id'"));
+        assert!(rejected(r#"{"id":"1"}"#).message.contains("'type'"));
+        assert!(rejected(r#"{"id":"1","type":7}"#).message.contains("'type'"));
+        assert!(rejected(r#"{"id":"1","type":"connection.heartbeat","data":[]}"#).message.contains("'data'"));
+        let r = rejected(r#"{"id":"1","type":"chat.message","data":{"content":"x"}}"#);
+        assert!(r.message.contains("'channel'"));
+        let r = rejected(r#"{"id":"1","type":"chat.message","channel":"team:a","data":{"content":3}}"#);
+        assert!(r.message.contains("data.content"));
+        let r = rejected(r#"{"id":"1","type":"channel.subscribe","data":{"channels":"team:a"}}"#);
+        assert!(r.message.contains("data.channels"));
+        let r = rejected(r#"{"id":"1","type":"channel.subscribe","data":{"channels":[]}}"#);
+        assert!(r.message.contains("empty"));
+    }
+
+    #[test]
+    fn overlong_id_is_refused() {
+        let frame = format!(r#"{{"id":"{}","type":"connection.heartbeat"}}"#, "x".repeat(129));
+        assert!(rejected(&frame).message.contains("1 to 128"));
+    }
+
+    #[test]
+    fn unknown_type_is_named() {
+        let r = rejected(r#"{"id":"9","type":"chat.explode"}"#);
+        assert_eq!(r.code, ErrorCode::InvalidMessage);
+        assert_eq!(r.message, "unknown type 'chat.explode'");
+        assert_eq!(r.reply_to.as_deref(), Some("9"));
+    }
+
+    #[test]
+    fn chat_message_keeps_extra_data() {
+        let r = parse_request(
+            r#"{"id":"3","type":"chat.message","channel":"conversation:c1","data":{"content":"hi","thread":"t"}}"#,
+        )
+        .unwrap();
+        let Action::Publish { event, channel, data } = r.action else { panic!("not a publish") };
+        assert_eq!(event, ClientEvent::ChatMessage);
+        assert_eq!(channel, "conversation:c1");
+        assert_eq!(data["thread"], "t");
+    }
+
+    #[test]
+    fn encoded_frame_has_the_envelope() {
+        let frame = encode("x.y", Some("team:t"), &serde_json::json!({"a":1}), Some("7"));
+        let v: Value = serde_json::from_str(frame.text()).unwrap();
+        assert_eq!(v["type"], "x.y");
+        assert_eq!(v["channel"], "team:t");
+        assert_eq!(v["data"]["a"], 1);
+        assert_eq!(v["reply_to"], "7");
+        assert_eq!(v["id"].as_str().unwrap().len(), 36);
+        let ts = v["timestamp"].as_str().unwrap();
+        assert!(humantime::parse_rfc3339(ts).is_ok(), "{ts}");
+        let bare = encode("x", None, &serde_json::json!({}), None);
+        let v: Value = serde_json::from_str(bare.text()).unwrap();
+        assert!(v.get("channel").is_none() && v.get("reply_to").is_none());
+    }
+
+    #[test]
+    fn publish_types_are_checked() {
+        assert!(check_publish_type("assistant.token").is_ok());
+        assert!(check_publish_type("prompt_updated").is_ok());
+        for bad in ["", "a b", "connection.ack", "channel.presence", "error", &"x".repeat(65)] {
+            assert!(check_publish_type(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! The registry actor: the node's directory.
+//!
+//! It maps channel names to channel actors (creating one on its first
+//! subscriber and letting it go after the last), indexes connections by id
+//! and by user for direct messages and broadcasts, keeps each connection's
+//! subscriptions (so a disconnect leaves every channel), and routes events
+//! from the publish API and client publishes to the channel actors.
+//!
+//! It never encodes an event: publishers hand it finished [`Frame`]s.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use crate::channel::{self, Channel};
+use crate::codes::{Close, ErrorCode};
+use crate::link::{Batch, ConnId, Delivery, Link};
+use crate::metrics::Metrics;
+use crate::node::connection_id;
+use crate::protocol::{self, kind, Frame};
+
+/// An authenticated connection joins the directory.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Connect {
+    /// The session.
+    pub link: Arc<Link>,
+    /// From `/ws/{client_id}`.
+    pub client_id: Option<Arc<str>>,
+    /// When it authenticated.
+    pub connected_at: SystemTime,
+}
+
+/// A connection is gone: it leaves every channel.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    /// The connection.
+    pub conn: ConnId,
+}
+
+/// Subscribe a connection to a channel it may use (the session checked).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe {
+    /// The connection.
+    pub conn: ConnId,
+    /// A valid channel name.
+    pub channel: Arc<str>,
+    /// The request's id for the reply.
+    pub reply_to: String,
+}
+
+/// Unsubscribe a connection from a channel.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    /// The connection.
+    pub conn: ConnId,
+    /// A valid channel name.
+    pub channel: Arc<str>,
+    /// The request's id for the reply.
+    pub reply_to: String,
+}
+
+/// An encoded event for every subscriber of a channel.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Publish {
+    /// The channel.
+    pub channel: Arc<str>,
+    /// The event, encoded once.
+    pub frame: Frame,
+}
+
+/// An encoded event for every connection of one user; returns how many.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct SendToUser {
+    /// The user id.
+    pub user: String,
+    /// The event.
+    pub frame: Frame,
+}
+
+/// An encoded event for every authenticated connection; returns how many.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Broadcast {
+    /// The event.
+    pub frame: Frame,
+}
+
+/// A session went over its outbound budget (reported once per session by
+/// whoever delivered to it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SlowConsumer {
+    /// The session.
+    pub link: Arc<Link>,
+}
+
+/// Closes every authenticated connection with `close`; returns how many.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CloseAll {
+    /// The close code (1012 on shutdown).
+    pub close: Close,
+}
+
+/// Lists up to `limit` connections.
+#[derive(Message)]
+#[rtype(result = "ConnectionList")]
+pub struct ListConnections {
+    /// The most to list.
+    pub limit: usize,
+}
+
+/// Counts of what the registry holds.
+#[derive(Message)]
+#[rtype(result = "Stats")]
+pub struct GetStats;
+
+/// One connection as `GET /ws/connections` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionInfo {
+    /// The id sent in `connection.ack`.
+    pub connection_id: String,
+    /// The user.
+    pub user_id: String,
+    /// From `/ws/{client_id}`.
+    pub client_id: Option<String>,
+    /// Subscribed channels.
+    pub channels: Vec<String>,
+    /// When it authenticated, RFC 3339.
+    pub connected_at: String,
+    /// Bytes queued for it and not yet written.
+    pub pending_bytes: usize,
+}
+
+/// The answer to [`ListConnections`].
+#[derive(Debug, Clone, Serialize, MessageResponse)]
+pub struct ConnectionList {
+    /// All authenticated connections.
+    pub total: usize,
+    /// Up to `limit` of them.
+    pub connections: Vec<ConnectionInfo>,
+}
+
+/// The answer to [`GetStats`].
+#[derive(Debug, Clone, Copy, Serialize, MessageResponse)]
+pub struct Stats {
+    /// Authenticated connections.
+    pub connections: usize,
+    /// Distinct users connected.
+    pub users: usize,
+    /// Channels with at least one subscriber.
+    pub channels: usize,
+}
+
+struct ChannelEntry {
+    addr: Addr<Channel>,
+    members: usize,
+}
+
+struct ConnEntry {
+    link: Arc<Link>,
+    client_id: Option<Arc<str>>,
+    connected_at: SystemTime,
+    channels: Vec<Arc<str>>,
+}
+
+/// The node's directory of channels and connections.
+pub struct Registry {
+    node_id: Arc<str>,
+    max_channels_per_connection: usize,
+    slow_consumer_grace: Duration,
+    metrics: Arc<Metrics>,
+    channels: HashMap<Arc<str>, ChannelEntry>,
+    conns: HashMap<ConnId, ConnEntry>,
+    users: HashMap<Arc<str>, Vec<ConnId>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(
+        node_id: Arc<str>,
+        max_channels_per_connection: usize,
+        slow_consumer_grace: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Registry {
+            node_id,
+            max_channels_per_connection,
+            slow_consumer_grace,
+            metrics,
+            channels: HashMap::new(),
+            conns: HashMap::new(),
+            users: HashMap::new(),
+        }
+    }
+
+    fn deliver(&self, link: &Arc<Link>, batch: &Arc<Batch>, ctx: &mut Context<Self>) {
+        match link.deliver(batch) {
+            Delivery::Queued => {}
+            Delivery::Overflowed => self.slow_consumer(Arc::clone(link), ctx),
+            Delivery::Dropped => {
+                self.metrics.dropped_deliveries.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn slow_consumer(&self, link: Arc<Link>, ctx: &mut Context<Self>) {
+        self.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        log::warn!(
+            "connection {} (user '{}') exceeded its outbound budget: closing with {}",
+            connection_id(&self.node_id, link.id()),
+            link.user(),
+            Close::SlowConsumer
+        );
+        ctx.run_later(self.slow_consumer_grace, move |_, _| {
+            if link.shutdown_socket() {
+                log::warn!("connection {} did not close in time: socket shut down", link.id());
+            }
+        });
+    }
+
+    /// Leaves `channel` for `conn`: forwards the leave and lets the channel
+    /// actor go when it was the last member.
+    fn leave(&mut self, conn: ConnId, channel: &Arc<str>, reply_to: Option<String>) {
+        let Some(entry) = self.channels.get_mut(channel) else { return };
+        entry.addr.do_send(channel::Leave { conn, reply_to });
+        entry.members -= 1;
+        if entry.members == 0 {
+            // Dropping the address stops the actor after it has handled the
+            // Leave just sent.
+            self.channels.remove(channel);
+        }
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(Duration::from_secs(1), |act, _| act.metrics.sample_rates());
+    }
+}
+
+impl Handler<Connect> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
+        let conn = msg.link.id();
+        self.users.entry(Arc::clone(msg.link.user())).or_default().push(conn);
+        self.conns.insert(
+            conn,
+            ConnEntry {
+                link: msg.link,
+                client_id: msg.client_id,
+                connected_at: msg.connected_at,
+                channels: Vec::new(),
+            },
+        );
+    }
+}
+
+impl Handler<Disconnect> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnect, _: &mut Self::Context) {
+        let Some(entry) = self.conns.remove(&msg.conn) else { return };
+        for channel in &entry.channels {
+            self.leave(msg.conn, channel, None);
+        }
+        if let Some(conns) = self.users.get_mut(entry.link.user()) {
+            conns.retain(|c| *c != msg.conn);
+            if conns.is_empty() {
+                self.users.remove(entry.link.user());
+            }
+        }
+    }
+}
+
+impl Handler<Subscribe> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) {
+        let Some(entry) = self.conns.get_mut(&msg.conn) else { return };
+        let link = Arc::clone(&entry.link);
+        if !entry.channels.contains(&msg.channel) {
+            if entry.channels.len() >= self.max_channels_per_connection {
+                let message = format!("channel limit reached: {} per connection", self.max_channels_per_connection);
+                let frame = protocol::error_frame(
+                    ErrorCode::PermissionDenied,
+                    &message,
+                    Some(&msg.channel),
+                    Some(&msg.reply_to),
+                );
+                return self.deliver(&link, &Batch::one(frame), ctx);
+            }
+            entry.channels.push(Arc::clone(&msg.channel));
+            let registry = ctx.address();
+            let metrics = &self.metrics;
+            let channel = self.channels.entry(Arc::clone(&msg.channel)).or_insert_with(|| ChannelEntry {
+                addr: Channel::new(Arc::clone(&msg.channel), registry, Arc::clone(metrics)).start(),
+                members: 0,
+            });
+            channel.members += 1;
+        }
+        if let Some(channel) = self.channels.get(&msg.channel) {
+            channel.addr.do_send(channel::Join { link, reply_to: msg.reply_to });
+        }
+    }
+}
+
+impl Handler<Unsubscribe> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, ctx: &mut Self::Context) {
+        let Some(entry) = self.conns.get_mut(&msg.conn) else { return };
+        if let Some(i) = entry.channels.iter().position(|c| *c == msg.channel) {
+            entry.channels.swap_remove(i);
+            self.leave(msg.conn, &msg.channel, Some(msg.reply_to));
+        } else {
+            // Not subscribed: unsubscribing is idempotent.
+            let link = Arc::clone(&entry.link);
+            let frame =
+                protocol::encode(kind::UNSUBSCRIBED, Some(&msg.channel), &serde_json::json!({}), Some(&msg.reply_to));
+            self.deliver(&link, &Batch::one(frame), ctx);
+        }
+    }
+}
+
+impl Handler<Publish> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
+        if let Some(channel) = self.channels.get(&msg.channel) {
+            channel.addr.do_send(channel::Publish { frame: msg.frame });
+        }
+    }
+}
+
+impl Handler<SendToUser> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, msg: SendToUser, ctx: &mut Self::Context) -> usize {
+        let Some(conns) = self.users.get(msg.user.as_str()) else { return 0 };
+        let batch = Batch::one(msg.frame);
+        let mut reached = 0;
+        for entry in conns.iter().filter_map(|c| self.conns.get(c)) {
+            self.deliver(&entry.link, &batch, ctx);
+            reached += 1;
+        }
+        reached
+    }
+}
+
+impl Handler<Broadcast> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, msg: Broadcast, ctx: &mut Self::Context) -> usize {
+        let batch = Batch::one(msg.frame);
+        for entry in self.conns.values() {
+            self.deliver(&entry.link, &batch, ctx);
+        }
+        self.conns.len()
+    }
+}
+
+impl Handler<SlowConsumer> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: SlowConsumer, ctx: &mut Self::Context) {
+        self.slow_consumer(msg.link, ctx);
+    }
+}
+
+impl Handler<CloseAll> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, msg: CloseAll, _: &mut Self::Context) -> usize {
+        for entry in self.conns.values() {
+            entry.link.close(msg.close);
+        }
+        self.conns.len()
+    }
+}
+
+impl Handler<ListConnections> for Registry {
+    type Result = ConnectionList;
+
+    fn handle(&mut self, msg: ListConnections, _: &mut Self::Context) -> ConnectionList {
+        let mut entries: Vec<&ConnEntry> = self.conns.values().collect();
+        entries.sort_unstable_by_key(|e| e.link.id());
+        let connections = entries
+            .into_iter()
+            .take(msg.limit)
+            .map(|e| ConnectionInfo {
+                connection_id: connection_id(&self.node_id, e.link.id()),
+                user_id: e.link.user().to_string(),
+                client_id: e.client_id.as_deref().map(str::to_owned),
+                channels: e.channels.iter().map(|c| c.to_string()).collect(),
+                connected_at: humantime::format_rfc3339_millis(e.connected_at).to_string(),
+                pending_bytes: e.link.pending(),
+            })
+            .collect();
+        ConnectionList { total: self.conns.len(), connections }
+    }
+}
+
+impl Handler<GetStats> for Registry {
+    type Result = Stats;
+
+    fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Stats {
+        Stats { connections: self.conns.len(), users: self.users.len(), channels: self.channels.len() }
+    }
+}

@@ -1,0 +1,458 @@
+//! The session actor: one per WebSocket connection.
+//!
+//! It reads and validates client frames, authenticates the connection,
+//! answers heartbeats, enforces the per-connection limits, asks the registry
+//! to subscribe and publish, and writes what channels and the registry push
+//! to it.
+//!
+//! Writing is paced by the socket. actix-web polls a session only while its
+//! HTTP write buffer has room, so after each [`WRITE_QUANTUM`] of delivered
+//! bytes the session pauses its mailbox until the next poll. Deliveries it
+//! has not written stay in its mailbox, counted by its [`Link`], and a client
+//! that does not keep up runs into the outbound budget instead of growing
+//! the server's buffers.
+
+use std::future::Future;
+use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use actix::prelude::*;
+use actix_http::ws::Item;
+use actix_web_actors::ws::{self, ProtocolError, WebsocketContext};
+use bytes::BytesMut;
+use serde_json::{json, Value};
+
+use crate::auth::{AuthError, Identity};
+use crate::codes::{Close, ErrorCode};
+use crate::link::{Batch, ConnId, Link};
+use crate::names::parse_channel;
+use crate::node::{connection_id, Node};
+use crate::protocol::{self, kind, Action, ClientEvent, Credentials, Rejection, Request};
+use crate::registry;
+
+/// Delivered bytes a session writes before it lets the HTTP layer flush.
+pub const WRITE_QUANTUM: usize = 64 * 1024;
+
+/// What other actors push to a session.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum Push {
+    /// Frames to write, shared with every other recipient.
+    Frames(Arc<Batch>),
+    /// Close the connection (slow consumer, shutdown).
+    Close(Close),
+}
+
+/// Where a connection is in its life.
+enum Auth {
+    /// Connected, no `connection.init` yet.
+    Waiting { timer: SpawnHandle },
+    /// Authenticated and known to the registry.
+    Ready { identity: Identity, link: Arc<Link> },
+}
+
+/// A message being reassembled from continuation frames.
+struct Fragments {
+    text: bool,
+    buf: BytesMut,
+}
+
+/// Tokens for client frames, refilled at `messages_per_second`.
+struct TokenBucket {
+    tokens: f32,
+    at: Instant,
+}
+
+/// One WebSocket connection.
+pub struct Session {
+    node: Arc<Node>,
+    conn: ConnId,
+    /// From `/ws/{client_id}`: the client's own name for itself.
+    client_id: Option<Arc<str>>,
+    /// Handed to the [`Link`] at authentication (for a forced close).
+    socket: Option<RawFd>,
+    auth: Auth,
+    /// Any frame from the client counts as a sign of life.
+    last_seen: Instant,
+    bucket: TokenBucket,
+    /// Delivered bytes written since the session last yielded.
+    unyielded: usize,
+    fragments: Option<Fragments>,
+}
+
+impl Session {
+    /// A session for a new connection. `socket` is the connection's file
+    /// descriptor, used only to shut a stalled connection down.
+    pub fn new(node: Arc<Node>, client_id: Option<Arc<str>>, socket: Option<RawFd>) -> Self {
+        let conn = node.next_conn_id();
+        let burst = node.limits.message_burst as f32;
+        Session {
+            node,
+            conn,
+            client_id,
+            socket,
+            auth: Auth::Waiting { timer: SpawnHandle::default() },
+            last_seen: Instant::now(),
+            bucket: TokenBucket { tokens: burst, at: Instant::now() },
+            unyielded: 0,
+            fragments: None,
+        }
+    }
+
+    fn send(&self, ctx: &mut WebsocketContext<Self>, frame: protocol::Frame) {
+        ctx.text(frame.text().clone());
+    }
+
+    fn send_error(
+        &self,
+        ctx: &mut WebsocketContext<Self>,
+        code: ErrorCode,
+        message: &str,
+        channel: Option<&str>,
+        reply_to: Option<&str>,
+    ) {
+        self.send(ctx, protocol::error_frame(code, message, channel, reply_to));
+    }
+
+    fn close(&mut self, ctx: &mut WebsocketContext<Self>, close: Close) {
+        log::debug!("connection {} closing: {close}", self.conn);
+        ctx.close(Some(close.into()));
+        ctx.stop();
+    }
+
+    /// Sends an `error` frame and closes with the same code: for auth
+    /// failures.
+    fn refuse(&mut self, ctx: &mut WebsocketContext<Self>, close: Close, message: &str, reply_to: Option<&str>) {
+        let code = if close == Close::TokenExpired { ErrorCode::TokenExpired } else { ErrorCode::InvalidToken };
+        self.send_error(ctx, code, message, None, reply_to);
+        self.close(ctx, close);
+    }
+
+    fn take_token(&mut self) -> bool {
+        let limits = &self.node.limits;
+        let now = Instant::now();
+        let refill = now.duration_since(self.bucket.at).as_secs_f32() * limits.messages_per_second as f32;
+        self.bucket.tokens = (self.bucket.tokens + refill).min(limits.message_burst as f32);
+        self.bucket.at = now;
+        if self.bucket.tokens >= 1.0 {
+            self.bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn heartbeat(&mut self, ctx: &mut WebsocketContext<Self>) {
+        let interval = self.node.limits.heartbeat_interval;
+        if self.last_seen.elapsed() >= interval * 2 {
+            log::info!("connection {} missed two heartbeats", self.conn);
+            return self.close(ctx, Close::HeartbeatTimeout);
+        }
+        if let Auth::Ready { identity, .. } = &self.auth {
+            if identity.expired(SystemTime::now()) {
+                return self.refuse(ctx, Close::TokenExpired, "token expired", None);
+            }
+        }
+        ctx.ping(b"");
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut WebsocketContext<Self>) {
+        self.node.metrics.messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if matches!(self.auth, Auth::Waiting { .. }) {
+            return match protocol::parse_request(text) {
+                Ok(Request { id, action: Action::Init(credentials) }) => self.authenticate(&id, &credentials, ctx),
+                Ok(request) => self.refuse(
+                    ctx,
+                    Close::InvalidToken,
+                    "authenticate first: send 'connection.init'",
+                    Some(&request.id),
+                ),
+                Err(rejection) => {
+                    let message = format!("authenticate first: {}", rejection.message);
+                    self.refuse(ctx, Close::InvalidToken, &message, rejection.reply_to.as_deref())
+                }
+            };
+        }
+        if !self.take_token() {
+            let limits = &self.node.limits;
+            let message = format!(
+                "rate limit exceeded: {} frames per second, bursts of {}",
+                limits.messages_per_second, limits.message_burst
+            );
+            return self.send_error(ctx, ErrorCode::RateLimited, &message, None, None);
+        }
+        match protocol::parse_request(text) {
+            Ok(request) => self.handle(request, ctx),
+            Err(Rejection { reply_to, code, message }) => {
+                self.send_error(ctx, code, &message, None, reply_to.as_deref())
+            }
+        }
+    }
+
+    fn authenticate(&mut self, id: &str, credentials: &Credentials, ctx: &mut WebsocketContext<Self>) {
+        let identity = match self.node.auth.authenticate(credentials) {
+            Ok(identity) => identity,
+            Err(AuthError::Expired) => return self.refuse(ctx, Close::TokenExpired, "token expired", Some(id)),
+            Err(AuthError::Invalid(why)) => return self.refuse(ctx, Close::InvalidToken, &why, Some(id)),
+        };
+        if let Auth::Waiting { timer } = self.auth {
+            ctx.cancel_future(timer);
+        }
+        let limits = &self.node.limits;
+        let link = Arc::new(Link::new(
+            self.conn,
+            identity.user_id.clone(),
+            ctx.address().recipient(),
+            limits.max_outbound_bytes,
+            self.socket.take(),
+        ));
+        self.node.registry.do_send(registry::Connect {
+            link: link.clone(),
+            client_id: self.client_id.clone(),
+            connected_at: SystemTime::now(),
+        });
+        let data = json!({
+            "connection_id": connection_id(&self.node.id, self.conn),
+            "user_id": &*identity.user_id,
+            "client_id": self.client_id.as_deref(),
+            "heartbeat_interval_ms": limits.heartbeat_interval.as_millis() as u64,
+            "protocol_version": protocol::PROTOCOL_VERSION,
+            "limits": {
+                "max_frame_bytes": limits.max_frame_bytes,
+                "max_outbound_bytes": limits.max_outbound_bytes,
+                "max_channels": limits.max_channels_per_connection,
+                "messages_per_second": limits.messages_per_second,
+                "message_burst": limits.message_burst,
+            },
+        });
+        self.send(ctx, protocol::encode(kind::ACK, None, &data, Some(id)));
+        log::debug!("connection {} authenticated as '{}'", self.conn, identity.user_id);
+        self.auth = Auth::Ready { identity, link };
+    }
+
+    fn handle(&mut self, request: Request, ctx: &mut WebsocketContext<Self>) {
+        let Auth::Ready { identity, .. } = &self.auth else { return };
+        let reply_to = Some(request.id.as_str());
+        match request.action {
+            Action::Init(_) => {
+                self.send_error(ctx, ErrorCode::InvalidMessage, "already authenticated", None, reply_to);
+            }
+            Action::Heartbeat => {
+                self.send(ctx, protocol::encode(kind::HEARTBEAT, None, &json!({}), reply_to));
+            }
+            Action::Subscribe(names) => {
+                for name in names {
+                    let channel = match parse_channel(&name) {
+                        Ok(channel) => channel,
+                        Err(e) => {
+                            self.send_error(ctx, ErrorCode::ChannelNotFound, &e.to_string(), Some(&name), reply_to);
+                            continue;
+                        }
+                    };
+                    if !identity.may_access(&channel) {
+                        let message = format!("not allowed to subscribe to '{channel}'");
+                        self.send_error(ctx, ErrorCode::PermissionDenied, &message, Some(&channel), reply_to);
+                        continue;
+                    }
+                    self.node.registry.do_send(registry::Subscribe {
+                        conn: self.conn,
+                        channel,
+                        reply_to: request.id.clone(),
+                    });
+                }
+            }
+            Action::Unsubscribe(names) => {
+                for name in names {
+                    match parse_channel(&name) {
+                        Ok(channel) => self.node.registry.do_send(registry::Unsubscribe {
+                            conn: self.conn,
+                            channel,
+                            reply_to: request.id.clone(),
+                        }),
+                        Err(e) => {
+                            self.send_error(ctx, ErrorCode::ChannelNotFound, &e.to_string(), Some(&name), reply_to)
+                        }
+                    }
+                }
+            }
+            Action::Publish { event, channel, mut data } => {
+                let channel = match parse_channel(&channel) {
+                    Ok(channel) => channel,
+                    Err(e) => {
+                        return self.send_error(
+                            ctx,
+                            ErrorCode::ChannelNotFound,
+                            &e.to_string(),
+                            Some(&channel),
+                            reply_to,
+                        );
+                    }
+                };
+                if !identity.may_access(&channel) {
+                    let message = format!("not allowed to publish to '{channel}'");
+                    return self.send_error(ctx, ErrorCode::PermissionDenied, &message, Some(&channel), reply_to);
+                }
+                let id = protocol::new_id();
+                data.insert("sender_id".into(), Value::from(&*identity.user_id));
+                if event == ClientEvent::ChatMessage {
+                    data.insert("message_id".into(), Value::from(id.as_str()));
+                }
+                let frame = protocol::encode_with_id(&id, event.kind(), Some(&channel), &data, None);
+                self.node.metrics.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if event == ClientEvent::ChatMessage {
+                    let receipt = json!({ "message_id": id, "channel": &*channel });
+                    self.send(ctx, protocol::encode(kind::MESSAGE_RECEIVED, Some(&channel), &receipt, reply_to));
+                }
+                self.node.registry.do_send(registry::Publish { channel, frame });
+            }
+        }
+    }
+
+    fn on_fragment(&mut self, item: Item, ctx: &mut WebsocketContext<Self>) {
+        let (first, bytes, last) = match item {
+            Item::FirstText(b) => (Some(true), b, false),
+            Item::FirstBinary(b) => (Some(false), b, false),
+            Item::Continue(b) => (None, b, false),
+            Item::Last(b) => (None, b, true),
+        };
+        match (first, self.fragments.as_mut()) {
+            (Some(text), None) => self.fragments = Some(Fragments { text, buf: BytesMut::from(&bytes[..]) }),
+            (None, Some(fragments)) => fragments.buf.extend_from_slice(&bytes),
+            _ => return self.close(ctx, Close::ProtocolError),
+        }
+        let too_big = self.fragments.as_ref().is_some_and(|f| f.buf.len() > self.node.limits.max_frame_bytes);
+        if too_big {
+            self.fragments = None;
+            return self.close(ctx, Close::MessageTooBig);
+        }
+        if !last {
+            return;
+        }
+        let Some(Fragments { text, buf }) = self.fragments.take() else { return };
+        if !text {
+            return self.on_binary(ctx);
+        }
+        match std::str::from_utf8(&buf) {
+            Ok(s) => self.on_text(s, ctx),
+            Err(_) => self.close(ctx, Close::InvalidPayload),
+        }
+    }
+
+    fn on_binary(&mut self, ctx: &mut WebsocketContext<Self>) {
+        self.node.metrics.messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let message = "binary frames are not supported: send JSON text frames";
+        if matches!(self.auth, Auth::Waiting { .. }) {
+            return self.refuse(ctx, Close::InvalidToken, &format!("authenticate first: {message}"), None);
+        }
+        self.send_error(ctx, ErrorCode::InvalidMessage, message, None, None);
+    }
+}
+
+impl Actor for Session {
+    type Context = WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.node.metrics.sockets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ctx.run_interval(self.node.limits.heartbeat_interval, |act, ctx| act.heartbeat(ctx));
+        let timer = ctx.run_later(self.node.limits.auth_timeout, |act, ctx| {
+            if matches!(act.auth, Auth::Waiting { .. }) {
+                let message = format!("no 'connection.init' within {:?}", act.node.limits.auth_timeout);
+                act.refuse(ctx, Close::InvalidToken, &message, None);
+            }
+        });
+        self.auth = Auth::Waiting { timer };
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.node.metrics.sockets.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if let Auth::Ready { .. } = self.auth {
+            self.node.registry.do_send(registry::Disconnect { conn: self.conn });
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Auth::Ready { link, .. } = &self.auth {
+            link.detach_socket();
+        }
+    }
+}
+
+impl Handler<Push> for Session {
+    type Result = ();
+
+    fn handle(&mut self, push: Push, ctx: &mut Self::Context) {
+        let Auth::Ready { link, .. } = &self.auth else { return };
+        let batch = match push {
+            Push::Close(close) => return self.close(ctx, close),
+            Push::Frames(batch) => batch,
+        };
+        if link.overflowed() {
+            // Skip the backlog: the close frame goes out next.
+            return self.close(ctx, Close::SlowConsumer);
+        }
+        let now = Instant::now();
+        let metrics = &self.node.metrics;
+        for frame in batch.frames() {
+            ctx.write_raw(ws::Message::Text(frame.text().clone()));
+            metrics.latency.record(now.saturating_duration_since(frame.created()).as_micros() as u64);
+        }
+        metrics.messages_out.fetch_add(batch.frames().len() as u64, std::sync::atomic::Ordering::Relaxed);
+        link.written(batch.bytes());
+        self.unyielded += batch.bytes();
+        if self.unyielded >= WRITE_QUANTUM {
+            self.unyielded = 0;
+            // Stops the mailbox until actix-web polls this session again,
+            // which it does only once its write buffer has drained.
+            ctx.wait(actix::fut::wrap_future(YieldOnce(false)));
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
+    fn handle(&mut self, msg: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+        self.last_seen = Instant::now();
+        match msg {
+            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
+            Ok(ws::Message::Binary(_)) => self.on_binary(ctx),
+            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
+            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(ProtocolError::Overflow) => self.close(ctx, Close::MessageTooBig),
+            Err(ProtocolError::Io(e)) if e.to_string().contains("utf-8") => self.close(ctx, Close::InvalidPayload),
+            Err(e) => {
+                log::debug!("connection {}: websocket error: {e}", self.conn);
+                self.close(ctx, Close::ProtocolError);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// A future that is pending once: it lets the session's task return to
+/// actix-web, which flushes before it polls the session again.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

@@ -1,0 +1,462 @@
+//! Configuration: command-line flags, each with an environment variable
+//! fallback, over an optional YAML file, over built-in defaults.
+//!
+//! Without `--production` the server runs in development mode: a missing
+//! admin token becomes [`DEV_ADMIN_TOKEN`] and the API key `development` is
+//! accepted, both announced loudly at start. With `--production` it refuses
+//! to start unless real secrets are set.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use actix_web::http::header::HeaderValue;
+use clap::Parser;
+use nova_actors::auth::{check_user_id, ApiKey, DEVELOPMENT_KEY};
+use nova_actors::names::parse_patterns;
+use nova_actors::node::Limits;
+use serde::Deserialize;
+
+/// The admin token in development mode when none is set.
+pub const DEV_ADMIN_TOKEN: &str = "dev-admin-token";
+
+/// Where the YAML file is looked for when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "configs/server.yaml";
+
+/// The user id of a static API key given without one (`NOVA_API_KEYS=key`).
+pub const DEFAULT_API_KEY_USER: &str = "api-key";
+
+const MIN_JWT_SECRET_BYTES: usize = 32;
+const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
+/// Command-line flags; each also reads the environment variable named.
+#[derive(Parser, Debug, Default)]
+#[command(name = "nova-realtime", version, about = "Real-time event server for the Nova application")]
+pub struct Args {
+    /// YAML configuration file [default: configs/server.yaml, if present]
+    #[arg(long, env = "NOVA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8000]
+    #[arg(long, env = "NOVA_BIND")]
+    pub bind: Option<String>,
+    /// Refuse to start without real secrets; disable development defaults
+    #[arg(long, env = "NOVA_PRODUCTION")]
+    pub production: bool,
+    /// HS256 secret for client JWTs (at least 32 bytes in production)
+    #[arg(long, env = "NOVA_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Bearer token for the admin REST API
+    #[arg(long, env = "NOVA_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Static API keys, comma-separated, each `key` or `user_id:key`
+    #[arg(long, env = "NOVA_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Option<Vec<String>>,
+    /// Channel patterns granted to the static API keys, comma-separated [default: none]
+    #[arg(long, env = "NOVA_API_KEY_CHANNELS", value_delimiter = ',')]
+    pub api_key_channels: Option<Vec<String>>,
+    /// Browser origins allowed for WebSocket and CORS, comma-separated, or `*`
+    #[arg(long, env = "NOVA_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// This node's id, the prefix of connection ids [default: random]
+    #[arg(long, env = "NOVA_NODE_ID")]
+    pub node_id: Option<String>,
+    /// HTTP worker threads [default: one per CPU]
+    #[arg(long, env = "NOVA_WORKERS")]
+    pub workers: Option<usize>,
+    /// Server ping interval; two missed drop the connection [default: 30000]
+    #[arg(long, env = "NOVA_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Time allowed for `connection.init` [default: 10000]
+    #[arg(long, env = "NOVA_AUTH_TIMEOUT_MS")]
+    pub auth_timeout_ms: Option<u64>,
+    /// Largest client frame and published event, bytes [default: 1048576]
+    #[arg(long, env = "NOVA_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// Bytes queued for one client before it is dropped as slow [default: 524288]
+    #[arg(long, env = "NOVA_MAX_OUTBOUND_BYTES")]
+    pub max_outbound_bytes: Option<usize>,
+    /// Channels per connection [default: 100]
+    #[arg(long, env = "NOVA_MAX_CHANNELS")]
+    pub max_channels_per_connection: Option<usize>,
+    /// Client frames per second, sustained [default: 50]
+    #[arg(long, env = "NOVA_RATE_LIMIT")]
+    pub messages_per_second: Option<u32>,
+    /// Client frames in a burst [default: 100]
+    #[arg(long, env = "NOVA_RATE_BURST")]
+    pub message_burst: Option<u32>,
+    /// Time a slow consumer gets to close before its socket is shut [default: 5000]
+    #[arg(long, env = "NOVA_SLOW_CONSUMER_GRACE_MS")]
+    pub slow_consumer_grace_ms: Option<u64>,
+    /// Seconds to wait for connections to close on shutdown [default: 10]
+    #[arg(long, env = "NOVA_DRAIN_TIMEOUT_SECS")]
+    pub drain_timeout_secs: Option<u64>,
+}
+
+/// A static API key in the YAML file.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FileApiKey {
+    /// The key.
+    pub key: String,
+    /// The user id it acts as.
+    pub user_id: String,
+    /// Channel patterns it grants.
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+/// `configs/server.yaml`: the same settings as the flags, in snake case.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    bind: Option<String>,
+    production: Option<bool>,
+    jwt_secret: Option<String>,
+    admin_token: Option<String>,
+    api_keys: Option<Vec<FileApiKey>>,
+    api_key_channels: Option<Vec<String>>,
+    allowed_origins: Option<Vec<String>>,
+    node_id: Option<String>,
+    workers: Option<usize>,
+    heartbeat_interval_ms: Option<u64>,
+    auth_timeout_ms: Option<u64>,
+    max_frame_bytes: Option<usize>,
+    max_outbound_bytes: Option<usize>,
+    max_channels_per_connection: Option<usize>,
+    messages_per_second: Option<u32>,
+    message_burst: Option<u32>,
+    slow_consumer_grace_ms: Option<u64>,
+    drain_timeout_secs: Option<u64>,
+}
+
+/// Browser origins allowed to open WebSockets and call the REST API.
+/// Requests without an `Origin` header (servers, CLI tools) are not browser
+/// requests and are always allowed.
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    any: bool,
+    localhost: bool,
+    exact: Vec<String>,
+}
+
+impl Origins {
+    /// From the configured list; `*` allows any origin.
+    pub fn new(list: &[String], localhost: bool) -> Self {
+        let any = list.iter().any(|o| o.trim() == "*");
+        let exact = list
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+            .filter(|o| !o.is_empty() && o != "*")
+            .collect();
+        Origins { any, localhost, exact }
+    }
+
+    /// Whether a request with this `Origin` header is allowed.
+    pub fn allows(&self, origin: &HeaderValue) -> bool {
+        let Ok(origin) = origin.to_str() else { return false };
+        let origin = origin.to_ascii_lowercase();
+        self.any || self.exact.contains(&origin) || (self.localhost && is_localhost(&origin))
+    }
+}
+
+fn is_localhost(origin: &str) -> bool {
+    let Some(rest) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else {
+        return false;
+    };
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().map(|h| format!("[{h}]")).unwrap_or_default(),
+        None => rest.split(':').next().unwrap_or_default().to_owned(),
+    };
+    matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+}
+
+/// Development or production, as announced at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Dev defaults filled in, loudly.
+    Development,
+    /// Real secrets required.
+    Production,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub bind: String,
+    /// Development or production.
+    pub mode: Mode,
+    /// This node's id.
+    pub node_id: String,
+    /// JWT secret; JWTs are refused without one.
+    pub jwt_secret: Option<String>,
+    /// Admin bearer token.
+    pub admin_token: String,
+    /// Static API keys.
+    pub api_keys: Vec<ApiKey>,
+    /// Whether the `development` key is accepted.
+    pub development_key: bool,
+    /// Allowed browser origins.
+    pub origins: Origins,
+    /// HTTP workers; `None` for one per CPU.
+    pub workers: Option<usize>,
+    /// Per-connection limits.
+    pub limits: Limits,
+    /// How long shutdown waits for connections to close.
+    pub drain_timeout: Duration,
+}
+
+impl Config {
+    /// Reads flags, environment and the YAML file.
+    pub fn load() -> Result<Config, String> {
+        Config::from_args(Args::parse())
+    }
+
+    /// Resolves parsed flags against the YAML file and defaults.
+    pub fn from_args(args: Args) -> Result<Config, String> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => read_file(Path::new(DEFAULT_CONFIG_FILE))?,
+            None => FileConfig::default(),
+        };
+        Config::resolve(args, file)
+    }
+
+    /// Flags win over the file, the file over defaults.
+    pub fn resolve(args: Args, file: FileConfig) -> Result<Config, String> {
+        let production = args.production || file.production.unwrap_or(false);
+        let mode = if production { Mode::Production } else { Mode::Development };
+        let jwt_secret = args.jwt_secret.or(file.jwt_secret).filter(|s| !s.is_empty());
+        let admin_token = args.admin_token.or(file.admin_token).filter(|s| !s.is_empty());
+
+        let channels = args.api_key_channels.or(file.api_key_channels).unwrap_or_default();
+        let channels = parse_patterns(&channels).map_err(|e| format!("NOVA_API_KEY_CHANNELS: {e}"))?;
+        let mut api_keys = Vec::new();
+        for entry in args.api_keys.unwrap_or_default() {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                continue;
+            }
+            let (user_id, key) = entry.split_once(':').unwrap_or((DEFAULT_API_KEY_USER, entry));
+            api_keys.push(ApiKey { key: key.to_owned(), user_id: user_id.to_owned(), channels: channels.clone() });
+        }
+        for entry in file.api_keys.unwrap_or_default() {
+            let patterns = parse_patterns(&entry.channels).map_err(|e| format!("api_keys ({}): {e}", entry.user_id))?;
+            api_keys.push(ApiKey { key: entry.key, user_id: entry.user_id, channels: patterns });
+        }
+        for k in &api_keys {
+            check_user_id(&k.user_id).map_err(|why| format!("API key user id '{}': {why}", k.user_id))?;
+            if k.key.is_empty() {
+                return Err(format!("API key of '{}' is empty", k.user_id));
+            }
+        }
+
+        let admin_token = match (mode, admin_token) {
+            (Mode::Production, None) => return Err("--production needs NOVA_ADMIN_TOKEN".into()),
+            (Mode::Production, Some(t)) if t == DEV_ADMIN_TOKEN || t.chars().count() < MIN_ADMIN_TOKEN_CHARS => {
+                return Err(format!(
+                    "--production needs a real NOVA_ADMIN_TOKEN of at least {MIN_ADMIN_TOKEN_CHARS} characters"
+                ));
+            }
+            (_, Some(t)) => t,
+            (Mode::Development, None) => DEV_ADMIN_TOKEN.to_owned(),
+        };
+        if mode == Mode::Production {
+            match &jwt_secret {
+                None => return Err("--production needs NOVA_JWT_SECRET".into()),
+                Some(s) if s.len() < MIN_JWT_SECRET_BYTES => {
+                    return Err(format!(
+                        "--production needs a NOVA_JWT_SECRET of at least {MIN_JWT_SECRET_BYTES} bytes"
+                    ));
+                }
+                Some(_) => {}
+            }
+            if api_keys.iter().any(|k| k.key == DEVELOPMENT_KEY) {
+                return Err("--production refuses the API key 'development'".into());
+            }
+        }
+
+        let d = Limits::default();
+        let ms = |v: Option<u64>, default: Duration| v.map(Duration::from_millis).unwrap_or(default);
+        let limits = Limits {
+            heartbeat_interval: ms(args.heartbeat_interval_ms.or(file.heartbeat_interval_ms), d.heartbeat_interval),
+            auth_timeout: ms(args.auth_timeout_ms.or(file.auth_timeout_ms), d.auth_timeout),
+            max_frame_bytes: args.max_frame_bytes.or(file.max_frame_bytes).unwrap_or(d.max_frame_bytes),
+            max_outbound_bytes: args.max_outbound_bytes.or(file.max_outbound_bytes).unwrap_or(d.max_outbound_bytes),
+            max_channels_per_connection: args
+                .max_channels_per_connection
+                .or(file.max_channels_per_connection)
+                .unwrap_or(d.max_channels_per_connection),
+            messages_per_second: args.messages_per_second.or(file.messages_per_second).unwrap_or(d.messages_per_second),
+            message_burst: args.message_burst.or(file.message_burst).unwrap_or(d.message_burst),
+            slow_consumer_grace: ms(args.slow_consumer_grace_ms.or(file.slow_consumer_grace_ms), d.slow_consumer_grace),
+        };
+        check_limits(&limits)?;
+
+        let node_id = args.node_id.or(file.node_id).unwrap_or_else(random_node_id);
+        if node_id.is_empty() || node_id.len() > 32 || !node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(format!("node id '{node_id}' must be 1 to 32 letters, digits or '-'"));
+        }
+        let origin_list = args.allowed_origins.or(file.allowed_origins).unwrap_or_default();
+        Ok(Config {
+            bind: args.bind.or(file.bind).unwrap_or_else(|| "127.0.0.1:8000".into()),
+            mode,
+            node_id,
+            jwt_secret,
+            admin_token,
+            api_keys,
+            development_key: mode == Mode::Development,
+            origins: Origins::new(&origin_list, mode == Mode::Development),
+            workers: args.workers.or(file.workers).filter(|w| *w > 0),
+            limits,
+            drain_timeout: Duration::from_secs(args.drain_timeout_secs.or(file.drain_timeout_secs).unwrap_or(10)),
+        })
+    }
+
+    /// Logs what a person starting the server must know: the mode and, in
+    /// development, the credentials anyone can use.
+    pub fn announce(&self) {
+        match self.mode {
+            Mode::Production => log::info!("production mode, node '{}'", self.node_id),
+            Mode::Development => {
+                let bar = "=".repeat(72);
+                log::warn!("{bar}");
+                log::warn!("DEVELOPMENT MODE: not for production (start with --production)");
+                if self.admin_token == DEV_ADMIN_TOKEN {
+                    log::warn!("  admin token: {DEV_ADMIN_TOKEN}  (set NOVA_ADMIN_TOKEN)");
+                }
+                log::warn!("  API key '{DEVELOPMENT_KEY}' is accepted and may use every channel");
+                if self.jwt_secret.is_none() {
+                    log::warn!("  JWTs are refused: NOVA_JWT_SECRET is not set");
+                }
+                log::warn!("  browser origins on localhost are allowed");
+                log::warn!("{bar}");
+            }
+        }
+        if !self.api_keys.is_empty() && self.api_keys.iter().all(|k| k.channels.is_empty()) {
+            log::warn!("static API keys grant no channels: set NOVA_API_KEY_CHANNELS");
+        }
+    }
+}
+
+fn check_limits(l: &Limits) -> Result<(), String> {
+    let checks = [
+        (l.heartbeat_interval >= Duration::from_millis(10), "heartbeat interval must be at least 10 ms"),
+        (l.auth_timeout >= Duration::from_millis(10), "auth timeout must be at least 10 ms"),
+        (l.max_frame_bytes >= 1024, "max frame bytes must be at least 1024"),
+        (l.max_outbound_bytes >= 1024, "max outbound bytes must be at least 1024"),
+        (l.max_channels_per_connection >= 1, "max channels must be at least 1"),
+        (l.messages_per_second >= 1 && l.message_burst >= 1, "rate limit and burst must be at least 1"),
+    ];
+    match checks.iter().find(|(ok, _)| !ok) {
+        Some((_, why)) => Err((*why).to_owned()),
+        None => Ok(()),
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.trim().is_empty() || serde_yaml::from_str::<serde_yaml::Value>(&text).is_ok_and(|v| v.is_null()) {
+        return Ok(FileConfig::default());
+    }
+    serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Eight hex digits: the first group of a random UUID.
+fn random_node_id() -> String {
+    nova_actors::protocol::new_id()[..8].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(s: &str) -> HeaderValue {
+        HeaderValue::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn no_secrets_means_development_mode() {
+        let c = Config::resolve(Args::default(), FileConfig::default()).unwrap();
+        assert_eq!(c.mode, Mode::Development);
+        assert_eq!(c.admin_token, DEV_ADMIN_TOKEN);
+        assert!(c.development_key);
+        assert_eq!(c.bind, "127.0.0.1:8000");
+    }
+
+    #[test]
+    fn production_refuses_missing_or_weak_secrets() {
+        let prod = |jwt: Option<&str>, admin: Option<&str>| {
+            let args = Args {
+                production: true,
+                jwt_secret: jwt.map(str::to_owned),
+                admin_token: admin.map(str::to_owned),
+                ..Args::default()
+            };
+            Config::resolve(args, FileConfig::default())
+        };
+        let strong_jwt = "0123456789abcdef0123456789abcdef";
+        assert!(prod(None, None).unwrap_err().contains("NOVA_ADMIN_TOKEN"));
+        assert!(prod(None, Some("a-real-admin-token")).unwrap_err().contains("NOVA_JWT_SECRET"));
+        assert!(prod(Some("short"), Some("a-real-admin-token")).unwrap_err().contains("32 bytes"));
+        assert!(prod(Some(strong_jwt), Some(DEV_ADMIN_TOKEN)).is_err());
+        assert!(prod(Some(strong_jwt), Some("short")).is_err());
+        let c = prod(Some(strong_jwt), Some("a-real-admin-token")).unwrap();
+        assert_eq!(c.mode, Mode::Production);
+        assert!(!c.development_key);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file: FileConfig =
+            serde_yaml::from_str("bind: 0.0.0.0:9000\nheartbeat_interval_ms: 5000\nnode_id: filenode\n").unwrap();
+        let args = Args { bind: Some("127.0.0.1:1".into()), ..Args::default() };
+        let c = Config::resolve(args, file).unwrap();
+        assert_eq!(c.bind, "127.0.0.1:1");
+        assert_eq!(c.limits.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(c.node_id, "filenode");
+    }
+
+    #[test]
+    fn file_rejects_unknown_keys() {
+        let err = serde_yaml::from_str::<FileConfig>("bindd: x\n").unwrap_err().to_string();
+        assert!(err.contains("bindd"), "{err}");
+    }
+
+    #[test]
+    fn api_keys_from_the_environment_form() {
+        let args = Args {
+            api_keys: Some(vec!["agent:s3cret".into(), "bare".into()]),
+            api_key_channels: Some(vec!["agent:*".into()]),
+            ..Args::default()
+        };
+        let c = Config::resolve(args, FileConfig::default()).unwrap();
+        assert_eq!(c.api_keys[0].user_id, "agent");
+        assert_eq!(c.api_keys[0].key, "s3cret");
+        assert_eq!(c.api_keys[1].user_id, DEFAULT_API_KEY_USER);
+        assert!(c.api_keys[1].channels[0].matches("agent:a1"));
+        let bad = Args { api_key_channels: Some(vec!["nope:*".into()]), ..Args::default() };
+        assert!(Config::resolve(bad, FileConfig::default()).is_err());
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let args = Args { max_frame_bytes: Some(10), ..Args::default() };
+        assert!(Config::resolve(args, FileConfig::default()).unwrap_err().contains("frame"));
+    }
+
+    #[test]
+    fn origins() {
+        let dev = Origins::new(&["https://app.example.com".into()], true);
+        assert!(dev.allows(&header("https://app.example.com")));
+        assert!(dev.allows(&header("HTTPS://APP.EXAMPLE.COM")));
+        assert!(dev.allows(&header("http://localhost:5173")));
+        assert!(dev.allows(&header("http://127.0.0.1:3000")));
+        assert!(dev.allows(&header("http://[::1]:3000")));
+        assert!(!dev.allows(&header("http://localhost.evil.com")));
+        assert!(!dev.allows(&header("https://evil.example.com")));
+        let prod = Origins::new(&[], false);
+        assert!(!prod.allows(&header("http://localhost:5173")));
+        assert!(Origins::new(&["*".into()], false).allows(&header("https://anything.io")));
+    }
+}

@@ -1,0 +1,70 @@
+//! The connection admin endpoints: `GET /ws/connections`, `GET /ws/metrics`,
+//! `POST /ws/broadcast` and `POST /ws/ping`.
+
+use actix_web::{web, HttpResponse};
+use nova_actors::protocol::{self, kind};
+use nova_actors::registry::{Broadcast, GetStats, ListConnections};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::publish::{encode_event, DirectRequest};
+use super::{Admin, AppState};
+
+/// Connections listed by default, and at most.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 10_000;
+
+/// `?limit=` of `GET /ws/connections`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /ws/connections`: authenticated connections, oldest first.
+pub async fn list(
+    _: Admin,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let list = state.node.registry.send(ListConnections { limit }).await.map_err(ApiError::unavailable)?;
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// `GET /ws/metrics`: registry counts plus the node's counters and latency.
+pub async fn metrics(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let stats = state.node.registry.send(GetStats).await.map_err(ApiError::unavailable)?;
+    let mut body = serde_json::to_value(state.node.metrics.snapshot()).map_err(ApiError::unavailable)?;
+    if let Some(map) = body.as_object_mut() {
+        map.insert("connections".into(), stats.connections.into());
+        map.insert("users".into(), stats.users.into());
+        map.insert("channels".into(), stats.channels.into());
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// `POST /ws/broadcast` `{"type", "data"}`: one event to every authenticated
+/// connection, subscribed or not.
+pub async fn broadcast(
+    _: Admin,
+    state: web::Data<AppState>,
+    body: web::Json<DirectRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let DirectRequest { kind, data, channel } = body.into_inner();
+    let event = encode_event(&state, channel.as_deref(), &kind, data)?;
+    state.node.metrics.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let connections =
+        state.node.registry.send(Broadcast { frame: event.frame }).await.map_err(ApiError::unavailable)?;
+    Ok(HttpResponse::Accepted().json(json!({ "id": event.id, "connections": connections })))
+}
+
+/// `POST /ws/ping`: a server `connection.heartbeat` to every authenticated
+/// connection, to check clients respond.
+pub async fn ping(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let id = protocol::new_id();
+    let frame = protocol::encode_with_id(&id, kind::HEARTBEAT, None, &json!({}), None);
+    let connections = state.node.registry.send(Broadcast { frame }).await.map_err(ApiError::unavailable)?;
+    Ok(HttpResponse::Accepted().json(json!({ "id": id, "connections": connections })))
+}

@@ -1,0 +1,110 @@
+//! The REST API's error: every failure answers
+//! `{"error": {"code": "...", "message": "..."}}` with a fitting status, and
+//! bad input is a 4xx, never a 500.
+
+use std::fmt;
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde_json::json;
+
+/// A REST error with its status and a stable, machine-readable code.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with the given status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+
+    /// 400 with a code naming what was wrong.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 401: no or wrong admin token.
+    pub fn unauthorized() -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "send 'Authorization: Bearer <admin token>'")
+    }
+
+    /// The same error with its message prefixed by where it happened.
+    pub fn within(self, place: &str) -> ApiError {
+        ApiError { message: format!("{place}: {}", self.message), ..self }
+    }
+
+    /// 503: the node's actors did not answer.
+    pub fn unavailable(what: impl fmt::Display) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("registry unavailable: {what}"))
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status);
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        res.json(json!({ "error": { "code": self.code, "message": self.message } }))
+    }
+}
+
+/// Turns actix's JSON body errors into ours.
+pub fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let api = match &err {
+        JsonPayloadError::OverflowKnownLength { length, limit } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("body of {length} bytes is over the limit of {limit}"),
+        ),
+        JsonPayloadError::Overflow { limit } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("body is over the limit of {limit} bytes"),
+        ),
+        JsonPayloadError::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as 'Content-Type: application/json'",
+        ),
+        JsonPayloadError::Deserialize(e) => ApiError::bad_request("invalid_json", e.to_string()),
+        other => ApiError::bad_request("invalid_json", other.to_string()),
+    };
+    api.into()
+}
+
+/// Turns path-parameter errors into ours.
+pub fn path_error(err: PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request("invalid_path", err.to_string()).into()
+}
+
+/// Turns query-string errors into ours.
+pub fn query_error(err: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request("invalid_query", err.to_string()).into()
+}
+
+/// 404 for every unknown path.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {}", req.path())).error_response()
+}
+
+/// 405 for a known path with the wrong method.
+pub async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let message = format!("{} is not allowed on {}", req.method(), req.path());
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message).error_response()
+}

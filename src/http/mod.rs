@@ -1,0 +1,89 @@
+//! The HTTP surface: the WebSocket endpoint and the REST API, grouped by
+//! resource.
+//!
+//! - [`ws`]: `GET /ws`, `GET /ws/{client_id}`: upgrade and start a session.
+//! - [`publish`]: `POST /api/publish`, `/api/publish/batch`,
+//!   `/api/users/{user_id}/send`.
+//! - [`connections`]: `GET /ws/connections`, `GET /ws/metrics`,
+//!   `POST /ws/broadcast`, `POST /ws/ping`.
+//! - [`health`]: `GET /health`.
+//!
+//! Everything but `/health` and the WebSocket endpoint takes the admin
+//! bearer token ([`Admin`]); every error is JSON ([`error`]).
+
+pub mod connections;
+pub mod error;
+pub mod health;
+pub mod publish;
+pub mod ws;
+
+use std::future::{ready, Ready};
+use std::sync::Arc;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
+use nova_actors::auth::constant_time_eq;
+use nova_actors::node::Node;
+
+use crate::config::Origins;
+use error::ApiError;
+
+/// Largest REST request body. Single events are further held to the frame
+/// limit once encoded.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// What every handler shares.
+pub struct AppState {
+    /// The node: registry, limits, metrics.
+    pub node: Arc<Node>,
+    /// The admin bearer token.
+    pub admin_token: String,
+    /// Allowed browser origins.
+    pub origins: Origins,
+}
+
+/// Proof that a request carried the admin bearer token; take it as a
+/// handler argument to require it.
+pub struct Admin;
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = Ready<Result<Admin, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return ready(Err(ApiError::unauthorized()));
+        };
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        ready(match presented {
+            Some(token) if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => Ok(Admin),
+            _ => Err(ApiError::unauthorized()),
+        })
+    }
+}
+
+/// A resource whose wrong methods get a JSON 405.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(error::method_not_allowed))
+}
+
+/// Registers every route. Admin routes under `/ws/` come before
+/// `/ws/{client_id}`, so those names cannot be client ids.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/health").route(web::get().to(health::health)))
+        .service(resource("/ws/connections").route(web::get().to(connections::list)))
+        .service(resource("/ws/metrics").route(web::get().to(connections::metrics)))
+        .service(resource("/ws/broadcast").route(web::post().to(connections::broadcast)))
+        .service(resource("/ws/ping").route(web::post().to(connections::ping)))
+        .service(resource("/ws").route(web::get().to(ws::connect)))
+        .service(resource("/ws/{client_id}").route(web::get().to(ws::connect_as)))
+        .service(resource("/api/publish").route(web::post().to(publish::publish)))
+        .service(resource("/api/publish/batch").route(web::post().to(publish::publish_batch)))
+        .service(resource("/api/users/{user_id}/send").route(web::post().to(publish::send_to_user)));
+}

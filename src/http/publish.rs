@@ -1,0 +1,156 @@
+//! Publishing from backend services: `POST /api/publish`,
+//! `POST /api/publish/batch` and `POST /api/users/{user_id}/send`.
+//!
+//! Each event is validated, encoded once here on the HTTP worker, and handed
+//! to the registry as finished bytes; the answer is 202 with the event id,
+//! the same id every recipient sees.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use nova_actors::auth::check_user_id;
+use nova_actors::names::parse_channel;
+use nova_actors::protocol::{self, Frame};
+use nova_actors::registry;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::error::ApiError;
+use super::{Admin, AppState};
+
+/// Events in one batch at most.
+pub const MAX_BATCH: usize = 1000;
+
+/// `POST /api/publish`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    channel: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+/// `POST /api/publish/batch`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    events: Vec<PublishRequest>,
+}
+
+/// `POST /api/users/{user_id}/send`, also the body of `POST /ws/broadcast`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectRequest {
+    /// The event type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The payload, a JSON object.
+    #[serde(default)]
+    pub data: Option<Value>,
+    /// Optional: lets the client file the event under a channel.
+    #[serde(default)]
+    pub channel: Option<String>,
+}
+
+/// An event checked and encoded, ready for the registry.
+pub struct Encoded {
+    /// The event id.
+    pub id: String,
+    /// The channel, when the event has one.
+    pub channel: Option<Arc<str>>,
+    /// The wire bytes.
+    pub frame: Frame,
+}
+
+/// Validates and encodes one event. `channel` is required for channel
+/// publishes and optional for direct sends.
+pub fn encode_event(
+    state: &AppState,
+    channel: Option<&str>,
+    kind: &str,
+    data: Option<Value>,
+) -> Result<Encoded, ApiError> {
+    let channel =
+        channel.map(parse_channel).transpose().map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?;
+    protocol::check_publish_type(kind).map_err(|e| ApiError::bad_request("invalid_type", e))?;
+    let data = match data {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(data @ Value::Object(_)) => data,
+        Some(_) => return Err(ApiError::bad_request("invalid_data", "'data' must be a JSON object")),
+    };
+    let id = protocol::new_id();
+    let frame = protocol::encode_with_id(&id, kind, channel.as_deref(), &data, None);
+    let limit = state.node.limits.max_frame_bytes;
+    if frame.len() > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "event_too_large",
+            format!("the encoded event is {} bytes, over the frame limit of {limit}", frame.len()),
+        ));
+    }
+    Ok(Encoded { id, channel, frame })
+}
+
+fn publish_to_registry(state: &AppState, channel: Arc<str>, frame: Frame) {
+    state.node.metrics.published.fetch_add(1, Ordering::Relaxed);
+    state.node.registry.do_send(registry::Publish { channel, frame });
+}
+
+/// `POST /api/publish`: one event to every subscriber of a channel.
+pub async fn publish(
+    _: Admin,
+    state: web::Data<AppState>,
+    body: web::Json<PublishRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let PublishRequest { channel, kind, data } = body.into_inner();
+    let event = encode_event(&state, Some(&channel), &kind, data)?;
+    if let Some(channel) = event.channel {
+        publish_to_registry(&state, channel, event.frame);
+    }
+    Ok(HttpResponse::Accepted().json(json!({ "id": event.id })))
+}
+
+/// `POST /api/publish/batch`: several events; all are checked before any is
+/// published, so a bad one publishes nothing.
+pub async fn publish_batch(
+    _: Admin,
+    state: web::Data<AppState>,
+    body: web::Json<BatchRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let events = body.into_inner().events;
+    if events.is_empty() || events.len() > MAX_BATCH {
+        return Err(ApiError::bad_request("invalid_batch", format!("'events' must hold 1 to {MAX_BATCH} events")));
+    }
+    let mut encoded = Vec::with_capacity(events.len());
+    for (i, PublishRequest { channel, kind, data }) in events.into_iter().enumerate() {
+        let event = encode_event(&state, Some(&channel), &kind, data).map_err(|e| e.within(&format!("events[{i}]")))?;
+        encoded.push(event);
+    }
+    let ids: Vec<String> = encoded.iter().map(|e| e.id.clone()).collect();
+    for event in encoded {
+        if let Some(channel) = event.channel {
+            publish_to_registry(&state, channel, event.frame);
+        }
+    }
+    Ok(HttpResponse::Accepted().json(json!({ "ids": ids })))
+}
+
+/// `POST /api/users/{user_id}/send`: one event to every connection of a user.
+pub async fn send_to_user(
+    _: Admin,
+    state: web::Data<AppState>,
+    user_id: web::Path<String>,
+    body: web::Json<DirectRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let user = user_id.into_inner();
+    check_user_id(&user).map_err(|why| ApiError::bad_request("invalid_user_id", format!("user id {why}")))?;
+    let DirectRequest { kind, data, channel } = body.into_inner();
+    let event = encode_event(&state, channel.as_deref(), &kind, data)?;
+    state.node.metrics.published.fetch_add(1, Ordering::Relaxed);
+    state.node.registry.do_send(registry::SendToUser { user, frame: event.frame });
+    Ok(HttpResponse::Accepted().json(json!({ "id": event.id })))
+}

@@ -1,0 +1,22 @@
+//! nova-realtime: the real-time event server of the Nova AI-agent
+//! application.
+//!
+//! Browsers hold one WebSocket each; backend services publish through the
+//! admin REST API. The server authenticates connections, routes typed events
+//! through channels to every subscriber, tracks presence and keeps slow
+//! clients from costing memory.
+//!
+//! # Layout
+//!
+//! - `actors/` (the `nova-actors` crate): the session, channel and registry
+//!   actors and the wire protocol. It knows nothing of HTTP routes.
+//! - [`config`]: flags, environment, `configs/server.yaml`, development mode.
+//! - [`server`]: builds a node on a bound listener; graceful drain.
+//! - [`http`]: the WebSocket endpoint and the REST API, by resource.
+//! - `src/main.rs`: parses the configuration, binds, runs until a signal.
+//!
+//! docs/protocol.md is the wire contract; README.md says how to run it.
+
+pub mod config;
+pub mod http;
+pub mod server;
