@@ -89,6 +89,10 @@ pub struct Args {
     /// Seconds to wait for connections to close on shutdown [default: 10]
     #[arg(long, env = "NOVA_DRAIN_TIMEOUT_SECS")]
     pub drain_timeout_secs: Option<u64>,
+    /// Check `GET /health` of the server at the bind address and exit 0 if it
+    /// answers 200 (the container HEALTHCHECK)
+    #[arg(long)]
+    pub health_check: bool,
 }
 
 /// A static API key in the YAML file.
@@ -206,11 +210,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads flags, environment and the YAML file.
-    pub fn load() -> Result<Config, String> {
-        Config::from_args(Args::parse())
-    }
-
     /// Resolves parsed flags against the YAML file and defaults.
     pub fn from_args(args: Args) -> Result<Config, String> {
         let file = match &args.config {

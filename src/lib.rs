@@ -12,7 +12,9 @@
 //!   actors and the wire protocol. It knows nothing of HTTP routes.
 //! - [`config`]: flags, environment, `configs/server.yaml`, development mode.
 //! - [`server`]: builds a node on a bound listener; graceful drain.
-//! - [`http`]: the WebSocket endpoint and the REST API, by resource.
+//! - [`transport`]: meets every new connection; serves WebSocket sessions
+//!   directly on the socket and hands everything else to actix-web.
+//! - [`http`]: the REST API by resource, and the WebSocket fallback route.
 //! - `src/main.rs`: parses the configuration, binds, runs until a signal.
 //!
 //! docs/protocol.md is the wire contract; README.md says how to run it.
@@ -20,3 +22,4 @@
 pub mod config;
 pub mod http;
 pub mod server;
+pub mod transport;

@@ -1,36 +1,60 @@
-//! Assembles a node: the registry on its own thread, the HTTP workers with
-//! their sessions, and the drain that ends it all.
+//! Assembles a node: the registry on its own thread, worker threads whose
+//! connections meet the WebSocket transport first and actix-web second, and
+//! the drain that ends it all.
 //!
-//! [`build`] takes an already-bound listener, so tests bind `127.0.0.1:0` and
-//! run the real server in-process. It must be called inside an actix
-//! `System`; the returned [`Running`] does nothing until it is awaited.
+//! [`build`] takes an already-bound listener ([`bind`] makes one with a
+//! deep accept backlog), so tests bind `127.0.0.1:0` and run the real server
+//! in-process. It must be called inside an actix `System`; the returned
+//! [`Running`] does nothing until it is awaited.
 
-use std::any::Any;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter};
 use actix_cors::Cors;
-use actix_web::dev::{Extensions, ServerHandle};
+use actix_http::HttpService;
+use actix_server::ServerHandle;
+use actix_service::{fn_factory, fn_service, map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt};
+use actix_web::dev::AppConfig;
 use actix_web::http::header;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use nova_actors::auth::Authenticator;
 use nova_actors::codes::Close;
 use nova_actors::metrics::Metrics;
 use nova_actors::node::Node;
 use nova_actors::registry::{CloseAll, Registry};
+use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::http::{self, ws::ConnSocket, AppState};
+use crate::http::{self, AppState};
+use crate::transport::{self, Transport};
+
+/// Pending connections the kernel queues before accepting (the std default
+/// of 128 drops bursts of reconnecting clients).
+const ACCEPT_BACKLOG: i32 = 4096;
+
+/// Time an HTTP client has to send a request on a kept-alive connection.
+const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds a listening socket with a deep accept backlog.
+pub fn bind(addr: &str) -> io::Result<TcpListener> {
+    let addr: SocketAddr =
+        addr.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bind address '{addr}': {e}")))?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(ACCEPT_BACKLOG)?;
+    Ok(socket.into())
+}
 
 /// A built server, ready to run.
 pub struct Running {
     /// The address it listens on.
     pub addr: SocketAddr,
-    server: actix_web::dev::Server,
+    server: actix_server::Server,
     control: Control,
     hub: Arbiter,
 }
@@ -41,6 +65,8 @@ pub struct Control {
     handle: ServerHandle,
     registry: Addr<Registry>,
     drain_timeout: Duration,
+    /// Tells kept-alive HTTP connections to close on shutdown.
+    http_shutdown: Arc<Notify>,
 }
 
 impl Control {
@@ -54,6 +80,7 @@ impl Control {
             Ok(n) => log::info!("asked {n} connections to reconnect elsewhere"),
             Err(e) => log::warn!("registry unavailable during shutdown: {e}"),
         }
+        self.http_shutdown.notify_waiters();
         self.handle.stop(true).await;
     }
 
@@ -83,14 +110,6 @@ impl Running {
     }
 }
 
-/// Records each accepted connection's socket so its session can shut a
-/// stalled client down (see `nova_actors::link`).
-fn record_socket(conn: &dyn Any, data: &mut Extensions) {
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        data.insert(ConnSocket(tcp.as_raw_fd()));
-    }
-}
-
 /// Builds the node on `listener` with `config`.
 pub fn build(listener: TcpListener, config: Config) -> io::Result<Running> {
     let addr = listener.local_addr()?;
@@ -98,7 +117,7 @@ pub fn build(listener: TcpListener, config: Config) -> io::Result<Running> {
     let node_id: Arc<str> = Arc::from(config.node_id.as_str());
 
     // The registry and the channel actors it starts share one thread of
-    // their own, apart from the HTTP workers' event loops.
+    // their own, apart from the workers' event loops.
     let hub = Arbiter::new();
     let registry = {
         let (node_id, metrics, limits) = (node_id.clone(), metrics.clone(), config.limits.clone());
@@ -112,33 +131,79 @@ pub fn build(listener: TcpListener, config: Config) -> io::Result<Running> {
         config.development_key,
     );
     let node = Arc::new(Node::new(node_id, registry.clone(), auth, config.limits.clone(), metrics));
-    let state =
-        web::Data::new(AppState { node, admin_token: config.admin_token.clone(), origins: config.origins.clone() });
+    let state = web::Data::new(AppState {
+        node: node.clone(),
+        admin_token: config.admin_token.clone(),
+        origins: config.origins.clone(),
+    });
+    let transport = Arc::new(Transport { node, origins: config.origins.clone() });
+    let http_shutdown = Arc::new(Notify::new());
 
-    let mut server = HttpServer::new(move || {
-        let origins = state.origins.clone();
-        let cors = Cors::default()
-            .allowed_origin_fn(move |origin, _| origins.allows(origin))
-            .allowed_methods(["GET", "POST", "PUT", "DELETE"])
-            .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-            .block_on_origin_mismatch(false)
-            .max_age(3600);
-        App::new()
-            .app_data(state.clone())
-            .app_data(web::JsonConfig::default().limit(http::MAX_BODY_BYTES).error_handler(http::error::json_error))
-            .app_data(web::PathConfig::default().error_handler(http::error::path_error))
-            .app_data(web::QueryConfig::default().error_handler(http::error::query_error))
-            .wrap(cors)
-            .configure(http::routes)
-            .default_service(web::to(http::error::not_found))
-    })
-    .on_connect(record_socket)
-    .disable_signals()
-    .shutdown_timeout(config.drain_timeout.as_secs().max(1));
+    let mut builder = actix_server::Server::build()
+        .backlog(ACCEPT_BACKLOG as u32)
+        .disable_signals()
+        .shutdown_timeout(config.drain_timeout.as_secs().max(1));
     if let Some(workers) = config.workers {
-        server = server.workers(workers);
+        builder = builder.workers(workers);
     }
-    let server = server.listen(listener)?.run();
-    let control = Control { handle: server.handle(), registry, drain_timeout: config.drain_timeout };
+    let http_shutdown_signal = http_shutdown.clone();
+    let server = builder
+        .listen("nova-realtime", listener, move || {
+            // Runs once per worker: its actix-web application, and the
+            // transport in front of it.
+            let app = app(state.clone()).into_factory().map_err(|e| e.error_response());
+            let signal = http_shutdown_signal.clone();
+            let http = HttpService::build()
+                .client_request_timeout(HTTP_REQUEST_TIMEOUT)
+                .local_addr(addr)
+                .graceful_shutdown_signal(move || {
+                    let signal = signal.clone();
+                    async move { signal.notified().await }
+                })
+                .finish(map_config(app, |_| AppConfig::default()));
+            let transport = transport.clone();
+            fn_factory(move || {
+                let http = http.new_service(());
+                let transport = transport.clone();
+                async move {
+                    let http = Rc::new(http.await?);
+                    Ok::<_, ()>(fn_service(move |io: actix_web::rt::net::TcpStream| {
+                        let (http, transport) = (http.clone(), transport.clone());
+                        async move { transport::serve(io, transport, &*http).await }
+                    }))
+                }
+            })
+        })?
+        .run();
+    let control = Control { handle: server.handle(), registry, drain_timeout: config.drain_timeout, http_shutdown };
     Ok(Running { addr, server, control, hub })
+}
+
+/// The actix-web application: the REST API and the WebSocket fallback.
+fn app(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let origins = state.origins.clone();
+    let cors = Cors::default()
+        .allowed_origin_fn(move |origin, _| origins.allows(origin))
+        .allowed_methods(["GET", "POST", "PUT", "DELETE"])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .block_on_origin_mismatch(false)
+        .max_age(3600);
+    App::new()
+        .app_data(state)
+        .app_data(web::JsonConfig::default().limit(http::MAX_BODY_BYTES).error_handler(http::error::json_error))
+        .app_data(web::PathConfig::default().error_handler(http::error::path_error))
+        .app_data(web::QueryConfig::default().error_handler(http::error::query_error))
+        .wrap(cors)
+        .configure(http::routes)
+        .default_service(web::to(http::error::not_found))
 }

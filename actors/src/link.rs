@@ -7,16 +7,14 @@
 //! is what the server holds for that client. When a delivery would take
 //! `pending` past the budget, the link refuses it and every later one, and
 //! tells the session to close with 4008. A client that reads nothing at all
-//! never lets its session run again, so the registry also shuts its socket
-//! down after a grace period ([`Link::shutdown_socket`]).
+//! never lets its session run again, so the registry also hangs the
+//! connection up after a grace period ([`Link::hang_up`]).
 
-use std::mem::ManuallyDrop;
-use std::net::Shutdown;
-use std::os::fd::{FromRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use actix::Recipient;
+use tokio::sync::Notify;
 
 use crate::codes::Close;
 use crate::protocol::Frame;
@@ -69,6 +67,23 @@ pub enum Delivery {
     Dropped,
 }
 
+/// Lets the registry drop a connection whose session is no longer polled:
+/// the transport that carries the session waits on it beside the socket.
+#[derive(Debug, Default)]
+pub struct Hangup(Notify);
+
+impl Hangup {
+    /// Drops the connection (remembered if the transport is not waiting yet).
+    pub fn trigger(&self) {
+        self.0.notify_one();
+    }
+
+    /// Resolves once [`Hangup::trigger`] has been called.
+    pub async fn wait(&self) {
+        self.0.notified().await;
+    }
+}
+
 /// A session as other actors see it.
 pub struct Link {
     id: ConnId,
@@ -77,12 +92,9 @@ pub struct Link {
     pending: AtomicUsize,
     budget: usize,
     overflowed: AtomicBool,
-    /// The connection's socket, until the session is dropped. The session
-    /// lives inside the HTTP dispatcher's response state, which actix-http
-    /// drops before the socket it owns, and the session clears this under
-    /// the lock when dropped: so while this holds `Some`, the descriptor is
-    /// still this connection's.
-    socket: Mutex<Option<RawFd>>,
+    /// `None` when the transport cannot hang up (sessions upgraded through
+    /// actix-web on a reused HTTP connection).
+    hangup: Option<Arc<Hangup>>,
 }
 
 impl std::fmt::Debug for Link {
@@ -93,16 +105,14 @@ impl std::fmt::Debug for Link {
 
 impl Link {
     /// A link to `session` with an outbound budget of `budget` bytes.
-    pub fn new(id: ConnId, user: Arc<str>, session: Recipient<Push>, budget: usize, socket: Option<RawFd>) -> Self {
-        Link {
-            id,
-            user,
-            session,
-            pending: AtomicUsize::new(0),
-            budget,
-            overflowed: AtomicBool::new(false),
-            socket: Mutex::new(socket),
-        }
+    pub fn new(
+        id: ConnId,
+        user: Arc<str>,
+        session: Recipient<Push>,
+        budget: usize,
+        hangup: Option<Arc<Hangup>>,
+    ) -> Self {
+        Link { id, user, session, pending: AtomicUsize::new(0), budget, overflowed: AtomicBool::new(false), hangup }
     }
 
     /// The connection's id.
@@ -156,25 +166,16 @@ impl Link {
         self.pending.fetch_sub(bytes, Ordering::AcqRel);
     }
 
-    /// Shuts the socket down if the session still owns it: its HTTP
-    /// dispatcher then fails its next write and drops the connection. This is
-    /// how a client that stopped reading is disconnected, since its session
-    /// is never polled again to close itself.
-    pub fn shutdown_socket(&self) -> bool {
-        let Ok(socket) = self.socket.lock() else { return false };
-        let Some(fd) = *socket else { return false };
-        // SAFETY: `fd` is open and is this connection's socket while the lock
-        // is held with `Some` (see the field's comment). `ManuallyDrop` keeps
-        // the borrowed descriptor from being closed here; only shutdown(2)
-        // runs on it.
-        let stream = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
-        stream.shutdown(Shutdown::Both).is_ok()
-    }
-
-    /// Called by the session when it is dropped, before its socket closes.
-    pub(crate) fn detach_socket(&self) {
-        if let Ok(mut socket) = self.socket.lock() {
-            *socket = None;
+    /// Drops the connection if its session is still alive: for a client
+    /// that stopped reading, whose session is never polled again to close
+    /// itself. Returns whether there was a connection to drop.
+    pub fn hang_up(&self) -> bool {
+        match &self.hangup {
+            Some(hangup) if self.session.connected() => {
+                hangup.trigger();
+                true
+            }
+            _ => false,
         }
     }
 }

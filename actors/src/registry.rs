@@ -223,8 +223,8 @@ impl Registry {
             Close::SlowConsumer
         );
         ctx.run_later(self.slow_consumer_grace, move |_, _| {
-            if link.shutdown_socket() {
-                log::warn!("connection {} did not close in time: socket shut down", link.id());
+            if link.hang_up() {
+                log::warn!("connection {} did not close in time: hung up", link.id());
             }
         });
     }

@@ -5,15 +5,16 @@
 //! to subscribe and publish, and writes what channels and the registry push
 //! to it.
 //!
-//! Writing is paced by the socket. actix-web polls a session only while its
-//! HTTP write buffer has room, so after each [`WRITE_QUANTUM`] of delivered
-//! bytes the session pauses its mailbox until the next poll. Deliveries it
+//! Writing is paced by the socket. The transport polls a session only once
+//! its previous output has been written to the socket (actix-web's
+//! dispatcher, for the fallback route, only while its write buffer has room),
+//! so after each [`WRITE_QUANTUM`] of delivered bytes the session pauses its
+//! mailbox until the next poll. Deliveries it
 //! has not written stay in its mailbox, counted by its [`Link`], and a client
 //! that does not keep up runs into the outbound budget instead of growing
 //! the server's buffers.
 
 use std::future::Future;
-use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -27,7 +28,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{AuthError, Identity};
 use crate::codes::{Close, ErrorCode};
-use crate::link::{Batch, ConnId, Link};
+use crate::link::{Batch, ConnId, Hangup, Link};
 use crate::names::parse_channel;
 use crate::node::{connection_id, Node};
 use crate::protocol::{self, kind, Action, ClientEvent, Credentials, Rejection, Request};
@@ -72,8 +73,9 @@ pub struct Session {
     conn: ConnId,
     /// From `/ws/{client_id}`: the client's own name for itself.
     client_id: Option<Arc<str>>,
-    /// Handed to the [`Link`] at authentication (for a forced close).
-    socket: Option<RawFd>,
+    /// How the registry drops this connection if it stops reading; handed to
+    /// the [`Link`] at authentication.
+    hangup: Option<Arc<Hangup>>,
     auth: Auth,
     /// Any frame from the client counts as a sign of life.
     last_seen: Instant,
@@ -84,16 +86,16 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session for a new connection. `socket` is the connection's file
-    /// descriptor, used only to shut a stalled connection down.
-    pub fn new(node: Arc<Node>, client_id: Option<Arc<str>>, socket: Option<RawFd>) -> Self {
+    /// A session for a new connection. `hangup`, when the transport offers
+    /// one, lets the registry drop a connection that stopped reading.
+    pub fn new(node: Arc<Node>, client_id: Option<Arc<str>>, hangup: Option<Arc<Hangup>>) -> Self {
         let conn = node.next_conn_id();
         let burst = node.limits.message_burst as f32;
         Session {
             node,
             conn,
             client_id,
-            socket,
+            hangup,
             auth: Auth::Waiting { timer: SpawnHandle::default() },
             last_seen: Instant::now(),
             bucket: TokenBucket { tokens: burst, at: Instant::now() },
@@ -207,7 +209,7 @@ impl Session {
             identity.user_id.clone(),
             ctx.address().recipient(),
             limits.max_outbound_bytes,
-            self.socket.take(),
+            self.hangup.take(),
         ));
         self.node.registry.do_send(registry::Connect {
             link: link.clone(),
@@ -370,14 +372,6 @@ impl Actor for Session {
         self.node.metrics.sockets.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if let Auth::Ready { .. } = self.auth {
             self.node.registry.do_send(registry::Disconnect { conn: self.conn });
-        }
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        if let Auth::Ready { link, .. } = &self.auth {
-            link.detach_socket();
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The HTTP surface: the WebSocket endpoint and the REST API, grouped by
 //! resource.
 //!
-//! - [`ws`]: `GET /ws`, `GET /ws/{client_id}`: upgrade and start a session.
+//! - [`ws`]: `GET /ws`, `GET /ws/{client_id}` when the transport left them to
+//!   actix-web: refusals, and upgrades on kept-alive connections.
 //! - [`publish`]: `POST /api/publish`, `/api/publish/batch`,
 //!   `/api/users/{user_id}/send`.
 //! - [`connections`]: `GET /ws/connections`, `GET /ws/metrics`,

@@ -1,7 +1,13 @@
-//! `GET /ws` and `GET /ws/{client_id}`: check the browser origin, upgrade
-//! the connection and start its session actor.
+//! `GET /ws` and `GET /ws/{client_id}` through actix-web.
+//!
+//! New connections that open with a WebSocket upgrade never get here: the
+//! transport (`transport.rs`) serves them directly. This route answers the
+//! rest: upgrades that are refused (with the JSON error saying why), plain
+//! GETs, and upgrades that arrive on a kept-alive HTTP connection, which it
+//! serves through actix-web-actors. Those sessions cannot be hung up if they
+//! stop reading; their memory is still bounded by the outbound budget.
 
-use std::os::fd::RawFd;
+use std::sync::Arc;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -10,14 +16,7 @@ use nova_actors::session::Session;
 
 use super::error::ApiError;
 use super::AppState;
-
-/// Client ids from the path: short and plain, they show up in listings.
-const MAX_CLIENT_ID_LEN: usize = 64;
-
-/// The connection's socket descriptor, recorded when it is accepted (see
-/// `server.rs`); a session needs it to shut down a client that stops reading.
-#[derive(Clone, Copy, Debug)]
-pub struct ConnSocket(pub RawFd);
+use crate::transport::valid_client_id;
 
 /// `GET /ws`.
 pub async fn connect(
@@ -36,8 +35,7 @@ pub async fn connect_as(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let client_id = client_id.into_inner();
-    let plain = client_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_LEN || !plain {
+    if !valid_client_id(&client_id) {
         return Err(ApiError::bad_request("invalid_client_id", "client id must be 1 to 64 letters, digits or _ . -"));
     }
     start(&req, body, &state, Some(client_id.into()))
@@ -47,7 +45,7 @@ fn start(
     req: &HttpRequest,
     body: web::Payload,
     state: &AppState,
-    client_id: Option<std::sync::Arc<str>>,
+    client_id: Option<Arc<str>>,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         if !state.origins.allows(origin) {
@@ -59,8 +57,7 @@ fn start(
             ));
         }
     }
-    let socket = req.conn_data::<ConnSocket>().map(|s| s.0);
-    let session = Session::new(state.node.clone(), client_id, socket);
+    let session = Session::new(state.node.clone(), client_id, None);
     WsResponseBuilder::new(session, req, body)
         .frame_size(state.node.limits.max_frame_bytes)
         .start()
