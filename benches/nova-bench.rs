@@ -581,6 +581,6 @@ fn cpu_field(path: &str, field: usize) -> f64 {
 /// The number after `key` in a frame, without parsing the whole JSON.
 fn field_u64(text: &[u8], key: &[u8]) -> Option<u64> {
     let at = text.windows(key.len()).position(|w| w == key)? + key.len();
-    let digits = text[at..].iter().take_while(|b| b.is_ascii_digit());
+    let mut digits = text[at..].iter().take_while(|b| b.is_ascii_digit());
     digits.try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add((d - b'0') as u64))
 }
