@@ -19,6 +19,8 @@
 //!
 //! docs/protocol.md is the wire contract; README.md says how to run it.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod http;
 pub mod server;

@@ -23,6 +23,8 @@
 //! bytes to every member's session. Nothing here knows about HTTP routes: the
 //! server crate upgrades a request and starts a [`session::Session`].
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod channel;
 pub mod codes;

@@ -57,9 +57,13 @@ fn start(
             ));
         }
     }
+    let refused = |e: &dyn std::fmt::Display| {
+        ApiError::bad_request("websocket_required", format!("a WebSocket upgrade is required: {e}"))
+    };
+    actix_web_actors::ws::handshake(req).map_err(|e| refused(&e))?;
     let session = Session::new(state.node.clone(), client_id, None);
     WsResponseBuilder::new(session, req, body)
         .frame_size(state.node.limits.max_frame_bytes)
         .start()
-        .map_err(|e| ApiError::bad_request("websocket_required", format!("a WebSocket upgrade is required: {e}")))
+        .map_err(|e| refused(&e))
 }
