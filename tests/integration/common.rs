@@ -17,8 +17,12 @@ use futures_util::{SinkExt, StreamExt};
 use nova_realtime::config::{Args, Config, FileConfig};
 use nova_realtime::server::{self, Control};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -150,6 +154,96 @@ impl TestServer {
         body["id"].as_str().expect("event id").to_owned()
     }
 
+    /// A WebSocket on `path` (e.g. `/ws/tab1`), not yet authenticated.
+    pub async fn connect_path(&self, path: &str) -> Client {
+        Client::connect(&self.ws_url(path)).await
+    }
+
+    /// A WebSocket upgrade of `path` with extra request headers (e.g.
+    /// `Origin`): the client, or the status and JSON body of the refusal.
+    pub async fn try_connect(&self, path: &str, headers: &[(&str, &str)]) -> Result<Client, (u16, Value)> {
+        let mut request = self.ws_url(path).into_client_request().expect("a WebSocket request");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                HeaderValue::from_str(value).expect("header value"),
+            );
+        }
+        let attempt = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("handshake answered in time");
+        match attempt {
+            Ok((ws, _)) => Ok(Client::from_stream(ws)),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let body = response.body().as_deref().and_then(|b| serde_json::from_slice(b).ok());
+                Err((response.status().as_u16(), body.unwrap_or(Value::Null)))
+            }
+            Err(e) => panic!("handshake failed without an HTTP answer: {e}"),
+        }
+    }
+
+    /// A WebSocket on `/ws` whose socket has a receive buffer of about
+    /// `bytes` (set before connecting, so the TCP window stays small): a
+    /// client that can be made to stop reading without the kernel soaking up
+    /// megabytes for it.
+    pub async fn connect_with_recv_buffer(&self, bytes: u32) -> Client {
+        let socket = TcpSocket::new_v4().expect("a TCP socket");
+        socket.set_recv_buffer_size(bytes).expect("set SO_RCVBUF");
+        let stream = tokio::time::timeout(DEADLINE, socket.connect(self.addr))
+            .await
+            .expect("connect in time")
+            .expect("TCP connect");
+        let (ws, _) = tokio::time::timeout(
+            DEADLINE,
+            tokio_tungstenite::client_async(self.ws_url("/ws"), MaybeTlsStream::Plain(stream)),
+        )
+        .await
+        .expect("handshake in time")
+        .expect("WebSocket handshake");
+        Client::from_stream(ws)
+    }
+
+    /// `POST path` with a raw body and content type, and the given bearer
+    /// token or none; status and JSON body (`Null` when not JSON).
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = awc::Client::default()
+            .post(self.url(path))
+            .timeout(DEADLINE)
+            .insert_header(("Content-Type", content_type.to_owned()));
+        if let Some(token) = token {
+            req = req.insert_header(("Authorization", format!("Bearer {token}")));
+        }
+        let mut res = req.send_body(body.to_owned()).await.expect("POST");
+        let status = res.status().as_u16();
+        let body = res.json::<Value>().limit(16 * 1024 * 1024).await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// A request with any method and no body, with the admin token.
+    pub async fn call(&self, method: &str, path: &str) -> (u16, Value) {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).expect("HTTP method");
+        let req = awc::Client::default()
+            .request(method, self.url(path))
+            .timeout(DEADLINE)
+            .insert_header(("Authorization", format!("Bearer {ADMIN_TOKEN}")));
+        let mut res = req.send().await.expect("HTTP request");
+        let status = res.status().as_u16();
+        let body = res.json::<Value>().limit(16 * 1024 * 1024).await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// `GET /ws/metrics`.
+    pub async fn metrics(&self) -> Value {
+        let (status, metrics) = self.get("/ws/metrics").await;
+        assert_eq!(status, 200, "metrics answered {metrics}");
+        metrics
+    }
+
+    /// Waits until the registry counts exactly `n` authenticated connections.
+    pub async fn wait_for_connections(&self, n: u64) -> Value {
+        self.wait_for_metrics(&format!("{n} connections"), |m| m["connections"] == n).await
+    }
+
     /// Polls `GET /ws/metrics` until `done` holds for it; the metrics are
     /// the observable state, so this waits on it rather than sleeping.
     pub async fn wait_for_metrics(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
@@ -245,6 +339,12 @@ impl Client {
         self.ws.send(message).await.expect("send frame");
     }
 
+    /// Sends a raw frame; an error (the server already closed) is returned,
+    /// not a test failure.
+    pub async fn try_send_message(&mut self, message: Message) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        self.ws.send(message).await
+    }
+
     /// Sends a request of `kind` with `data` (and `channel`), returning its id.
     pub async fn request(&mut self, kind: &str, channel: Option<&str>, data: Value) -> String {
         let id = self.id();
@@ -308,6 +408,93 @@ impl Client {
         assert_eq!(reply["reply_to"], id.as_str());
     }
 
+    /// The next WebSocket message of any kind (pings and pongs included),
+    /// within the deadline; the end of the stream fails the test.
+    pub async fn next_message(&mut self) -> Message {
+        match tokio::time::timeout(DEADLINE, self.ws.next()).await.expect("a message in time") {
+            Some(Ok(message)) => message,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// Waits for the next WebSocket ping from the server (tungstenite answers
+    /// it); a text frame or the end of the connection fails the test.
+    pub async fn recv_ping(&mut self) {
+        let until = tokio::time::Instant::now() + DEADLINE;
+        match tokio::time::timeout_at(until, self.ws.next()).await.expect("a ping in time") {
+            Some(Ok(Message::Ping(_))) => {}
+            other => panic!("expected a ping, got {other:?}"),
+        }
+    }
+
+    /// The next frame, which must be an `error` with `data.code == code`.
+    pub async fn expect_error(&mut self, code: u16) -> Value {
+        let frame = self.recv_type("error").await;
+        assert_eq!(frame["data"]["code"], code, "unexpected error: {frame}");
+        assert!(frame["data"]["message"].as_str().is_some_and(|m| !m.is_empty()), "error without a message: {frame}");
+        frame
+    }
+
+    /// Closes the connection normally (1000) and waits for the server's
+    /// answer or the end of the stream.
+    pub async fn close(&mut self) {
+        let frame = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
+        let _ = self.ws.send(Message::Close(Some(frame))).await;
+        let until = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            match tokio::time::timeout_at(until, self.ws.next()).await.expect("the close answered in time") {
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Says how the connection ended, reading the raw socket: unlike
+    /// [`Client::ended`], it never writes (tungstenite answers every ping it
+    /// reads, and a pong written to a socket the server has already closed
+    /// makes the kernel reset the connection before the buffered close frame
+    /// is read). For clients that stopped reading. Bytes tungstenite has
+    /// already buffered are not seen, so call it on a client whose last read
+    /// was a reply the server sent on its own.
+    pub async fn ended_raw(&mut self) -> Ended {
+        let MaybeTlsStream::Plain(stream) = self.ws.get_mut() else { panic!("plain TCP expected") };
+        let until = tokio::time::Instant::now() + DEADLINE;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut chunk = vec![0u8; 256 * 1024];
+        loop {
+            let mut at = 0;
+            while let Some((opcode, payload, len)) = raw_frame(&buf[at..]) {
+                if opcode == 0x8 {
+                    let code = if payload.len() >= 2 { u16::from_be_bytes([payload[0], payload[1]]) } else { 1005 };
+                    return Ended::Closed(code);
+                }
+                at += len;
+            }
+            buf.drain(..at);
+            match tokio::time::timeout_at(until, stream.read(&mut chunk)).await.expect("the connection to end in time")
+            {
+                Ok(0) | Err(_) => return Ended::Dropped,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Reads every remaining text frame until the connection ends: the
+    /// frames and how it ended.
+    pub async fn drain(&mut self) -> (Vec<Value>, Ended) {
+        let until = tokio::time::Instant::now() + DEADLINE;
+        let mut frames = Vec::new();
+        loop {
+            match tokio::time::timeout_at(until, self.ws.next()).await.expect("the connection to end in time") {
+                Some(Ok(Message::Text(text))) => frames.push(serde_json::from_str(&text).expect("frame is JSON")),
+                Some(Ok(Message::Close(Some(frame)))) => return (frames, Ended::Closed(u16::from(frame.code))),
+                Some(Ok(Message::Close(None))) => return (frames, Ended::Closed(u16::from(CloseCode::Status))),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return (frames, Ended::Dropped),
+            }
+        }
+    }
+
     /// Reads until the connection ends and says how.
     pub async fn ended(&mut self) -> Ended {
         let until = tokio::time::Instant::now() + DEADLINE;
@@ -327,5 +514,76 @@ impl Client {
             Ended::Closed(code) => code,
             Ended::Dropped => panic!("connection ended without a close frame"),
         }
+    }
+}
+
+/// One unmasked server frame at the start of `buf`: opcode, payload and the
+/// frame's whole length, or `None` if `buf` does not hold all of it yet.
+fn raw_frame(buf: &[u8]) -> Option<(u8, &[u8], usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let opcode = buf[0] & 0x0f;
+    assert_eq!(buf[1] & 0x80, 0, "server frames are not masked");
+    let (header, len) = match buf[1] & 0x7f {
+        126 if buf.len() >= 4 => (4, u16::from_be_bytes([buf[2], buf[3]]) as usize),
+        127 if buf.len() >= 10 => (10, u64::from_be_bytes(buf[2..10].try_into().ok()?) as usize),
+        126 | 127 => return None,
+        n => (2, n as usize),
+    };
+    let end = header + len;
+    (buf.len() >= end).then(|| (opcode, &buf[header..end], end))
+}
+
+/// Milliseconds since the Unix epoch now.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Parses the server's timestamp format, RFC 3339 in UTC with milliseconds
+/// (`2024-05-01T12:34:56.789Z`), into milliseconds since the epoch; `None`
+/// for anything else.
+pub fn parse_timestamp(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 24 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if b[19] != b'.' || b[23] != b'Z' {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<i64> {
+        let part = &s[from..to];
+        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok()).flatten()
+    };
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, mi, sec, ms) = (num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 23)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + ms)
+}
+
+/// Asserts `frame` carries a server timestamp close to now.
+pub fn assert_fresh_timestamp(frame: &Value) {
+    let ts = frame["timestamp"].as_str().unwrap_or_else(|| panic!("no timestamp: {frame}"));
+    let at = parse_timestamp(ts).unwrap_or_else(|| panic!("timestamp '{ts}' is not RFC 3339 UTC with milliseconds"));
+    assert!((at - now_ms()).abs() < 60_000, "timestamp '{ts}' is not close to now");
+}
+
+#[test]
+fn timestamps_parse_to_epoch_milliseconds() {
+    assert_eq!(parse_timestamp("1970-01-01T00:00:00.000Z"), Some(0));
+    assert_eq!(parse_timestamp("2000-03-01T00:00:00.001Z"), Some(951_868_800_001));
+    assert_eq!(parse_timestamp("2024-02-29T23:59:59.999Z"), Some(1_709_251_199_999));
+    for bad in ["2024-02-29T23:59:59Z", "2024-02-29 23:59:59.999Z", "2024-13-01T00:00:00.000Z", "x"] {
+        assert_eq!(parse_timestamp(bad), None, "{bad}");
     }
 }

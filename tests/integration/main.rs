@@ -5,3 +5,17 @@
 mod common;
 
 mod auth;
+mod bad_input;
+mod binary;
+mod channels;
+mod chat;
+mod heartbeat;
+mod lifecycle;
+mod limits;
+mod load;
+mod origins;
+mod presence;
+mod publish;
+mod rest;
+mod shutdown;
+mod slow_consumer;

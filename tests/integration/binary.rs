@@ -1,0 +1,148 @@
+//! The real `nova-realtime` executable: configuration refusal in production,
+//! the `listening on` line, and a graceful drain on SIGTERM.
+//!
+//! Each run gets an empty temporary working directory (so no
+//! `configs/server.yaml` is picked up) and an environment holding only what
+//! the test sets (no stray `NOVA_*` variable).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::{Client, DEADLINE, JWT_SECRET};
+
+const BIN: &str = env!("CARGO_BIN_EXE_nova-realtime");
+
+/// A running executable, killed if the test ends early.
+struct Process {
+    child: Child,
+    /// Lines of its stderr, as they come.
+    lines: mpsc::Receiver<String>,
+    /// Every line read so far.
+    seen: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Process {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start nova-realtime");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Process { child, lines, seen: Vec::new(), _dir: dir }
+    }
+
+    /// Waits for a stderr line containing `needle` and returns it.
+    fn wait_for_line(&mut self, needle: &str) -> String {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with '{needle}' on stderr; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// Waits for the process to exit, without blocking the runtime.
+    async fn exit_status(&mut self) -> ExitStatus {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < until, "the process did not exit in time");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// All of stderr once the process has exited.
+    fn stderr(&mut self) -> String {
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[actix_rt::test]
+async fn production_without_an_admin_token_refuses_to_start() {
+    let mut process = Process::spawn(&["--production", "--bind", "127.0.0.1:0"], &[]);
+    let status = process.exit_status().await;
+    let stderr = process.stderr();
+    assert!(!status.success(), "started without secrets: {stderr}");
+    assert!(stderr.contains("NOVA_ADMIN_TOKEN"), "the message should name the missing secret:\n{stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+}
+
+#[actix_rt::test]
+async fn production_without_a_jwt_secret_refuses_to_start() {
+    let env = [("NOVA_ADMIN_TOKEN", "a-real-admin-token-0123")];
+    let mut process = Process::spawn(&["--production", "--bind", "127.0.0.1:0"], &env);
+    let status = process.exit_status().await;
+    let stderr = process.stderr();
+    assert!(!status.success(), "started without a JWT secret: {stderr}");
+    assert!(stderr.contains("NOVA_JWT_SECRET"), "the message should name the missing secret:\n{stderr}");
+}
+
+#[actix_rt::test]
+async fn sigterm_closes_clients_with_1012_and_exits_cleanly() {
+    let env = [("NOVA_JWT_SECRET", JWT_SECRET), ("NOVA_WORKERS", "1"), ("NOVA_DRAIN_TIMEOUT_SECS", "3")];
+    let mut process = Process::spawn(&["--bind", "127.0.0.1:0"], &env);
+    let line = process.wait_for_line("listening on http://");
+    let addr = line
+        .split("listening on http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in '{line}'"))
+        .to_owned();
+    let port: u16 = addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port in the address");
+    assert_ne!(port, 0, "the real port is logged, not 0: {line}");
+
+    let mut client = Client::connect(&format!("ws://{addr}/ws")).await;
+    let ack = client.init(json!({"token": crate::common::jwt("alice", 60, json!({"channels": ["team:*"]}))})).await;
+    assert_eq!(ack["data"]["user_id"], "alice");
+    client.subscribe(&["team:t1"]).await;
+
+    let killed = Command::new("kill").args(["-TERM", &process.child.id().to_string()]).status().expect("run kill");
+    assert!(killed.success());
+    assert_eq!(client.expect_close().await, 1012);
+    let status = process.exit_status().await;
+    let stderr = process.stderr();
+    assert!(status.success(), "exit status {status:?}; stderr:\n{stderr}");
+}

@@ -1,0 +1,127 @@
+//! Per-connection limits: frame size (close 1009) and the client rate limit
+//! (error 4004, connection kept).
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+
+use crate::common::{TestServer, DEADLINE};
+
+/// A heartbeat request padded to exactly `size` bytes of JSON.
+fn padded_frame(size: usize) -> String {
+    let empty = r#"{"id":"big","type":"connection.heartbeat","data":{"pad":""}}"#;
+    let frame = format!(
+        r#"{{"id":"big","type":"connection.heartbeat","data":{{"pad":"{}"}}}}"#,
+        "x".repeat(size - empty.len())
+    );
+    assert_eq!(frame.len(), size);
+    frame
+}
+
+#[actix_rt::test]
+async fn frame_at_the_limit_is_accepted() {
+    let server = TestServer::with(|a| a.max_frame_bytes = Some(4096));
+    let mut client = server.connect_as("alice").await;
+    client.send_text(&padded_frame(4096)).await;
+    assert_eq!(client.recv_type("connection.heartbeat").await["reply_to"], "big");
+}
+
+#[actix_rt::test]
+async fn oversize_frame_is_closed_with_1009_and_others_are_unaffected() {
+    let server = TestServer::with(|a| a.max_frame_bytes = Some(4096));
+    let mut other = server.subscriber("bob", &["conversation:c1"]).await;
+    let mut client = server.subscriber("alice", &["conversation:c1"]).await;
+    let _ = other.recv_type("channel.presence").await; // alice joined
+    client.send_text(&padded_frame(5000)).await;
+    assert_eq!(client.expect_close().await, 1009);
+    // bob hears alice leave and keeps receiving events.
+    let left = other.recv_type("channel.presence").await;
+    assert_eq!(left["data"], json!({"user_id": "alice", "state": "left"}));
+    let id = server.publish("conversation:c1", "assistant.token", json!({"t": 1})).await;
+    assert_eq!(other.recv_type("assistant.token").await["id"], id.as_str());
+    other.assert_nothing_pending().await;
+}
+
+#[actix_rt::test]
+async fn oversize_fragmented_message_is_closed_with_1009() {
+    let server = TestServer::with(|a| a.max_frame_bytes = Some(4096));
+    let mut client = server.connect_as("alice").await;
+    let text = padded_frame(6000);
+    let chunks: Vec<&[u8]> = text.as_bytes().chunks(1000).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let opcode = if i == 0 { Data::Text } else { Data::Continue };
+        let last = i + 1 == chunks.len();
+        let frame = Frame::message(Bytes::copy_from_slice(chunk), OpCode::Data(opcode), last);
+        // The server may close before the last fragments arrive.
+        if client.try_send_message(Message::Frame(frame)).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(client.expect_close().await, 1009);
+}
+
+#[actix_rt::test]
+async fn rate_limit_answers_4004_and_keeps_the_connection() {
+    let server = TestServer::with(|a| {
+        a.messages_per_second = Some(20);
+        a.message_burst = Some(5);
+    });
+    let mut client = server.connect_as("alice").await;
+    let sent = 30;
+    let mut ids = Vec::new();
+    for _ in 0..sent {
+        ids.push(client.request("connection.heartbeat", None, json!({})).await);
+    }
+    let mut replies = Vec::new();
+    let mut limited = 0;
+    for _ in 0..sent {
+        let frame = client.recv().await;
+        match frame["type"].as_str() {
+            Some("connection.heartbeat") => replies.push(frame["reply_to"].as_str().unwrap().to_owned()),
+            Some("error") => {
+                assert_eq!(frame["data"]["code"], 4004, "{frame}");
+                limited += 1;
+            }
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+    assert!(replies.len() >= 5, "the burst of 5 must be allowed: {} replies", replies.len());
+    assert!(limited >= 1, "30 frames at once must exceed a burst of 5 at 20/s");
+    // Answered requests are answered in order; refused ones are dropped.
+    let answered: Vec<&String> = ids.iter().filter(|id| replies.contains(id)).collect();
+    assert_eq!(answered, replies.iter().collect::<Vec<_>>());
+    assert_eq!(&replies[..5], &ids[..5]);
+
+    // The connection stays: once tokens refill (20/s), requests are served.
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let id = client.request("connection.heartbeat", None, json!({})).await;
+        let frame = client.recv().await;
+        if frame["type"] == "connection.heartbeat" {
+            assert_eq!(frame["reply_to"], id.as_str());
+            break;
+        }
+        assert_eq!(frame["data"]["code"], 4004, "{frame}");
+        assert!(tokio::time::Instant::now() < until, "the rate limit never let a request through again");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn rate_limited_error_answers_the_request() {
+    // docs/protocol.md: errors carry `reply_to` "when the request had a
+    // readable id"; a rate-limited request has one.
+    let server = TestServer::with(|a| {
+        a.messages_per_second = Some(1);
+        a.message_burst = Some(1);
+    });
+    let mut client = server.connect_as("alice").await;
+    let first = client.request("connection.heartbeat", None, json!({})).await;
+    let second = client.request("connection.heartbeat", None, json!({})).await;
+    assert_eq!(client.recv_type("connection.heartbeat").await["reply_to"], first.as_str());
+    let error = client.expect_error(4004).await;
+    assert_eq!(error["reply_to"], second.as_str(), "the 4004 error does not say which request it refused: {error}");
+}
