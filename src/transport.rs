@@ -22,7 +22,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use actix_http::ws::{hash_key, Codec};
 use actix_http::Protocol;
@@ -44,9 +43,6 @@ use crate::config::Origins;
 /// Longest first request head the transport reads; a longer one goes to
 /// actix-web, which refuses it.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
-
-/// Time a new connection has to send its first request head.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 4 * 1024;
@@ -146,7 +142,10 @@ where
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
     let mut buf = BytesMut::new();
-    match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, &mut buf, &transport.origins)).await {
+    // A new connection gets the auth timeout to send its request head, as a
+    // WebSocket gets it to send `connection.init`.
+    let deadline = transport.node.limits.auth_timeout;
+    match tokio::time::timeout(deadline, read_head(&mut stream, &mut buf, &transport.origins)).await {
         Ok(Ok(Some(upgrade))) => {
             // Copied so the head buffer is freed now, not when the session
             // ends.

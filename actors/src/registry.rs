@@ -22,6 +22,18 @@ use crate::link::{Batch, ConnId, Delivery, Link};
 use crate::metrics::Metrics;
 use crate::node::connection_id;
 use crate::protocol::{self, kind, Frame};
+use crate::session::Push;
+
+/// A new connection, not authenticated yet: known only so shutdown can
+/// close it too.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Arrive {
+    /// The connection.
+    pub conn: ConnId,
+    /// Its session.
+    pub session: Recipient<Push>,
+}
 
 /// An authenticated connection joins the directory.
 #[derive(Message)]
@@ -104,7 +116,7 @@ pub struct SlowConsumer {
     pub link: Arc<Link>,
 }
 
-/// Closes every authenticated connection with `close`; returns how many.
+/// Closes every connection with `close`; returns how many.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct CloseAll {
@@ -183,6 +195,8 @@ pub struct Registry {
     channels: HashMap<Arc<str>, ChannelEntry>,
     conns: HashMap<ConnId, ConnEntry>,
     users: HashMap<Arc<str>, Vec<ConnId>>,
+    /// Connections still before `connection.init`.
+    arriving: HashMap<ConnId, Recipient<Push>>,
 }
 
 impl Registry {
@@ -201,6 +215,7 @@ impl Registry {
             channels: HashMap::new(),
             conns: HashMap::new(),
             users: HashMap::new(),
+            arriving: HashMap::new(),
         }
     }
 
@@ -251,11 +266,20 @@ impl Actor for Registry {
     }
 }
 
+impl Handler<Arrive> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Arrive, _: &mut Self::Context) {
+        self.arriving.insert(msg.conn, msg.session);
+    }
+}
+
 impl Handler<Connect> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
         let conn = msg.link.id();
+        self.arriving.remove(&conn);
         self.users.entry(Arc::clone(msg.link.user())).or_default().push(conn);
         self.conns.insert(
             conn,
@@ -273,6 +297,7 @@ impl Handler<Disconnect> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Disconnect, _: &mut Self::Context) {
+        self.arriving.remove(&msg.conn);
         let Some(entry) = self.conns.remove(&msg.conn) else { return };
         for channel in &entry.channels {
             self.leave(msg.conn, channel, None);
@@ -388,7 +413,10 @@ impl Handler<CloseAll> for Registry {
         for entry in self.conns.values() {
             entry.link.close(msg.close);
         }
-        self.conns.len()
+        for session in self.arriving.values() {
+            session.do_send(Push::Close(msg.close));
+        }
+        self.conns.len() + self.arriving.len()
     }
 }
 

@@ -178,15 +178,21 @@ impl Session {
                 }
             };
         }
+        // Parsed first so a refusal names the request it refuses.
+        let parsed = protocol::parse_request(text);
         if !self.take_token() {
             let limits = &self.node.limits;
             let message = format!(
                 "rate limit exceeded: {} frames per second, bursts of {}",
                 limits.messages_per_second, limits.message_burst
             );
-            return self.send_error(ctx, ErrorCode::RateLimited, &message, None, None);
+            let reply_to = match &parsed {
+                Ok(request) => Some(request.id.as_str()),
+                Err(rejection) => rejection.reply_to.as_deref(),
+            };
+            return self.send_error(ctx, ErrorCode::RateLimited, &message, None, reply_to);
         }
-        match protocol::parse_request(text) {
+        match parsed {
             Ok(request) => self.handle(request, ctx),
             Err(Rejection { reply_to, code, message }) => {
                 self.send_error(ctx, code, &message, None, reply_to.as_deref())
@@ -358,6 +364,7 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.node.metrics.sockets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.node.registry.do_send(registry::Arrive { conn: self.conn, session: ctx.address().recipient() });
         ctx.run_interval(self.node.limits.heartbeat_interval, |act, ctx| act.heartbeat(ctx));
         let timer = ctx.run_later(self.node.limits.auth_timeout, |act, ctx| {
             if matches!(act.auth, Auth::Waiting { .. }) {
@@ -370,9 +377,7 @@ impl Actor for Session {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.node.metrics.sockets.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        if let Auth::Ready { .. } = self.auth {
-            self.node.registry.do_send(registry::Disconnect { conn: self.conn });
-        }
+        self.node.registry.do_send(registry::Disconnect { conn: self.conn });
     }
 }
 
@@ -380,11 +385,11 @@ impl Handler<Push> for Session {
     type Result = ();
 
     fn handle(&mut self, push: Push, ctx: &mut Self::Context) {
-        let Auth::Ready { link, .. } = &self.auth else { return };
         let batch = match push {
             Push::Close(close) => return self.close(ctx, close),
             Push::Frames(batch) => batch,
         };
+        let Auth::Ready { link, .. } = &self.auth else { return };
         if link.overflowed() {
             // Skip the backlog: the close frame goes out next.
             return self.close(ctx, Close::SlowConsumer);

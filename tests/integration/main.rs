@@ -19,3 +19,4 @@ mod publish;
 mod rest;
 mod shutdown;
 mod slow_consumer;
+mod transport;
