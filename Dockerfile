@@ -6,6 +6,7 @@
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
+ENV CARGO_PROFILE_RELEASE_STRIP=true
 # Dependencies first, with stub sources, so code changes do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
 COPY actors/Cargo.toml actors/
@@ -17,8 +18,7 @@ RUN mkdir -p src actors/src benches \
 COPY src src
 COPY actors/src actors/src
 RUN touch src/main.rs src/lib.rs actors/src/lib.rs \
- && cargo build --release --locked --bin nova-realtime \
- && strip target/release/nova-realtime
+ && cargo build --release --locked --bin nova-realtime
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin nova
