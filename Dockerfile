@@ -1,7 +1,7 @@
 # nova-realtime: one container, one node.
 #
 #   docker build -t nova-realtime .
-#   docker run -p 8000:8000 -e NOVA_PRODUCTION=true -e NOVA_JWT_SECRET=... -e NOVA_ADMIN_TOKEN=... \
+#   docker run -p 8000:8000 -e NOVA_JWT_SECRET=... -e NOVA_ADMIN_TOKEN=... \
 #              -v "$PWD/configs:/app/configs" -v "$PWD/prompts:/app/prompts" nova-realtime
 
 FROM rust:1-slim-bookworm AS build
@@ -27,7 +27,10 @@ COPY --from=build /src/target/release/nova-realtime /usr/local/bin/nova-realtime
 COPY --chown=nova:nova configs configs
 COPY --chown=nova:nova prompts prompts
 USER nova
+# Production unless told otherwise: a container without real secrets refuses
+# to start instead of exposing development credentials on the network.
 ENV NOVA_BIND=0.0.0.0:8000 \
+    NOVA_PRODUCTION=true \
     RUST_LOG=info
 EXPOSE 8000
 # Settings the server watches; mount your own.

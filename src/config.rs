@@ -1,17 +1,21 @@
 //! Configuration: command-line flags, each with an environment variable
 //! fallback, over an optional YAML file, over built-in defaults.
 //!
-//! Without `--production` the server runs in development mode: a missing
-//! admin token becomes [`DEV_ADMIN_TOKEN`] and the API key `development` is
-//! accepted, both announced loudly at start. With `--production` it refuses
-//! to start unless real secrets are set.
+//! Three modes, announced at start:
+//! - **development**, when no credential is configured (or `--development`
+//!   asks for it): the admin token is [`DEV_ADMIN_TOKEN`] unless set, the API
+//!   key `development` is accepted, and browsers on localhost are allowed;
+//! - **configured**, when some credential is set without `--production`: an
+//!   admin token is required and no development default applies;
+//! - **production** (`--production`): as configured, and real secrets are
+//!   required (a JWT secret of 32+ bytes, an admin token of 16+ characters).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use actix_web::http::header::HeaderValue;
 use clap::Parser;
-use nova_actors::auth::{check_user_id, ApiKey, DEVELOPMENT_KEY};
+use nova_actors::auth::{check_user_id, ApiKey, JwtConfig, DEVELOPMENT_KEY};
 use nova_actors::names::parse_patterns;
 use nova_actors::node::Limits;
 use serde::Deserialize;
@@ -41,9 +45,18 @@ pub struct Args {
     /// Refuse to start without real secrets; disable development defaults
     #[arg(long, env = "NOVA_PRODUCTION")]
     pub production: bool,
+    /// Development defaults even with credentials set (never with --production)
+    #[arg(long, env = "NOVA_DEVELOPMENT")]
+    pub development: bool,
     /// HS256 secret for client JWTs (at least 32 bytes in production)
     #[arg(long, env = "NOVA_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Required `aud` of client JWTs [default: not checked]
+    #[arg(long, env = "NOVA_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Required `iss` of client JWTs [default: not checked]
+    #[arg(long, env = "NOVA_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
     /// Bearer token for the admin REST API
     #[arg(long, env = "NOVA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -59,6 +72,9 @@ pub struct Args {
     /// This node's id, the prefix of connection ids [default: random]
     #[arg(long, env = "NOVA_NODE_ID")]
     pub node_id: Option<String>,
+    /// Open connections at most, WebSocket and HTTP [default: 100000]
+    #[arg(long, env = "NOVA_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// HTTP worker threads [default: one per CPU]
     #[arg(long, env = "NOVA_WORKERS")]
     pub workers: Option<usize>,
@@ -114,7 +130,11 @@ pub struct FileApiKey {
 pub struct FileConfig {
     bind: Option<String>,
     production: Option<bool>,
+    development: Option<bool>,
     jwt_secret: Option<String>,
+    jwt_audience: Option<String>,
+    jwt_issuer: Option<String>,
+    max_connections: Option<usize>,
     admin_token: Option<String>,
     api_keys: Option<Vec<FileApiKey>>,
     api_key_channels: Option<Vec<String>>,
@@ -173,12 +193,14 @@ fn is_localhost(origin: &str) -> bool {
     matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
 }
 
-/// Development or production, as announced at start.
+/// How much the server trusts its defaults, announced at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Dev defaults filled in, loudly.
+    /// Nothing configured (or `--development`): development defaults, loudly.
     Development,
-    /// Real secrets required.
+    /// Credentials configured, no development defaults.
+    Configured,
+    /// `--production`: real secrets required.
     Production,
 }
 
@@ -191,8 +213,8 @@ pub struct Config {
     pub mode: Mode,
     /// This node's id.
     pub node_id: String,
-    /// JWT secret; JWTs are refused without one.
-    pub jwt_secret: Option<String>,
+    /// How JWTs are verified; JWTs are refused without it.
+    pub jwt: Option<JwtConfig>,
     /// Admin bearer token.
     pub admin_token: String,
     /// Static API keys.
@@ -203,6 +225,8 @@ pub struct Config {
     pub origins: Origins,
     /// HTTP workers; `None` for one per CPU.
     pub workers: Option<usize>,
+    /// Open connections at most.
+    pub max_connections: usize,
     /// Per-connection limits.
     pub limits: Limits,
     /// How long shutdown waits for connections to close.
@@ -223,7 +247,7 @@ impl Config {
     /// Flags win over the file, the file over defaults.
     pub fn resolve(args: Args, file: FileConfig) -> Result<Config, String> {
         let production = args.production || file.production.unwrap_or(false);
-        let mode = if production { Mode::Production } else { Mode::Development };
+        let development = args.development || file.development.unwrap_or(false);
         let jwt_secret = args.jwt_secret.or(file.jwt_secret).filter(|s| !s.is_empty());
         let admin_token = args.admin_token.or(file.admin_token).filter(|s| !s.is_empty());
 
@@ -249,12 +273,28 @@ impl Config {
             }
         }
 
+        let credentials = jwt_secret.is_some() || admin_token.is_some() || !api_keys.is_empty();
+        let mode = match (production, development) {
+            (true, true) => return Err("--production and --development exclude each other".into()),
+            (true, false) => Mode::Production,
+            (false, true) => Mode::Development,
+            (false, false) if credentials => Mode::Configured,
+            (false, false) => Mode::Development,
+        };
         let admin_token = match (mode, admin_token) {
             (Mode::Production, None) => return Err("--production needs NOVA_ADMIN_TOKEN".into()),
+            (Mode::Configured, None) => {
+                return Err("NOVA_ADMIN_TOKEN is required once credentials are configured \
+                            (or start with --development)"
+                    .into());
+            }
             (Mode::Production, Some(t)) if t == DEV_ADMIN_TOKEN || t.chars().count() < MIN_ADMIN_TOKEN_CHARS => {
                 return Err(format!(
                     "--production needs a real NOVA_ADMIN_TOKEN of at least {MIN_ADMIN_TOKEN_CHARS} characters"
                 ));
+            }
+            (Mode::Configured, Some(t)) if t == DEV_ADMIN_TOKEN => {
+                return Err(format!("'{DEV_ADMIN_TOKEN}' is the development token; set a real NOVA_ADMIN_TOKEN"));
             }
             (_, Some(t)) => t,
             (Mode::Development, None) => DEV_ADMIN_TOKEN.to_owned(),
@@ -269,10 +309,15 @@ impl Config {
                 }
                 Some(_) => {}
             }
-            if api_keys.iter().any(|k| k.key == DEVELOPMENT_KEY) {
-                return Err("--production refuses the API key 'development'".into());
-            }
         }
+        if mode != Mode::Development && api_keys.iter().any(|k| k.key == DEVELOPMENT_KEY) {
+            return Err(format!("the API key '{DEVELOPMENT_KEY}' is for development mode only"));
+        }
+        let jwt = jwt_secret.map(|secret| JwtConfig {
+            secret: secret.into_bytes(),
+            audience: args.jwt_audience.or(file.jwt_audience).filter(|s| !s.is_empty()),
+            issuer: args.jwt_issuer.or(file.jwt_issuer).filter(|s| !s.is_empty()),
+        });
 
         let d = Limits::default();
         let ms = |v: Option<u64>, default: Duration| v.map(Duration::from_millis).unwrap_or(default);
@@ -301,12 +346,13 @@ impl Config {
             bind: args.bind.or(file.bind).unwrap_or_else(|| "127.0.0.1:8000".into()),
             mode,
             node_id,
-            jwt_secret,
+            jwt,
             admin_token,
             api_keys,
             development_key: mode == Mode::Development,
             origins: Origins::new(&origin_list, mode == Mode::Development),
             workers: args.workers.or(file.workers).filter(|w| *w > 0),
+            max_connections: args.max_connections.or(file.max_connections).unwrap_or(100_000).max(1),
             limits,
             drain_timeout: Duration::from_secs(args.drain_timeout_secs.or(file.drain_timeout_secs).unwrap_or(10)),
         })
@@ -317,6 +363,9 @@ impl Config {
     pub fn announce(&self) {
         match self.mode {
             Mode::Production => log::info!("production mode, node '{}'", self.node_id),
+            Mode::Configured => {
+                log::info!("node '{}' with configured credentials (not --production)", self.node_id)
+            }
             Mode::Development => {
                 let bar = "=".repeat(72);
                 log::warn!("{bar}");
@@ -325,10 +374,13 @@ impl Config {
                     log::warn!("  admin token: {DEV_ADMIN_TOKEN}  (set NOVA_ADMIN_TOKEN)");
                 }
                 log::warn!("  API key '{DEVELOPMENT_KEY}' is accepted and may use every channel");
-                if self.jwt_secret.is_none() {
+                if self.jwt.is_none() {
                     log::warn!("  JWTs are refused: NOVA_JWT_SECRET is not set");
                 }
                 log::warn!("  browser origins on localhost are allowed");
+                if !is_loopback(&self.bind) {
+                    log::warn!("  LISTENING ON {}: anyone who can reach it is admin", self.bind);
+                }
                 log::warn!("{bar}");
             }
         }
@@ -343,7 +395,11 @@ fn check_limits(l: &Limits) -> Result<(), String> {
         (l.heartbeat_interval >= Duration::from_millis(10), "heartbeat interval must be at least 10 ms"),
         (l.auth_timeout >= Duration::from_millis(10), "auth timeout must be at least 10 ms"),
         (l.max_frame_bytes >= 1024, "max frame bytes must be at least 1024"),
-        (l.max_outbound_bytes >= 1024, "max outbound bytes must be at least 1024"),
+        (
+            l.max_outbound_bytes >= 2 * l.max_frame_bytes,
+            "max outbound bytes must be at least twice max frame bytes, so one full event always fits a client \
+             that is keeping up",
+        ),
         (l.max_channels_per_connection >= 1, "max channels must be at least 1"),
         (l.messages_per_second >= 1 && l.message_burst >= 1, "rate limit and burst must be at least 1"),
     ];
@@ -351,6 +407,10 @@ fn check_limits(l: &Limits) -> Result<(), String> {
         Some((_, why)) => Err((*why).to_owned()),
         None => Ok(()),
     }
+}
+
+fn is_loopback(bind: &str) -> bool {
+    bind.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, String> {
@@ -406,6 +466,37 @@ mod tests {
     }
 
     #[test]
+    fn credentials_without_production_mean_configured_mode() {
+        let args = Args { jwt_secret: Some("s".repeat(40)), admin_token: Some("t".repeat(20)), ..Args::default() };
+        let c = Config::resolve(args, FileConfig::default()).unwrap();
+        assert_eq!(c.mode, Mode::Configured);
+        assert!(!c.development_key, "no development key once credentials are set");
+        assert!(!c.origins.allows(&header("http://localhost:5173")), "no localhost default either");
+        let no_admin = Args { jwt_secret: Some("s".repeat(40)), ..Args::default() };
+        assert!(Config::resolve(no_admin, FileConfig::default()).unwrap_err().contains("NOVA_ADMIN_TOKEN"));
+        let dev_token =
+            Args { api_keys: Some(vec!["k".into()]), admin_token: Some(DEV_ADMIN_TOKEN.into()), ..Args::default() };
+        assert!(Config::resolve(dev_token, FileConfig::default()).is_err());
+    }
+
+    #[test]
+    fn development_can_be_asked_for_explicitly() {
+        let args = Args { jwt_secret: Some("s".repeat(40)), development: true, ..Args::default() };
+        let c = Config::resolve(args, FileConfig::default()).unwrap();
+        assert_eq!(c.mode, Mode::Development);
+        assert!(c.development_key && c.jwt.is_some());
+        let both = Args { production: true, development: true, ..Args::default() };
+        assert!(Config::resolve(both, FileConfig::default()).is_err());
+    }
+
+    #[test]
+    fn the_development_key_cannot_be_configured_outside_development() {
+        let args =
+            Args { api_keys: Some(vec![DEVELOPMENT_KEY.into()]), admin_token: Some("t".repeat(20)), ..Args::default() };
+        assert!(Config::resolve(args, FileConfig::default()).unwrap_err().contains("development mode only"));
+    }
+
+    #[test]
     fn flags_win_over_the_file() {
         let file: FileConfig =
             serde_yaml::from_str("bind: 0.0.0.0:9000\nheartbeat_interval_ms: 5000\nnode_id: filenode\n").unwrap();
@@ -427,6 +518,7 @@ mod tests {
         let args = Args {
             api_keys: Some(vec!["agent:s3cret".into(), "bare".into()]),
             api_key_channels: Some(vec!["agent:*".into()]),
+            admin_token: Some("a-real-admin-token".into()),
             ..Args::default()
         };
         let c = Config::resolve(args, FileConfig::default()).unwrap();
@@ -442,6 +534,8 @@ mod tests {
     fn limits_are_checked() {
         let args = Args { max_frame_bytes: Some(10), ..Args::default() };
         assert!(Config::resolve(args, FileConfig::default()).unwrap_err().contains("frame"));
+        let args = Args { max_frame_bytes: Some(1 << 20), max_outbound_bytes: Some(1 << 20), ..Args::default() };
+        assert!(Config::resolve(args, FileConfig::default()).unwrap_err().contains("twice"));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::http::{self, AppState};
-use crate::transport::{self, Transport};
+use crate::transport::{self, ConnHangup, Replay, Transport};
 
 /// Pending connections the kernel queues before accepting (the std default
 /// of 128 drops bursts of reconnecting clients).
@@ -56,7 +56,7 @@ pub struct Running {
     pub addr: SocketAddr,
     server: actix_server::Server,
     control: Control,
-    hub: Arbiter,
+    hubs: Vec<Arbiter>,
 }
 
 /// A handle to stop a running server, from any thread.
@@ -105,7 +105,9 @@ impl Running {
     /// Serves until stopped.
     pub async fn run(self) -> io::Result<()> {
         let result = self.server.await;
-        self.hub.stop();
+        for hub in self.hubs {
+            hub.stop();
+        }
         result
     }
 }
@@ -116,20 +118,19 @@ pub fn build(listener: TcpListener, config: Config) -> io::Result<Running> {
     let metrics = Arc::new(Metrics::default());
     let node_id: Arc<str> = Arc::from(config.node_id.as_str());
 
-    // The registry and the channel actors it starts share one thread of
-    // their own, apart from the workers' event loops.
-    let hub = Arbiter::new();
+    // The registry and the channel actors run on hub threads of their own,
+    // apart from the workers' event loops: one hub per worker, channels
+    // spread over them by name.
+    let workers = config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let hubs: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
     let registry = {
         let (node_id, metrics, limits) = (node_id.clone(), metrics.clone(), config.limits.clone());
-        Registry::start_in_arbiter(&hub.handle(), move |_| {
-            Registry::new(node_id, limits.max_channels_per_connection, limits.slow_consumer_grace, metrics)
+        let handles: Vec<_> = hubs.iter().map(Arbiter::handle).collect();
+        Registry::start_in_arbiter(&hubs[0].handle(), move |_| {
+            Registry::new(node_id, limits.max_channels_per_connection, limits.slow_consumer_grace, metrics, handles)
         })
     };
-    let auth = Authenticator::new(
-        config.jwt_secret.as_deref().map(str::as_bytes),
-        config.api_keys.clone(),
-        config.development_key,
-    );
+    let auth = Authenticator::new(config.jwt.as_ref(), config.api_keys.clone(), config.development_key);
     let node = Arc::new(Node::new(node_id, registry.clone(), auth, config.limits.clone(), metrics));
     let state = web::Data::new(AppState {
         node: node.clone(),
@@ -139,13 +140,12 @@ pub fn build(listener: TcpListener, config: Config) -> io::Result<Running> {
     let transport = Arc::new(Transport { node, origins: config.origins.clone() });
     let http_shutdown = Arc::new(Notify::new());
 
-    let mut builder = actix_server::Server::build()
+    let builder = actix_server::Server::build()
+        .workers(workers)
+        .max_concurrent_connections(config.max_connections.div_ceil(workers))
         .backlog(ACCEPT_BACKLOG as u32)
         .disable_signals()
         .shutdown_timeout(config.drain_timeout.as_secs().max(1));
-    if let Some(workers) = config.workers {
-        builder = builder.workers(workers);
-    }
     let http_shutdown_signal = http_shutdown.clone();
     let server = builder
         .listen("nova-realtime", listener, move || {
@@ -159,6 +159,11 @@ pub fn build(listener: TcpListener, config: Config) -> io::Result<Running> {
                 .graceful_shutdown_signal(move || {
                     let signal = signal.clone();
                     async move { signal.notified().await }
+                })
+                // A WebSocket upgraded through actix-web finds its
+                // connection's hang-up here.
+                .on_connect_ext(|io: &Replay, data| {
+                    data.insert(ConnHangup(io.hangup().clone()));
                 })
                 .finish(map_config(app, |_| AppConfig::default()));
             let transport = transport.clone();
@@ -176,7 +181,7 @@ pub fn build(listener: TcpListener, config: Config) -> io::Result<Running> {
         })?
         .run();
     let control = Control { handle: server.handle(), registry, drain_timeout: config.drain_timeout, http_shutdown };
-    Ok(Running { addr, server, control, hub })
+    Ok(Running { addr, server, control, hubs })
 }
 
 /// The actix-web application: the REST API and the WebSocket fallback.

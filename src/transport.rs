@@ -2,26 +2,31 @@
 //!
 //! It reads the connection's first request head. A valid WebSocket upgrade
 //! to `/ws` or `/ws/{client_id}` is answered here and its session actor runs
-//! directly on the socket. Anything else (REST calls, bad upgrades) is
-//! replayed, byte for byte, into the actix-web application, which answers it
-//! as usual.
+//! directly on the socket. Anything else (REST calls, refused upgrades) is
+//! replayed, byte for byte, into the actix-web application through
+//! [`Replay`], which answers it as usual.
 //!
 //! Why not let actix-web upgrade: its HTTP/1 dispatcher keeps two 8 KiB
 //! buffers, a shutdown signal and its own state for the life of a connection
 //! and copies every outgoing chunk once more. For a server whose connections
 //! are mostly idle WebSockets that was most of a connection's memory. Here an
-//! idle connection holds no buffer at all: input is read into a stack buffer
-//! and copied out at its exact size, and each chunk the session produces is
-//! written straight from its own bytes.
+//! idle connection holds no buffer at all.
 //!
-//! A WebSocket upgrade that arrives later on a kept-alive HTTP connection is
-//! still served, by actix-web (`http/ws.rs`).
+//! Every connection is bounded both ways, whichever path serves it:
+//! - input reaches the WebSocket decoder one frame at a time
+//!   ([`FrameAligned`]), so a client cannot make the server buffer more than
+//!   one frame by sending faster than it is served;
+//! - a write that makes no progress for two heartbeat intervals ends the
+//!   connection, and the registry can hang any connection up ([`Hangup`]),
+//!   even one whose session is stuck behind a full socket.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use actix_http::ws::{hash_key, Codec};
 use actix_http::Protocol;
@@ -33,25 +38,33 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_core::Stream;
 use nova_actors::link::Hangup;
 use nova_actors::node::Node;
-use nova_actors::session::Session;
+use nova_actors::session::{Session, FRAME_TOO_LARGE};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use crate::config::Origins;
 
 /// Longest first request head the transport reads; a longer one goes to
-/// actix-web, which refuses it.
+/// actix-web.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+
+/// Headers the transport parses in a first request head.
+const MAX_HEAD_HEADERS: usize = 64;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 4 * 1024;
 
+/// Time a closing connection gets to read the close frame before the socket
+/// goes.
+const LINGER: Duration = Duration::from_secs(1);
+
 /// Paths under `/ws/` that are admin endpoints, not client ids.
 pub const RESERVED_CLIENT_IDS: &[&str] = &["connections", "metrics", "broadcast", "ping"];
 
-/// Client ids from the path: 1–64 characters of `A–Z a–z 0–9 _ . -`; they
-/// show up in listings.
+/// Client ids from the path: 1–64 bytes of `A–Z a–z 0–9 _ . -`; they show up
+/// in listings.
 pub fn valid_client_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
@@ -63,6 +76,19 @@ pub struct Transport {
     /// Allowed browser origins.
     pub origins: Origins,
 }
+
+impl Transport {
+    /// How long a write may make no progress: a client that has read
+    /// nothing for two heartbeat intervals is gone.
+    pub fn write_stall_limit(&self) -> Duration {
+        self.node.limits.heartbeat_interval * 2
+    }
+}
+
+/// The hang-up of an HTTP connection, recorded in its connection data so a
+/// WebSocket upgraded through actix-web can be hung up too.
+#[derive(Clone)]
+pub struct ConnHangup(pub Arc<Hangup>);
 
 /// A WebSocket upgrade the transport accepted.
 struct Upgrade {
@@ -79,16 +105,15 @@ fn accept_upgrade(req: &httparse::Request<'_, '_>, head_len: usize, origins: &Or
         return None;
     }
     let path = req.path?.split('?').next()?;
-    let client_id = match path.strip_prefix("/ws") {
-        Some("") | Some("/") => None,
-        Some(rest) => {
+    let client_id = match path.strip_prefix("/ws")? {
+        "" => None,
+        rest => {
             let id = rest.strip_prefix('/')?;
             if !valid_client_id(id) || RESERVED_CLIENT_IDS.contains(&id) {
                 return None;
             }
             Some(Arc::from(id))
         }
-        None => return None,
     };
     let header = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
     let has_token = |name: &str, token: &str| {
@@ -117,12 +142,12 @@ fn accept_upgrade(req: &httparse::Request<'_, '_>, head_len: usize, origins: &Or
 /// serves; `Ok(None)` leaves `buf` holding everything read, for actix-web.
 async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut, origins: &Origins) -> io::Result<Option<Upgrade>> {
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEAD_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(buf) {
             Ok(httparse::Status::Complete(len)) => return Ok(accept_upgrade(&req, len, origins)),
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => {}
-            // Malformed, too many headers, too long: actix-web says so.
+            // Malformed, too many headers, too long: actix-web answers.
             _ => return Ok(None),
         }
         // Request heads are usually a few hundred bytes.
@@ -141,45 +166,57 @@ where
 {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
+    // A new connection has the auth timeout to send its request head and
+    // then `connection.init`: the clock starts now.
+    let auth_deadline = Instant::now() + transport.node.limits.auth_timeout;
     let mut buf = BytesMut::new();
-    // A new connection gets the auth timeout to send its request head, as a
-    // WebSocket gets it to send `connection.init`.
-    let deadline = transport.node.limits.auth_timeout;
-    match tokio::time::timeout(deadline, read_head(&mut stream, &mut buf, &transport.origins)).await {
+    let head = tokio::time::timeout_at(auth_deadline.into(), read_head(&mut stream, &mut buf, &transport.origins));
+    match head.await {
         Ok(Ok(Some(upgrade))) => {
             // Copied so the head buffer is freed now, not when the session
             // ends.
             let early_frames = Bytes::copy_from_slice(&buf[upgrade.head_len..]);
             drop(buf);
-            run_session(stream, upgrade, early_frames, transport.node.clone()).await;
+            run_session(stream, upgrade, early_frames, &transport, auth_deadline).await;
             Ok(())
         }
-        // Boxed: the HTTP dispatcher's state is large, and inline it would
-        // make every WebSocket connection's task as large.
-        Ok(Ok(None)) => Box::pin(http.call((Replay { head: buf.freeze(), io: stream }, Protocol::Http1, peer))).await,
+        Ok(Ok(None)) => {
+            let replay = Replay::new(buf.freeze(), stream, transport.write_stall_limit());
+            // Boxed: the HTTP dispatcher's state is large, and inline it
+            // would make every WebSocket connection's task as large.
+            Box::pin(http.call((replay, Protocol::Http1, peer))).await
+        }
         // Closed, failed, or too slow to send a request: nothing to answer.
         Ok(Err(_)) | Err(_) => Ok(()),
     }
 }
 
 /// Answers the upgrade and runs the session until it ends or is hung up.
-async fn run_session(stream: TcpStream, upgrade: Upgrade, early_frames: Bytes, node: Arc<Node>) {
+async fn run_session(
+    stream: TcpStream,
+    upgrade: Upgrade,
+    early_frames: Bytes,
+    transport: &Transport,
+    auth_deadline: Instant,
+) {
     let (read, mut write) = stream.into_split();
+    let stall = transport.write_stall_limit();
     let mut response = Vec::with_capacity(160);
     response.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
     response.extend_from_slice(&upgrade.accept);
     response.extend_from_slice(b"\r\n\r\n");
-    if write.write_all(&response).await.is_err() {
+    if !matches!(tokio::time::timeout(stall, write.write_all(&response)).await, Ok(Ok(()))) {
         return;
     }
     drop(response);
 
+    let node = transport.node.clone();
     let hangup = Arc::new(Hangup::default());
     let max_frame = node.limits.max_frame_bytes;
-    let session = Session::new(node, upgrade.client_id, Some(hangup.clone()));
-    let input = SocketInput { read, early: early_frames };
+    let session = Session::new(node, upgrade.client_id, Some(hangup.clone()), auth_deadline);
+    let input = FrameAligned::new(SocketReader { read }, early_frames, max_frame);
     let mut output = std::pin::pin!(WebsocketContext::with_codec(session, input, Codec::new().max_size(max_frame)));
     // The session is polled again only once its last chunk is written: a
     // client that does not read holds up its own session, nothing else.
@@ -189,37 +226,61 @@ async fn run_session(stream: TcpStream, upgrade: Upgrade, early_frames: Bytes, n
             _ = hangup.wait() => return,
             next = std::future::poll_fn(|cx| output.as_mut().poll_next(cx)) => match next {
                 Some(Ok(chunk)) => chunk,
-                Some(Err(_)) | None => return,
+                Some(Err(_)) => return,
+                None => break,
             },
         };
         tokio::select! {
             biased;
             _ = hangup.wait() => return,
-            written = write.write_all(&chunk) => if written.is_err() { return },
+            written = tokio::time::timeout(stall, write.write_all(&chunk)) => {
+                if !matches!(written, Ok(Ok(()))) {
+                    return;
+                }
+            }
         }
     }
+    linger(&mut write).await;
 }
 
-/// The socket's read half as the session's input stream. Each read goes into
-/// a stack buffer and is copied out at its exact size, so an idle connection
-/// keeps no read buffer.
-struct SocketInput {
+/// After the session's close frame: half-close, then read and discard until
+/// the client closes too (or briefly), so unread input does not make the
+/// kernel reset the connection before the close frame is delivered.
+async fn linger(write: &mut OwnedWriteHalf) {
+    let _ = write.shutdown().await;
+    let stream: &TcpStream = write.as_ref();
+    let drain = async {
+        let mut sink = [0u8; 512];
+        loop {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            match stream.try_read(&mut sink) {
+                // The client closed too.
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// The socket's read half as a byte stream. Each read goes into a stack
+/// buffer and is copied out at its exact size, so an idle connection keeps
+/// no read buffer.
+struct SocketReader {
     read: OwnedReadHalf,
-    /// Frames that arrived with the request head.
-    early: Bytes,
 }
 
-impl Stream for SocketInput {
+impl Stream for SocketReader {
     type Item = Result<Bytes, PayloadError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if !this.early.is_empty() {
-            return Poll::Ready(Some(Ok(std::mem::take(&mut this.early))));
-        }
         let mut chunk = [0u8; READ_CHUNK];
         let mut buf = ReadBuf::new(&mut chunk);
-        match Pin::new(&mut this.read).poll_read(cx, &mut buf) {
+        match Pin::new(&mut self.get_mut().read).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(None),
             Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(Bytes::copy_from_slice(buf.filled())))),
             Poll::Ready(Err(e)) => Poll::Ready(Some(Err(PayloadError::Io(e)))),
@@ -228,20 +289,149 @@ impl Stream for SocketInput {
     }
 }
 
+/// Feeds a WebSocket decoder one complete frame at a time.
+///
+/// actix-web-actors' decoder reads its input until the input has nothing
+/// more, then decodes a single frame; fed a raw socket, a client sending many
+/// small frames makes it buffer everything it sends. And it refuses an
+/// oversized frame only once the whole frame has arrived, buffering it all.
+/// This adapter yields one whole frame, then reports "nothing more" once
+/// (waking its task), so the decoder holds about one frame and what the
+/// client sends beyond it waits in the kernel, pushing back on the client. A
+/// frame whose header declares more than `max_frame` bytes ends the input at
+/// once with [`FRAME_TOO_LARGE`], before any of it is buffered (close 1009).
+pub struct FrameAligned<S> {
+    inner: S,
+    buf: BytesMut,
+    max_frame: usize,
+    paused: bool,
+    refused: bool,
+}
+
+impl<S> FrameAligned<S> {
+    /// Wraps `inner`; `early` holds bytes already read from it.
+    pub fn new(inner: S, early: Bytes, max_frame: usize) -> Self {
+        FrameAligned { inner, buf: BytesMut::from(&early[..]), max_frame, paused: false, refused: false }
+    }
+}
+
+/// The total length of the first frame in `buf` and whether its payload is
+/// over `max_frame`, once its header is complete.
+fn frame_len(buf: &[u8], max_frame: usize) -> Option<(usize, bool)> {
+    let second = *buf.get(1)?;
+    let (ext, payload) = match second & 0x7f {
+        126 => (2, u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as u64),
+        127 => {
+            let bytes: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
+            (8, u64::from_be_bytes(bytes))
+        }
+        n => (0, n as u64),
+    };
+    let mask = if second & 0x80 != 0 { 4 } else { 0 };
+    let header = 2 + ext + mask;
+    if payload > max_frame as u64 {
+        return Some((header, true));
+    }
+    Some((header + payload as usize, false))
+}
+
+impl<S> Stream for FrameAligned<S>
+where
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+{
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.refused {
+            return Poll::Ready(None);
+        }
+        if this.paused {
+            this.paused = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        loop {
+            match frame_len(&this.buf, this.max_frame) {
+                Some((_, true)) => {
+                    this.refused = true;
+                    this.buf = BytesMut::new();
+                    let error = io::Error::new(io::ErrorKind::InvalidData, FRAME_TOO_LARGE);
+                    return Poll::Ready(Some(Err(PayloadError::Io(error))));
+                }
+                Some((len, false)) if this.buf.len() >= len => {
+                    let frame = this.buf.split_to(len).freeze();
+                    if this.buf.is_empty() {
+                        // Release the allocation: idle connections hold none.
+                        this.buf = BytesMut::new();
+                    }
+                    this.paused = true;
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                _ => {}
+            }
+            match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => this.buf.extend_from_slice(&bytes),
+                other => return other,
+            }
+        }
+    }
+}
+
 /// A connection handed to actix-web: first the bytes the transport already
-/// read, then the socket.
+/// read, then the socket. Like a session's own transport, it ends the
+/// connection when a write makes no progress for too long or when the
+/// registry hangs it up.
 pub struct Replay {
     head: Bytes,
     io: TcpStream,
+    hangup: Arc<Hangup>,
+    stall_limit: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl Replay {
+    fn new(head: Bytes, io: TcpStream, stall_limit: Duration) -> Self {
+        Replay { head, io, hangup: Arc::default(), stall_limit, stalled: None }
+    }
+
+    /// This connection's hang-up (for a WebSocket upgraded on it).
+    pub fn hangup(&self) -> &Arc<Hangup> {
+        &self.hangup
+    }
+
+    fn hung_up(&self, cx: &mut Context<'_>) -> bool {
+        self.hangup.poll_triggered(cx).is_ready()
+    }
+
+    /// A write is blocked: has it been for too long?
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let limit = self.stall_limit;
+        let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "write stalled")),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+fn hung_up_error() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "hung up by the server")
 }
 
 impl AsyncRead for Replay {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.hung_up(cx) {
+            return Poll::Ready(Err(hung_up_error()));
+        }
         if this.head.has_remaining() {
             let n = this.head.len().min(buf.remaining());
             buf.put_slice(&this.head[..n]);
             this.head.advance(n);
+            if this.head.is_empty() {
+                this.head = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.io).poll_read(cx, buf)
@@ -250,7 +440,17 @@ impl AsyncRead for Replay {
 
 impl AsyncWrite for Replay {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.hung_up(cx) {
+            return Poll::Ready(Err(hung_up_error()));
+        }
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Pending => this.poll_stall(cx).map(Err),
+            done => {
+                this.stalled = None;
+                done
+            }
+        }
     }
 
     fn poll_write_vectored(
@@ -258,7 +458,17 @@ impl AsyncWrite for Replay {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.hung_up(cx) {
+            return Poll::Ready(Err(hung_up_error()));
+        }
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Pending => this.poll_stall(cx).map(Err),
+            done => {
+                this.stalled = None;
+                done
+            }
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -279,7 +489,7 @@ mod tests {
     use super::*;
 
     fn parse(head: &str, origins: &Origins) -> Option<Upgrade> {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEAD_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(head.as_bytes()) {
             Ok(httparse::Status::Complete(len)) => accept_upgrade(&req, len, origins),
@@ -296,25 +506,27 @@ mod tests {
 
     #[test]
     fn accepts_upgrades_to_the_ws_paths() {
-        let any = Origins::default();
-        let u = parse(&upgrade_to("/ws", ""), &any).unwrap();
+        let no_browsers = Origins::default();
+        let u = parse(&upgrade_to("/ws", ""), &no_browsers).unwrap();
         assert!(u.client_id.is_none());
         assert_eq!(&u.accept, b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", "RFC 6455 example key");
-        assert_eq!(parse(&upgrade_to("/ws/tab-1?x=1", ""), &any).unwrap().client_id.as_deref(), Some("tab-1"));
+        let with_id = parse(&upgrade_to("/ws/tab-1?x=1", ""), &no_browsers).unwrap();
+        assert_eq!(with_id.client_id.as_deref(), Some("tab-1"));
     }
 
     #[test]
     fn leaves_everything_else_to_actix_web() {
-        let any = Origins::default();
-        for path in ["/ws/metrics", "/ws/connections", "/ws/a/b", "/ws/bad%20id", "/wsx", "/api/publish", "/health"] {
-            assert!(parse(&upgrade_to(path, ""), &any).is_none(), "{path}");
+        let no_browsers = Origins::default();
+        let paths = ["/ws/", "/ws/metrics", "/ws/connections", "/ws/a/b", "/ws/bad%20id", "/wsx", "/api/publish"];
+        for path in paths {
+            assert!(parse(&upgrade_to(path, ""), &no_browsers).is_none(), "{path}");
         }
         let plain = "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert!(parse(plain, &any).is_none());
+        assert!(parse(plain, &no_browsers).is_none());
         let post = upgrade_to("/ws", "").replacen("GET", "POST", 1);
-        assert!(parse(&post, &any).is_none());
+        assert!(parse(&post, &no_browsers).is_none());
         let old = upgrade_to("/ws", "").replace("Version: 13", "Version: 99");
-        assert!(parse(&old, &any).is_none());
+        assert!(parse(&old, &no_browsers).is_none());
     }
 
     #[test]
@@ -331,5 +543,51 @@ mod tests {
         for bad in ["", "a b", "a/b", "é", &"x".repeat(65)] {
             assert!(!valid_client_id(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn frame_lengths() {
+        let max = 1000;
+        assert_eq!(frame_len(&[0x81], max), None);
+        assert_eq!(frame_len(&[0x81, 0x85], max), Some((2 + 4 + 5, false)), "masked, 5 bytes");
+        assert_eq!(frame_len(&[0x81, 0x05], max), Some((2 + 5, false)), "unmasked");
+        assert_eq!(frame_len(&[0x81, 0xfe, 0x01], max), None, "16-bit length incomplete");
+        assert_eq!(frame_len(&[0x81, 0xfe, 0x01, 0x00], max), Some((4 + 4 + 256, false)));
+        assert_eq!(frame_len(&[0x81, 0xfe, 0x04, 0x00], max), Some((8, true)), "1024 > max");
+        let huge = [0x81, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        assert_eq!(frame_len(&huge, max), Some((14, true)));
+    }
+
+    /// A source that yields fixed chunks, then ends.
+    struct Chunks(Vec<Bytes>);
+
+    impl Stream for Chunks {
+        type Item = Result<Bytes, PayloadError>;
+
+        fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Poll::Ready(if self.0.is_empty() { None } else { Some(Ok(self.0.remove(0))) })
+        }
+    }
+
+    #[test]
+    fn frame_aligned_yields_whole_frames_one_at_a_time() {
+        // Three 2-byte unmasked frames split awkwardly across chunks.
+        let chunks = vec![Bytes::from_static(&[0x89, 0x00, 0x8a]), Bytes::from_static(&[0x00, 0x81, 0x00])];
+        let mut aligned = FrameAligned::new(Chunks(chunks), Bytes::from_static(&[]), 100);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut frames = Vec::new();
+        loop {
+            match Pin::new(&mut aligned).poll_next(&mut cx) {
+                Poll::Ready(Some(Ok(frame))) => frames.push(frame),
+                Poll::Ready(None) => break,
+                Poll::Ready(Some(Err(e))) => panic!("{e}"),
+                // The pause after each frame.
+                Poll::Pending => {}
+            }
+        }
+        assert_eq!(
+            frames,
+            vec![Bytes::from_static(&[0x89, 0]), Bytes::from_static(&[0x8a, 0]), Bytes::from_static(&[0x81, 0])]
+        );
     }
 }

@@ -2,8 +2,9 @@
 //! [`Identity`], the user id and the channels it may use.
 //!
 //! JWTs are HS256 with the configured secret; `sub` and `exp` are required,
-//! `channels` (patterns) and `role` optional, and `role: "admin"` may use
-//! every channel. API keys are static keys from the configuration, each with
+//! `nbf` is honoured, `aud` and `iss` are checked when configured, `channels`
+//! (patterns) and `role` are optional, and `role: "admin"` may use every
+//! channel. API keys are static keys from the configuration, each with
 //! its user id and patterns. In development mode the key `development` is
 //! accepted too, grants every channel and lets the client pick its user id,
 //! so two browser tabs can act as two users without minting tokens.
@@ -48,7 +49,7 @@ impl Identity {
 
     /// Whether the JWT has expired by `now`.
     pub fn expired(&self, now: SystemTime) -> bool {
-        self.expires_at.is_some_and(|exp| now > exp + Duration::from_secs(LEEWAY_SECS))
+        self.expires_at.and_then(|exp| exp.checked_add(Duration::from_secs(LEEWAY_SECS))).is_some_and(|exp| now > exp)
     }
 }
 
@@ -82,6 +83,17 @@ struct Claims {
     role: Option<String>,
 }
 
+/// How client JWTs are verified.
+#[derive(Debug, Clone, Default)]
+pub struct JwtConfig {
+    /// The HS256 secret.
+    pub secret: Vec<u8>,
+    /// When set, tokens must carry this `aud`.
+    pub audience: Option<String>,
+    /// When set, tokens must carry this `iss`.
+    pub issuer: Option<String>,
+}
+
 /// Verifies credentials. Built once at start and shared by every session.
 pub struct Authenticator {
     jwt: Option<(DecodingKey, Validation)>,
@@ -100,14 +112,29 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// `jwt_secret` enables JWTs; `development_key` enables the key
+    /// `jwt` enables JWTs; `development_key` enables the key
     /// [`DEVELOPMENT_KEY`].
-    pub fn new(jwt_secret: Option<&[u8]>, api_keys: Vec<ApiKey>, development_key: bool) -> Self {
-        let jwt = jwt_secret.map(|secret| {
+    pub fn new(jwt: Option<&JwtConfig>, api_keys: Vec<ApiKey>, development_key: bool) -> Self {
+        let jwt = jwt.map(|config| {
             let mut validation = Validation::new(Algorithm::HS256);
-            validation.set_required_spec_claims(&["exp", "sub"]);
+            let mut required = vec!["exp", "sub"];
             validation.leeway = LEEWAY_SECS;
-            (DecodingKey::from_secret(secret), validation)
+            validation.validate_nbf = true;
+            match &config.audience {
+                Some(aud) => {
+                    validation.set_audience(&[aud]);
+                    required.push("aud");
+                }
+                // Not configured: a token's `aud` is not checked (the library
+                // would otherwise refuse every token that has one).
+                None => validation.validate_aud = false,
+            }
+            if let Some(iss) = &config.issuer {
+                validation.set_issuer(&[iss]);
+                required.push("iss");
+            }
+            validation.set_required_spec_claims(&required);
+            (DecodingKey::from_secret(&config.secret), validation)
         });
         Authenticator { jwt, api_keys, development_key }
     }
@@ -127,6 +154,9 @@ impl Authenticator {
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 ErrorKind::InvalidSignature => AuthError::Invalid("bad token signature".into()),
+                ErrorKind::ImmatureSignature => AuthError::Invalid("token not valid yet ('nbf')".into()),
+                ErrorKind::InvalidAudience => AuthError::Invalid("token 'aud' is not this server".into()),
+                ErrorKind::InvalidIssuer => AuthError::Invalid("token 'iss' is not trusted".into()),
                 ErrorKind::MissingRequiredClaim(claim) => AuthError::Invalid(format!("token has no '{claim}' claim")),
                 _ => AuthError::Invalid(format!("invalid token: {e}")),
             })?
@@ -138,7 +168,8 @@ impl Authenticator {
             user_id: Arc::from(claims.sub),
             grants,
             admin: claims.role.as_deref() == Some("admin"),
-            expires_at: Some(UNIX_EPOCH + Duration::from_secs(claims.exp)),
+            // Beyond what SystemTime holds: the token does not expire.
+            expires_at: UNIX_EPOCH.checked_add(Duration::from_secs(claims.exp)),
         })
     }
 
@@ -207,9 +238,13 @@ mod tests {
         Credentials::Token(encode(&Header::default(), &claims, &EncodingKey::from_secret(secret)).unwrap())
     }
 
+    fn jwt_config() -> JwtConfig {
+        JwtConfig { secret: SECRET.to_vec(), audience: None, issuer: None }
+    }
+
     fn auth() -> Authenticator {
         let key = ApiKey { key: "k-123".into(), user_id: "svc".into(), channels: parse_patterns(&["team:*"]).unwrap() };
-        Authenticator::new(Some(SECRET), vec![key], false)
+        Authenticator::new(Some(&jwt_config()), vec![key], false)
     }
 
     #[test]
@@ -251,6 +286,31 @@ mod tests {
         let bad_pattern =
             a.authenticate(&token(json!({"sub":"a","exp":now()+60,"channels":["nope:*"]}), SECRET)).unwrap_err();
         assert!(matches!(bad_pattern, AuthError::Invalid(ref m) if m.contains("channels")));
+    }
+
+    #[test]
+    fn audience_and_issuer_are_checked_only_when_configured() {
+        let claims = json!({"sub":"a","exp":now()+60,"aud":"nova","iss":"idp"});
+        assert!(auth().authenticate(&token(claims.clone(), SECRET)).is_ok(), "unconfigured aud is not checked");
+        let strict = JwtConfig { audience: Some("nova".into()), issuer: Some("idp".into()), ..jwt_config() };
+        let a = Authenticator::new(Some(&strict), vec![], false);
+        assert!(a.authenticate(&token(claims, SECRET)).is_ok());
+        let other_aud = json!({"sub":"a","exp":now()+60,"aud":"other","iss":"idp"});
+        assert!(matches!(a.authenticate(&token(other_aud, SECRET)), Err(AuthError::Invalid(m)) if m.contains("aud")));
+        let no_iss = json!({"sub":"a","exp":now()+60,"aud":"nova"});
+        assert!(a.authenticate(&token(no_iss, SECRET)).is_err());
+    }
+
+    #[test]
+    fn token_not_valid_yet_is_refused() {
+        let claims = json!({"sub":"a","exp":now()+600,"nbf":now()+300});
+        assert!(matches!(auth().authenticate(&token(claims, SECRET)), Err(AuthError::Invalid(m)) if m.contains("nbf")));
+    }
+
+    #[test]
+    fn a_far_future_exp_does_not_overflow() {
+        let id = auth().authenticate(&token(json!({"sub":"a","exp":u64::MAX}), SECRET)).unwrap();
+        assert!(!id.expired(SystemTime::now()));
     }
 
     #[test]

@@ -23,11 +23,14 @@ use crate::protocol::{self, kind, Frame};
 use crate::registry::{Registry, SlowConsumer};
 
 /// Users listed in a `channel.subscribed` reply at most; `presence_count`
-/// always has the full number.
+/// always has the full number. Also the size up to which joins and leaves
+/// are announced: every announcement goes to every member, so in a channel
+/// of n users a reconnecting crowd would cost n² deliveries.
 pub const MAX_PRESENCE_LIST: usize = 1000;
 
-/// Frames a channel holds back for one batch at most.
+/// Frames and bytes a channel holds back for one batch at most.
 const MAX_BATCH_FRAMES: usize = 256;
+const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// Adds a connection to the channel; it gets `channel.subscribed`.
 #[derive(Message)]
@@ -39,15 +42,17 @@ pub struct Join {
     pub reply_to: String,
 }
 
-/// Removes a connection; with `reply_to` it gets `channel.unsubscribed`.
+/// Removes a connection. With `reply` the connection gets
+/// `channel.unsubscribed` (member or not) after everything the channel
+/// still had for it.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Leave {
     /// The connection.
     pub conn: ConnId,
-    /// The `channel.unsubscribe` request's id; `None` when the connection is
-    /// gone.
-    pub reply_to: Option<String>,
+    /// The session and the `channel.unsubscribe` request's id; `None` when
+    /// the connection is gone.
+    pub reply: Option<(Arc<Link>, String)>,
 }
 
 /// An encoded event for every member.
@@ -85,6 +90,7 @@ pub struct Channel {
     /// Connections per user: presence changes on the first and the last.
     users: HashMap<Arc<str>, u32>,
     pending: Vec<Frame>,
+    pending_bytes: usize,
     flush_scheduled: bool,
     registry: Addr<Registry>,
     metrics: Arc<Metrics>,
@@ -99,6 +105,7 @@ impl Channel {
             index: HashMap::new(),
             users: HashMap::new(),
             pending: Vec::new(),
+            pending_bytes: 0,
             flush_scheduled: false,
             registry,
             metrics,
@@ -121,6 +128,7 @@ impl Channel {
         if self.pending.is_empty() {
             return;
         }
+        self.pending_bytes = 0;
         let batch = Batch::new(std::mem::take(&mut self.pending));
         for link in &self.members {
             self.deliver(link, &batch);
@@ -135,6 +143,9 @@ impl Channel {
     }
 
     fn presence(&self, user: &str, state: &str, except: ConnId) {
+        if self.users.len() > MAX_PRESENCE_LIST {
+            return;
+        }
         let frame = protocol::encode(kind::PRESENCE, Some(&self.name), &PresenceData { user_id: user, state }, None);
         self.to_others(except, frame);
     }
@@ -180,19 +191,22 @@ impl Handler<Leave> for Channel {
 
     fn handle(&mut self, leave: Leave, _: &mut Self::Context) {
         self.flush();
-        let Some(i) = self.index.remove(&leave.conn) else { return };
-        let link = self.members.swap_remove(i);
-        if let Some(moved) = self.members.get(i) {
-            self.index.insert(moved.id(), i);
-        }
-        if let Some(count) = self.users.get_mut(link.user()) {
-            *count -= 1;
-            if *count == 0 {
-                self.users.remove(link.user());
-                self.presence(link.user(), "left", leave.conn);
+        if let Some(i) = self.index.remove(&leave.conn) {
+            let link = self.members.swap_remove(i);
+            if let Some(moved) = self.members.get(i) {
+                self.index.insert(moved.id(), i);
+            }
+            if let Some(count) = self.users.get_mut(link.user()) {
+                *count -= 1;
+                if *count == 0 {
+                    // Announced while the leaving user still counts, so the
+                    // size limit applies the same way to its join and leave.
+                    self.presence(link.user(), "left", leave.conn);
+                    self.users.remove(link.user());
+                }
             }
         }
-        if let Some(reply_to) = leave.reply_to {
+        if let Some((link, reply_to)) = leave.reply {
             let frame = protocol::encode(kind::UNSUBSCRIBED, Some(&self.name), &serde_json::json!({}), Some(&reply_to));
             self.deliver(&link, &Batch::one(frame));
         }
@@ -203,8 +217,9 @@ impl Handler<Publish> for Channel {
     type Result = ();
 
     fn handle(&mut self, publish: Publish, ctx: &mut Self::Context) {
+        self.pending_bytes += publish.frame.len();
         self.pending.push(publish.frame);
-        if self.pending.len() >= MAX_BATCH_FRAMES {
+        if self.pending.len() >= MAX_BATCH_FRAMES || self.pending_bytes >= MAX_BATCH_BYTES {
             self.flush();
         } else if !self.flush_scheduled {
             self.flush_scheduled = true;

@@ -10,11 +10,13 @@
 //! never lets its session run again, so the registry also hangs the
 //! connection up after a grace period ([`Link::hang_up`]).
 
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use actix::Recipient;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use crate::codes::Close;
 use crate::protocol::Frame;
@@ -68,19 +70,38 @@ pub enum Delivery {
 }
 
 /// Lets the registry drop a connection whose session is no longer polled:
-/// the transport that carries the session waits on it beside the socket.
+/// the connection's I/O checks it beside the socket, so it works even while
+/// the session is stuck behind a full socket.
 #[derive(Debug, Default)]
-pub struct Hangup(Notify);
+pub struct Hangup {
+    triggered: AtomicBool,
+    waker: AtomicWaker,
+}
 
 impl Hangup {
-    /// Drops the connection (remembered if the transport is not waiting yet).
+    /// Drops the connection (remembered if nothing is polling yet).
     pub fn trigger(&self) {
-        self.0.notify_one();
+        self.triggered.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready once [`Hangup::trigger`] has been called; registers the task to
+    /// be woken then.
+    pub fn poll_triggered(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.triggered.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.triggered.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Resolves once [`Hangup::trigger`] has been called.
     pub async fn wait(&self) {
-        self.0.notified().await;
+        poll_fn(|cx| self.poll_triggered(cx)).await
     }
 }
 
@@ -92,8 +113,8 @@ pub struct Link {
     pending: AtomicUsize,
     budget: usize,
     overflowed: AtomicBool,
-    /// `None` when the transport cannot hang up (sessions upgraded through
-    /// actix-web on a reused HTTP connection).
+    /// `None` only for sessions started without a transport (never in the
+    /// server).
     hangup: Option<Arc<Hangup>>,
 }
 
@@ -130,16 +151,19 @@ impl Link {
         self.pending.load(Ordering::Relaxed)
     }
 
-    /// Queues a batch for the session, within its budget. A single batch
+    /// Queues a batch for the session, within its budget. A single frame
     /// larger than the whole budget still goes to a session that has nothing
-    /// queued, so one big event cannot be undeliverable.
+    /// queued, so one big event cannot be undeliverable; the configuration
+    /// keeps the budget at two frames or more, so this is for the odd
+    /// protocol frame, never a way around the limit.
     pub fn deliver(&self, batch: &Arc<Batch>) -> Delivery {
         if self.overflowed.load(Ordering::Acquire) {
             return Delivery::Dropped;
         }
         let bytes = batch.bytes();
         let before = self.pending.fetch_add(bytes, Ordering::AcqRel);
-        if before > 0 && before + bytes > self.budget {
+        let lone_frame = before == 0 && batch.frames().len() == 1;
+        if before + bytes > self.budget && !lone_frame {
             self.pending.fetch_sub(bytes, Ordering::AcqRel);
             if self.overflowed.swap(true, Ordering::AcqRel) {
                 return Delivery::Dropped;

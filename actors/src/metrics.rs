@@ -54,7 +54,12 @@ fn upper_bound(i: usize) -> u64 {
 impl Histogram {
     /// Records one value.
     pub fn record(&self, micros: u64) {
-        self.buckets[bucket_of(micros)].fetch_add(1, Relaxed);
+        self.record_n(micros, 1);
+    }
+
+    /// Records `n` occurrences of one value.
+    pub fn record_n(&self, micros: u64, n: u64) {
+        self.buckets[bucket_of(micros)].fetch_add(n, Relaxed);
         self.max.fetch_max(micros, Relaxed);
     }
 
@@ -110,7 +115,8 @@ pub struct Metrics {
     pub slow_consumers: AtomicU64,
     /// Deliveries skipped because their session was already over budget.
     pub dropped_deliveries: AtomicU64,
-    /// Publish→write latency, µs, per frame.
+    /// Publish→write latency, µs, per frame (each batch counted at its
+    /// oldest frame).
     pub latency: Histogram,
     rates: Mutex<RateSample>,
     started: Instant,

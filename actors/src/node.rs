@@ -42,7 +42,7 @@ impl Default for Limits {
             heartbeat_interval: Duration::from_secs(30),
             auth_timeout: Duration::from_secs(10),
             max_frame_bytes: 1024 * 1024,
-            max_outbound_bytes: 512 * 1024,
+            max_outbound_bytes: 2 * 1024 * 1024,
             max_channels_per_connection: 100,
             messages_per_second: 50,
             message_burst: 100,

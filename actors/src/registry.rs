@@ -6,9 +6,14 @@
 //! subscriptions (so a disconnect leaves every channel), and routes events
 //! from the publish API and client publishes to the channel actors.
 //!
-//! It never encodes an event: publishers hand it finished [`Frame`]s.
+//! It never encodes an event: publishers hand it finished [`Frame`]s. Channel
+//! actors run on a pool of hub threads (by a hash of their name), so fan-out
+//! uses as many cores as there are hubs while the registry itself only
+//! looks names up.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -23,6 +28,10 @@ use crate::metrics::Metrics;
 use crate::node::connection_id;
 use crate::protocol::{self, kind, Frame};
 use crate::session::Push;
+
+/// Messages the registry queues before the publish API is told to back off
+/// (503). Sessions are never refused; their own limits bound them.
+pub const MAILBOX_CAPACITY: usize = 100_000;
 
 /// A new connection, not authenticated yet: known only so shutdown can
 /// close it too.
@@ -55,27 +64,27 @@ pub struct Disconnect {
     pub conn: ConnId,
 }
 
-/// Subscribe a connection to a channel it may use (the session checked).
+/// Subscribe a connection to channels it may use (the session checked).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Subscribe {
     /// The connection.
     pub conn: ConnId,
-    /// A valid channel name.
-    pub channel: Arc<str>,
-    /// The request's id for the reply.
+    /// Valid channel names.
+    pub channels: Vec<Arc<str>>,
+    /// The request's id for the replies.
     pub reply_to: String,
 }
 
-/// Unsubscribe a connection from a channel.
+/// Unsubscribe a connection from channels.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Unsubscribe {
     /// The connection.
     pub conn: ConnId,
-    /// A valid channel name.
-    pub channel: Arc<str>,
-    /// The request's id for the reply.
+    /// Valid channel names.
+    pub channels: Vec<Arc<str>>,
+    /// The request's id for the replies.
     pub reply_to: String,
 }
 
@@ -87,6 +96,15 @@ pub struct Publish {
     pub channel: Arc<str>,
     /// The event, encoded once.
     pub frame: Frame,
+}
+
+/// Several [`Publish`]es in one message, so the batch API's events are
+/// accepted or refused together.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PublishMany {
+    /// The events, in order.
+    pub events: Vec<Publish>,
 }
 
 /// An encoded event for every connection of one user; returns how many.
@@ -116,7 +134,8 @@ pub struct SlowConsumer {
     pub link: Arc<Link>,
 }
 
-/// Closes every connection with `close`; returns how many.
+/// Closes every connection with `close`, and every one that arrives later;
+/// returns how many it closed now.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct CloseAll {
@@ -192,30 +211,37 @@ pub struct Registry {
     max_channels_per_connection: usize,
     slow_consumer_grace: Duration,
     metrics: Arc<Metrics>,
+    /// Where channel actors run.
+    hubs: Vec<ArbiterHandle>,
     channels: HashMap<Arc<str>, ChannelEntry>,
     conns: HashMap<ConnId, ConnEntry>,
     users: HashMap<Arc<str>, Vec<ConnId>>,
     /// Connections still before `connection.init`.
     arriving: HashMap<ConnId, Recipient<Push>>,
+    /// Set by [`CloseAll`]: the node is shutting down.
+    closing: Option<Close>,
 }
 
 impl Registry {
-    /// An empty registry.
+    /// An empty registry whose channel actors run on `hubs` (at least one).
     pub fn new(
         node_id: Arc<str>,
         max_channels_per_connection: usize,
         slow_consumer_grace: Duration,
         metrics: Arc<Metrics>,
+        hubs: Vec<ArbiterHandle>,
     ) -> Self {
         Registry {
             node_id,
             max_channels_per_connection,
             slow_consumer_grace,
             metrics,
+            hubs,
             channels: HashMap::new(),
             conns: HashMap::new(),
             users: HashMap::new(),
             arriving: HashMap::new(),
+            closing: None,
         }
     }
 
@@ -244,11 +270,22 @@ impl Registry {
         });
     }
 
-    /// Leaves `channel` for `conn`: forwards the leave and lets the channel
-    /// actor go when it was the last member.
-    fn leave(&mut self, conn: ConnId, channel: &Arc<str>, reply_to: Option<String>) {
+    /// Starts a channel actor on the hub its name hashes to.
+    fn start_channel(&self, name: &Arc<str>, registry: Addr<Registry>) -> Addr<Channel> {
+        let mut hash = DefaultHasher::new();
+        name.hash(&mut hash);
+        let channel = Channel::new(Arc::clone(name), registry, Arc::clone(&self.metrics));
+        match self.hubs.get(hash.finish() as usize % self.hubs.len().max(1)) {
+            Some(hub) => Channel::start_in_arbiter(hub, move |_| channel),
+            None => channel.start(),
+        }
+    }
+
+    /// Leaves `channel` for a member: forwards the leave and lets the
+    /// channel actor go when it was the last member.
+    fn leave(&mut self, conn: ConnId, channel: &Arc<str>, reply: Option<(Arc<Link>, String)>) {
         let Some(entry) = self.channels.get_mut(channel) else { return };
-        entry.addr.do_send(channel::Leave { conn, reply_to });
+        entry.addr.do_send(channel::Leave { conn, reply });
         entry.members -= 1;
         if entry.members == 0 {
             // Dropping the address stops the actor after it has handled the
@@ -256,13 +293,30 @@ impl Registry {
             self.channels.remove(channel);
         }
     }
+
+    /// Gives memory back after a spike of connections or channels.
+    fn shrink(&mut self) {
+        fn shrink<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
+            if map.capacity() > 1024 && map.capacity() > 4 * map.len() {
+                map.shrink_to_fit();
+            }
+        }
+        shrink(&mut self.channels);
+        shrink(&mut self.conns);
+        shrink(&mut self.users);
+        shrink(&mut self.arriving);
+    }
 }
 
 impl Actor for Registry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(Duration::from_secs(1), |act, _| act.metrics.sample_rates());
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        ctx.run_interval(Duration::from_secs(1), |act, _| {
+            act.metrics.sample_rates();
+            act.shrink();
+        });
     }
 }
 
@@ -270,7 +324,12 @@ impl Handler<Arrive> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Arrive, _: &mut Self::Context) {
-        self.arriving.insert(msg.conn, msg.session);
+        match self.closing {
+            Some(close) => msg.session.do_send(Push::Close(close)),
+            None => {
+                self.arriving.insert(msg.conn, msg.session);
+            }
+        }
     }
 }
 
@@ -280,6 +339,9 @@ impl Handler<Connect> for Registry {
     fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
         let conn = msg.link.id();
         self.arriving.remove(&conn);
+        if let Some(close) = self.closing {
+            return msg.link.close(close);
+        }
         self.users.entry(Arc::clone(msg.link.user())).or_default().push(conn);
         self.conns.insert(
             conn,
@@ -315,30 +377,30 @@ impl Handler<Subscribe> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) {
-        let Some(entry) = self.conns.get_mut(&msg.conn) else { return };
-        let link = Arc::clone(&entry.link);
-        if !entry.channels.contains(&msg.channel) {
-            if entry.channels.len() >= self.max_channels_per_connection {
-                let message = format!("channel limit reached: {} per connection", self.max_channels_per_connection);
-                let frame = protocol::error_frame(
-                    ErrorCode::PermissionDenied,
-                    &message,
-                    Some(&msg.channel),
-                    Some(&msg.reply_to),
-                );
-                return self.deliver(&link, &Batch::one(frame), ctx);
+        let registry = ctx.address();
+        for name in msg.channels {
+            let Some(entry) = self.conns.get_mut(&msg.conn) else { return };
+            let link = Arc::clone(&entry.link);
+            if !entry.channels.contains(&name) {
+                if entry.channels.len() >= self.max_channels_per_connection {
+                    let message = format!("channel limit reached: {} per connection", self.max_channels_per_connection);
+                    let frame =
+                        protocol::error_frame(ErrorCode::PermissionDenied, &message, Some(&name), Some(&msg.reply_to));
+                    self.deliver(&link, &Batch::one(frame), ctx);
+                    continue;
+                }
+                entry.channels.push(Arc::clone(&name));
+                if !self.channels.contains_key(&name) {
+                    let addr = self.start_channel(&name, registry.clone());
+                    self.channels.insert(Arc::clone(&name), ChannelEntry { addr, members: 0 });
+                }
+                if let Some(channel) = self.channels.get_mut(&name) {
+                    channel.members += 1;
+                }
             }
-            entry.channels.push(Arc::clone(&msg.channel));
-            let registry = ctx.address();
-            let metrics = &self.metrics;
-            let channel = self.channels.entry(Arc::clone(&msg.channel)).or_insert_with(|| ChannelEntry {
-                addr: Channel::new(Arc::clone(&msg.channel), registry, Arc::clone(metrics)).start(),
-                members: 0,
-            });
-            channel.members += 1;
-        }
-        if let Some(channel) = self.channels.get(&msg.channel) {
-            channel.addr.do_send(channel::Join { link, reply_to: msg.reply_to });
+            if let Some(channel) = self.channels.get(&name) {
+                channel.addr.do_send(channel::Join { link, reply_to: msg.reply_to.clone() });
+            }
         }
     }
 }
@@ -347,16 +409,23 @@ impl Handler<Unsubscribe> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Unsubscribe, ctx: &mut Self::Context) {
-        let Some(entry) = self.conns.get_mut(&msg.conn) else { return };
-        if let Some(i) = entry.channels.iter().position(|c| *c == msg.channel) {
-            entry.channels.swap_remove(i);
-            self.leave(msg.conn, &msg.channel, Some(msg.reply_to));
-        } else {
-            // Not subscribed: unsubscribing is idempotent.
+        for name in msg.channels {
+            let Some(entry) = self.conns.get_mut(&msg.conn) else { return };
             let link = Arc::clone(&entry.link);
-            let frame =
-                protocol::encode(kind::UNSUBSCRIBED, Some(&msg.channel), &serde_json::json!({}), Some(&msg.reply_to));
-            self.deliver(&link, &Batch::one(frame), ctx);
+            let reply = Some((Arc::clone(&link), msg.reply_to.clone()));
+            if let Some(i) = entry.channels.iter().position(|c| *c == name) {
+                entry.channels.swap_remove(i);
+                self.leave(msg.conn, &name, reply);
+            } else if let Some(channel) = self.channels.get(&name) {
+                // Not a member, but the channel may still be delivering to
+                // it: its reply comes after those deliveries.
+                channel.addr.do_send(channel::Leave { conn: msg.conn, reply });
+            } else {
+                // Unsubscribing is idempotent.
+                let frame =
+                    protocol::encode(kind::UNSUBSCRIBED, Some(&name), &serde_json::json!({}), Some(&msg.reply_to));
+                self.deliver(&link, &Batch::one(frame), ctx);
+            }
         }
     }
 }
@@ -367,6 +436,16 @@ impl Handler<Publish> for Registry {
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
         if let Some(channel) = self.channels.get(&msg.channel) {
             channel.addr.do_send(channel::Publish { frame: msg.frame });
+        }
+    }
+}
+
+impl Handler<PublishMany> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: PublishMany, ctx: &mut Self::Context) {
+        for publish in msg.events {
+            <Self as Handler<Publish>>::handle(self, publish, ctx);
         }
     }
 }
@@ -410,6 +489,7 @@ impl Handler<CloseAll> for Registry {
     type Result = usize;
 
     fn handle(&mut self, msg: CloseAll, _: &mut Self::Context) -> usize {
+        self.closing = Some(msg.close);
         for entry in self.conns.values() {
             entry.link.close(msg.close);
         }

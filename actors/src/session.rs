@@ -6,25 +6,28 @@
 //! to it.
 //!
 //! Writing is paced by the socket. The transport polls a session only once
-//! its previous output has been written to the socket (actix-web's
-//! dispatcher, for the fallback route, only while its write buffer has room),
-//! so after each [`WRITE_QUANTUM`] of delivered bytes the session pauses its
-//! mailbox until the next poll. Deliveries it
-//! has not written stay in its mailbox, counted by its [`Link`], and a client
-//! that does not keep up runs into the outbound budget instead of growing
-//! the server's buffers.
+//! its previous output has been written, so after each [`WRITE_QUANTUM`] of
+//! delivered bytes the session pauses its mailbox until the next poll.
+//! Deliveries it has not written stay in its mailbox, counted by its
+//! [`Link`], and a client that does not keep up runs into the outbound budget
+//! instead of growing the server's buffers.
+//!
+//! Reading is paced too: the transport hands the session one frame at a time
+//! (see `FrameAligned` in the server crate) and every client frame, control
+//! frames included, costs a token from the rate limit.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use actix_http::ws::Item;
 use actix_web_actors::ws::{self, ProtocolError, WebsocketContext};
 use bytes::BytesMut;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::auth::{AuthError, Identity};
 use crate::codes::{Close, ErrorCode};
@@ -34,8 +37,14 @@ use crate::node::{connection_id, Node};
 use crate::protocol::{self, kind, Action, ClientEvent, Credentials, Rejection, Request};
 use crate::registry;
 
-/// Delivered bytes a session writes before it lets the HTTP layer flush.
+/// Delivered bytes a session writes before it lets the transport flush.
 pub const WRITE_QUANTUM: usize = 64 * 1024;
+
+/// The message of the input error a transport reports when a client frame
+/// declares more than the frame limit. actix-web-actors passes input errors
+/// on as their text only, so the text is the contract; the session closes
+/// with 1009.
+pub const FRAME_TOO_LARGE: &str = "websocket frame over the size limit";
 
 /// What other actors push to a session.
 #[derive(Message, Debug)]
@@ -50,7 +59,7 @@ pub enum Push {
 /// Where a connection is in its life.
 enum Auth {
     /// Connected, no `connection.init` yet.
-    Waiting { timer: SpawnHandle },
+    Waiting { timer: SpawnHandle, deadline: Instant },
     /// Authenticated and known to the registry.
     Ready { identity: Identity, link: Arc<Link> },
 }
@@ -65,6 +74,9 @@ struct Fragments {
 struct TokenBucket {
     tokens: f32,
     at: Instant,
+    /// When the last 4004 was sent: at most one a second, so a flood does
+    /// not get a flood of errors back.
+    refused_at: Option<Instant>,
 }
 
 /// One WebSocket connection.
@@ -86,9 +98,15 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session for a new connection. `hangup`, when the transport offers
-    /// one, lets the registry drop a connection that stopped reading.
-    pub fn new(node: Arc<Node>, client_id: Option<Arc<str>>, hangup: Option<Arc<Hangup>>) -> Self {
+    /// A session for a new connection. `hangup` lets the registry drop the
+    /// connection if it stops reading; `auth_deadline` is when it must have
+    /// authenticated, counted from when the connection was accepted.
+    pub fn new(
+        node: Arc<Node>,
+        client_id: Option<Arc<str>>,
+        hangup: Option<Arc<Hangup>>,
+        auth_deadline: Instant,
+    ) -> Self {
         let conn = node.next_conn_id();
         let burst = node.limits.message_burst as f32;
         Session {
@@ -96,9 +114,9 @@ impl Session {
             conn,
             client_id,
             hangup,
-            auth: Auth::Waiting { timer: SpawnHandle::default() },
+            auth: Auth::Waiting { timer: SpawnHandle::default(), deadline: auth_deadline },
             last_seen: Instant::now(),
-            bucket: TokenBucket { tokens: burst, at: Instant::now() },
+            bucket: TokenBucket { tokens: burst, at: Instant::now(), refused_at: None },
             unyielded: 0,
             fragments: None,
         }
@@ -133,18 +151,36 @@ impl Session {
         self.close(ctx, close);
     }
 
-    fn take_token(&mut self) -> bool {
+    /// Takes `n` tokens if there are that many.
+    fn take_tokens(&mut self, n: usize) -> bool {
         let limits = &self.node.limits;
         let now = Instant::now();
         let refill = now.duration_since(self.bucket.at).as_secs_f32() * limits.messages_per_second as f32;
         self.bucket.tokens = (self.bucket.tokens + refill).min(limits.message_burst as f32);
         self.bucket.at = now;
-        if self.bucket.tokens >= 1.0 {
-            self.bucket.tokens -= 1.0;
+        if self.bucket.tokens >= n as f32 {
+            self.bucket.tokens -= n as f32;
             true
         } else {
             false
         }
+    }
+
+    /// Answers a refused frame with 4004, at most once a second; `request`
+    /// is evaluated only then, to name the refused request.
+    fn rate_limited(&mut self, ctx: &mut WebsocketContext<Self>, request: impl FnOnce() -> Option<String>) {
+        let now = Instant::now();
+        if self.bucket.refused_at.is_some_and(|at| now.duration_since(at) < Duration::from_secs(1)) {
+            return;
+        }
+        self.bucket.refused_at = Some(now);
+        let limits = &self.node.limits;
+        let message = format!(
+            "rate limit exceeded: {} frames per second, bursts of {}; frames over it are dropped",
+            limits.messages_per_second, limits.message_burst
+        );
+        let reply_to = request();
+        self.send_error(ctx, ErrorCode::RateLimited, &message, None, reply_to.as_deref());
     }
 
     fn heartbeat(&mut self, ctx: &mut WebsocketContext<Self>) {
@@ -162,7 +198,7 @@ impl Session {
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut WebsocketContext<Self>) {
-        self.node.metrics.messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.node.metrics.messages_in.fetch_add(1, Relaxed);
         if matches!(self.auth, Auth::Waiting { .. }) {
             return match protocol::parse_request(text) {
                 Ok(Request { id, action: Action::Init(credentials) }) => self.authenticate(&id, &credentials, ctx),
@@ -178,21 +214,15 @@ impl Session {
                 }
             };
         }
-        // Parsed first so a refusal names the request it refuses.
-        let parsed = protocol::parse_request(text);
-        if !self.take_token() {
-            let limits = &self.node.limits;
-            let message = format!(
-                "rate limit exceeded: {} frames per second, bursts of {}",
-                limits.messages_per_second, limits.message_burst
-            );
-            let reply_to = match &parsed {
-                Ok(request) => Some(request.id.as_str()),
-                Err(rejection) => rejection.reply_to.as_deref(),
-            };
-            return self.send_error(ctx, ErrorCode::RateLimited, &message, None, reply_to);
+        // The token is taken before parsing: a flood costs a counter, not a
+        // JSON parse per frame.
+        if !self.take_tokens(1) {
+            return self.rate_limited(ctx, || match protocol::parse_request(text) {
+                Ok(request) => Some(request.id),
+                Err(rejection) => rejection.reply_to,
+            });
         }
-        match parsed {
+        match protocol::parse_request(text) {
             Ok(request) => self.handle(request, ctx),
             Err(Rejection { reply_to, code, message }) => {
                 self.send_error(ctx, code, &message, None, reply_to.as_deref())
@@ -206,7 +236,7 @@ impl Session {
             Err(AuthError::Expired) => return self.refuse(ctx, Close::TokenExpired, "token expired", Some(id)),
             Err(AuthError::Invalid(why)) => return self.refuse(ctx, Close::InvalidToken, &why, Some(id)),
         };
-        if let Auth::Waiting { timer } = self.auth {
+        if let Auth::Waiting { timer, .. } = self.auth {
             ctx.cancel_future(timer);
         }
         let limits = &self.node.limits;
@@ -242,7 +272,6 @@ impl Session {
     }
 
     fn handle(&mut self, request: Request, ctx: &mut WebsocketContext<Self>) {
-        let Auth::Ready { identity, .. } = &self.auth else { return };
         let reply_to = Some(request.id.as_str());
         match request.action {
             Action::Init(_) => {
@@ -251,72 +280,93 @@ impl Session {
             Action::Heartbeat => {
                 self.send(ctx, protocol::encode(kind::HEARTBEAT, None, &json!({}), reply_to));
             }
-            Action::Subscribe(names) => {
-                for name in names {
-                    let channel = match parse_channel(&name) {
-                        Ok(channel) => channel,
-                        Err(e) => {
-                            self.send_error(ctx, ErrorCode::ChannelNotFound, &e.to_string(), Some(&name), reply_to);
-                            continue;
-                        }
-                    };
-                    if !identity.may_access(&channel) {
-                        let message = format!("not allowed to subscribe to '{channel}'");
-                        self.send_error(ctx, ErrorCode::PermissionDenied, &message, Some(&channel), reply_to);
-                        continue;
-                    }
-                    self.node.registry.do_send(registry::Subscribe {
-                        conn: self.conn,
-                        channel,
-                        reply_to: request.id.clone(),
-                    });
+            Action::Subscribe(names) => self.change_subscriptions(true, names, &request.id, ctx),
+            Action::Unsubscribe(names) => self.change_subscriptions(false, names, &request.id, ctx),
+            Action::Publish { event, channel, data } => self.publish(event, &channel, data, &request.id, ctx),
+        }
+    }
+
+    /// `channel.subscribe` / `channel.unsubscribe`: every name is checked
+    /// here and answered on its own when refused; the rest go to the
+    /// registry in one message.
+    fn change_subscriptions(
+        &mut self,
+        subscribe: bool,
+        names: Vec<String>,
+        id: &str,
+        ctx: &mut WebsocketContext<Self>,
+    ) {
+        let reply_to = Some(id);
+        let max = self.node.limits.max_channels_per_connection;
+        if names.len() > max {
+            let message = format!("at most {max} channels per request");
+            return self.send_error(ctx, ErrorCode::InvalidMessage, &message, None, reply_to);
+        }
+        // Each name beyond the first costs a token of its own.
+        if names.len() > 1 && !self.take_tokens(names.len() - 1) {
+            let owned = id.to_owned();
+            return self.rate_limited(ctx, || Some(owned));
+        }
+        let Auth::Ready { identity, .. } = &self.auth else { return };
+        let mut channels = Vec::with_capacity(names.len());
+        for name in names {
+            match parse_channel(&name) {
+                Err(e) => self.send_error(ctx, ErrorCode::ChannelNotFound, &e.to_string(), Some(&name), reply_to),
+                Ok(channel) if subscribe && !identity.may_access(&channel) => {
+                    let message = format!("not allowed to subscribe to '{channel}'");
+                    self.send_error(ctx, ErrorCode::PermissionDenied, &message, Some(&channel), reply_to);
                 }
-            }
-            Action::Unsubscribe(names) => {
-                for name in names {
-                    match parse_channel(&name) {
-                        Ok(channel) => self.node.registry.do_send(registry::Unsubscribe {
-                            conn: self.conn,
-                            channel,
-                            reply_to: request.id.clone(),
-                        }),
-                        Err(e) => {
-                            self.send_error(ctx, ErrorCode::ChannelNotFound, &e.to_string(), Some(&name), reply_to)
-                        }
-                    }
-                }
-            }
-            Action::Publish { event, channel, mut data } => {
-                let channel = match parse_channel(&channel) {
-                    Ok(channel) => channel,
-                    Err(e) => {
-                        return self.send_error(
-                            ctx,
-                            ErrorCode::ChannelNotFound,
-                            &e.to_string(),
-                            Some(&channel),
-                            reply_to,
-                        );
-                    }
-                };
-                if !identity.may_access(&channel) {
-                    let message = format!("not allowed to publish to '{channel}'");
-                    return self.send_error(ctx, ErrorCode::PermissionDenied, &message, Some(&channel), reply_to);
-                }
-                let id = protocol::new_id();
-                data.insert("sender_id".into(), Value::from(&*identity.user_id));
-                if event == ClientEvent::ChatMessage {
-                    data.insert("message_id".into(), Value::from(id.as_str()));
-                }
-                let frame = protocol::encode_with_id(&id, event.kind(), Some(&channel), &data, None);
-                self.node.metrics.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if event == ClientEvent::ChatMessage {
-                    let receipt = json!({ "message_id": id, "channel": &*channel });
-                    self.send(ctx, protocol::encode(kind::MESSAGE_RECEIVED, Some(&channel), &receipt, reply_to));
-                }
-                self.node.registry.do_send(registry::Publish { channel, frame });
+                Ok(channel) => channels.push(channel),
             }
         }
+        if channels.is_empty() {
+            return;
+        }
+        let (conn, reply_to) = (self.conn, id.to_owned());
+        if subscribe {
+            self.node.registry.do_send(registry::Subscribe { conn, channels, reply_to });
+        } else {
+            self.node.registry.do_send(registry::Unsubscribe { conn, channels, reply_to });
+        }
+    }
+
+    /// `chat.message` / `chat.typing`: the server sets who sent it.
+    fn publish(
+        &mut self,
+        event: ClientEvent,
+        channel: &str,
+        mut data: Map<String, Value>,
+        id: &str,
+        ctx: &mut WebsocketContext<Self>,
+    ) {
+        let reply_to = Some(id);
+        let Auth::Ready { identity, .. } = &self.auth else { return };
+        let channel = match parse_channel(channel) {
+            Ok(channel) => channel,
+            Err(e) => return self.send_error(ctx, ErrorCode::ChannelNotFound, &e.to_string(), Some(channel), reply_to),
+        };
+        if !identity.may_access(&channel) {
+            let message = format!("not allowed to publish to '{channel}'");
+            return self.send_error(ctx, ErrorCode::PermissionDenied, &message, Some(&channel), reply_to);
+        }
+        let message_id = protocol::new_id();
+        data.insert("sender_id".into(), Value::from(&*identity.user_id));
+        match event {
+            ClientEvent::ChatMessage => data.insert("message_id".into(), Value::from(message_id.as_str())),
+            ClientEvent::ChatTyping => data.remove("message_id"),
+        };
+        let frame = protocol::encode_with_id(&message_id, event.kind(), Some(&channel), &data, None);
+        let limit = self.node.limits.max_frame_bytes;
+        if frame.len() > limit {
+            let message = format!("the message is {} bytes with the server's fields, over {limit}", frame.len());
+            return self.send_error(ctx, ErrorCode::InvalidMessage, &message, Some(&channel), reply_to);
+        }
+        self.node.metrics.published.fetch_add(1, Relaxed);
+        if event == ClientEvent::ChatMessage {
+            let receipt = json!({ "message_id": message_id, "channel": &*channel });
+            self.send(ctx, protocol::encode(kind::MESSAGE_RECEIVED, Some(&channel), &receipt, reply_to));
+        }
+        self.node.registry.do_send(registry::Publish { channel, frame });
     }
 
     fn on_fragment(&mut self, item: Item, ctx: &mut WebsocketContext<Self>) {
@@ -350,10 +400,13 @@ impl Session {
     }
 
     fn on_binary(&mut self, ctx: &mut WebsocketContext<Self>) {
-        self.node.metrics.messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.node.metrics.messages_in.fetch_add(1, Relaxed);
         let message = "binary frames are not supported: send JSON text frames";
         if matches!(self.auth, Auth::Waiting { .. }) {
             return self.refuse(ctx, Close::InvalidToken, &format!("authenticate first: {message}"), None);
+        }
+        if !self.take_tokens(1) {
+            return self.rate_limited(ctx, || None);
         }
         self.send_error(ctx, ErrorCode::InvalidMessage, message, None, None);
     }
@@ -363,20 +416,22 @@ impl Actor for Session {
     type Context = WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.node.metrics.sockets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.node.metrics.sockets.fetch_add(1, Relaxed);
         self.node.registry.do_send(registry::Arrive { conn: self.conn, session: ctx.address().recipient() });
         ctx.run_interval(self.node.limits.heartbeat_interval, |act, ctx| act.heartbeat(ctx));
-        let timer = ctx.run_later(self.node.limits.auth_timeout, |act, ctx| {
-            if matches!(act.auth, Auth::Waiting { .. }) {
-                let message = format!("no 'connection.init' within {:?}", act.node.limits.auth_timeout);
-                act.refuse(ctx, Close::InvalidToken, &message, None);
-            }
-        });
-        self.auth = Auth::Waiting { timer };
+        if let Auth::Waiting { deadline, .. } = self.auth {
+            let timer = ctx.run_later(deadline.saturating_duration_since(Instant::now()), |act, ctx| {
+                if matches!(act.auth, Auth::Waiting { .. }) {
+                    let message = format!("no 'connection.init' within {:?}", act.node.limits.auth_timeout);
+                    act.refuse(ctx, Close::InvalidToken, &message, None);
+                }
+            });
+            self.auth = Auth::Waiting { timer, deadline };
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.node.metrics.sockets.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.node.metrics.sockets.fetch_sub(1, Relaxed);
         self.node.registry.do_send(registry::Disconnect { conn: self.conn });
     }
 }
@@ -394,19 +449,23 @@ impl Handler<Push> for Session {
             // Skip the backlog: the close frame goes out next.
             return self.close(ctx, Close::SlowConsumer);
         }
-        let now = Instant::now();
-        let metrics = &self.node.metrics;
         for frame in batch.frames() {
             ctx.write_raw(ws::Message::Text(frame.text().clone()));
-            metrics.latency.record(now.saturating_duration_since(frame.created()).as_micros() as u64);
         }
-        metrics.messages_out.fetch_add(batch.frames().len() as u64, std::sync::atomic::Ordering::Relaxed);
         link.written(batch.bytes());
+        let metrics = &self.node.metrics;
+        let frames = batch.frames().len() as u64;
+        metrics.messages_out.fetch_add(frames, Relaxed);
+        // One record per batch, for its oldest frame: an upper bound for
+        // the rest, at a fraction of the cost.
+        if let Some(oldest) = batch.frames().iter().map(protocol::Frame::created).min() {
+            metrics.latency.record_n(Instant::now().saturating_duration_since(oldest).as_micros() as u64, frames);
+        }
         self.unyielded += batch.bytes();
         if self.unyielded >= WRITE_QUANTUM {
             self.unyielded = 0;
-            // Stops the mailbox until actix-web polls this session again,
-            // which it does only once its write buffer has drained.
+            // Stops the mailbox until the transport polls this session again,
+            // which it does only once the output so far is written.
             ctx.wait(actix::fut::wrap_future(YieldOnce(false)));
         }
     }
@@ -419,13 +478,27 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
             Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
             Ok(ws::Message::Binary(_)) => self.on_binary(ctx),
             Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
-            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
-            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            // Control frames cost a token too; past the limit a ping gets no
+            // pong.
+            Ok(ws::Message::Ping(payload)) => {
+                if self.take_tokens(1) {
+                    ctx.pong(&payload);
+                }
+            }
+            Ok(ws::Message::Pong(_)) => {
+                self.take_tokens(1);
+            }
+            Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Close(reason)) => {
                 ctx.close(reason);
                 ctx.stop();
             }
             Err(ProtocolError::Overflow) => self.close(ctx, Close::MessageTooBig),
+            Err(ProtocolError::Io(e)) if e.to_string().contains(FRAME_TOO_LARGE) => {
+                self.close(ctx, Close::MessageTooBig)
+            }
+            // actix-web-actors reports a text frame that is not UTF-8 as an
+            // I/O error carrying the UTF-8 error's message.
             Err(ProtocolError::Io(e)) if e.to_string().contains("utf-8") => self.close(ctx, Close::InvalidPayload),
             Err(e) => {
                 log::debug!("connection {}: websocket error: {e}", self.conn);
@@ -439,8 +512,8 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
     }
 }
 
-/// A future that is pending once: it lets the session's task return to
-/// actix-web, which flushes before it polls the session again.
+/// A future that is pending once: it lets the session's task return to the
+/// transport, which writes before it polls the session again.
 struct YieldOnce(bool);
 
 impl Future for YieldOnce {

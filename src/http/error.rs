@@ -38,6 +38,11 @@ impl ApiError {
         ApiError { message: format!("{place}: {}", self.message), ..self }
     }
 
+    /// 503: the registry has more queued than it takes; retry shortly.
+    pub fn overloaded() -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many events queued: retry shortly")
+    }
+
     /// 503: the node's actors did not answer.
     pub fn unavailable(what: impl fmt::Display) -> Self {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("registry unavailable: {what}"))
@@ -59,6 +64,9 @@ impl ResponseError for ApiError {
         let mut res = HttpResponse::build(self.status);
         if self.status == StatusCode::UNAUTHORIZED {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            res.insert_header((header::RETRY_AFTER, "1"));
         }
         res.json(json!({ "error": { "code": self.code, "message": self.message } }))
     }

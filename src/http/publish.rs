@@ -95,9 +95,14 @@ pub fn encode_event(
     Ok(Encoded { id, channel, frame })
 }
 
-fn publish_to_registry(state: &AppState, channel: Arc<str>, frame: Frame) {
-    state.node.metrics.published.fetch_add(1, Ordering::Relaxed);
-    state.node.registry.do_send(registry::Publish { channel, frame });
+/// Hands events to the registry, or answers 503 when it has more queued
+/// than it can take: publishers back off instead of the server buffering
+/// without bound.
+fn publish_to_registry(state: &AppState, events: Vec<registry::Publish>) -> Result<(), ApiError> {
+    let count = events.len() as u64;
+    state.node.registry.try_send(registry::PublishMany { events }).map_err(|_| ApiError::overloaded())?;
+    state.node.metrics.published.fetch_add(count, Ordering::Relaxed);
+    Ok(())
 }
 
 /// `POST /api/publish`: one event to every subscriber of a channel.
@@ -109,7 +114,7 @@ pub async fn publish(
     let PublishRequest { channel, kind, data } = body.into_inner();
     let event = encode_event(&state, Some(&channel), &kind, data)?;
     if let Some(channel) = event.channel {
-        publish_to_registry(&state, channel, event.frame);
+        publish_to_registry(&state, vec![registry::Publish { channel, frame: event.frame }])?;
     }
     Ok(HttpResponse::Accepted().json(json!({ "id": event.id })))
 }
@@ -131,11 +136,11 @@ pub async fn publish_batch(
         encoded.push(event);
     }
     let ids: Vec<String> = encoded.iter().map(|e| e.id.clone()).collect();
-    for event in encoded {
-        if let Some(channel) = event.channel {
-            publish_to_registry(&state, channel, event.frame);
-        }
-    }
+    let events = encoded
+        .into_iter()
+        .filter_map(|e| e.channel.map(|channel| registry::Publish { channel, frame: e.frame }))
+        .collect();
+    publish_to_registry(&state, events)?;
     Ok(HttpResponse::Accepted().json(json!({ "ids": ids })))
 }
 
@@ -150,7 +155,11 @@ pub async fn send_to_user(
     check_user_id(&user).map_err(|why| ApiError::bad_request("invalid_user_id", format!("user id {why}")))?;
     let DirectRequest { kind, data, channel } = body.into_inner();
     let event = encode_event(&state, channel.as_deref(), &kind, data)?;
+    state
+        .node
+        .registry
+        .try_send(registry::SendToUser { user, frame: event.frame })
+        .map_err(|_| ApiError::overloaded())?;
     state.node.metrics.published.fetch_add(1, Ordering::Relaxed);
-    state.node.registry.do_send(registry::SendToUser { user, frame: event.frame });
     Ok(HttpResponse::Accepted().json(json!({ "id": event.id })))
 }

@@ -3,20 +3,23 @@
 //! New connections that open with a WebSocket upgrade never get here: the
 //! transport (`transport.rs`) serves them directly. This route answers the
 //! rest: upgrades that are refused (with the JSON error saying why), plain
-//! GETs, and upgrades that arrive on a kept-alive HTTP connection, which it
-//! serves through actix-web-actors. Those sessions cannot be hung up if they
-//! stop reading; their memory is still bounded by the outbound budget.
+//! GETs, and upgrades that arrive on a kept-alive HTTP connection (some HTTP
+//! clients reuse pooled connections), which it serves with the same limits:
+//! frame-aligned input and the connection's hang-up.
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use actix_http::ws::Codec;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_web_actors::ws::WsResponseBuilder;
+use actix_web_actors::ws::WebsocketContext;
+use bytes::Bytes;
 use nova_actors::session::Session;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::transport::valid_client_id;
+use crate::transport::{valid_client_id, ConnHangup, FrameAligned};
 
 /// `GET /ws`.
 pub async fn connect(
@@ -57,13 +60,12 @@ fn start(
             ));
         }
     }
-    let refused = |e: &dyn std::fmt::Display| {
-        ApiError::bad_request("websocket_required", format!("a WebSocket upgrade is required: {e}"))
-    };
-    actix_web_actors::ws::handshake(req).map_err(|e| refused(&e))?;
-    let session = Session::new(state.node.clone(), client_id, None);
-    WsResponseBuilder::new(session, req, body)
-        .frame_size(state.node.limits.max_frame_bytes)
-        .start()
-        .map_err(|e| refused(&e))
+    let mut response = actix_web_actors::ws::handshake(req)
+        .map_err(|e| ApiError::bad_request("websocket_required", format!("a WebSocket upgrade is required: {e}")))?;
+    let hangup = req.conn_data::<ConnHangup>().map(|h| h.0.clone());
+    let limits = &state.node.limits;
+    let session = Session::new(state.node.clone(), client_id, hangup, Instant::now() + limits.auth_timeout);
+    let input = FrameAligned::new(body, Bytes::new(), limits.max_frame_bytes);
+    let output = WebsocketContext::with_codec(session, input, Codec::new().max_size(limits.max_frame_bytes));
+    Ok(response.streaming(output))
 }

@@ -47,7 +47,7 @@ async fn ack_reports_the_configured_heartbeat_and_limits() {
     let server = TestServer::with(|a| {
         a.heartbeat_interval_ms = Some(12_345);
         a.max_frame_bytes = Some(200_000);
-        a.max_outbound_bytes = Some(300_000);
+        a.max_outbound_bytes = Some(400_000);
         a.max_channels_per_connection = Some(7);
         a.messages_per_second = Some(11);
         a.message_burst = Some(22);
@@ -61,7 +61,7 @@ async fn ack_reports_the_configured_heartbeat_and_limits() {
     assert_eq!(data["client_id"], Value::Null, "no client id on /ws: {ack}");
     assert_eq!(
         data["limits"],
-        json!({"max_frame_bytes": 200_000, "max_outbound_bytes": 300_000, "max_channels": 7,
+        json!({"max_frame_bytes": 200_000, "max_outbound_bytes": 400_000, "max_channels": 7,
                "messages_per_second": 11, "message_burst": 22})
     );
     assert_eq!(ack.get("channel"), None, "{ack}");
@@ -143,7 +143,10 @@ async fn unknown_api_key_is_refused_with_4001() {
 
 #[actix_rt::test]
 async fn development_key_is_refused_in_production() {
-    let server = TestServer::with(|a| a.production = true);
+    let server = TestServer::with(|a| {
+        a.production = true;
+        a.development = false;
+    });
     let mut client = server.connect().await;
     assert_init_refused(&mut client, json!({"api_key": "development", "user_id": "alice"}), 4001).await;
 }

@@ -1,5 +1,6 @@
 //! The real `nova-realtime` executable: configuration refusal in production,
-//! the `listening on` line, and a graceful drain on SIGTERM.
+//! the `listening on` line, a graceful drain on SIGTERM, and what a flooding
+//! client costs the server's memory (measured on the process alone).
 //!
 //! Each run gets an empty temporary working directory (so no
 //! `configs/server.yaml` is picked up) and an environment holding only what
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::{Client, DEADLINE, JWT_SECRET};
+use crate::common::{masked_frame, Client, RawClient, DEADLINE, JWT_SECRET};
 
 const BIN: &str = env!("CARGO_BIN_EXE_nova-realtime");
 
@@ -72,6 +73,30 @@ impl Process {
         }
     }
 
+    /// The address from the `listening on http://…` line.
+    fn listening(&mut self) -> std::net::SocketAddr {
+        let line = self.wait_for_line("listening on http://");
+        line.split("listening on http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in '{line}'"))
+    }
+
+    /// Peak and current resident memory, KiB (`VmHWM`, `VmRSS`).
+    fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("read /proc status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc status"))
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+
     /// Waits for the process to exit, without blocking the runtime.
     async fn exit_status(&mut self) -> ExitStatus {
         let until = Instant::now() + DEADLINE;
@@ -122,7 +147,12 @@ async fn production_without_a_jwt_secret_refuses_to_start() {
 
 #[actix_rt::test]
 async fn sigterm_closes_clients_with_1012_and_exits_cleanly() {
-    let env = [("NOVA_JWT_SECRET", JWT_SECRET), ("NOVA_WORKERS", "1"), ("NOVA_DRAIN_TIMEOUT_SECS", "3")];
+    let env = [
+        ("NOVA_JWT_SECRET", JWT_SECRET),
+        ("NOVA_ADMIN_TOKEN", "binary-test-admin-token"),
+        ("NOVA_WORKERS", "1"),
+        ("NOVA_DRAIN_TIMEOUT_SECS", "3"),
+    ];
     let mut process = Process::spawn(&["--bind", "127.0.0.1:0"], &env);
     let line = process.wait_for_line("listening on http://");
     let addr = line
@@ -145,4 +175,32 @@ async fn sigterm_closes_clients_with_1012_and_exits_cleanly() {
     let status = process.exit_status().await;
     let stderr = process.stderr();
     assert!(status.success(), "exit status {status:?}; stderr:\n{stderr}");
+}
+
+#[actix_rt::test]
+async fn a_flooding_client_does_not_grow_server_memory() {
+    // Development mode (nothing configured): the development key works.
+    let mut process = Process::spawn(&["--bind", "127.0.0.1:0"], &[("NOVA_WORKERS", "1")]);
+    let addr = process.listening();
+    let mut flooder = RawClient::authenticated(addr, "flooder").await;
+    let (_, before) = process.memory_kib();
+
+    // 24 MiB of pings with 125-byte payloads, sent as fast as the socket
+    // takes them. Past the rate limit they get no pong; what matters is that
+    // the server reads no faster than it handles them.
+    let ping = masked_frame(0x9, &[b'p'; 125]);
+    let mib = ping.repeat(1024 * 1024 / ping.len());
+    for _ in 0..24 {
+        flooder.send(&mib).await;
+    }
+    // Frames are handled in order: an answer to this means the whole flood
+    // has been consumed.
+    flooder.send(&masked_frame(0x1, br#"{"id":"after","type":"connection.heartbeat"}"#)).await;
+    let answer = flooder.next_text().await.expect("an answer after the flood");
+    assert_eq!(answer["reply_to"], "after", "{answer}");
+
+    let (peak, _) = process.memory_kib();
+    let grew = peak.saturating_sub(before);
+    eprintln!("peak memory grew by {grew} KiB during a 24 MiB flood (from {before} KiB)");
+    assert!(grew < 8 * 1024, "the server's peak memory grew by {grew} KiB during a 24 MiB flood (from {before} KiB)");
 }

@@ -130,13 +130,12 @@ async fn admin_role_may_subscribe_anywhere() {
 async fn channel_limit_refuses_the_extra_channel_with_4003() {
     let server = TestServer::with(|a| a.max_channels_per_connection = Some(2));
     let mut alice = server.connect_as("alice").await;
-    let id = alice.request("channel.subscribe", None, json!({"channels": ["team:a", "team:b", "team:c"]})).await;
-    let answers = frames_by_channel(&mut alice, 3).await;
-    assert_eq!(answers["team:a"]["type"], "channel.subscribed");
-    assert_eq!(answers["team:b"]["type"], "channel.subscribed");
-    assert_eq!(answers["team:c"]["type"], "error", "{}", answers["team:c"]);
-    assert_eq!(answers["team:c"]["data"]["code"], 4003);
-    assert_eq!(answers["team:c"]["reply_to"], id.as_str());
+    alice.subscribe(&["team:a", "team:b"]).await;
+    let id = alice.request("channel.subscribe", None, json!({"channels": ["team:c"]})).await;
+    let refused = alice.recv_type("error").await;
+    assert_eq!(refused["channel"], "team:c", "{refused}");
+    assert_eq!(refused["data"]["code"], 4003);
+    assert_eq!(refused["reply_to"], id.as_str());
     // Subscribing again to a channel already held is not a new channel.
     alice.subscribe(&["team:a"]).await;
     // Leaving one makes room.
@@ -144,6 +143,20 @@ async fn channel_limit_refuses_the_extra_channel_with_4003() {
     alice.recv_type("channel.unsubscribed").await;
     alice.subscribe(&["team:c"]).await;
     alice.assert_nothing_pending().await;
+}
+
+#[actix_rt::test]
+async fn a_request_naming_more_channels_than_a_connection_may_hold_is_refused_whole() {
+    let server = TestServer::with(|a| a.max_channels_per_connection = Some(2));
+    let mut alice = server.connect_as("alice").await;
+    let id = alice.request("channel.subscribe", None, json!({"channels": ["team:a", "team:b", "team:c"]})).await;
+    let refused = alice.recv_type("error").await;
+    assert_eq!(refused["data"]["code"], 4005, "{refused}");
+    assert_eq!(refused["reply_to"], id.as_str());
+    assert!(refused["data"]["message"].as_str().unwrap().contains("at most 2"), "{refused}");
+    alice.assert_nothing_pending().await;
+    let (_, list) = server.get("/ws/connections").await;
+    assert_eq!(list["connections"][0]["channels"], json!([]), "nothing was subscribed: {list}");
 }
 
 #[actix_rt::test]

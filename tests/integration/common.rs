@@ -17,7 +17,7 @@ use futures_util::{SinkExt, StreamExt};
 use nova_realtime::config::{Args, Config, FileConfig};
 use nova_realtime::server::{self, Control};
 use serde_json::{json, Value};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
@@ -43,9 +43,9 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// A server with the test defaults: development mode (so the
-    /// `development` key works), a JWT secret, a known admin token, two
-    /// workers.
+    /// A server with the test defaults: development mode asked for
+    /// explicitly (so the `development` key works beside JWTs), a JWT
+    /// secret, a known admin token, two workers.
     pub fn start() -> TestServer {
         TestServer::with(|_| {})
     }
@@ -53,6 +53,7 @@ impl TestServer {
     /// A server with the test defaults changed by `tweak`.
     pub fn with(tweak: impl FnOnce(&mut Args)) -> TestServer {
         let mut args = Args {
+            development: true,
             jwt_secret: Some(JWT_SECRET.into()),
             admin_token: Some(ADMIN_TOKEN.into()),
             workers: Some(2),
@@ -585,5 +586,117 @@ fn timestamps_parse_to_epoch_milliseconds() {
     assert_eq!(parse_timestamp("2024-02-29T23:59:59.999Z"), Some(1_709_251_199_999));
     for bad in ["2024-02-29T23:59:59Z", "2024-02-29 23:59:59.999Z", "2024-13-01T00:00:00.000Z", "x"] {
         assert_eq!(parse_timestamp(bad), None, "{bad}");
+    }
+}
+
+/// A client frame header for `opcode` declaring `len` payload bytes, masked
+/// with `mask` (the payload must be masked with the same key).
+pub fn frame_header(opcode: u8, len: u64, mask: [u8; 4]) -> Vec<u8> {
+    let mut header = vec![0x80 | opcode];
+    match len {
+        0..=125 => header.push(0x80 | len as u8),
+        126..=0xffff => {
+            header.push(0x80 | 126);
+            header.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            header.push(0x80 | 127);
+            header.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    header.extend_from_slice(&mask);
+    header
+}
+
+/// A whole masked client frame.
+pub fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x3a, 0x91, 0x07, 0xc4];
+    let mut frame = frame_header(opcode, payload.len() as u64, mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// A WebSocket client on a bare socket, for sending what no library would:
+/// floods, lying headers. It reads only when asked.
+pub struct RawClient {
+    /// The socket, after the handshake.
+    pub tcp: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    /// Connects to `addr` and completes the handshake on `/ws`.
+    pub async fn connect(addr: SocketAddr) -> RawClient {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        let head = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        tcp.write_all(head.as_bytes()).await.expect("send the upgrade");
+        let mut client = RawClient { tcp, buf: Vec::new() };
+        let until = tokio::time::Instant::now() + DEADLINE;
+        while !client.buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            client.fill(until).await.expect("a handshake answer");
+        }
+        let end = client.buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4).unwrap_or(0);
+        assert!(client.buf.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&client.buf[..end]));
+        client.buf.drain(..end);
+        client
+    }
+
+    /// Connects and authenticates with the development key as `user`.
+    pub async fn authenticated(addr: SocketAddr, user: &str) -> RawClient {
+        let mut client = RawClient::connect(addr).await;
+        let init = json!({"id": "1", "type": "connection.init", "data": {"api_key": "development", "user_id": user}});
+        client.send(&masked_frame(0x1, init.to_string().as_bytes())).await;
+        let ack = client.next_text().await.expect("an answer to connection.init");
+        assert_eq!(ack["type"], "connection.ack", "{ack}");
+        client
+    }
+
+    /// Writes raw bytes.
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.tcp.write_all(bytes).await.expect("write");
+    }
+
+    async fn fill(&mut self, until: tokio::time::Instant) -> Option<()> {
+        let mut chunk = [0u8; 16 * 1024];
+        match tokio::time::timeout_at(until, self.tcp.read(&mut chunk)).await.expect("data in time") {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Some(())
+            }
+        }
+    }
+
+    /// The next text frame as JSON; `None` if the connection ends first.
+    /// Other frames are skipped; a close frame ends it.
+    pub async fn next_text(&mut self) -> Option<Value> {
+        match self.next_frame_until(|opcode| opcode == 0x1 || opcode == 0x8).await? {
+            (0x1, payload) => Some(serde_json::from_slice(&payload).expect("frame is JSON")),
+            _ => None,
+        }
+    }
+
+    /// Reads until the connection ends: the close code, or `None` when it
+    /// ended without a close frame.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        match self.next_frame_until(|opcode| opcode == 0x8).await? {
+            (_, payload) if payload.len() >= 2 => Some(u16::from_be_bytes([payload[0], payload[1]])),
+            _ => Some(1005),
+        }
+    }
+
+    async fn next_frame_until(&mut self, wanted: impl Fn(u8) -> bool) -> Option<(u8, Vec<u8>)> {
+        let until = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            while let Some((opcode, payload, len)) = raw_frame(&self.buf) {
+                let payload = payload.to_vec();
+                self.buf.drain(..len);
+                if wanted(opcode) {
+                    return Some((opcode, payload));
+                }
+            }
+            self.fill(until).await?;
+        }
     }
 }

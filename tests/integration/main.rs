@@ -4,6 +4,7 @@
 
 mod common;
 
+mod abuse;
 mod auth;
 mod bad_input;
 mod binary;

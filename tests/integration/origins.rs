@@ -53,6 +53,7 @@ async fn configured_origin_is_allowed() {
 async fn production_allows_only_configured_origins() {
     let server = TestServer::with(|a| {
         a.production = true;
+        a.development = false;
         a.allowed_origins = Some(vec!["https://app.example.com".into()]);
     });
     assert_refused(&server, "http://localhost:5173").await;
@@ -69,6 +70,7 @@ async fn production_allows_only_configured_origins() {
 async fn request_without_origin_is_accepted() {
     let server = TestServer::with(|a| {
         a.production = true;
+        a.development = false;
         a.allowed_origins = Some(vec!["https://app.example.com".into()]);
     });
     let mut client = server.connect().await;
@@ -95,6 +97,7 @@ async fn preflight(server: &TestServer, origin: &str) -> (u16, Option<String>) {
 async fn rest_api_cors_follows_the_same_origins() {
     let server = TestServer::with(|a| {
         a.production = true;
+        a.development = false;
         a.allowed_origins = Some(vec!["https://app.example.com".into()]);
     });
     let (status, allowed) = preflight(&server, "https://app.example.com").await;

@@ -14,10 +14,12 @@ const PER_BATCH: usize = 10;
 /// about 80 MB published.
 const MAX_BATCHES: usize = 2000;
 
-/// A server whose clients get a 64 KiB outbound budget.
+/// A server whose clients get a 64 KiB outbound budget (and so events of at
+/// most 32 KiB: a budget holds at least two).
 fn server(grace_ms: u64) -> TestServer {
     TestServer::with(|a| {
         a.max_outbound_bytes = Some(64 * 1024);
+        a.max_frame_bytes = Some(32 * 1024);
         a.slow_consumer_grace_ms = Some(grace_ms);
     })
 }
