@@ -132,6 +132,8 @@ impl Server {
             .env_clear()
             .env("RUST_LOG", "warn,nova_realtime=info")
             .env("NOVA_ADMIN_TOKEN", ADMIN)
+            // The load program authenticates with the development key.
+            .env("NOVA_DEVELOPMENT", "true")
             .env("NOVA_MAX_OUTBOUND_BYTES", (4 * 1024 * 1024).to_string())
             .current_dir(std::env::temp_dir())
             .stderr(Stdio::piped())

@@ -138,17 +138,38 @@ fn accept_upgrade(req: &httparse::Request<'_, '_>, head_len: usize, origins: &Or
     Some(Upgrade { client_id, accept: hash_key(key), head_len })
 }
 
+/// What the bytes read so far say.
+enum Head {
+    /// A WebSocket upgrade the transport serves.
+    Ours(Upgrade),
+    /// Anything else, for actix-web (malformed, too many headers or too long
+    /// included: actix-web answers those).
+    NotOurs,
+    /// Incomplete.
+    Partial,
+}
+
+/// Parses a request head. A plain function on purpose: the header array
+/// lives on the stack only while parsing, not in the connection's task for
+/// its whole life.
+fn parse_head(buf: &[u8], origins: &Origins) -> Head {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEAD_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => accept_upgrade(&req, len, origins).map_or(Head::NotOurs, Head::Ours),
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => Head::Partial,
+        _ => Head::NotOurs,
+    }
+}
+
 /// Reads the first request head. `Ok(Some)` is an upgrade the transport
 /// serves; `Ok(None)` leaves `buf` holding everything read, for actix-web.
 async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut, origins: &Origins) -> io::Result<Option<Upgrade>> {
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEAD_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => return Ok(accept_upgrade(&req, len, origins)),
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => {}
-            // Malformed, too many headers, too long: actix-web answers.
-            _ => return Ok(None),
+        match parse_head(buf, origins) {
+            Head::Ours(upgrade) => return Ok(Some(upgrade)),
+            Head::NotOurs => return Ok(None),
+            Head::Partial => {}
         }
         // Request heads are usually a few hundred bytes.
         buf.reserve(1024);
@@ -217,30 +238,45 @@ async fn run_session(
     let max_frame = node.limits.max_frame_bytes;
     let session = Session::new(node, upgrade.client_id, Some(hangup.clone()), auth_deadline);
     let input = FrameAligned::new(SocketReader { read }, early_frames, max_frame);
-    let mut output = std::pin::pin!(WebsocketContext::with_codec(session, input, Codec::new().max_size(max_frame)));
-    // The session is polled again only once its last chunk is written: a
-    // client that does not read holds up its own session, nothing else.
+    // Pinned here, once: taken by value, `pump` would hold a second copy
+    // in its own state (an async fn keeps its arguments' slots), and this
+    // future is the biggest part of every connection's memory.
+    let output = std::pin::pin!(WebsocketContext::with_codec(session, input, Codec::new().max_size(max_frame)));
+    if pump(output, &mut write, &hangup, stall).await {
+        linger(&mut write).await;
+    }
+}
+
+/// Writes what the session produces until it ends (true: it closed
+/// cleanly) or the connection must go (false). The session is polled again
+/// only once its last chunk is written: a client that does not read holds up
+/// its own session, nothing else.
+async fn pump(
+    mut output: Pin<&mut impl Stream<Item = Result<Bytes, actix_web::Error>>>,
+    write: &mut OwnedWriteHalf,
+    hangup: &Hangup,
+    stall: Duration,
+) -> bool {
     loop {
         let chunk = tokio::select! {
             biased;
-            _ = hangup.wait() => return,
+            _ = hangup.wait() => return false,
             next = std::future::poll_fn(|cx| output.as_mut().poll_next(cx)) => match next {
                 Some(Ok(chunk)) => chunk,
-                Some(Err(_)) => return,
-                None => break,
+                Some(Err(_)) => return false,
+                None => return true,
             },
         };
         tokio::select! {
             biased;
-            _ = hangup.wait() => return,
+            _ = hangup.wait() => return false,
             written = tokio::time::timeout(stall, write.write_all(&chunk)) => {
                 if !matches!(written, Ok(Ok(()))) {
-                    return;
+                    return false;
                 }
             }
         }
     }
-    linger(&mut write).await;
 }
 
 /// After the session's close frame: half-close, then read and discard until
@@ -250,7 +286,7 @@ async fn linger(write: &mut OwnedWriteHalf) {
     let _ = write.shutdown().await;
     let stream: &TcpStream = write.as_ref();
     let drain = async {
-        let mut sink = [0u8; 512];
+        let mut sink = [0u8; 64];
         loop {
             if stream.readable().await.is_err() {
                 return;
