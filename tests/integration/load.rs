@@ -1,5 +1,7 @@
 //! Many connections at once: 200 concurrent clients all receive one
-//! broadcast, exactly once.
+//! broadcast, exactly once; 100 subscribers of one channel, spread by the
+//! server over both of its workers, all receive every published event, once
+//! and in order.
 
 use futures_util::future::join_all;
 use serde_json::json;
@@ -43,4 +45,42 @@ async fn two_hundred_clients_each_receive_a_broadcast_once() {
     let metrics = server.metrics().await;
     assert_eq!(metrics["connections"], CLIENTS, "{metrics}");
     assert!(metrics["messages_out"].as_u64().unwrap() >= CLIENTS as u64, "{metrics}");
+}
+
+#[actix_rt::test]
+async fn a_hundred_subscribers_on_both_workers_receive_every_event_in_order() {
+    const SUBSCRIBERS: usize = 100;
+    const EVENTS: usize = 20;
+    let server = TestServer::start();
+    let mut clients: Vec<Client> = Vec::with_capacity(SUBSCRIBERS);
+    for _ in 0..SUBSCRIBERS / 25 {
+        let server = &server;
+        // One user for all: presence is not what this test is about.
+        let joining = (0..25).map(|_| async move {
+            let mut client = server.connect().await;
+            client.init(json!({"api_key": "development", "user_id": "crowd"})).await;
+            client.subscribe(&["team:crowd"]).await;
+            client
+        });
+        clients.extend(join_all(joining).await);
+    }
+    let mut ids = Vec::new();
+    for n in 0..EVENTS {
+        ids.push(server.publish("team:crowd", "tick", json!({ "n": n })).await);
+    }
+    join_all(clients.iter_mut().map(|client| {
+        let ids = ids.clone();
+        async move {
+            for (n, id) in ids.iter().enumerate() {
+                let event = client.recv_type("tick").await;
+                assert_eq!(event["id"], id.as_str());
+                assert_eq!(event["data"]["n"], n);
+            }
+            client.assert_nothing_pending().await;
+        }
+    }))
+    .await;
+    let metrics = server.metrics().await;
+    assert_eq!(metrics["channels"], 1, "{metrics}");
+    assert!(metrics["messages_out"].as_u64().unwrap() >= (SUBSCRIBERS * EVENTS) as u64, "{metrics}");
 }
