@@ -267,10 +267,20 @@ async fn pump(
                 None => return true,
             },
         };
+        // Most writes go through at once: try without arming a timer, and
+        // wait (with the stall deadline) only for what the socket left.
+        let rest = match write.try_write(&chunk) {
+            Ok(n) => &chunk[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => &chunk[..],
+            Err(_) => return false,
+        };
+        if rest.is_empty() {
+            continue;
+        }
         tokio::select! {
             biased;
             _ = hangup.wait() => return false,
-            written = tokio::time::timeout(stall, write.write_all(&chunk)) => {
+            written = tokio::time::timeout(stall, write.write_all(rest)) => {
                 if !matches!(written, Ok(Ok(()))) {
                     return false;
                 }
@@ -440,6 +450,25 @@ impl Replay {
         self.hangup.poll_triggered(cx).is_ready()
     }
 
+    /// A write, unless the connection was hung up; a write blocked for
+    /// longer than the stall limit fails.
+    fn guarded_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if self.hung_up(cx) {
+            return Poll::Ready(Err(hung_up_error()));
+        }
+        match write(Pin::new(&mut self.io), cx) {
+            Poll::Pending => self.poll_stall(cx).map(Err),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
+    }
+
     /// A write is blocked: has it been for too long?
     fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let limit = self.stall_limit;
@@ -476,17 +505,7 @@ impl AsyncRead for Replay {
 
 impl AsyncWrite for Replay {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.hung_up(cx) {
-            return Poll::Ready(Err(hung_up_error()));
-        }
-        match Pin::new(&mut this.io).poll_write(cx, buf) {
-            Poll::Pending => this.poll_stall(cx).map(Err),
-            done => {
-                this.stalled = None;
-                done
-            }
-        }
+        self.get_mut().guarded_write(cx, |io, cx| io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -494,17 +513,7 @@ impl AsyncWrite for Replay {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.hung_up(cx) {
-            return Poll::Ready(Err(hung_up_error()));
-        }
-        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Pending => this.poll_stall(cx).map(Err),
-            done => {
-                this.stalled = None;
-                done
-            }
-        }
+        self.get_mut().guarded_write(cx, |io, cx| io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
