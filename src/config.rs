@@ -105,6 +105,15 @@ pub struct Args {
     /// Seconds to wait for connections to close on shutdown [default: 10]
     #[arg(long, env = "NOVA_DRAIN_TIMEOUT_SECS")]
     pub drain_timeout_secs: Option<u64>,
+    /// Redis URL: several nodes act as one server through it [default: none, this node on its own]
+    #[arg(long, env = "NOVA_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel [default: nova:]
+    #[arg(long, env = "NOVA_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// How long a node's presence outlives its last heartbeat in Redis, ms [default: 15000]
+    #[arg(long, env = "NOVA_REDIS_PRESENCE_TTL_MS")]
+    pub redis_presence_ttl_ms: Option<u64>,
     /// Check `GET /health` of the server at the bind address and exit 0 if it
     /// answers 200 (the container HEALTHCHECK)
     #[arg(long)]
@@ -150,6 +159,9 @@ pub struct FileConfig {
     message_burst: Option<u32>,
     slow_consumer_grace_ms: Option<u64>,
     drain_timeout_secs: Option<u64>,
+    redis_url: Option<String>,
+    redis_prefix: Option<String>,
+    redis_presence_ttl_ms: Option<u64>,
 }
 
 /// Browser origins allowed to open WebSockets and call the REST API.
@@ -231,6 +243,42 @@ pub struct Config {
     pub limits: Limits,
     /// How long shutdown waits for connections to close.
     pub drain_timeout: Duration,
+    /// The Redis bus; `None` for a node on its own.
+    pub redis: Option<RedisConfig>,
+}
+
+/// How a node reaches the others.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Prefix of every key and channel.
+    pub prefix: String,
+    /// How long a node's presence outlives its last heartbeat.
+    pub presence_ttl: Duration,
+}
+
+/// The default Redis key prefix.
+pub const DEFAULT_REDIS_PREFIX: &str = "nova:";
+
+fn redis_config(
+    url: Option<String>,
+    prefix: Option<String>,
+    presence_ttl_ms: Option<u64>,
+) -> Result<Option<RedisConfig>, String> {
+    let Some(url) = url.filter(|u| !u.trim().is_empty()) else { return Ok(None) };
+    if !["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|s| url.starts_with(s)) {
+        return Err("redis URL must start with redis://, rediss:// or unix://".into());
+    }
+    let prefix = prefix.unwrap_or_else(|| DEFAULT_REDIS_PREFIX.into());
+    if prefix.is_empty() || prefix.len() > 64 || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("redis prefix '{prefix}' must be 1 to 64 characters without spaces"));
+    }
+    let ttl = presence_ttl_ms.unwrap_or(15_000);
+    if ttl < 300 {
+        return Err("redis presence TTL must be at least 300 ms".into());
+    }
+    Ok(Some(RedisConfig { url, prefix, presence_ttl: Duration::from_millis(ttl) }))
 }
 
 impl Config {
@@ -342,6 +390,11 @@ impl Config {
             return Err(format!("node id '{node_id}' must be 1 to 32 letters, digits or '-'"));
         }
         let origin_list = args.allowed_origins.or(file.allowed_origins).unwrap_or_default();
+        let redis = redis_config(
+            args.redis_url.or(file.redis_url),
+            args.redis_prefix.or(file.redis_prefix),
+            args.redis_presence_ttl_ms.or(file.redis_presence_ttl_ms),
+        )?;
         Ok(Config {
             bind: args.bind.or(file.bind).unwrap_or_else(|| "127.0.0.1:8000".into()),
             mode,
@@ -355,6 +408,7 @@ impl Config {
             max_connections: args.max_connections.or(file.max_connections).unwrap_or(100_000).max(1),
             limits,
             drain_timeout: Duration::from_secs(args.drain_timeout_secs.or(file.drain_timeout_secs).unwrap_or(10)),
+            redis,
         })
     }
 
@@ -383,6 +437,10 @@ impl Config {
                 }
                 log::warn!("{bar}");
             }
+        }
+        match &self.redis {
+            Some(r) => log::info!("scaling out through Redis (prefix '{}')", r.prefix),
+            None => log::info!("no Redis configured: this node serves on its own"),
         }
         if !self.api_keys.is_empty() && self.api_keys.iter().all(|k| k.channels.is_empty()) {
             log::warn!("static API keys grant no channels: set NOVA_API_KEY_CHANNELS");

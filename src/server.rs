@@ -13,7 +13,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr, Arbiter};
+use actix::dev::channel;
+use actix::{Addr, Arbiter, Context};
 use actix_cors::Cors;
 use actix_http::HttpService;
 use actix_server::ServerHandle;
@@ -22,10 +23,12 @@ use actix_web::dev::AppConfig;
 use actix_web::http::header;
 use actix_web::{web, App};
 use nova_actors::auth::Authenticator;
+use nova_actors::cluster::bus::{Bus, BusConfig, Retire};
+use nova_actors::cluster::BusStatus;
 use nova_actors::codes::Close;
 use nova_actors::metrics::Metrics;
 use nova_actors::node::Node;
-use nova_actors::registry::{CloseAll, Registry};
+use nova_actors::registry::{CloseAll, Cluster, Registry};
 use tokio::sync::Notify;
 
 use crate::config::Config;
@@ -64,6 +67,7 @@ pub struct Running {
 pub struct Control {
     handle: ServerHandle,
     registry: Addr<Registry>,
+    bus: Option<Addr<Bus>>,
     drain_timeout: Duration,
     /// Tells kept-alive HTTP connections to close on shutdown.
     http_shutdown: Arc<Notify>,
@@ -81,6 +85,11 @@ impl Control {
             Err(e) => log::warn!("registry unavailable during shutdown: {e}"),
         }
         self.http_shutdown.notify_waiters();
+        if let Some(bus) = &self.bus {
+            // Other nodes announce this node's users as gone now rather
+            // than when its heartbeat expires.
+            let _ = bus.send(Retire).await;
+        }
         self.handle.stop(true).await;
     }
 
@@ -122,20 +131,61 @@ pub fn build(listener: TcpListener, config: Config) -> io::Result<Running> {
     // apart from the workers' event loops: one hub per worker, channels
     // spread over them by name.
     let workers = config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let hubs: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
-    let registry = {
+    let mut hubs: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
+
+    // The bus and the registry each need the other's address, so both
+    // mailboxes are made before either actor.
+    let (bus_tx, bus_rx) = channel::channel::<Bus>(16);
+    let bus_addr = Addr::new(bus_tx);
+    let (registry_tx, registry_rx) = channel::channel::<Registry>(16);
+    let registry = Addr::new(registry_tx);
+    let (bus, cluster, bus_status) = match &config.redis {
+        None => (None, None, None),
+        Some(redis) => {
+            let status = Arc::new(BusStatus::default());
+            let bus_config = BusConfig {
+                url: redis.url.clone(),
+                prefix: redis.prefix.clone(),
+                presence_ttl: redis.presence_ttl,
+                max_frame_bytes: config.limits.max_frame_bytes,
+            };
+            let (bus, outbox) = Bus::new(bus_config, node_id.clone(), registry.clone(), status.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("redis: {e}")))?;
+            (Some(bus), Some(Cluster { bus: bus_addr.clone(), outbox }), Some(status))
+        }
+    };
+    {
         let (node_id, metrics, limits) = (node_id.clone(), metrics.clone(), config.limits.clone());
         let handles: Vec<_> = hubs.iter().map(Arbiter::handle).collect();
-        Registry::start_in_arbiter(&hubs[0].handle(), move |_| {
-            Registry::new(node_id, limits.max_channels_per_connection, limits.slow_consumer_grace, metrics, handles)
-        })
-    };
+        let registry = Registry::new(
+            node_id,
+            limits.max_channels_per_connection,
+            limits.slow_consumer_grace,
+            metrics,
+            handles,
+            cluster,
+        );
+        hubs[0].spawn_fn(move || {
+            Context::with_receiver(registry_rx).run(registry);
+        });
+    }
+    if let Some(bus) = bus {
+        // Redis work on a thread of its own: a slow Redis never holds up
+        // the registry or a channel.
+        let thread = Arbiter::new();
+        thread.spawn_fn(move || {
+            Context::with_receiver(bus_rx).run(bus);
+        });
+        hubs.push(thread);
+    }
+    let bus_addr = config.redis.as_ref().map(|_| bus_addr);
     let auth = Authenticator::new(config.jwt.as_ref(), config.api_keys.clone(), config.development_key);
     let node = Arc::new(Node::new(node_id, registry.clone(), auth, config.limits.clone(), metrics));
     let state = web::Data::new(AppState {
         node: node.clone(),
         admin_token: config.admin_token.clone(),
         origins: config.origins.clone(),
+        bus: bus_status,
     });
     let transport = Arc::new(Transport { node, origins: config.origins.clone() });
     let http_shutdown = Arc::new(Notify::new());
@@ -180,7 +230,8 @@ pub fn build(listener: TcpListener, config: Config) -> io::Result<Running> {
             })
         })?
         .run();
-    let control = Control { handle: server.handle(), registry, drain_timeout: config.drain_timeout, http_shutdown };
+    let control =
+        Control { handle: server.handle(), registry, bus: bus_addr, drain_timeout: config.drain_timeout, http_shutdown };
     Ok(Running { addr, server, control, hubs })
 }
 

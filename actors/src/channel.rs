@@ -9,14 +9,22 @@
 //! address after the last one leaves; the actor then stops once its mailbox
 //! is empty. Joins and leaves reach it only through the registry, so they
 //! arrive in the order the registry decided them.
+//!
+//! With several nodes (a bus), presence is the cluster's: a new channel
+//! first loads who is present on every node (and handles nothing else until
+//! it has), reports its users' first and last local connection to the bus,
+//! and announces joins and leaves only when the bus says they are news for
+//! the whole cluster.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use serde::Serialize;
 
+use crate::cluster::bus::{Bus, LoadPresence, PresenceChange};
+use crate::cluster::wire::PresenceNote;
 use crate::link::{Batch, ConnId, Delivery, Link};
 use crate::metrics::Metrics;
 use crate::protocol::{self, kind, Frame};
@@ -63,6 +71,17 @@ pub struct Publish {
     pub frame: Frame,
 }
 
+/// A join or leave for the whole cluster, from the bus (this node's users)
+/// or another node: told to every member but the user's own connections.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Presence {
+    /// The `channel.presence` event, encoded once.
+    pub frame: Frame,
+    /// Who joined or left.
+    pub note: PresenceNote,
+}
+
 /// Sends what [`Publish`] held back; sent to itself after the mailbox is
 /// drained.
 #[derive(Message)]
@@ -81,6 +100,12 @@ struct PresenceData<'a> {
     state: &'a str,
 }
 
+/// The `channel.presence` event for `user` joining or leaving `channel`.
+pub fn presence_frame(channel: &str, user: &str, joined: bool) -> Frame {
+    let state = if joined { "joined" } else { "left" };
+    protocol::encode(kind::PRESENCE, Some(channel), &PresenceData { user_id: user, state }, None)
+}
+
 /// One channel on this node.
 pub struct Channel {
     name: Arc<str>,
@@ -94,11 +119,16 @@ pub struct Channel {
     flush_scheduled: bool,
     registry: Addr<Registry>,
     metrics: Arc<Metrics>,
+    /// The bus, when the node is one of several.
+    bus: Option<Addr<Bus>>,
+    /// Users present in the channel on any node, as the bus last said
+    /// (with a bus only).
+    cluster_users: HashSet<Arc<str>>,
 }
 
 impl Channel {
-    /// An empty channel.
-    pub fn new(name: Arc<str>, registry: Addr<Registry>, metrics: Arc<Metrics>) -> Self {
+    /// An empty channel; `bus` makes its presence the cluster's.
+    pub fn new(name: Arc<str>, registry: Addr<Registry>, metrics: Arc<Metrics>, bus: Option<Addr<Bus>>) -> Self {
         Channel {
             name,
             members: Vec::new(),
@@ -109,6 +139,8 @@ impl Channel {
             flush_scheduled: false,
             registry,
             metrics,
+            bus,
+            cluster_users: HashSet::new(),
         }
     }
 
@@ -142,18 +174,36 @@ impl Channel {
         }
     }
 
-    fn presence(&self, user: &str, state: &str, except: ConnId) {
+    /// A user's first connection here joined (`true`) or the last left:
+    /// announced here on a single node, reported to the bus with several.
+    fn local_presence(&self, user: &Arc<str>, joined: bool, except: ConnId) {
+        if let Some(bus) = &self.bus {
+            return bus.do_send(PresenceChange { channel: Arc::clone(&self.name), user: Arc::clone(user), joined });
+        }
         if self.users.len() > MAX_PRESENCE_LIST {
             return;
         }
-        let frame = protocol::encode(kind::PRESENCE, Some(&self.name), &PresenceData { user_id: user, state }, None);
-        self.to_others(except, frame);
+        self.to_others(except, presence_frame(&self.name, user, joined));
+    }
+
+    /// Users here and on other nodes, each once.
+    fn present(&self) -> impl Iterator<Item = &str> {
+        let remote = self.cluster_users.iter().filter(|u| !self.users.contains_key(*u));
+        self.users.keys().chain(remote).map(|u| &**u)
+    }
+
+    fn present_count(&self) -> usize {
+        if self.cluster_users.is_empty() {
+            self.users.len()
+        } else {
+            self.present().count()
+        }
     }
 
     fn subscribed(&self, link: &Arc<Link>, reply_to: &str) {
         let data = SubscribedData {
-            presence: self.users.keys().take(MAX_PRESENCE_LIST).map(|u| &**u).collect(),
-            presence_count: self.users.len(),
+            presence: self.present().take(MAX_PRESENCE_LIST).collect(),
+            presence_count: self.present_count(),
         };
         self.deliver(link, &Batch::one(protocol::encode(kind::SUBSCRIBED, Some(&self.name), &data, Some(reply_to))));
     }
@@ -161,6 +211,16 @@ impl Channel {
 
 impl Actor for Channel {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let Some(bus) = &self.bus else { return };
+        // Nothing else is handled until the cluster's presence is known, so
+        // the first `channel.subscribed` lists users on every node.
+        let load = bus.send(LoadPresence { channel: Arc::clone(&self.name) });
+        ctx.wait(load.into_actor(self).map(|users, act, _| {
+            act.cluster_users = users.unwrap_or_default().into_iter().map(Arc::from).collect();
+        }));
+    }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         log::debug!("channel '{}' closed", self.name);
@@ -179,7 +239,7 @@ impl Handler<Join> for Channel {
             let count = self.users.entry(Arc::clone(join.link.user())).or_insert(0);
             *count += 1;
             if *count == 1 {
-                self.presence(join.link.user(), "joined", conn);
+                self.local_presence(join.link.user(), true, conn);
             }
         }
         self.subscribed(&join.link, &join.reply_to);
@@ -201,7 +261,7 @@ impl Handler<Leave> for Channel {
                 if *count == 0 {
                     // Announced while the leaving user still counts, so the
                     // size limit applies the same way to its join and leave.
-                    self.presence(link.user(), "left", leave.conn);
+                    self.local_presence(link.user(), false, leave.conn);
                     self.users.remove(link.user());
                 }
             }
@@ -236,5 +296,29 @@ impl Handler<Flush> for Channel {
     fn handle(&mut self, _: Flush, _: &mut Self::Context) {
         self.flush_scheduled = false;
         self.flush();
+    }
+}
+
+impl Handler<Presence> for Channel {
+    type Result = ();
+
+    fn handle(&mut self, msg: Presence, _: &mut Self::Context) {
+        self.flush();
+        let size = self.present_count();
+        let user = &msg.note.user;
+        if msg.note.joined {
+            self.cluster_users.insert(Arc::clone(user));
+        } else {
+            self.cluster_users.remove(user);
+        }
+        // The same size limit as on a single node, counted before the
+        // change so a user's join and leave are treated alike.
+        if size.max(self.present_count()) > MAX_PRESENCE_LIST {
+            return;
+        }
+        let batch = Batch::one(msg.frame);
+        for link in self.members.iter().filter(|l| l.user() != user) {
+            self.deliver(link, &batch);
+        }
     }
 }

@@ -9,6 +9,8 @@
 //!   Members, presence, fan-out.
 //! - [`registry`]: the registry actor, one per node. Channel name → channel
 //!   actor, connections by id and by user; routes published events.
+//! - [`cluster`]: several nodes as one through Redis: the bus actor (the
+//!   Redis subscriber), the outbox, the payload format, cross-node presence.
 //! - [`link`]: what channels and the registry hold for a session: its mailbox
 //!   and its outbound budget.
 //! - [`protocol`]: the wire envelope, request validation and the one encoder.
@@ -27,6 +29,7 @@
 
 pub mod auth;
 pub mod channel;
+pub mod cluster;
 pub mod codes;
 pub mod link;
 pub mod metrics;

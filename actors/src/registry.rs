@@ -6,6 +6,12 @@
 //! subscriptions (so a disconnect leaves every channel), and routes events
 //! from the publish API and client publishes to the channel actors.
 //!
+//! With a bus (several nodes), every event published here also goes to the
+//! outbox for the other nodes, the bus learns of each channel's and user's
+//! first and last local member (so the node subscribes in Redis only to
+//! what it needs), and events from other nodes arrive as [`Deliver`], which
+//! reaches local subscribers only.
+//!
 //! It never encodes an event: publishers hand it finished [`Frame`]s. Channel
 //! actors run on a pool of hub threads (by a hash of their name), so fan-out
 //! uses as many cores as there are hubs while the registry itself only
@@ -22,6 +28,10 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use crate::channel::{self, Channel};
+use crate::cluster::bus::{Bus, Interest};
+use crate::cluster::outbox::Outbox;
+use crate::cluster::wire::Inbound;
+use crate::cluster::Topic;
 use crate::codes::{Close, ErrorCode};
 use crate::link::{Batch, ConnId, Delivery, Link};
 use crate::metrics::Metrics;
@@ -125,6 +135,17 @@ pub struct Broadcast {
     pub frame: Frame,
 }
 
+/// An event from another node (or this node's bus): for local subscribers
+/// only, never forwarded again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    /// Whom it is for.
+    pub topic: Topic,
+    /// The event.
+    pub inbound: Inbound,
+}
+
 /// A session went over its outbound budget (reported once per session by
 /// whoever delivered to it).
 #[derive(Message)]
@@ -193,6 +214,16 @@ pub struct Stats {
     pub channels: usize,
 }
 
+/// The registry's side of the bus: where interest goes, and the outbox
+/// events take to the other nodes.
+#[derive(Clone)]
+pub struct Cluster {
+    /// The bus actor.
+    pub bus: Addr<Bus>,
+    /// The way out to Redis.
+    pub outbox: Outbox,
+}
+
 struct ChannelEntry {
     addr: Addr<Channel>,
     members: usize,
@@ -220,16 +251,20 @@ pub struct Registry {
     arriving: HashMap<ConnId, Recipient<Push>>,
     /// Set by [`CloseAll`]: the node is shutting down.
     closing: Option<Close>,
+    /// The bus, when the node is one of several.
+    cluster: Option<Cluster>,
 }
 
 impl Registry {
-    /// An empty registry whose channel actors run on `hubs` (at least one).
+    /// An empty registry whose channel actors run on `hubs` (at least one),
+    /// on its own or, with `cluster`, one of several nodes.
     pub fn new(
         node_id: Arc<str>,
         max_channels_per_connection: usize,
         slow_consumer_grace: Duration,
         metrics: Arc<Metrics>,
         hubs: Vec<ArbiterHandle>,
+        cluster: Option<Cluster>,
     ) -> Self {
         Registry {
             node_id,
@@ -242,7 +277,39 @@ impl Registry {
             users: HashMap::new(),
             arriving: HashMap::new(),
             closing: None,
+            cluster,
         }
+    }
+
+    /// Tells the bus the node needs `topic` now (`on`) or no longer.
+    fn interest(&self, topic: Topic, on: bool) {
+        if let Some(cluster) = &self.cluster {
+            cluster.bus.do_send(Interest { topic, on });
+        }
+    }
+
+    /// Sends an event published here to the other nodes.
+    fn forward(&self, topic: &Topic, frame: &Frame) {
+        if let Some(cluster) = &self.cluster {
+            cluster.outbox.event(topic, frame);
+        }
+    }
+
+    fn deliver_to_user(&self, user: &str, batch: &Arc<Batch>, ctx: &mut Context<Self>) -> usize {
+        let Some(conns) = self.users.get(user) else { return 0 };
+        let mut reached = 0;
+        for entry in conns.iter().filter_map(|c| self.conns.get(c)) {
+            self.deliver(&entry.link, batch, ctx);
+            reached += 1;
+        }
+        reached
+    }
+
+    fn deliver_to_all(&self, batch: &Arc<Batch>, ctx: &mut Context<Self>) -> usize {
+        for entry in self.conns.values() {
+            self.deliver(&entry.link, batch, ctx);
+        }
+        self.conns.len()
     }
 
     fn deliver(&self, link: &Arc<Link>, batch: &Arc<Batch>, ctx: &mut Context<Self>) {
@@ -274,7 +341,8 @@ impl Registry {
     fn start_channel(&self, name: &Arc<str>, registry: Addr<Registry>) -> Addr<Channel> {
         let mut hash = DefaultHasher::new();
         name.hash(&mut hash);
-        let channel = Channel::new(Arc::clone(name), registry, Arc::clone(&self.metrics));
+        let bus = self.cluster.as_ref().map(|c| c.bus.clone());
+        let channel = Channel::new(Arc::clone(name), registry, Arc::clone(&self.metrics), bus);
         match self.hubs.get(hash.finish() as usize % self.hubs.len().max(1)) {
             Some(hub) => Channel::start_in_arbiter(hub, move |_| channel),
             None => channel.start(),
@@ -291,6 +359,7 @@ impl Registry {
             // Dropping the address stops the actor after it has handled the
             // Leave just sent.
             self.channels.remove(channel);
+            self.interest(Topic::Channel(Arc::clone(channel)), false);
         }
     }
 
@@ -342,7 +411,11 @@ impl Handler<Connect> for Registry {
         if let Some(close) = self.closing {
             return msg.link.close(close);
         }
-        self.users.entry(Arc::clone(msg.link.user())).or_default().push(conn);
+        let user_conns = self.users.entry(Arc::clone(msg.link.user())).or_default();
+        user_conns.push(conn);
+        if user_conns.len() == 1 {
+            self.interest(Topic::User(Arc::clone(msg.link.user())), true);
+        }
         self.conns.insert(
             conn,
             ConnEntry {
@@ -368,6 +441,7 @@ impl Handler<Disconnect> for Registry {
             conns.retain(|c| *c != msg.conn);
             if conns.is_empty() {
                 self.users.remove(entry.link.user());
+                self.interest(Topic::User(Arc::clone(entry.link.user())), false);
             }
         }
     }
@@ -391,6 +465,9 @@ impl Handler<Subscribe> for Registry {
                 }
                 entry.channels.push(Arc::clone(&name));
                 if !self.channels.contains_key(&name) {
+                    // Interest first: the new channel asks the bus for the
+                    // cluster's presence, which subscribes before it reads.
+                    self.interest(Topic::Channel(Arc::clone(&name)), true);
                     let addr = self.start_channel(&name, registry.clone());
                     self.channels.insert(Arc::clone(&name), ChannelEntry { addr, members: 0 });
                 }
@@ -434,6 +511,9 @@ impl Handler<Publish> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
+        if self.cluster.is_some() {
+            self.forward(&Topic::Channel(Arc::clone(&msg.channel)), &msg.frame);
+        }
         if let Some(channel) = self.channels.get(&msg.channel) {
             channel.addr.do_send(channel::Publish { frame: msg.frame });
         }
@@ -454,14 +534,10 @@ impl Handler<SendToUser> for Registry {
     type Result = usize;
 
     fn handle(&mut self, msg: SendToUser, ctx: &mut Self::Context) -> usize {
-        let Some(conns) = self.users.get(msg.user.as_str()) else { return 0 };
-        let batch = Batch::one(msg.frame);
-        let mut reached = 0;
-        for entry in conns.iter().filter_map(|c| self.conns.get(c)) {
-            self.deliver(&entry.link, &batch, ctx);
-            reached += 1;
+        if self.cluster.is_some() {
+            self.forward(&Topic::User(Arc::from(msg.user.as_str())), &msg.frame);
         }
-        reached
+        self.deliver_to_user(&msg.user, &Batch::one(msg.frame), ctx)
     }
 }
 
@@ -469,11 +545,31 @@ impl Handler<Broadcast> for Registry {
     type Result = usize;
 
     fn handle(&mut self, msg: Broadcast, ctx: &mut Self::Context) -> usize {
-        let batch = Batch::one(msg.frame);
-        for entry in self.conns.values() {
-            self.deliver(&entry.link, &batch, ctx);
+        self.forward(&Topic::Broadcast, &msg.frame);
+        self.deliver_to_all(&Batch::one(msg.frame), ctx)
+    }
+}
+
+impl Handler<Deliver> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        let Inbound { frame, presence } = msg.inbound;
+        match msg.topic {
+            Topic::Channel(name) => {
+                let Some(channel) = self.channels.get(&name) else { return };
+                match presence {
+                    Some(note) => channel.addr.do_send(channel::Presence { frame, note }),
+                    None => channel.addr.do_send(channel::Publish { frame }),
+                }
+            }
+            Topic::User(user) => {
+                self.deliver_to_user(&user, &Batch::one(frame), ctx);
+            }
+            Topic::Broadcast => {
+                self.deliver_to_all(&Batch::one(frame), ctx);
+            }
         }
-        self.conns.len()
     }
 }
 

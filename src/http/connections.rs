@@ -41,6 +41,18 @@ pub async fn metrics(_: Admin, state: web::Data<AppState>) -> Result<HttpRespons
         map.insert("connections".into(), stats.connections.into());
         map.insert("users".into(), stats.users.into());
         map.insert("channels".into(), stats.channels.into());
+        if let Some(bus) = &state.bus {
+            let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            let redis = json!({
+                "status": if bus.is_up() { "up" } else { "down" },
+                "published": count(&bus.published),
+                "received": count(&bus.received),
+                "dropped": count(&bus.dropped),
+                "malformed": count(&bus.malformed),
+                "connects": count(&bus.connects),
+            });
+            map.insert("redis".into(), redis);
+        }
     }
     Ok(HttpResponse::Ok().json(body))
 }

@@ -7,9 +7,9 @@
 //!   `/api/users/{user_id}/send`.
 //! - [`connections`]: `GET /ws/connections`, `GET /ws/metrics`,
 //!   `POST /ws/broadcast`, `POST /ws/ping`.
-//! - [`health`]: `GET /health`.
+//! - [`health`]: `GET /health`, `GET /api/health/redis`.
 //!
-//! Everything but `/health` and the WebSocket endpoint takes the admin
+//! Everything but the health checks and the WebSocket endpoint takes the admin
 //! bearer token ([`Admin`]); every error is JSON ([`error`]).
 
 pub mod connections;
@@ -25,6 +25,7 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
 use nova_actors::auth::constant_time_eq;
+use nova_actors::cluster::BusStatus;
 use nova_actors::node::Node;
 
 use crate::config::Origins;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub admin_token: String,
     /// Allowed browser origins.
     pub origins: Origins,
+    /// The Redis bus's state; `None` for a node on its own.
+    pub bus: Option<Arc<BusStatus>>,
 }
 
 /// Proof that a request carried the admin bearer token; take it as a
@@ -78,6 +81,7 @@ fn resource(path: &str) -> actix_web::Resource {
 /// `/ws/{client_id}`, so those names cannot be client ids.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/health").route(web::get().to(health::health)))
+        .service(resource("/api/health/redis").route(web::get().to(health::redis)))
         .service(resource("/ws/connections").route(web::get().to(connections::list)))
         .service(resource("/ws/metrics").route(web::get().to(connections::metrics)))
         .service(resource("/ws/broadcast").route(web::post().to(connections::broadcast)))

@@ -1,0 +1,605 @@
+//! The bus actor: this node's link to the other nodes through Redis.
+//!
+//! It owns two Redis connections: a pub/sub connection whose messages it
+//! takes as a stream (events other nodes published, handed to the registry),
+//! and a multiplexed one for presence scripts and for the outbox's writer.
+//!
+//! It subscribes only to what this node needs: the registry reports each
+//! channel's first and last local subscriber and each user's first and last
+//! connection as [`Interest`], and the bus sends the net change as one
+//! `SUBSCRIBE` and one `UNSUBSCRIBE` once its mailbox is drained, so churn
+//! costs a command per burst, not per connection.
+//!
+//! Channel actors report a user's first and last local connection as
+//! [`PresenceChange`]; the bus counts them in Redis (see `presence.rs`) and
+//! announces a join or leave to every node only when it is one for the
+//! whole cluster. A heartbeat keeps this node registered; the node that
+//! first sees another's heartbeat expire takes its presence back.
+//!
+//! When Redis is unreachable the node serves its own clients as a single
+//! node would (presence included), logs one warning, and retries with
+//! capped exponential backoff. On reconnecting it subscribes again to
+//! everything it needs and syncs its presence.
+
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::stream::{self, StreamExt};
+use redis::aio::{MultiplexedConnection, PubSubSink};
+use redis::{AsyncConnectionConfig, Client, Msg, RedisError, Script};
+use tokio::sync::watch;
+
+use crate::channel::presence_frame;
+use crate::cluster::outbox::{Outbox, Writer};
+use crate::cluster::presence::{self, Transition};
+use crate::cluster::wire::{self, Origin, PresenceNote};
+use crate::cluster::{BusStatus, Keys, Topic};
+use crate::registry::{Deliver, Registry};
+
+/// Time to connect, and to wait for any one answer from Redis.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// First retry after a failure; doubled after each failed attempt.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+
+/// Retries are never further apart than this.
+pub const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// How the bus is set up.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// The Redis URL.
+    pub url: String,
+    /// Key and channel prefix.
+    pub prefix: String,
+    /// How long this node's presence outlives its last heartbeat; the
+    /// heartbeat runs three times per TTL.
+    pub presence_ttl: Duration,
+    /// Largest event accepted from Redis.
+    pub max_frame_bytes: usize,
+}
+
+/// A channel or user gained its first local member (`on`) or lost its last.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Interest {
+    /// The channel or user.
+    pub topic: Topic,
+    /// Whether the node needs it now.
+    pub on: bool,
+}
+
+/// A user's first connection joined a channel on this node, or the last
+/// one left.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PresenceChange {
+    /// The channel.
+    pub channel: Arc<str>,
+    /// The user.
+    pub user: Arc<str>,
+    /// Joined (`true`) or left.
+    pub joined: bool,
+}
+
+/// The users present in a channel on every node (empty while Redis is
+/// down).
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub struct LoadPresence {
+    /// The channel.
+    pub channel: Arc<str>,
+}
+
+/// Takes this node's presence out of Redis (graceful shutdown), so other
+/// nodes announce its users as gone at once instead of after the TTL.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+/// Sends the net subscription change; sent to itself.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FlushSubscriptions;
+
+/// Counts the presence changes gathered; sent to itself.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FlushPresence;
+
+/// What the pub/sub stream yields: a message, or the end of the
+/// connection with the given number.
+enum FromRedis {
+    Message(u64, Msg),
+    Closed(u64),
+}
+
+impl Message for FromRedis {
+    type Result = ();
+}
+
+/// A live connection to Redis.
+struct Link {
+    conn: MultiplexedConnection,
+    sink: PubSubSink,
+}
+
+/// The scripts, built once per process; `'static` so an invocation can
+/// travel in a spawned future.
+struct Scripts {
+    apply: Script,
+    sync: Script,
+    heartbeat: Script,
+    reap: Script,
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    apply: presence::apply(),
+    sync: presence::sync(),
+    heartbeat: presence::heartbeat(),
+    reap: presence::reap(),
+});
+
+/// This node's link to the others.
+pub struct Bus {
+    client: Client,
+    config: BusConfig,
+    keys: Arc<Keys>,
+    node: Arc<str>,
+    origin: Arc<Origin>,
+    registry: Addr<Registry>,
+    status: Arc<BusStatus>,
+    outbox: Outbox,
+    writer: Option<Writer>,
+    conn_tx: watch::Sender<Option<MultiplexedConnection>>,
+    link: Option<Link>,
+    /// Numbers each connection, so messages and failures of an old one are
+    /// told apart from the current one's.
+    epoch: u64,
+    connecting: bool,
+    retry_scheduled: bool,
+    retry: Duration,
+    /// Whether this outage was logged.
+    warned: bool,
+    /// Redis channels the node needs, and those it is subscribed to.
+    wanted: HashSet<String>,
+    subscribed: HashSet<String>,
+    subscriptions_flush: bool,
+    /// The `channel\nuser` pairs present on this node, and those changed
+    /// since the last count.
+    present: HashSet<String>,
+    touched: HashSet<String>,
+    presence_flush: bool,
+}
+
+impl Bus {
+    /// The bus of node `node`, with the outbox the registry publishes
+    /// through. Start it with [`Bus::start_in`].
+    pub fn new(
+        config: BusConfig,
+        node: Arc<str>,
+        registry: Addr<Registry>,
+        status: Arc<BusStatus>,
+    ) -> Result<(Bus, Outbox), RedisError> {
+        let client = Client::open(config.url.as_str())?;
+        let keys = Arc::new(Keys::new(&config.prefix));
+        let origin = Arc::new(Origin::new(&node));
+        let (conn_tx, conn_rx) = watch::channel(None);
+        let (outbox, writer) = Outbox::new(Arc::clone(&keys), Arc::clone(&origin), Arc::clone(&status), conn_rx);
+        let bus = Bus {
+            client,
+            wanted: HashSet::from([keys.broadcast()]),
+            keys,
+            config,
+            node,
+            origin,
+            registry,
+            status,
+            outbox: outbox.clone(),
+            writer: Some(writer),
+            conn_tx,
+            link: None,
+            epoch: 0,
+            connecting: false,
+            retry_scheduled: false,
+            retry: FIRST_RETRY,
+            warned: false,
+            subscribed: HashSet::new(),
+            subscriptions_flush: false,
+            present: HashSet::new(),
+            touched: HashSet::new(),
+            presence_flush: false,
+        };
+        Ok((bus, outbox))
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        if self.connecting || self.link.is_some() {
+            return;
+        }
+        self.connecting = true;
+        let client = self.client.clone();
+        let attempt = async move {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(REDIS_TIMEOUT))
+                .set_response_timeout(Some(REDIS_TIMEOUT));
+            let conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+            let pubsub = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub())
+                .await
+                .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+            Ok::<_, RedisError>((conn, pubsub))
+        };
+        ctx.spawn(attempt.into_actor(self).map(|result, act, ctx| {
+            act.connecting = false;
+            match result {
+                Ok((conn, pubsub)) => act.connected(conn, pubsub, ctx),
+                Err(e) => act.lost(None, format!("cannot connect: {e}"), ctx),
+            }
+        }));
+    }
+
+    fn connected(&mut self, conn: MultiplexedConnection, pubsub: redis::aio::PubSub, ctx: &mut Context<Self>) {
+        self.epoch += 1;
+        let epoch = self.epoch;
+        let (sink, messages) = pubsub.split();
+        ctx.add_stream(
+            messages
+                .map(move |m| FromRedis::Message(epoch, m))
+                .chain(stream::once(async move { FromRedis::Closed(epoch) })),
+        );
+        self.conn_tx.send_replace(Some(conn.clone()));
+        self.link = Some(Link { conn, sink });
+        self.subscribed.clear();
+        self.retry = FIRST_RETRY;
+        self.status.connects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.status.set(true, None);
+        if std::mem::take(&mut self.warned) {
+            log::info!("redis: connected again; resubscribing and syncing presence");
+        } else {
+            log::info!("redis: connected (prefix '{}')", self.keys.prefix());
+        }
+        self.flush_subscriptions(ctx);
+        self.heartbeat(ctx);
+    }
+
+    /// The connection numbered `epoch` (or the attempt to make one, with
+    /// `None`) failed: serve locally and retry.
+    fn lost(&mut self, epoch: Option<u64>, why: String, ctx: &mut Context<Self>) {
+        if epoch.is_some_and(|e| e != self.epoch) {
+            return;
+        }
+        if self.link.take().is_some() {
+            self.conn_tx.send_replace(None);
+            self.subscribed.clear();
+            self.touched.clear();
+        }
+        self.status.set(false, Some(why.clone()));
+        if !self.warned {
+            self.warned = true;
+            log::warn!(
+                "redis: {why}; serving this node's clients only, retrying every {:?} at most",
+                MAX_RETRY
+            );
+        } else {
+            log::debug!("redis: {why}; next try in {:?}", self.retry);
+        }
+        if !self.retry_scheduled && !self.connecting {
+            self.retry_scheduled = true;
+            ctx.run_later(self.retry, |act, ctx| {
+                act.retry_scheduled = false;
+                act.connect(ctx);
+            });
+            self.retry = (self.retry * 2).min(MAX_RETRY);
+        }
+    }
+
+    /// Whether a failed command means the connection is gone.
+    fn fatal(e: &RedisError) -> bool {
+        e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
+    }
+
+    fn flush_subscriptions(&mut self, ctx: &mut Context<Self>) {
+        self.subscriptions_flush = false;
+        let Some(link) = &self.link else { return };
+        let add: Vec<String> = self.wanted.difference(&self.subscribed).cloned().collect();
+        let remove: Vec<String> = self.subscribed.difference(&self.wanted).cloned().collect();
+        if add.is_empty() && remove.is_empty() {
+            return;
+        }
+        for name in &add {
+            self.subscribed.insert(name.clone());
+        }
+        for name in &remove {
+            self.subscribed.remove(name);
+        }
+        let (mut sink, epoch) = (link.sink.clone(), self.epoch);
+        let change = async move {
+            if !add.is_empty() {
+                sink.subscribe(&add).await?;
+            }
+            if !remove.is_empty() {
+                sink.unsubscribe(&remove).await?;
+            }
+            Ok::<_, RedisError>(())
+        };
+        let change = tokio::time::timeout(REDIS_TIMEOUT, change);
+        ctx.spawn(change.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => act.lost(Some(epoch), format!("subscribing failed: {e}"), ctx),
+            Err(_) => act.lost(Some(epoch), "subscribing got no answer".into(), ctx),
+        }));
+    }
+
+    /// Announces a presence change to this node's subscribers, and with
+    /// `remote` to every other node too.
+    fn announce(&self, (channel, user, joined): Transition, remote: bool) {
+        let frame = presence_frame(&channel, &user, joined);
+        let note = PresenceNote { user, joined };
+        if remote {
+            self.outbox.presence(&channel, &frame, &note);
+        }
+        let inbound = wire::Inbound { frame, presence: Some(note) };
+        self.registry.do_send(Deliver { topic: Topic::Channel(channel), inbound });
+    }
+
+    /// Runs a presence script and announces the transitions it reports.
+    /// `local` says whether this node's own subscribers hear of them (they
+    /// already did when the change happened during an outage).
+    fn run_presence(
+        &mut self,
+        invocation: redis::ScriptInvocation<'static>,
+        local: bool,
+        on_error: Vec<Transition>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(link) = &self.link else { return };
+        let (mut conn, epoch) = (link.conn.clone(), self.epoch);
+        let run = async move { invocation.invoke_async::<Vec<String>>(&mut conn).await };
+        ctx.spawn(run.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(answer) => {
+                for transition in presence::transitions(answer) {
+                    if local {
+                        act.announce(transition, true);
+                    } else {
+                        act.outbox.presence(
+                            &transition.0,
+                            &presence_frame(&transition.0, &transition.1, transition.2),
+                            &PresenceNote { user: transition.1, joined: transition.2 },
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                log::warn!("redis: presence update failed: {e}");
+                // This node's subscribers still hear of its own changes.
+                for transition in on_error {
+                    act.announce(transition, false);
+                }
+                if Bus::fatal(&e) {
+                    act.lost(Some(epoch), format!("presence update failed: {e}"), ctx);
+                }
+            }
+        }));
+    }
+
+    fn flush_presence(&mut self, ctx: &mut Context<Self>) {
+        self.presence_flush = false;
+        if self.touched.is_empty() || self.link.is_none() {
+            return;
+        }
+        let mut fallback = Vec::with_capacity(self.touched.len());
+        let mut invocation = SCRIPTS.apply.prepare_invoke();
+        invocation.key(self.keys.node_presence(&self.node)).arg(self.keys.prefix());
+        for member in self.touched.drain() {
+            let joined = self.present.contains(&member);
+            if let Some((channel, user)) = member.split_once('\n') {
+                fallback.push((Arc::from(channel), Arc::from(user), joined));
+            }
+            invocation.arg(format!("{}{member}", if joined { '+' } else { '-' }));
+        }
+        self.run_presence(invocation, true, fallback, ctx);
+    }
+
+    /// Makes Redis hold exactly this node's presence; what changes is news
+    /// for the other nodes only.
+    fn sync_presence(&mut self, ctx: &mut Context<Self>) {
+        self.touched.clear();
+        let mut invocation = SCRIPTS.sync.prepare_invoke();
+        invocation.key(self.keys.node_presence(&self.node)).arg(self.keys.prefix());
+        for member in &self.present {
+            invocation.arg(member);
+        }
+        self.run_presence(invocation, false, Vec::new(), ctx);
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        let Some(link) = &self.link else { return };
+        let (mut conn, epoch) = (link.conn.clone(), self.epoch);
+        let mut invocation = SCRIPTS.heartbeat.prepare_invoke();
+        invocation.key(self.keys.nodes()).arg(&*self.node).arg(self.config.presence_ttl.as_millis() as u64);
+        let invocation = invocation;
+        let beat = async move { invocation.invoke_async::<Vec<String>>(&mut conn).await };
+        ctx.spawn(beat.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(answer) => {
+                let mut answer = answer.into_iter();
+                if answer.next().as_deref() != Some("1") {
+                    // First beat, or a survivor took this node for dead.
+                    act.sync_presence(ctx);
+                }
+                let node = Arc::clone(&act.node);
+                for dead in answer.filter(|n| **n != *node) {
+                    act.reap(dead, ctx);
+                }
+            }
+            Err(e) if Bus::fatal(&e) => act.lost(Some(epoch), format!("heartbeat failed: {e}"), ctx),
+            Err(e) => log::warn!("redis: heartbeat failed: {e}"),
+        }));
+    }
+
+    /// Takes back the presence of a node whose heartbeat expired.
+    fn reap(&mut self, dead: String, ctx: &mut Context<Self>) {
+        log::info!("redis: node '{dead}' stopped beating; taking its presence back");
+        let mut invocation = SCRIPTS.reap.prepare_invoke();
+        invocation.key(self.keys.nodes()).key(self.keys.node_presence(&dead)).arg(self.keys.prefix()).arg(&dead);
+        self.run_presence(invocation, true, Vec::new(), ctx);
+    }
+}
+
+impl Actor for Bus {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(writer) = self.writer.take() {
+            ctx.spawn(writer.run().into_actor(self));
+        }
+        let beat = (self.config.presence_ttl / 3).max(Duration::from_millis(100));
+        ctx.run_interval(beat, |act, ctx| act.heartbeat(ctx));
+        self.connect(ctx);
+    }
+}
+
+impl StreamHandler<FromRedis> for Bus {
+    fn handle(&mut self, item: FromRedis, ctx: &mut Self::Context) {
+        let (epoch, msg) = match item {
+            FromRedis::Closed(epoch) => return self.lost(Some(epoch), "connection closed".into(), ctx),
+            FromRedis::Message(epoch, msg) => (epoch, msg),
+        };
+        let payload = msg.get_payload_bytes();
+        if epoch != self.epoch || self.origin.is_own(payload) {
+            return;
+        }
+        let Some(topic) = Topic::parse(&self.keys, msg.get_channel_name()) else { return };
+        match wire::decode(&topic, payload, self.config.max_frame_bytes) {
+            Ok(inbound) => {
+                self.status.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.registry.do_send(Deliver { topic, inbound });
+            }
+            Err(why) => {
+                let n = self.status.malformed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Logged at a falling rate: a broken publisher must not
+                // flood the log.
+                if n.is_power_of_two() || n == 0 {
+                    log::warn!("redis: dropped a payload on '{}' ({} so far): {why}", msg.get_channel_name(), n + 1);
+                }
+            }
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {
+        // Each connection's stream ends with `FromRedis::Closed`; the actor
+        // lives on and reconnects.
+    }
+}
+
+impl Handler<Interest> for Bus {
+    type Result = ();
+
+    fn handle(&mut self, msg: Interest, ctx: &mut Self::Context) {
+        let name = msg.topic.key(&self.keys);
+        if msg.on {
+            self.wanted.insert(name);
+        } else {
+            self.wanted.remove(&name);
+        }
+        if !self.subscriptions_flush {
+            self.subscriptions_flush = true;
+            ctx.notify(FlushSubscriptions);
+        }
+    }
+}
+
+impl Handler<FlushSubscriptions> for Bus {
+    type Result = ();
+
+    fn handle(&mut self, _: FlushSubscriptions, ctx: &mut Self::Context) {
+        self.flush_subscriptions(ctx);
+    }
+}
+
+impl Handler<PresenceChange> for Bus {
+    type Result = ();
+
+    fn handle(&mut self, msg: PresenceChange, ctx: &mut Self::Context) {
+        let member = presence::member(&msg.channel, &msg.user);
+        if msg.joined {
+            self.present.insert(member.clone());
+        } else {
+            self.present.remove(&member);
+        }
+        if self.link.is_none() {
+            // On its own, the node announces what it sees; the sync after
+            // reconnecting tells the others.
+            return self.announce((msg.channel, msg.user, msg.joined), false);
+        }
+        self.touched.insert(member);
+        if !self.presence_flush {
+            self.presence_flush = true;
+            ctx.notify(FlushPresence);
+        }
+    }
+}
+
+impl Handler<FlushPresence> for Bus {
+    type Result = ();
+
+    fn handle(&mut self, _: FlushPresence, ctx: &mut Self::Context) {
+        self.flush_presence(ctx);
+    }
+}
+
+impl Handler<LoadPresence> for Bus {
+    type Result = ResponseFuture<Vec<String>>;
+
+    fn handle(&mut self, msg: LoadPresence, ctx: &mut Self::Context) -> Self::Result {
+        // Subscribe first, so no change falls between the list and the
+        // subscription that reports changes.
+        self.flush_subscriptions(ctx);
+        let Some(link) = &self.link else { return Box::pin(async { Vec::new() }) };
+        let mut conn = link.conn.clone();
+        let key = self.keys.presence(&msg.channel);
+        Box::pin(async move {
+            let mut hkeys = redis::cmd("HKEYS");
+            hkeys.arg(key);
+            match tokio::time::timeout(REDIS_TIMEOUT, hkeys.query_async::<Vec<String>>(&mut conn)).await {
+                Ok(Ok(users)) => users,
+                Ok(Err(e)) => {
+                    log::warn!("redis: reading presence failed: {e}");
+                    Vec::new()
+                }
+                Err(_) => Vec::new(),
+            }
+        })
+    }
+}
+
+impl Handler<Retire> for Bus {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Retire, _: &mut Self::Context) -> Self::Result {
+        let Some(link) = &self.link else { return Box::pin(async {}) };
+        let mut conn = link.conn.clone();
+        let (outbox, keys, node) = (self.outbox.clone(), Arc::clone(&self.keys), Arc::clone(&self.node));
+        self.present.clear();
+        Box::pin(async move {
+            let mut sync = SCRIPTS.sync.prepare_invoke();
+            sync.key(keys.node_presence(&node)).arg(keys.prefix());
+            let retire = async {
+                let left = sync.invoke_async::<Vec<String>>(&mut conn).await?;
+                redis::cmd("ZREM").arg(keys.nodes()).arg(&*node).query_async::<()>(&mut conn).await?;
+                Ok::<_, RedisError>(left)
+            };
+            match tokio::time::timeout(REDIS_TIMEOUT, retire).await {
+                Ok(Ok(left)) => {
+                    for (channel, user, joined) in presence::transitions(left) {
+                        let frame = presence_frame(&channel, &user, joined);
+                        outbox.presence(&channel, &frame, &PresenceNote { user, joined });
+                    }
+                }
+                Ok(Err(e)) => log::warn!("redis: could not retire this node's presence: {e}"),
+                Err(_) => log::warn!("redis: could not retire this node's presence in time"),
+            }
+        })
+    }
+}

@@ -1,0 +1,176 @@
+//! Scaling out through Redis: several nodes behind a load balancer act as
+//! one server.
+//!
+//! - [`bus`]: the bus actor, one per node. It owns the Redis pub/sub
+//!   connection, subscribes to the Redis channels this node has local
+//!   interest in, hands events from other nodes to the registry, and keeps
+//!   this node's presence and liveness in Redis.
+//! - [`outbox`]: the bounded queue every published event takes to Redis,
+//!   and the task that writes it; publishing never waits for Redis.
+//! - [`wire`]: the payload format on the Redis channels, the one external
+//!   publishers use too.
+//! - [`presence`]: the Lua scripts that keep cross-node presence counts
+//!   atomic.
+//!
+//! Without a Redis URL none of this runs and the node is on its own.
+//! docs/scaling.md describes the design, the keys and the failure behaviour.
+
+pub mod bus;
+pub mod outbox;
+pub mod presence;
+pub mod wire;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// The names of every Redis key and channel a deployment uses, all under
+/// one prefix so several deployments can share a Redis.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Names under `prefix` (`nova:` by default).
+    pub fn new(prefix: &str) -> Self {
+        Keys { prefix: prefix.to_owned() }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Pub/sub channel of a server channel: `{prefix}ch:{channel}`.
+    pub fn channel(&self, channel: &str) -> String {
+        format!("{}ch:{channel}", self.prefix)
+    }
+
+    /// Pub/sub channel of a user's direct messages: `{prefix}user:{user}`.
+    pub fn user(&self, user: &str) -> String {
+        format!("{}user:{user}", self.prefix)
+    }
+
+    /// Pub/sub channel of broadcasts to every connection: `{prefix}broadcast`.
+    pub fn broadcast(&self) -> String {
+        format!("{}broadcast", self.prefix)
+    }
+
+    /// Hash of a channel's users across nodes: `{prefix}presence:{channel}`.
+    pub fn presence(&self, channel: &str) -> String {
+        format!("{}presence:{channel}", self.prefix)
+    }
+
+    /// Set of the presence a node has counted: `{prefix}node:{id}:presence`.
+    pub fn node_presence(&self, node: &str) -> String {
+        format!("{}node:{node}:presence", self.prefix)
+    }
+
+    /// Sorted set of live nodes, scored by when their heartbeat expires
+    /// (milliseconds, Redis clock): `{prefix}nodes`.
+    pub fn nodes(&self) -> String {
+        format!("{}nodes", self.prefix)
+    }
+}
+
+/// What a Redis pub/sub channel name stands for on this server.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// A server channel.
+    Channel(std::sync::Arc<str>),
+    /// A user's connections.
+    User(std::sync::Arc<str>),
+    /// Every connection.
+    Broadcast,
+}
+
+impl Topic {
+    /// Its Redis channel name.
+    pub fn key(&self, keys: &Keys) -> String {
+        match self {
+            Topic::Channel(c) => keys.channel(c),
+            Topic::User(u) => keys.user(u),
+            Topic::Broadcast => keys.broadcast(),
+        }
+    }
+
+    /// The topic of a Redis channel name, `None` for names that are not
+    /// ours.
+    pub fn parse(keys: &Keys, name: &str) -> Option<Topic> {
+        let rest = name.strip_prefix(keys.prefix())?;
+        if let Some(channel) = rest.strip_prefix("ch:") {
+            crate::names::parse_channel(channel).ok().map(Topic::Channel)
+        } else if let Some(user) = rest.strip_prefix("user:") {
+            crate::auth::check_user_id(user).ok().map(|_| Topic::User(user.into()))
+        } else if rest == "broadcast" {
+            Some(Topic::Broadcast)
+        } else {
+            None
+        }
+    }
+}
+
+/// The bus's state as health checks and metrics see it, shared with the
+/// HTTP handlers.
+#[derive(Debug, Default)]
+pub struct BusStatus {
+    up: AtomicBool,
+    /// Events written to Redis.
+    pub published: AtomicU64,
+    /// Events from other nodes (or external publishers) delivered here.
+    pub received: AtomicU64,
+    /// Events not written to Redis: Redis down, the outbox full, or the
+    /// write failed. Local subscribers got them all the same.
+    pub dropped: AtomicU64,
+    /// Payloads on our Redis channels that were not valid events.
+    pub malformed: AtomicU64,
+    /// Connections made to Redis (the first and every reconnect).
+    pub connects: AtomicU64,
+    changed: Mutex<Option<(SystemTime, Option<String>)>>,
+}
+
+impl BusStatus {
+    /// Whether the node is connected to Redis now.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Records a connection or a loss; returns whether it was a change.
+    pub fn set(&self, up: bool, error: Option<String>) -> bool {
+        let changed = self.up.swap(up, Ordering::AcqRel) != up;
+        if let Ok(mut last) = self.changed.lock() {
+            if changed || last.is_none() {
+                *last = Some((SystemTime::now(), error));
+            }
+        }
+        changed
+    }
+
+    /// When the state last changed, and the error that took it down.
+    pub fn last_change(&self) -> Option<(SystemTime, Option<String>)> {
+        self.changed.lock().ok().and_then(|l| l.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_round_trip_through_their_keys() {
+        let keys = Keys::new("nova:");
+        for topic in [Topic::Channel("team:t1".into()), Topic::User("alice@example".into()), Topic::Broadcast] {
+            assert_eq!(Topic::parse(&keys, &topic.key(&keys)), Some(topic));
+        }
+    }
+
+    #[test]
+    fn names_outside_the_prefix_or_grammar_are_not_topics() {
+        let keys = Keys::new("nova:");
+        assert_eq!(Topic::parse(&keys, "other:ch:team:t1"), None);
+        assert_eq!(Topic::parse(&keys, "nova:ch:nope:t1"), None);
+        assert_eq!(Topic::parse(&keys, "nova:ch:team:../x"), None);
+        assert_eq!(Topic::parse(&keys, "nova:nodes"), None);
+    }
+}

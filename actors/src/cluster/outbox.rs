@@ -1,0 +1,131 @@
+//! The way out to Redis: a bounded queue that every published event takes,
+//! and the task that writes it.
+//!
+//! Whoever publishes (the registry, the bus for presence) puts the payload
+//! in the queue without waiting; the writer takes everything queued, up to
+//! [`MAX_PIPELINE`] events, and sends it as one pipeline of `PUBLISH`
+//! commands, so under load one round trip carries many events. Publishing
+//! never blocks: with Redis down the event is not queued at all, and with
+//! the queue full (Redis slow) it is dropped from the bus and counted. Local
+//! subscribers get every event either way; docs/scaling.md says what other
+//! nodes miss.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use tokio::sync::{mpsc, watch};
+
+use crate::cluster::wire::{Origin, PresenceNote};
+use crate::cluster::{BusStatus, Keys, Topic};
+use crate::protocol::Frame;
+
+/// Events waiting for Redis at most.
+pub const QUEUE_CAPACITY: usize = 16 * 1024;
+
+/// Events in one pipeline at most.
+pub const MAX_PIPELINE: usize = 512;
+
+/// How long one pipeline may take before it is given up (and its events
+/// counted as dropped): a Redis that stops answering costs the queue this
+/// long, never a publisher.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One event for one Redis channel.
+struct Outgoing {
+    channel: String,
+    payload: Vec<u8>,
+}
+
+/// The publishing end, cheap to clone and safe to use from any thread.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Outgoing>,
+    keys: Arc<Keys>,
+    origin: Arc<Origin>,
+    status: Arc<BusStatus>,
+}
+
+impl Outbox {
+    /// An outbox and the writer to run beside it. The writer publishes on
+    /// whatever connection `conn` holds, and drops events while it holds
+    /// none.
+    pub fn new(
+        keys: Arc<Keys>,
+        origin: Arc<Origin>,
+        status: Arc<BusStatus>,
+        conn: watch::Receiver<Option<MultiplexedConnection>>,
+    ) -> (Outbox, Writer) {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let writer = Writer { rx, conn, status: Arc::clone(&status) };
+        (Outbox { tx, keys, origin, status }, writer)
+    }
+
+    /// Forwards an event of a channel, user or broadcast to the other nodes.
+    pub fn event(&self, topic: &Topic, frame: &Frame) {
+        self.send(topic, || self.origin.event(frame));
+    }
+
+    /// Forwards a presence change of `channel` to the other nodes.
+    pub fn presence(&self, channel: &Arc<str>, frame: &Frame, note: &PresenceNote) {
+        self.send(&Topic::Channel(Arc::clone(channel)), || self.origin.presence(frame, note));
+    }
+
+    fn send(&self, topic: &Topic, payload: impl FnOnce() -> Vec<u8>) {
+        if !self.status.is_up() {
+            self.status.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let outgoing = Outgoing { channel: topic.key(&self.keys), payload: payload() };
+        if self.tx.try_send(outgoing).is_err() {
+            let dropped = self.status.dropped.fetch_add(1, Ordering::Relaxed);
+            if dropped.is_power_of_two() {
+                log::warn!("redis: outbox full ({QUEUE_CAPACITY} events), dropping events for other nodes ({} so far)", dropped + 1);
+            }
+        }
+    }
+}
+
+/// Writes what the outbox queues; run it with [`Writer::run`] on the bus's
+/// thread.
+pub struct Writer {
+    rx: mpsc::Receiver<Outgoing>,
+    conn: watch::Receiver<Option<MultiplexedConnection>>,
+    status: Arc<BusStatus>,
+}
+
+impl Writer {
+    /// Writes until every [`Outbox`] is gone.
+    pub async fn run(mut self) {
+        let mut batch = Vec::with_capacity(MAX_PIPELINE);
+        let mut last_complaint: Option<Instant> = None;
+        while self.rx.recv_many(&mut batch, MAX_PIPELINE).await > 0 {
+            let count = batch.len() as u64;
+            let conn = self.conn.borrow().clone();
+            let Some(mut conn) = conn else {
+                self.status.dropped.fetch_add(count, Ordering::Relaxed);
+                batch.clear();
+                continue;
+            };
+            let mut pipe = redis::pipe();
+            for out in batch.drain(..) {
+                pipe.cmd("PUBLISH").arg(out.channel).arg(out.payload).ignore();
+            }
+            let outcome = tokio::time::timeout(WRITE_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
+            let error = match outcome {
+                Ok(Ok(())) => {
+                    self.status.published.fetch_add(count, Ordering::Relaxed);
+                    continue;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer in {WRITE_TIMEOUT:?}"),
+            };
+            self.status.dropped.fetch_add(count, Ordering::Relaxed);
+            if last_complaint.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                last_complaint = Some(Instant::now());
+                log::warn!("redis: publishing {count} events failed: {error}");
+            }
+        }
+    }
+}
