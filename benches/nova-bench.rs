@@ -10,11 +10,22 @@
 //! - `fanout`: N subscribers on one channel, one publisher posting events at
 //!   a fixed rate (open loop: it does not wait for deliveries); reports
 //!   deliveries per second, loss, and publish→receive latency percentiles.
+//! - `cluster`: scaling out through Redis. Starts its own `redis-server` (on
+//!   a free port, pinned to the server CPU, killed at the end) and two nodes,
+//!   `node-a` and `node-b`, both on the server CPU and connected to it. The
+//!   subscribers of one channel are split evenly between the nodes; the
+//!   publisher posts to node A only, so node A's subscribers are local and
+//!   node B's are reached through Redis pub/sub. Reports, per rate,
+//!   deliveries per second, loss and duplicates counted per event, and the
+//!   latency percentiles of local and remote subscribers apart, with what
+//!   the cross-node hop adds (remote minus local p50 and p99). Any loss makes
+//!   it exit non-zero. Needs `redis-server` on the PATH.
 //!
 //! ```sh
 //! cargo build --release
 //! cargo bench --bench nova-bench -- memory --connections 10000
 //! cargo bench --bench nova-bench -- fanout --subscribers 1000 --rate 100 --seconds 10
+//! cargo bench --bench nova-bench -- cluster --subscribers 1000 --rate 100,200,500 --seconds 10
 //! ```
 
 use std::cell::RefCell;
@@ -77,6 +88,21 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         batch: usize,
     },
+    /// Two nodes through a private Redis: local and cross-node delivery
+    Cluster {
+        /// Subscribers of the channel, half on each node
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Events published per second to node A (comma-separated for a sweep)
+        #[arg(long, value_delimiter = ',', default_value = "100,200,500")]
+        rate: Vec<u64>,
+        /// Seconds of publishing per rate
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Size of each event's `data`, bytes
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+    },
 }
 
 const ADMIN: &str = "bench-admin-token";
@@ -87,16 +113,23 @@ fn main() {
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("could not raise the open-file limit: {e}");
     }
-    let server = Server::start(&args);
-    let result = actix_rt::System::new().block_on(async {
-        match args.cmd {
-            Cmd::Memory { connections, warmup } => memory(&server, connections, warmup).await,
-            Cmd::Fanout { subscribers, ref rate, seconds, size, batch } => {
-                fanout(&server, subscribers, rate, seconds, size, batch).await
-            }
+    // Each run ends its runtime (and so its connections) before it stops
+    // the processes it started.
+    let result = match args.cmd {
+        Cmd::Memory { connections, warmup } => {
+            let server = Server::start(&args, &[]);
+            let result = actix_rt::System::new().block_on(memory(&server, connections, warmup));
+            drop(server);
+            result
         }
-    });
-    drop(server);
+        Cmd::Fanout { subscribers, ref rate, seconds, size, batch } => {
+            let server = Server::start(&args, &[]);
+            let result = actix_rt::System::new().block_on(fanout(&server, subscribers, rate, seconds, size, batch));
+            drop(server);
+            result
+        }
+        Cmd::Cluster { subscribers, ref rate, seconds, size } => cluster(&args, subscribers, rate, seconds, size),
+    };
     if let Err(e) = result {
         eprintln!("nova-bench: {e}");
         std::process::exit(1);
@@ -121,7 +154,9 @@ struct Server {
 }
 
 impl Server {
-    fn start(args: &Args) -> Server {
+    /// Starts the server pinned to the server CPU, with `extra` flags after
+    /// the common ones, and waits until it listens.
+    fn start(args: &Args, extra: &[&str]) -> Server {
         assert!(args.server_bin.exists(), "{} not found: run `cargo build --release` first", args.server_bin.display());
         let bin = args.server_bin.canonicalize().expect("server binary path");
         let mut child = Command::new("taskset")
@@ -129,6 +164,7 @@ impl Server {
             .arg(args.server_cpu.to_string())
             .arg(bin)
             .args(["--bind", "127.0.0.1:0"])
+            .args(extra)
             .env_clear()
             .env("RUST_LOG", "warn,nova_realtime=info")
             .env("NOVA_ADMIN_TOKEN", ADMIN)
@@ -181,6 +217,29 @@ impl Server {
             .map_err(|e| format!("metrics: {e}"))?;
         res.json().await.map_err(|e| format!("metrics body: {e}"))
     }
+
+    /// Waits until `GET /api/health/redis` answers 200 with status `up`.
+    async fn wait_redis_up(&self) -> Result<(), String> {
+        let http = awc::Client::builder().timeout(Duration::from_secs(2)).finish();
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let last = match http.get(format!("http://{}/api/health/redis", self.addr)).send().await {
+                Ok(mut res) => {
+                    let status = res.status().as_u16();
+                    let body = res.body().await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                    if status == 200 && body.contains("\"status\":\"up\"") {
+                        return Ok(());
+                    }
+                    format!("{status} {body}")
+                }
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() > until {
+                return Err(format!("node at {} never reported Redis up: {last}", self.addr));
+            }
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 impl Drop for Server {
@@ -194,6 +253,81 @@ impl Drop for Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private `redis-server` for the cluster run, on a free port, killed on
+/// drop (error paths and panics included).
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    /// Starts `redis-server` pinned to `cpu`, without persistence, and waits
+    /// until it answers `PING`.
+    fn start(cpu: usize) -> Result<Redis, String> {
+        // Never the default port: a shared Redis may run there.
+        let port = loop {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("free port: {e}"))?;
+            let port = listener.local_addr().map_err(|e| format!("free port: {e}"))?.port();
+            if port != 6379 {
+                break port;
+            }
+        };
+        let child = Command::new("taskset")
+            .arg("-c")
+            .arg(cpu.to_string())
+            .arg("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start redis-server (is it on the PATH?): {e}"))?;
+        // From here on, an early return kills it.
+        let mut redis = Redis { child, port };
+        let until = Instant::now() + Duration::from_secs(10);
+        while !redis.ping() {
+            if let Ok(Some(status)) = redis.child.try_wait() {
+                return Err(format!("redis-server on port {port} exited: {status}"));
+            }
+            if Instant::now() > until {
+                return Err(format!("redis-server on port {port} did not answer PING"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(redis)
+    }
+
+    /// Whether it answers `PING` with `+PONG` on a raw socket.
+    fn ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+            return false;
+        };
+        let mut answer = [0u8; 16];
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read(&mut answer).is_ok_and(|n| answer[..n].starts_with(b"+PONG"))
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// CPU seconds (user + system) redis-server has used.
+    fn cpu_secs(&self) -> f64 {
+        cpu_secs(&format!("/proc/{}/stat", self.child.id()))
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -407,6 +541,182 @@ struct Received {
     latencies_us: Vec<u32>,
     /// (sent at µs since start, latency µs) of the worst deliveries seen.
     worst: Vec<(u64, u32)>,
+    /// When each delivered event was sent (µs since start), recorded only
+    /// with `keep_sent`: the cluster run counts deliveries per event.
+    sent_us: Vec<u64>,
+    keep_sent: bool,
+}
+
+/// Opens `count` subscribers of `channel` on `addr`, in waves so the listen
+/// backlog never overflows, each with a task that records the latency of
+/// every bench event it receives into `received`. Returns the tasks.
+async fn open_subscribers(
+    addr: &str,
+    count: usize,
+    channel: &str,
+    base: Instant,
+    received: &Rc<RefCell<Received>>,
+) -> Result<Vec<actix_rt::task::JoinHandle<()>>, String> {
+    let mut tasks = Vec::new();
+    for wave in (0..count).collect::<Vec<_>>().chunks(250) {
+        let mut pending = Vec::new();
+        for _ in wave {
+            pending.push(subscriber(addr, "bench", channel));
+        }
+        for ws in futures_util::future::join_all(pending).await {
+            let mut ws = ws?;
+            let received = received.clone();
+            tasks.push(actix_rt::spawn(async move {
+                while let Ok(Some(frame)) = ws.next_text().await {
+                    if let Some(sent) = field_u64(&ws.buf[frame], b"\"t\":") {
+                        let now = base.elapsed().as_micros() as u64;
+                        let latency = now.saturating_sub(sent) as u32;
+                        let mut r = received.borrow_mut();
+                        r.latencies_us.push(latency);
+                        if r.keep_sent {
+                            r.sent_us.push(sent);
+                        }
+                        if latency > 50_000 && r.worst.len() < 100_000 {
+                            r.worst.push((sent, latency));
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    Ok(tasks)
+}
+
+/// What one open-loop publishing run did.
+struct Published {
+    /// Publish requests made (`batch` events each).
+    requests: u64,
+    /// When publishing began.
+    start: Instant,
+    /// From `start` until the last request was answered.
+    published_in: Duration,
+    /// How far behind its schedule the publisher fell at worst.
+    late: Duration,
+    /// The `t` (µs since start) of every event published.
+    sent_us: Vec<u64>,
+}
+
+/// Publishes `rate` events per second for `seconds` to `channel` on `addr`,
+/// `batch` per request, open loop: each request runs on its own, so a slow
+/// answer does not delay the next one. Each event's data carries `t`, when
+/// it was made (µs since `base`), and `pad` to reach the requested size.
+#[allow(clippy::too_many_arguments)]
+async fn publish_open_loop(
+    http: &awc::Client,
+    addr: &str,
+    channel: &str,
+    rate: u64,
+    seconds: u64,
+    batch: usize,
+    pad: &str,
+    base: Instant,
+) -> Result<Published, String> {
+    let total = rate * seconds;
+    let requests = total.div_ceil(batch as u64);
+    let interval = Duration::from_secs_f64(batch as f64 / rate as f64);
+    let mut sent_us = Vec::with_capacity(requests as usize * batch);
+    let start = Instant::now();
+    let mut late = Duration::ZERO;
+    let failures: Rc<RefCell<Vec<String>>> = Rc::default();
+    let in_flight: Rc<RefCell<usize>> = Rc::default();
+    for r in 0..requests {
+        let due = start + interval * r as u32;
+        let now = Instant::now();
+        if due > now {
+            actix_rt::time::sleep(due - now).await;
+        } else {
+            late = late.max(now - due);
+        }
+        let events: Vec<Value> = (0..batch)
+            .map(|_| {
+                let t = base.elapsed().as_micros() as u64;
+                sent_us.push(t);
+                json!({"channel": channel, "type": "bench.event", "data": {"t": t, "p": pad}})
+            })
+            .collect();
+        let (path, body) = if batch == 1 {
+            ("/api/publish", events.into_iter().next().unwrap_or_default())
+        } else {
+            ("/api/publish/batch", json!({ "events": events }))
+        };
+        let request =
+            http.post(format!("http://{addr}{path}")).insert_header(("Authorization", format!("Bearer {ADMIN}")));
+        let (failures, in_flight) = (failures.clone(), in_flight.clone());
+        *in_flight.borrow_mut() += 1;
+        actix_rt::spawn(async move {
+            match request.send_json(&body).await {
+                Ok(res) if res.status().as_u16() == 202 => {}
+                Ok(res) => failures.borrow_mut().push(format!("publish answered {}", res.status())),
+                Err(e) => failures.borrow_mut().push(format!("publish: {e}")),
+            }
+            *in_flight.borrow_mut() -= 1;
+        });
+    }
+    while *in_flight.borrow() > 0 {
+        actix_rt::time::sleep(Duration::from_millis(1)).await;
+    }
+    if let Some(failure) = failures.borrow().first() {
+        return Err(failure.clone());
+    }
+    Ok(Published { requests, start, published_in: start.elapsed(), late, sent_us })
+}
+
+/// Waits until each `(received, expected)` pair has at least `expected`
+/// deliveries, or `timeout` has passed.
+async fn wait_for_deliveries(groups: &[(&Rc<RefCell<Received>>, usize)], timeout: Duration) {
+    let until = Instant::now() + timeout;
+    while groups.iter().any(|(r, expected)| r.borrow().latencies_us.len() < *expected) && Instant::now() < until {
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// With `NOVA_BENCH_TRACE` set, prints the events that had deliveries over
+/// 50 ms: when each was sent (relative to `start`), how many, the worst.
+fn trace_slow_events(label: &str, worst: Vec<(u64, u32)>, start: Instant, base: Instant) {
+    if std::env::var_os("NOVA_BENCH_TRACE").is_none() {
+        return;
+    }
+    let mut by_event: std::collections::BTreeMap<u64, (u32, usize)> = Default::default();
+    for (sent, l) in worst {
+        let e = by_event.entry(sent).or_default();
+        e.0 = e.0.max(l);
+        e.1 += 1;
+    }
+    let offset = start.duration_since(base).as_micros() as u64;
+    for (sent, (max, n)) in by_event.iter().take(20) {
+        println!(
+            "    {label}slow event sent at +{:.3} s: {n} deliveries over 50 ms, worst {:.1} ms",
+            (sent.saturating_sub(offset)) as f64 / 1e6,
+            *max as f64 / 1000.0
+        );
+    }
+}
+
+/// Count and publish→receive percentiles of a set of deliveries, µs.
+struct Latency {
+    got: usize,
+    p50: u32,
+    p99: u32,
+    max: u32,
+}
+
+impl Latency {
+    fn of(mut lat: Vec<u32>) -> Latency {
+        let got = lat.len();
+        lat.sort_unstable();
+        let pct = |q: f64| lat.get(((q * got as f64) as usize).min(got.saturating_sub(1))).copied().unwrap_or(0);
+        Latency { got, p50: pct(0.50), p99: pct(0.99), max: lat.last().copied().unwrap_or(0) }
+    }
+}
+
+/// Microseconds as milliseconds, for printing.
+fn ms(us: u32) -> f64 {
+    us as f64 / 1000.0
 }
 
 async fn fanout(
@@ -420,32 +730,8 @@ async fn fanout(
     let channel = "team:bench";
     let base = Instant::now();
     let received: Rc<RefCell<Received>> = Rc::new(RefCell::new(Received::default()));
-    let mut ready = 0;
-    let mut tasks = Vec::new();
-    for wave in (0..subscribers).collect::<Vec<_>>().chunks(250) {
-        let mut pending = Vec::new();
-        for _ in wave {
-            pending.push(subscriber(&server.addr, "bench", channel));
-        }
-        for ws in futures_util::future::join_all(pending).await {
-            let mut ws = ws?;
-            ready += 1;
-            let received = received.clone();
-            tasks.push(actix_rt::spawn(async move {
-                while let Ok(Some(frame)) = ws.next_text().await {
-                    if let Some(sent) = field_u64(&ws.buf[frame], b"\"t\":") {
-                        let now = base.elapsed().as_micros() as u64;
-                        let latency = now.saturating_sub(sent) as u32;
-                        let mut r = received.borrow_mut();
-                        r.latencies_us.push(latency);
-                        if latency > 50_000 && r.worst.len() < 100_000 {
-                            r.worst.push((sent, latency));
-                        }
-                    }
-                }
-            }));
-        }
-    }
+    let tasks = open_subscribers(&server.addr, subscribers, channel, base, &received).await?;
+    let ready = tasks.len();
     println!(
         "fanout: {ready} subscribers on '{channel}', events with {size}-byte data, {} per request, {seconds} s per rate",
         batch
@@ -458,86 +744,20 @@ async fn fanout(
         let before = server.metrics().await?;
         let (server_cpu0, server_sys0, client_cpu0) =
             (server.cpu_secs(), server.sys_secs(), cpu_secs("/proc/self/stat"));
-        let total = rate * seconds;
-        let requests = total.div_ceil(batch as u64);
-        let interval = Duration::from_secs_f64(batch as f64 / rate as f64);
-        let start = Instant::now();
-        let mut late = Duration::ZERO;
-        let failures: Rc<RefCell<Vec<String>>> = Rc::default();
-        let in_flight: Rc<RefCell<usize>> = Rc::default();
-        for r in 0..requests {
-            let due = start + interval * r as u32;
-            let now = Instant::now();
-            if due > now {
-                actix_rt::time::sleep(due - now).await;
-            } else {
-                late = late.max(now - due);
-            }
-            let events: Vec<Value> = (0..batch)
-                .map(|_| {
-                    let t = base.elapsed().as_micros() as u64;
-                    json!({"channel": channel, "type": "bench.event", "data": {"t": t, "p": pad}})
-                })
-                .collect();
-            let (path, body) = if batch == 1 {
-                ("/api/publish", events.into_iter().next().unwrap_or_default())
-            } else {
-                ("/api/publish/batch", json!({ "events": events }))
-            };
-            // Open loop: each publish runs on its own, so a slow answer does
-            // not delay the next one.
-            let request = http
-                .post(format!("http://{}{path}", server.addr))
-                .insert_header(("Authorization", format!("Bearer {ADMIN}")));
-            let (failures, in_flight) = (failures.clone(), in_flight.clone());
-            *in_flight.borrow_mut() += 1;
-            actix_rt::spawn(async move {
-                match request.send_json(&body).await {
-                    Ok(res) if res.status().as_u16() == 202 => {}
-                    Ok(res) => failures.borrow_mut().push(format!("publish answered {}", res.status())),
-                    Err(e) => failures.borrow_mut().push(format!("publish: {e}")),
-                }
-                *in_flight.borrow_mut() -= 1;
-            });
-        }
-        while *in_flight.borrow() > 0 {
-            actix_rt::time::sleep(Duration::from_millis(1)).await;
-        }
-        if let Some(failure) = failures.borrow().first() {
-            return Err(failure.clone());
-        }
-        let published_in = start.elapsed();
-        let expected = requests as usize * batch * ready;
-        let until = Instant::now() + Duration::from_secs(30);
-        while received.borrow().latencies_us.len() < expected && Instant::now() < until {
-            actix_rt::time::sleep(Duration::from_millis(10)).await;
-        }
+        let published = publish_open_loop(&http, &server.addr, channel, rate, seconds, batch, &pad, base).await?;
+        let start = published.start;
+        let expected = published.requests as usize * batch * ready;
+        wait_for_deliveries(&[(&received, expected)], Duration::from_secs(30)).await;
         let delivered_in = start.elapsed();
         let server_cpu = (server.cpu_secs() - server_cpu0) / delivered_in.as_secs_f64();
         let server_sys = (server.sys_secs() - server_sys0) / delivered_in.as_secs_f64();
         let client_cpu = (cpu_secs("/proc/self/stat") - client_cpu0) / delivered_in.as_secs_f64();
         let after = server.metrics().await?;
-        let mut lat = std::mem::take(&mut received.borrow_mut().latencies_us);
+        let lat = std::mem::take(&mut received.borrow_mut().latencies_us);
         let worst = std::mem::take(&mut received.borrow_mut().worst);
-        if std::env::var_os("NOVA_BENCH_TRACE").is_some() {
-            let mut by_event: std::collections::BTreeMap<u64, (u32, usize)> = Default::default();
-            for (sent, l) in worst {
-                let e = by_event.entry(sent).or_default();
-                e.0 = e.0.max(l);
-                e.1 += 1;
-            }
-            let offset = start.duration_since(base).as_micros() as u64;
-            for (sent, (max, n)) in by_event.iter().take(20) {
-                println!(
-                    "    slow event sent at +{:.3} s: {n} deliveries over 50 ms, worst {:.1} ms",
-                    (sent.saturating_sub(offset)) as f64 / 1e6,
-                    *max as f64 / 1000.0
-                );
-            }
-        }
-        let got = lat.len();
-        lat.sort_unstable();
-        let pct = |q: f64| lat.get(((q * got as f64) as usize).min(got.saturating_sub(1))).copied().unwrap_or(0);
+        trace_slow_events("", worst, start, base);
+        let lat = Latency::of(lat);
+        let got = lat.got;
         let dropped = after["dropped_slow_consumers"].as_u64().unwrap_or(0)
             - before["dropped_slow_consumers"].as_u64().unwrap_or(0);
         println!(
@@ -545,11 +765,11 @@ async fn fanout(
              latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; publisher late by up to {:.1} ms; slow consumers {dropped}",
             expected - got.min(expected),
             delivered_in.as_secs_f64(),
-            got as f64 / delivered_in.as_secs_f64().max(published_in.as_secs_f64()),
-            pct(0.50) as f64 / 1000.0,
-            pct(0.99) as f64 / 1000.0,
-            lat.last().copied().unwrap_or(0) as f64 / 1000.0,
-            late.as_secs_f64() * 1000.0,
+            got as f64 / delivered_in.as_secs_f64().max(published.published_in.as_secs_f64()),
+            ms(lat.p50),
+            ms(lat.p99),
+            ms(lat.max),
+            published.late.as_secs_f64() * 1000.0,
         );
         println!(
             "    server: p50 {} us, p99 {} us publish->write; rss {} KiB; CPU busy: server {:.0} % ({:.0} % kernel), \
@@ -563,6 +783,208 @@ async fn fanout(
         );
     }
     drop(tasks);
+    Ok(())
+}
+
+/// Starts a private Redis and two nodes on it, runs [`cluster_run`], and
+/// stops them all (the runtime, and with it every connection, first).
+fn cluster(args: &Args, subscribers: usize, rates: &[u64], seconds: u64, size: usize) -> Result<(), String> {
+    let redis = Redis::start(args.server_cpu)?;
+    let url = redis.url();
+    let a = Server::start(args, &["--redis-url", &url, "--node-id", "node-a"]);
+    let b = Server::start(args, &["--redis-url", &url, "--node-id", "node-b"]);
+    let result = actix_rt::System::new().block_on(cluster_run(&redis, &a, &b, subscribers, rates, seconds, size));
+    drop(b);
+    drop(a);
+    drop(redis);
+    result
+}
+
+/// Deliveries of one group of subscribers checked event by event.
+#[derive(Default)]
+struct Tally {
+    /// Deliveries missing: events that reached fewer subscribers than expected.
+    lost: usize,
+    /// Deliveries beyond one per subscriber and event.
+    duplicated: usize,
+    /// Deliveries of events this rate did not publish (late from an
+    /// earlier one).
+    unknown: usize,
+}
+
+/// Checks that each event in `published` was delivered `subscribers` times
+/// in `delivered` (the `t` of each delivery).
+fn tally(published: &[u64], delivered: &[u64], subscribers: usize) -> Tally {
+    let mut counts: std::collections::HashMap<u64, (usize, usize)> = Default::default();
+    for &t in published {
+        counts.entry(t).or_default().0 += subscribers;
+    }
+    let mut tally = Tally::default();
+    for t in delivered {
+        match counts.get_mut(t) {
+            Some(c) => c.1 += 1,
+            None => tally.unknown += 1,
+        }
+    }
+    for (expected, got) in counts.into_values() {
+        tally.lost += expected.saturating_sub(got);
+        tally.duplicated += got.saturating_sub(expected);
+    }
+    tally
+}
+
+/// Counter `key` (a JSON pointer) of a metrics snapshot, grown from
+/// `before` to `after`.
+fn grown(before: &Value, after: &Value, key: &str) -> u64 {
+    let get = |m: &Value| m.pointer(key).and_then(Value::as_u64).unwrap_or(0);
+    get(after).saturating_sub(get(before))
+}
+
+async fn cluster_run(
+    redis: &Redis,
+    a: &Server,
+    b: &Server,
+    subscribers: usize,
+    rates: &[u64],
+    seconds: u64,
+    size: usize,
+) -> Result<(), String> {
+    a.wait_redis_up().await?;
+    b.wait_redis_up().await?;
+    let channel = "team:bench";
+    let base = Instant::now();
+    let group = || Rc::new(RefCell::new(Received { keep_sent: true, ..Received::default() }));
+    let (local, remote) = (group(), group());
+    let remote_count = subscribers / 2;
+    let mut tasks = open_subscribers(&a.addr, subscribers - remote_count, channel, base, &local).await?;
+    let on_a = tasks.len();
+    tasks.extend(open_subscribers(&b.addr, remote_count, channel, base, &remote).await?);
+    let on_b = tasks.len() - on_a;
+    println!(
+        "cluster: redis-server on port {}; node-a {} (publisher, {on_a} local subscribers), node-b {} ({on_b} remote \
+         subscribers); all on '{channel}', events with {size}-byte data, {seconds} s per rate",
+        redis.port, a.addr, b.addr
+    );
+    let http =
+        awc::Client::builder().timeout(Duration::from_secs(30)).connector(awc::Connector::new().limit(64)).finish();
+    let pad = "x".repeat(size.saturating_sub(40));
+    let mut summary = Vec::new();
+    let mut total_lost = 0;
+    let mut total_duplicated = 0;
+    for &rate in rates {
+        for group in [&local, &remote] {
+            let mut g = group.borrow_mut();
+            g.latencies_us.clear();
+            g.sent_us.clear();
+            g.worst.clear();
+        }
+        let (before_a, before_b) = (a.metrics().await?, b.metrics().await?);
+        let cpu0 =
+            (a.cpu_secs(), a.sys_secs(), b.cpu_secs(), b.sys_secs(), redis.cpu_secs(), cpu_secs("/proc/self/stat"));
+        let published = publish_open_loop(&http, &a.addr, channel, rate, seconds, 1, &pad, base).await?;
+        let start = published.start;
+        let events = published.sent_us.len();
+        let (expected_local, expected_remote) = (events * on_a, events * on_b);
+        wait_for_deliveries(&[(&local, expected_local), (&remote, expected_remote)], Duration::from_secs(30)).await;
+        let delivered_in = start.elapsed();
+        let busy = |now: f64, then: f64| (now - then) / delivered_in.as_secs_f64() * 100.0;
+        let cpu = (
+            busy(a.cpu_secs(), cpu0.0),
+            busy(a.sys_secs(), cpu0.1),
+            busy(b.cpu_secs(), cpu0.2),
+            busy(b.sys_secs(), cpu0.3),
+            busy(redis.cpu_secs(), cpu0.4),
+            busy(cpu_secs("/proc/self/stat"), cpu0.5),
+        );
+        let (after_a, after_b) = (a.metrics().await?, b.metrics().await?);
+        let check = |name: &str, group: &Rc<RefCell<Received>>, n: usize| {
+            let (lat, sent, worst) = {
+                let mut g = group.borrow_mut();
+                (std::mem::take(&mut g.latencies_us), std::mem::take(&mut g.sent_us), std::mem::take(&mut g.worst))
+            };
+            trace_slow_events(name, worst, start, base);
+            (tally(&published.sent_us, &sent, n), Latency::of(lat))
+        };
+        let (tl, ll) = check("local ", &local, on_a);
+        let (tr, lr) = check("remote ", &remote, on_b);
+        let got = ll.got + lr.got;
+        let expected = expected_local + expected_remote;
+        let lost = tl.lost + tr.lost;
+        let duplicated = tl.duplicated + tr.duplicated;
+        total_lost += lost;
+        total_duplicated += duplicated;
+        let per_sec = got as f64 / delivered_in.as_secs_f64().max(published.published_in.as_secs_f64());
+        println!(
+            "  rate {rate:>6} ev/s: delivered {got}/{expected} ({lost} lost) in {:.2} s => {per_sec:.0} deliveries/s; \
+             publisher late by up to {:.1} ms",
+            delivered_in.as_secs_f64(),
+            published.late.as_secs_f64() * 1000.0,
+        );
+        for (name, node, n, t, l, expected) in [
+            ("local ", "node-a", on_a, &tl, &ll, expected_local),
+            ("remote", "node-b", on_b, &tr, &lr, expected_remote),
+        ] {
+            println!(
+                "    {name} ({n} subscribers on {node}): delivered {}/{expected}, {} lost, {} duplicated; \
+                 latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                l.got,
+                t.lost,
+                t.duplicated,
+                ms(l.p50),
+                ms(l.p99),
+                ms(l.max),
+            );
+        }
+        let added = |r: u32, l: u32| (r as f64 - l as f64) / 1000.0;
+        println!(
+            "    cross-node delivery adds: p50 {:+.1} ms, p99 {:+.1} ms",
+            added(lr.p50, ll.p50),
+            added(lr.p99, ll.p99)
+        );
+        println!(
+            "    redis bus: node-a published {}, node-b received {}, dropped {}/{} (a/b); slow consumers {}/{} (a/b); \
+             server publish->write p99 {}/{} us (a/b, since start)",
+            grown(&before_a, &after_a, "/redis/published"),
+            grown(&before_b, &after_b, "/redis/received"),
+            grown(&before_a, &after_a, "/redis/dropped"),
+            grown(&before_b, &after_b, "/redis/dropped"),
+            grown(&before_a, &after_a, "/dropped_slow_consumers"),
+            grown(&before_b, &after_b, "/dropped_slow_consumers"),
+            after_a["latency"]["p99_us"],
+            after_b["latency"]["p99_us"],
+        );
+        println!(
+            "    CPU busy: node-a {:.0} % ({:.0} % kernel), node-b {:.0} % ({:.0} % kernel), redis-server {:.0} % \
+             (the three share the server CPU); load program {:.0} %",
+            cpu.0, cpu.1, cpu.2, cpu.3, cpu.4, cpu.5,
+        );
+        if lost == 0 && duplicated == 0 {
+            println!("    check: nothing lost, nothing duplicated ({events} events x {} subscribers)", on_a + on_b);
+        } else {
+            println!(
+                "    check: FAILED: {lost} deliveries lost, {duplicated} duplicated ({} and {} of events from an \
+                 earlier rate)",
+                tl.unknown, tr.unknown
+            );
+        }
+        summary.push((rate, per_sec, lost, ll.p50, ll.p99, lr.p50, lr.p99));
+    }
+    drop(tasks);
+    println!("  summary (ms)    rate  deliveries/s  lost  local p50/p99  remote p50/p99  added p50/p99");
+    for (rate, per_sec, lost, lp50, lp99, rp50, rp99) in summary {
+        println!(
+            "             {rate:>7}  {per_sec:>12.0}  {lost:>4}  {:>6.1}/{:<6.1} {:>7.1}/{:<7.1} {:>+6.1}/{:<+6.1}",
+            ms(lp50),
+            ms(lp99),
+            ms(rp50),
+            ms(rp99),
+            (rp50 as f64 - lp50 as f64) / 1000.0,
+            (rp99 as f64 - lp99 as f64) / 1000.0,
+        );
+    }
+    if total_lost > 0 || total_duplicated > 0 {
+        return Err(format!("{total_lost} deliveries lost, {total_duplicated} duplicated across the run"));
+    }
     Ok(())
 }
 

@@ -45,6 +45,7 @@ pub async fn metrics(_: Admin, state: web::Data<AppState>) -> Result<HttpRespons
             let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
             let redis = json!({
                 "status": if bus.is_up() { "up" } else { "down" },
+                "queued": count(&bus.queued),
                 "published": count(&bus.published),
                 "received": count(&bus.received),
                 "dropped": count(&bus.dropped),

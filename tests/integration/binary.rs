@@ -19,8 +19,8 @@ use crate::common::{masked_frame, Client, RawClient, DEADLINE, JWT_SECRET};
 const BIN: &str = env!("CARGO_BIN_EXE_nova-realtime");
 
 /// A running executable, killed if the test ends early.
-struct Process {
-    child: Child,
+pub(crate) struct Process {
+    pub(crate) child: Child,
     /// Lines of its stderr, as they come.
     lines: mpsc::Receiver<String>,
     /// Every line read so far.
@@ -29,7 +29,7 @@ struct Process {
 }
 
 impl Process {
-    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Process {
+    pub(crate) fn spawn(args: &[&str], env: &[(&str, &str)]) -> Process {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut command = Command::new(BIN);
         command
@@ -57,7 +57,7 @@ impl Process {
     }
 
     /// Waits for a stderr line containing `needle` and returns it.
-    fn wait_for_line(&mut self, needle: &str) -> String {
+    pub(crate) fn wait_for_line(&mut self, needle: &str) -> String {
         let until = Instant::now() + DEADLINE;
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -74,7 +74,7 @@ impl Process {
     }
 
     /// The address from the `listening on http://…` line.
-    fn listening(&mut self) -> std::net::SocketAddr {
+    pub(crate) fn listening(&mut self) -> std::net::SocketAddr {
         let line = self.wait_for_line("listening on http://");
         line.split("listening on http://")
             .nth(1)

@@ -700,3 +700,153 @@ impl RawClient {
         }
     }
 }
+
+/// A `redis-server` of the test's own on a free port (never the shared one
+/// on 6379), stopped on drop. It keeps nothing on disk, so a restart starts
+/// empty, as after a crash of a cache.
+pub struct RedisServer {
+    /// The port it listens on, kept across restarts.
+    pub port: u16,
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts one and waits until it answers.
+    pub fn start() -> RedisServer {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut server = RedisServer { port, child: None, dir };
+        server.restart();
+        server
+    }
+
+    /// A port nothing listens on (yet).
+    pub fn unused() -> RedisServer {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        RedisServer { port: free_port(), child: None, dir }
+    }
+
+    /// `redis://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on the same port and waits until it answers.
+    pub fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server (install it: apt-get install redis-server)");
+        self.child = Some(child);
+        let until = std::time::Instant::now() + DEADLINE;
+        loop {
+            if let Ok(mut conn) = self.try_connection() {
+                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                    return;
+                }
+            }
+            assert!(std::time::Instant::now() < until, "redis-server did not start on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it (SIGKILL): connections drop at once.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the process: a Redis that
+    /// accepts bytes and answers nothing.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server running").id().to_string();
+        let status = std::process::Command::new("kill").args([signal, &pid]).status().expect("run kill");
+        assert!(status.success());
+    }
+
+    fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
+        let client = redis::Client::open(self.url())?;
+        client.get_connection_with_timeout(Duration::from_secs(1))
+    }
+
+    /// A raw client connection.
+    pub fn connection(&self) -> redis::Connection {
+        self.try_connection().expect("connect to the test redis-server")
+    }
+
+    /// `PUBSUB NUMSUB name`: how many connections subscribe to `name`.
+    pub fn subscribers(&self, name: &str) -> u64 {
+        let (_, n): (String, u64) = redis::cmd("PUBSUB").arg("NUMSUB").arg(name).query(&mut self.connection()).expect("PUBSUB NUMSUB");
+        n
+    }
+
+    /// `PUBSUB CHANNELS pattern`, sorted.
+    pub fn channels(&self, pattern: &str) -> Vec<String> {
+        let mut names: Vec<String> =
+            redis::cmd("PUBSUB").arg("CHANNELS").arg(pattern).query(&mut self.connection()).expect("PUBSUB CHANNELS");
+        names.sort();
+        names
+    }
+
+    /// `PUBLISH name payload`; how many subscribers Redis handed it to.
+    pub fn publish(&self, name: &str, payload: &str) -> u64 {
+        redis::cmd("PUBLISH").arg(name).arg(payload).query(&mut self.connection()).expect("PUBLISH")
+    }
+
+    /// Polls Redis until `done` holds for what `read` returns (Redis's own
+    /// state is what is awaited; there is no event to wait on).
+    pub async fn wait_for<T: std::fmt::Debug>(&self, what: &str, read: impl Fn(&Self) -> T, done: impl Fn(&T) -> bool) -> T {
+        let until = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let value = read(self);
+            if done(&value) {
+                return value;
+            }
+            assert!(tokio::time::Instant::now() < until, "timed out waiting for {what}: {value:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+impl TestServer {
+    /// A node of a cluster on `redis`, with a short presence TTL.
+    pub fn node(redis: &RedisServer, id: &str) -> TestServer {
+        let url = redis.url();
+        TestServer::with(|a| {
+            a.redis_url = Some(url);
+            a.node_id = Some(id.into());
+            a.redis_presence_ttl_ms = Some(1500);
+        })
+    }
+
+    /// `GET /api/health/redis` until its status is `status`.
+    pub async fn wait_for_redis(&self, status: &str) -> Value {
+        let until = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let (_, body) = self.get_with("/api/health/redis", None).await;
+            if body["status"] == status {
+                return body;
+            }
+            assert!(tokio::time::Instant::now() < until, "timed out waiting for redis '{status}': {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

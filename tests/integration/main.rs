@@ -9,6 +9,7 @@ mod auth;
 mod bad_input;
 mod binary;
 mod channels;
+mod cluster;
 mod chat;
 mod heartbeat;
 mod lifecycle;

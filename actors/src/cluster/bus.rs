@@ -167,6 +167,11 @@ pub struct Bus {
     wanted: HashSet<String>,
     subscribed: HashSet<String>,
     subscriptions_flush: bool,
+    /// Subscription changes sent, and (shared with their futures) those
+    /// Redis has answered: `LoadPresence` waits until its channel's
+    /// subscription is in place.
+    changes_sent: u64,
+    changes_done: Arc<watch::Sender<u64>>,
     /// The `channel\nuser` pairs present on this node, and those changed
     /// since the last count.
     present: HashSet<String>,
@@ -208,6 +213,8 @@ impl Bus {
             warned: false,
             subscribed: HashSet::new(),
             subscriptions_flush: false,
+            changes_sent: 0,
+            changes_done: Arc::new(watch::Sender::new(0)),
             present: HashSet::new(),
             touched: HashSet::new(),
             presence_flush: false,
@@ -314,17 +321,23 @@ impl Bus {
         for name in &remove {
             self.subscribed.remove(name);
         }
-        let (mut sink, epoch) = (link.sink.clone(), self.epoch);
+        self.changes_sent += 1;
+        let (mut sink, epoch, sent, done) =
+            (link.sink.clone(), self.epoch, self.changes_sent, Arc::clone(&self.changes_done));
         let change = async move {
-            if !add.is_empty() {
-                sink.subscribe(&add).await?;
-            }
-            if !remove.is_empty() {
-                sink.unsubscribe(&remove).await?;
-            }
-            Ok::<_, RedisError>(())
+            let result = async {
+                if !add.is_empty() {
+                    sink.subscribe(&add).await?;
+                }
+                if !remove.is_empty() {
+                    sink.unsubscribe(&remove).await?;
+                }
+                Ok::<_, RedisError>(())
+            };
+            let result = tokio::time::timeout(REDIS_TIMEOUT, result).await;
+            done.send_modify(|d| *d = (*d).max(sent));
+            result
         };
-        let change = tokio::time::timeout(REDIS_TIMEOUT, change);
         ctx.spawn(change.into_actor(self).map(move |result, act, ctx| match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => act.lost(Some(epoch), format!("subscribing failed: {e}"), ctx),
@@ -553,13 +566,16 @@ impl Handler<LoadPresence> for Bus {
     type Result = ResponseFuture<Vec<String>>;
 
     fn handle(&mut self, msg: LoadPresence, ctx: &mut Self::Context) -> Self::Result {
-        // Subscribe first, so no change falls between the list and the
-        // subscription that reports changes.
+        // Subscribed first, so no change falls between the list and the
+        // subscription that reports changes, and the first subscriber's
+        // `channel.subscribed` means events from other nodes flow.
         self.flush_subscriptions(ctx);
         let Some(link) = &self.link else { return Box::pin(async { Vec::new() }) };
         let mut conn = link.conn.clone();
         let key = self.keys.presence(&msg.channel);
+        let (sent, mut done) = (self.changes_sent, self.changes_done.subscribe());
         Box::pin(async move {
+            let _ = tokio::time::timeout(REDIS_TIMEOUT, done.wait_for(|d| *d >= sent)).await;
             let mut hkeys = redis::cmd("HKEYS");
             hkeys.arg(key);
             match tokio::time::timeout(REDIS_TIMEOUT, hkeys.query_async::<Vec<String>>(&mut conn)).await {

@@ -116,6 +116,8 @@ impl Topic {
 #[derive(Debug, Default)]
 pub struct BusStatus {
     up: AtomicBool,
+    /// Events put in the outbox for Redis.
+    pub queued: AtomicU64,
     /// Events written to Redis.
     pub published: AtomicU64,
     /// Events from other nodes (or external publishers) delivered here.

@@ -78,7 +78,9 @@ impl Outbox {
             return;
         }
         let outgoing = Outgoing { channel: topic.key(&self.keys), payload: payload() };
-        if self.tx.try_send(outgoing).is_err() {
+        if self.tx.try_send(outgoing).is_ok() {
+            self.status.queued.fetch_add(1, Ordering::Relaxed);
+        } else {
             let dropped = self.status.dropped.fetch_add(1, Ordering::Relaxed);
             if dropped.is_power_of_two() {
                 log::warn!("redis: outbox full ({QUEUE_CAPACITY} events), dropping events for other nodes ({} so far)", dropped + 1);
