@@ -230,8 +230,13 @@ pub fn build(listener: TcpListener, config: Config) -> io::Result<Running> {
             })
         })?
         .run();
-    let control =
-        Control { handle: server.handle(), registry, bus: bus_addr, drain_timeout: config.drain_timeout, http_shutdown };
+    let control = Control {
+        handle: server.handle(),
+        registry,
+        bus: bus_addr,
+        drain_timeout: config.drain_timeout,
+        http_shutdown,
+    };
     Ok(Running { addr, server, control, hubs })
 }
 

@@ -306,10 +306,12 @@ impl Handler<Presence> for Channel {
         self.flush();
         let size = self.present_count();
         let user = &msg.note.user;
-        if msg.note.joined {
-            self.cluster_users.insert(Arc::clone(user));
-        } else {
-            self.cluster_users.remove(user);
+        let news =
+            if msg.note.joined { self.cluster_users.insert(Arc::clone(user)) } else { self.cluster_users.remove(user) };
+        // A change the channel already knows of (its presence list was
+        // loaded after the change, before its event arrived) is not news.
+        if !news {
+            return;
         }
         // The same size limit as on a single node, counted before the
         // change so a user's join and leave are treated alike.

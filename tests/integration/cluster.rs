@@ -143,6 +143,12 @@ async fn presence_spans_nodes() {
     // Alice opens a second connection on node B: she was already present,
     // so nobody hears of it, and nobody hears when her first one leaves.
     let mut alice_on_b = b.subscriber("alice", &["team:t1"]).await;
+    // Counted in Redis just after her `channel.subscribed` (a user who
+    // moves between nodes faster than that is seen to leave and rejoin).
+    let count = |r: &RedisServer| -> Option<u32> {
+        redis::cmd("HGET").arg("nova:presence:team:t1").arg("alice").query(&mut r.connection()).unwrap()
+    };
+    redis.wait_for("alice counted on both nodes", count, |n| *n == Some(2)).await;
     alice.close().await;
     bob.assert_nothing_pending().await;
 
@@ -197,7 +203,8 @@ async fn a_killed_nodes_users_leave_when_its_heartbeat_expires() {
     let mut carol = b.connect_as("carol").await;
     let subscribed = carol.subscribe(&["team:t1"]).await.remove(0);
     assert!(!subscribed["data"]["presence"].as_array().unwrap().contains(&json!("ghost")), "{subscribed}");
-    let nodes: Vec<String> = redis::cmd("ZRANGE").arg("nova:nodes").arg(0).arg(-1).query(&mut redis.connection()).unwrap();
+    let nodes: Vec<String> =
+        redis::cmd("ZRANGE").arg("nova:nodes").arg(0).arg(-1).query(&mut redis.connection()).unwrap();
     assert_eq!(nodes, vec!["survivor".to_string()]);
 }
 

@@ -783,7 +783,8 @@ impl RedisServer {
 
     /// `PUBSUB NUMSUB name`: how many connections subscribe to `name`.
     pub fn subscribers(&self, name: &str) -> u64 {
-        let (_, n): (String, u64) = redis::cmd("PUBSUB").arg("NUMSUB").arg(name).query(&mut self.connection()).expect("PUBSUB NUMSUB");
+        let (_, n): (String, u64) =
+            redis::cmd("PUBSUB").arg("NUMSUB").arg(name).query(&mut self.connection()).expect("PUBSUB NUMSUB");
         n
     }
 
@@ -802,7 +803,12 @@ impl RedisServer {
 
     /// Polls Redis until `done` holds for what `read` returns (Redis's own
     /// state is what is awaited; there is no event to wait on).
-    pub async fn wait_for<T: std::fmt::Debug>(&self, what: &str, read: impl Fn(&Self) -> T, done: impl Fn(&T) -> bool) -> T {
+    pub async fn wait_for<T: std::fmt::Debug>(
+        &self,
+        what: &str,
+        read: impl Fn(&Self) -> T,
+        done: impl Fn(&T) -> bool,
+    ) -> T {
         let until = tokio::time::Instant::now() + DEADLINE;
         loop {
             let value = read(self);

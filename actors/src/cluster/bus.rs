@@ -285,10 +285,7 @@ impl Bus {
         self.status.set(false, Some(why.clone()));
         if !self.warned {
             self.warned = true;
-            log::warn!(
-                "redis: {why}; serving this node's clients only, retrying every {:?} at most",
-                MAX_RETRY
-            );
+            log::warn!("redis: {why}; serving this node's clients only, retrying every {:?} at most", MAX_RETRY);
         } else {
             log::debug!("redis: {why}; next try in {:?}", self.retry);
         }

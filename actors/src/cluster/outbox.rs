@@ -83,7 +83,10 @@ impl Outbox {
         } else {
             let dropped = self.status.dropped.fetch_add(1, Ordering::Relaxed);
             if dropped.is_power_of_two() {
-                log::warn!("redis: outbox full ({QUEUE_CAPACITY} events), dropping events for other nodes ({} so far)", dropped + 1);
+                log::warn!(
+                    "redis: outbox full ({QUEUE_CAPACITY} events), dropping events for other nodes ({} so far)",
+                    dropped + 1
+                );
             }
         }
     }
