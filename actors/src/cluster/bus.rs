@@ -268,7 +268,7 @@ impl Bus {
             log::info!("redis: connected (prefix '{}')", self.keys.prefix());
         }
         self.flush_subscriptions(ctx);
-        self.heartbeat(ctx);
+        self.heartbeat(true, ctx);
     }
 
     /// The connection numbered `epoch` (or the attempt to make one, with
@@ -280,7 +280,14 @@ impl Bus {
         if self.link.take().is_some() {
             self.conn_tx.send_replace(None);
             self.subscribed.clear();
-            self.touched.clear();
+            // Changes not yet counted: this node's subscribers hear of
+            // them now; the sync after reconnecting tells the others.
+            for member in std::mem::take(&mut self.touched) {
+                if let Some((channel, user)) = member.split_once('\n') {
+                    let joined = self.present.contains(&member);
+                    self.announce((Arc::from(channel), Arc::from(user), joined), false);
+                }
+            }
         }
         self.status.set(false, Some(why.clone()));
         if !self.warned {
@@ -424,7 +431,10 @@ impl Bus {
         self.run_presence(invocation, false, Vec::new(), ctx);
     }
 
-    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+    /// Refreshes the heartbeat, reaps dead nodes, and syncs this node's
+    /// presence when `sync` asks (after connecting: changes made during an
+    /// outage) or when a survivor took this node for dead.
+    fn heartbeat(&mut self, sync: bool, ctx: &mut Context<Self>) {
         let Some(link) = &self.link else { return };
         let (mut conn, epoch) = (link.conn.clone(), self.epoch);
         let mut invocation = SCRIPTS.heartbeat.prepare_invoke();
@@ -434,8 +444,7 @@ impl Bus {
         ctx.spawn(beat.into_actor(self).map(move |result, act, ctx| match result {
             Ok(answer) => {
                 let mut answer = answer.into_iter();
-                if answer.next().as_deref() != Some("1") {
-                    // First beat, or a survivor took this node for dead.
+                if answer.next().as_deref() != Some("1") || sync {
                     act.sync_presence(ctx);
                 }
                 let node = Arc::clone(&act.node);
@@ -465,7 +474,7 @@ impl Actor for Bus {
             ctx.spawn(writer.run().into_actor(self));
         }
         let beat = (self.config.presence_ttl / 3).max(Duration::from_millis(100));
-        ctx.run_interval(beat, |act, ctx| act.heartbeat(ctx));
+        ctx.run_interval(beat, |act, ctx| act.heartbeat(false, ctx));
         self.connect(ctx);
     }
 }
