@@ -493,6 +493,31 @@ mod tests {
     }
 
     #[test]
+    fn redis_is_off_without_a_url_and_checked_with_one() {
+        let c = Config::resolve(Args::default(), FileConfig::default()).unwrap();
+        assert!(c.redis.is_none());
+        let with = |url: &str, prefix: Option<&str>, ttl: Option<u64>| {
+            let args = Args {
+                redis_url: Some(url.into()),
+                redis_prefix: prefix.map(str::to_owned),
+                redis_presence_ttl_ms: ttl,
+                ..Args::default()
+            };
+            Config::resolve(args, FileConfig::default())
+        };
+        let r = with("redis://127.0.0.1:6380", None, None).unwrap().redis.unwrap();
+        assert_eq!(r.prefix, DEFAULT_REDIS_PREFIX);
+        assert_eq!(r.presence_ttl, Duration::from_secs(15));
+        assert!(with("http://127.0.0.1", None, None).unwrap_err().contains("redis://"));
+        assert!(with("redis://h", Some("has space:"), None).is_err());
+        assert!(with("redis://h", Some(""), None).is_err());
+        assert!(with("redis://h", None, Some(10)).unwrap_err().contains("TTL"));
+        let file: FileConfig = serde_yaml::from_str("redis_url: redis://h:1\nredis_prefix: \"staging:\"\n").unwrap();
+        let r = Config::resolve(Args::default(), file).unwrap().redis.unwrap();
+        assert_eq!((r.url.as_str(), r.prefix.as_str()), ("redis://h:1", "staging:"));
+    }
+
+    #[test]
     fn no_secrets_means_development_mode() {
         let c = Config::resolve(Args::default(), FileConfig::default()).unwrap();
         assert_eq!(c.mode, Mode::Development);
