@@ -719,6 +719,11 @@ fn ms(us: u32) -> f64 {
     us as f64 / 1000.0
 }
 
+/// What the remote figure adds to the local one, ms (negative if less).
+fn added_ms(remote: u32, local: u32) -> f64 {
+    (remote as f64 - local as f64) / 1000.0
+}
+
 async fn fanout(
     server: &Server,
     subscribers: usize,
@@ -935,11 +940,10 @@ async fn cluster_run(
                 ms(l.max),
             );
         }
-        let added = |r: u32, l: u32| (r as f64 - l as f64) / 1000.0;
         println!(
             "    cross-node delivery adds: p50 {:+.1} ms, p99 {:+.1} ms",
-            added(lr.p50, ll.p50),
-            added(lr.p99, ll.p99)
+            added_ms(lr.p50, ll.p50),
+            added_ms(lr.p99, ll.p99)
         );
         println!(
             "    redis bus: node-a published {}, node-b received {}, dropped {}/{} (a/b); slow consumers {}/{} (a/b); \
@@ -962,24 +966,25 @@ async fn cluster_run(
             println!("    check: nothing lost, nothing duplicated ({events} events x {} subscribers)", on_a + on_b);
         } else {
             println!(
-                "    check: FAILED: {lost} deliveries lost, {duplicated} duplicated ({} and {} of events from an \
-                 earlier rate)",
+                "    check: FAILED: {lost} deliveries lost, {duplicated} duplicated (and {}/{} deliveries of events \
+                 from an earlier rate, local/remote)",
                 tl.unknown, tr.unknown
             );
         }
         summary.push((rate, per_sec, lost, ll.p50, ll.p99, lr.p50, lr.p99));
     }
     drop(tasks);
-    println!("  summary (ms)    rate  deliveries/s  lost  local p50/p99  remote p50/p99  added p50/p99");
+    println!("  summary (latencies in ms, publish->receive):");
+    println!(
+        "  {:>9}  {:>12}  {:>6}  {:>15}  {:>15}  {:>15}",
+        "rate ev/s", "deliveries/s", "lost", "local p50/p99", "remote p50/p99", "added p50/p99"
+    );
     for (rate, per_sec, lost, lp50, lp99, rp50, rp99) in summary {
         println!(
-            "             {rate:>7}  {per_sec:>12.0}  {lost:>4}  {:>6.1}/{:<6.1} {:>7.1}/{:<7.1} {:>+6.1}/{:<+6.1}",
-            ms(lp50),
-            ms(lp99),
-            ms(rp50),
-            ms(rp99),
-            (rp50 as f64 - lp50 as f64) / 1000.0,
-            (rp99 as f64 - lp99 as f64) / 1000.0,
+            "  {rate:>9}  {per_sec:>12.0}  {lost:>6}  {:>15}  {:>15}  {:>15}",
+            format!("{:.1} / {:.1}", ms(lp50), ms(lp99)),
+            format!("{:.1} / {:.1}", ms(rp50), ms(rp99)),
+            format!("{:+.1} / {:+.1}", added_ms(rp50, lp50), added_ms(rp99, lp99)),
         );
     }
     if total_lost > 0 || total_duplicated > 0 {
