@@ -114,6 +114,33 @@ pub struct Args {
     /// How long a node's presence outlives its last heartbeat in Redis, ms [default: 15000]
     #[arg(long, env = "NOVA_REDIS_PRESENCE_TTL_MS")]
     pub redis_presence_ttl_ms: Option<u64>,
+    /// Directory of mcp_servers.yaml and its backups [default: configs]
+    #[arg(long, env = "NOVA_CONFIG_DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Directory of NOVA_SYSTEM_PROMPT.md [default: prompts]
+    #[arg(long, env = "NOVA_PROMPTS_DIR")]
+    pub prompts_dir: Option<PathBuf>,
+    /// Quiet time after a settings file changes before it is reloaded, ms [default: 200]
+    #[arg(long, env = "NOVA_SETTINGS_DEBOUNCE_MS")]
+    pub settings_debounce_ms: Option<u64>,
+    /// How often each enabled MCP server's health_url is polled, ms [default: 10000]
+    #[arg(long, env = "NOVA_MCP_HEALTH_INTERVAL_MS")]
+    pub mcp_health_interval_ms: Option<u64>,
+    /// Timeout of one health check, ms [default: 2000]
+    #[arg(long, env = "NOVA_MCP_HEALTH_TIMEOUT_MS")]
+    pub mcp_health_timeout_ms: Option<u64>,
+    /// Backups kept per settings file [default: 20]
+    #[arg(long, env = "NOVA_CONFIG_BACKUPS")]
+    pub config_backups: Option<usize>,
+    /// Services POST /api/admin/restart/{service} may restart, comma-separated [default: none, endpoint disabled]
+    #[arg(long, env = "NOVA_RESTART_SERVICES", value_delimiter = ',')]
+    pub restart_services: Option<Vec<String>>,
+    /// Restart command, run without a shell; {service} is replaced [default: docker compose restart {service}]
+    #[arg(long, env = "NOVA_RESTART_COMMAND")]
+    pub restart_command: Option<String>,
+    /// Time a restart command may take, seconds [default: 60]
+    #[arg(long, env = "NOVA_RESTART_TIMEOUT_SECS")]
+    pub restart_timeout_secs: Option<u64>,
     /// Check `GET /health` of the server at the bind address and exit 0 if it
     /// answers 200 (the container HEALTHCHECK)
     #[arg(long)]
@@ -162,6 +189,15 @@ pub struct FileConfig {
     redis_url: Option<String>,
     redis_prefix: Option<String>,
     redis_presence_ttl_ms: Option<u64>,
+    config_dir: Option<PathBuf>,
+    prompts_dir: Option<PathBuf>,
+    settings_debounce_ms: Option<u64>,
+    mcp_health_interval_ms: Option<u64>,
+    mcp_health_timeout_ms: Option<u64>,
+    config_backups: Option<usize>,
+    restart_services: Option<Vec<String>>,
+    restart_command: Option<String>,
+    restart_timeout_secs: Option<u64>,
 }
 
 /// Browser origins allowed to open WebSockets and call the REST API.
@@ -245,7 +281,35 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// The Redis bus; `None` for a node on its own.
     pub redis: Option<RedisConfig>,
+    /// Live settings.
+    pub settings: SettingsConfig,
 }
+
+/// Where the settings files are and how they are watched and checked.
+#[derive(Debug, Clone)]
+pub struct SettingsConfig {
+    /// Directory of `mcp_servers.yaml` and `backups/`.
+    pub config_dir: PathBuf,
+    /// Directory of `NOVA_SYSTEM_PROMPT.md`.
+    pub prompts_dir: PathBuf,
+    /// Debounce window of file changes.
+    pub debounce: Duration,
+    /// Health poll interval.
+    pub health_interval: Duration,
+    /// Health check timeout.
+    pub health_timeout: Duration,
+    /// Backups kept per file.
+    pub backups: usize,
+    /// Services the restart endpoint may restart; empty: disabled.
+    pub restart_services: Vec<String>,
+    /// The restart command's words; `{service}` is replaced.
+    pub restart_command: Vec<String>,
+    /// How long a restart command may run.
+    pub restart_timeout: Duration,
+}
+
+/// The restart command when none is configured.
+pub const DEFAULT_RESTART_COMMAND: &str = "docker compose restart {service}";
 
 /// How a node reaches the others.
 #[derive(Debug, Clone)]
@@ -395,6 +459,49 @@ impl Config {
             args.redis_prefix.or(file.redis_prefix),
             args.redis_presence_ttl_ms.or(file.redis_presence_ttl_ms),
         )?;
+        let restart_command: Vec<String> = args
+            .restart_command
+            .or(file.restart_command)
+            .unwrap_or_else(|| DEFAULT_RESTART_COMMAND.into())
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if restart_command.is_empty() {
+            return Err("the restart command is empty".into());
+        }
+        let restart_services: Vec<String> = args
+            .restart_services
+            .or(file.restart_services)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let Some(bad) = restart_services
+            .iter()
+            .find(|s| s.len() > 64 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)))
+        {
+            return Err(format!("restart service '{bad}' must be 1 to 64 letters, digits, '_', '.' or '-'"));
+        }
+        let settings = SettingsConfig {
+            config_dir: args.config_dir.or(file.config_dir).unwrap_or_else(|| "configs".into()),
+            prompts_dir: args.prompts_dir.or(file.prompts_dir).unwrap_or_else(|| "prompts".into()),
+            debounce: Duration::from_millis(
+                args.settings_debounce_ms.or(file.settings_debounce_ms).unwrap_or(200).max(10),
+            ),
+            health_interval: Duration::from_millis(
+                args.mcp_health_interval_ms.or(file.mcp_health_interval_ms).unwrap_or(10_000).max(50),
+            ),
+            health_timeout: Duration::from_millis(
+                args.mcp_health_timeout_ms.or(file.mcp_health_timeout_ms).unwrap_or(2_000).max(10),
+            ),
+            backups: args.config_backups.or(file.config_backups).unwrap_or(20).max(1),
+            restart_services,
+            restart_command,
+            restart_timeout: Duration::from_secs(
+                args.restart_timeout_secs.or(file.restart_timeout_secs).unwrap_or(60).max(1),
+            ),
+        };
         Ok(Config {
             bind: args.bind.or(file.bind).unwrap_or_else(|| "127.0.0.1:8000".into()),
             mode,
@@ -409,6 +516,7 @@ impl Config {
             limits,
             drain_timeout: Duration::from_secs(args.drain_timeout_secs.or(file.drain_timeout_secs).unwrap_or(10)),
             redis,
+            settings,
         })
     }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::dev::channel;
-use actix::{Addr, Arbiter, Context};
+use actix::{Actor, Addr, Arbiter, Context};
 use actix_cors::Cors;
 use actix_http::HttpService;
 use actix_server::ServerHandle;
@@ -29,6 +29,10 @@ use nova_actors::codes::Close;
 use nova_actors::metrics::Metrics;
 use nova_actors::node::Node;
 use nova_actors::registry::{CloseAll, Cluster, Registry};
+use nova_actors::settings::health::HealthMonitor;
+use nova_actors::settings::store::Store;
+use nova_actors::settings::watcher::ConfigWatcher;
+use nova_actors::settings::SettingsState;
 use tokio::sync::Notify;
 
 use crate::config::Config;
@@ -179,6 +183,22 @@ pub fn build(listener: TcpListener, config: Config) -> io::Result<Running> {
         hubs.push(thread);
     }
     let bus_addr = config.redis.as_ref().map(|_| bus_addr);
+
+    // Live settings: the watcher and the health monitor share a thread;
+    // neither is on a path that serves clients.
+    let settings = Arc::new(SettingsState::default());
+    let s = &config.settings;
+    let store = Arc::new(Store::new(&s.config_dir, &s.prompts_dir, s.backups));
+    {
+        let thread = Arbiter::new();
+        let (registry, state, store) = (registry.clone(), settings.clone(), store.clone());
+        let (interval, timeout, window) = (s.health_interval, s.health_timeout, s.debounce);
+        thread.spawn_fn(move || {
+            let health = HealthMonitor::new(registry.clone(), state.clone(), interval, timeout).start();
+            ConfigWatcher::new(store, state, registry, health, window).start();
+        });
+        hubs.push(thread);
+    }
     let auth = Authenticator::new(config.jwt.as_ref(), config.api_keys.clone(), config.development_key);
     let node = Arc::new(Node::new(node_id, registry.clone(), auth, config.limits.clone(), metrics));
     let state = web::Data::new(AppState {
@@ -186,6 +206,9 @@ pub fn build(listener: TcpListener, config: Config) -> io::Result<Running> {
         admin_token: config.admin_token.clone(),
         origins: config.origins.clone(),
         bus: bus_status,
+        settings,
+        store,
+        restart: http::admin::Restart::new(&config),
     });
     let transport = Arc::new(Transport { node, origins: config.origins.clone() });
     let http_shutdown = Arc::new(Notify::new());

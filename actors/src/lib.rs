@@ -11,6 +11,8 @@
 //!   actor, connections by id and by user; routes published events.
 //! - [`cluster`]: several nodes as one through Redis: the bus actor (the
 //!   Redis subscriber), the outbox, the payload format, cross-node presence.
+//! - [`settings`]: live settings: the config watcher and health monitor
+//!   actors, the MCP server list, the system prompt, safe writes and backups.
 //! - [`link`]: what channels and the registry hold for a session: its mailbox
 //!   and its outbound budget.
 //! - [`protocol`]: the wire envelope, request validation and the one encoder.
@@ -38,3 +40,4 @@ pub mod node;
 pub mod protocol;
 pub mod registry;
 pub mod session;
+pub mod settings;

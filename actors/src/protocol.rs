@@ -108,6 +108,8 @@ struct Envelope<'a, D: Serialize + ?Sized> {
     timestamp: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     reply_to: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
 }
 
 /// A fresh event id (UUID v4).
@@ -125,10 +127,31 @@ pub fn encode_with_id<D: Serialize + ?Sized>(
     data: &D,
     reply_to: Option<&str>,
 ) -> Frame {
-    let envelope = Envelope { id, kind, channel, data, timestamp: Timestamp(SystemTime::now()), reply_to };
+    let envelope =
+        Envelope { id, kind, channel, data, timestamp: Timestamp(SystemTime::now()), reply_to, source: None };
+    finish(kind, &envelope)
+}
+
+/// Encodes an event that names its `source` (the service that made it), as
+/// settings events do.
+pub fn encode_sourced<D: Serialize + ?Sized>(kind: &str, channel: Option<&str>, data: &D, source: &str) -> Frame {
+    let id = new_id();
+    let envelope = Envelope {
+        id: &id,
+        kind,
+        channel,
+        data,
+        timestamp: Timestamp(SystemTime::now()),
+        reply_to: None,
+        source: Some(source),
+    };
+    finish(kind, &envelope)
+}
+
+fn finish<D: Serialize + ?Sized>(kind: &str, envelope: &Envelope<'_, D>) -> Frame {
     // Serializing plain structs, strings and `serde_json::Value` into a
     // String cannot fail: there is no I/O and every map key is a string.
-    let text = serde_json::to_string(&envelope).unwrap_or_else(|e| {
+    let text = serde_json::to_string(envelope).unwrap_or_else(|e| {
         log::error!("encoding a '{kind}' frame failed: {e}");
         String::from("{}")
     });

@@ -36,6 +36,7 @@ use crate::names::parse_channel;
 use crate::node::{connection_id, Node};
 use crate::protocol::{self, kind, Action, ClientEvent, Credentials, Rejection, Request};
 use crate::registry;
+use crate::settings::SETTINGS_CHANNEL;
 
 /// Delivered bytes a session writes before it lets the transport flush.
 pub const WRITE_QUANTUM: usize = 64 * 1024;
@@ -312,7 +313,8 @@ impl Session {
         for name in names {
             match parse_channel(&name) {
                 Err(e) => self.send_error(ctx, ErrorCode::ChannelNotFound, &e.to_string(), Some(&name), reply_to),
-                Ok(channel) if subscribe && !identity.may_access(&channel) => {
+                // Every authenticated client may follow the settings.
+                Ok(channel) if subscribe && !identity.may_access(&channel) && &*channel != SETTINGS_CHANNEL => {
                     let message = format!("not allowed to subscribe to '{channel}'");
                     self.send_error(ctx, ErrorCode::PermissionDenied, &message, Some(&channel), reply_to);
                 }

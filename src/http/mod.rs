@@ -8,14 +8,20 @@
 //! - [`connections`]: `GET /ws/connections`, `GET /ws/metrics`,
 //!   `POST /ws/broadcast`, `POST /ws/ping`.
 //! - [`health`]: `GET /health`, `GET /api/health/redis`.
+//! - [`settings`]: `GET /api/mcp`, `PUT /api/mcp/{name}/toggle`,
+//!   `POST /api/config/validate`, `GET /api/config/backups`,
+//!   `POST /api/config/restore/{backup_id}`, `GET|PUT /api/prompt`.
+//! - [`admin`]: `POST /api/admin/restart/{service}` (development only).
 //!
 //! Everything but the health checks and the WebSocket endpoint takes the admin
 //! bearer token ([`Admin`]); every error is JSON ([`error`]).
 
+pub mod admin;
 pub mod connections;
 pub mod error;
 pub mod health;
 pub mod publish;
+pub mod settings;
 pub mod ws;
 
 use std::future::{ready, Ready};
@@ -27,6 +33,8 @@ use actix_web::{web, FromRequest, HttpRequest};
 use nova_actors::auth::constant_time_eq;
 use nova_actors::cluster::BusStatus;
 use nova_actors::node::Node;
+use nova_actors::settings::store::Store;
+use nova_actors::settings::SettingsState;
 
 use crate::config::Origins;
 use error::ApiError;
@@ -45,6 +53,12 @@ pub struct AppState {
     pub origins: Origins,
     /// The Redis bus's state; `None` for a node on its own.
     pub bus: Option<Arc<BusStatus>>,
+    /// The live settings, as the config watcher and health monitor keep them.
+    pub settings: Arc<SettingsState>,
+    /// The settings files.
+    pub store: Arc<Store>,
+    /// The restart endpoint's configuration.
+    pub restart: admin::Restart,
 }
 
 /// Proof that a request carried the admin bearer token; take it as a
@@ -90,5 +104,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/ws/{client_id}").route(web::get().to(ws::connect_as)))
         .service(resource("/api/publish").route(web::post().to(publish::publish)))
         .service(resource("/api/publish/batch").route(web::post().to(publish::publish_batch)))
-        .service(resource("/api/users/{user_id}/send").route(web::post().to(publish::send_to_user)));
+        .service(resource("/api/users/{user_id}/send").route(web::post().to(publish::send_to_user)))
+        .service(resource("/api/mcp").route(web::get().to(settings::list_mcp)))
+        .service(resource("/api/mcp/{name}/toggle").route(web::put().to(settings::toggle_mcp)))
+        .service(resource("/api/config/validate").route(web::post().to(settings::validate)))
+        .service(resource("/api/config/backups").route(web::get().to(settings::backups)))
+        .service(resource("/api/config/restore/{backup_id}").route(web::post().to(settings::restore)))
+        .service(
+            resource("/api/prompt")
+                .route(web::get().to(settings::get_prompt))
+                .route(web::put().to(settings::put_prompt)),
+        )
+        .service(resource("/api/admin/restart/{service}").route(web::post().to(admin::restart)));
 }

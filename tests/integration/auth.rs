@@ -273,6 +273,6 @@ async fn non_admin_role_grants_nothing_extra() {
     let mut client = server.connect().await;
     client.init(json!({"token": jwt("bob", 60, json!({"role": "user", "channels": ["team:t1"]}))})).await;
     client.subscribe(&["team:t1"]).await;
-    client.request("channel.subscribe", None, json!({"channels": ["system:settings"]})).await;
+    client.request("channel.subscribe", None, json!({"channels": ["system:ops"]})).await;
     client.expect_error(4003).await;
 }

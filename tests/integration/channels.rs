@@ -43,7 +43,7 @@ async fn jwt_pattern_grants_matching_channels_only() {
     let server = TestServer::start();
     let mut bob = jwt_client(&server, "bob", json!({"channels": ["conversation:*", "team:t1"]})).await;
     bob.subscribe(&["conversation:c1", "conversation:other", "team:t1"]).await;
-    for denied in ["team:t2", "document:d1", "system:settings"] {
+    for denied in ["team:t2", "document:d1", "system:ops"] {
         let id = bob.request("channel.subscribe", None, json!({"channels": [denied]})).await;
         let error = bob.expect_error(4003).await;
         assert_eq!(error["channel"], denied, "{error}");

@@ -37,6 +37,8 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its config and prompts directories, unless the test chose its own.
+    pub dirs: Option<tempfile::TempDir>,
     control: Control,
     done: mpsc::Receiver<()>,
     thread: Option<JoinHandle<()>>,
@@ -61,6 +63,17 @@ impl TestServer {
             ..Args::default()
         };
         tweak(&mut args);
+        // Settings files of its own, so no test reads or writes the
+        // repository's configs/ and prompts/.
+        let dirs = match (&args.config_dir, &args.prompts_dir) {
+            (None, None) => {
+                let dirs = tempfile::tempdir().expect("a temporary directory");
+                args.config_dir = Some(dirs.path().join("configs"));
+                args.prompts_dir = Some(dirs.path().join("prompts"));
+                Some(dirs)
+            }
+            _ => None,
+        };
         let config = Config::resolve(args, FileConfig::default()).expect("test configuration");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -76,7 +89,7 @@ impl TestServer {
             let _ = done_tx.send(());
         });
         let (addr, control) = ready_rx.recv().expect("server started");
-        TestServer { addr, control, done, thread: Some(thread) }
+        TestServer { addr, dirs, control, done, thread: Some(thread) }
     }
 
     /// The control handle (graceful shutdown tests).
@@ -215,6 +228,20 @@ impl TestServer {
             req = req.insert_header(("Authorization", format!("Bearer {token}")));
         }
         let mut res = req.send_body(body.to_owned()).await.expect("POST");
+        let status = res.status().as_u16();
+        let body = res.json::<Value>().limit(16 * 1024 * 1024).await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// `method path` with the admin token and a raw body; status and JSON.
+    pub async fn send_raw(&self, method: &str, path: &str, content_type: &str, body: &str) -> (u16, Value) {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).expect("HTTP method");
+        let req = awc::Client::default()
+            .request(method, self.url(path))
+            .timeout(DEADLINE)
+            .insert_header(("Authorization", format!("Bearer {ADMIN_TOKEN}")))
+            .insert_header(("Content-Type", content_type));
+        let mut res = req.send_body(body.to_owned()).await.expect("HTTP request");
         let status = res.status().as_u16();
         let body = res.json::<Value>().limit(16 * 1024 * 1024).await.unwrap_or(Value::Null);
         (status, body)
@@ -841,6 +868,44 @@ impl TestServer {
             a.node_id = Some(id.into());
             a.redis_presence_ttl_ms = Some(1500);
         })
+    }
+
+    /// `GET /api/mcp` until server `name`'s health status is `status`;
+    /// returns its health.
+    pub async fn wait_for_health(&self, name: &str, status: &str) -> Value {
+        let until = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let (_, body) = self.get("/api/mcp").await;
+            let server = body["servers"].as_array().and_then(|s| s.iter().find(|s| s["name"] == name)).cloned();
+            if let Some(server) = server.filter(|s| s["health"]["status"] == status) {
+                return server["health"].clone();
+            }
+            assert!(tokio::time::Instant::now() < until, "timed out waiting for '{name}' to be {status}: {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `GET /api/mcp` until server `name` has been checked `n` more times
+    /// (its `checked_at` changed `n` times).
+    pub async fn wait_for_health_checks(&self, name: &str, n: usize) {
+        let until = tokio::time::Instant::now() + DEADLINE;
+        let mut seen: Vec<Value> = Vec::new();
+        loop {
+            let (_, body) = self.get("/api/mcp").await;
+            let at = body["servers"]
+                .as_array()
+                .and_then(|s| s.iter().find(|s| s["name"] == name))
+                .map(|s| s["health"]["checked_at"].clone())
+                .unwrap_or(Value::Null);
+            if seen.last() != Some(&at) {
+                seen.push(at);
+            }
+            if seen.len() > n {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < until, "timed out waiting for {n} checks of '{name}'");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `GET /api/health/redis` until its status is `status`.

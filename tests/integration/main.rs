@@ -19,6 +19,7 @@ mod origins;
 mod presence;
 mod publish;
 mod rest;
+mod settings;
 mod shutdown;
 mod slow_consumer;
 mod transport;

@@ -1,0 +1,348 @@
+//! The config watcher actor: watches the config and prompts directories and
+//! turns file changes into one reload per burst and events for clients.
+//!
+//! It watches the directories, not the files, because editors save in
+//! several ways: writing in place, writing a temporary file and renaming
+//! it over the old one, or deleting and recreating it. All of them end as
+//! events naming the file in its directory, and a deleted file that comes
+//! back is seen like any other change. Events for other names (editor swap
+//! files, our own temporary files) are ignored.
+//!
+//! A burst of events is debounced: each event restarts a timer of one
+//! window (200 ms by default), and the reload runs when the files have been
+//! quiet for that long (or at the latest after ten windows of a continuous
+//! stream). A file that looks mid-save (missing, empty, or not valid YAML)
+//! gets one more window before it is believed, so an editor's truncate and
+//! write is not announced as a broken config.
+//!
+//! An invalid MCP config never replaces the last good one: the server keeps
+//! serving the last good config and publishes `config_validated` with
+//! `valid: false` and the errors; a valid change publishes
+//! `config_validated` with `valid: true` and the changes, an `mcp_toggled`
+//! per server whose `enabled` flipped, and hands the enabled servers to the
+//! health monitor. A changed prompt publishes `prompt_updated`. Content
+//! that did not change (a save without edits) publishes nothing.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::prelude::*;
+use notify::{RecursiveMode, Watcher as _};
+use serde_json::json;
+
+use super::health::{HealthMonitor, Servers};
+use super::mcp::{self, ConfigError, McpConfig};
+use super::prompt::hash;
+use super::store::{SettingsFile, Store};
+use super::{kind, publish, Shared, MCP_FILE, PROMPT_FILE};
+use crate::registry::Registry;
+
+/// File system events, from notify's thread.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FsEvent {
+    paths: Vec<PathBuf>,
+}
+
+/// How a file looked at a reload.
+enum Seen {
+    Missing,
+    Text(String),
+}
+
+/// Watches the settings files.
+pub struct ConfigWatcher {
+    store: Arc<Store>,
+    state: Shared,
+    registry: Addr<Registry>,
+    health: Addr<HealthMonitor>,
+    config_dir: PathBuf,
+    prompts_dir: PathBuf,
+    window: Duration,
+    watcher: Option<notify::RecommendedWatcher>,
+    dirty: Dirty,
+    timer: Option<SpawnHandle>,
+    /// Hashes of the files' text at the last reload, valid or not.
+    mcp_seen: Option<String>,
+    prompt_seen: Option<String>,
+}
+
+#[derive(Default)]
+struct Dirty {
+    mcp: bool,
+    prompt: bool,
+    since: Option<Instant>,
+    /// The files already given one more window for looking mid-save.
+    mcp_waited: bool,
+    prompt_waited: bool,
+}
+
+impl ConfigWatcher {
+    /// A watcher of `store`'s files, debouncing with `window`.
+    pub fn new(
+        store: Arc<Store>,
+        state: Shared,
+        registry: Addr<Registry>,
+        health: Addr<HealthMonitor>,
+        window: Duration,
+    ) -> Self {
+        let config_dir = store.path(SettingsFile::Mcp).parent().map(Path::to_path_buf).unwrap_or_default();
+        let prompts_dir = store.path(SettingsFile::Prompt).parent().map(Path::to_path_buf).unwrap_or_default();
+        ConfigWatcher {
+            store,
+            state,
+            registry,
+            health,
+            config_dir,
+            prompts_dir,
+            window,
+            watcher: None,
+            dirty: Dirty::default(),
+            timer: None,
+            mcp_seen: None,
+            prompt_seen: None,
+        }
+    }
+
+    fn read(&self, file: SettingsFile) -> io::Result<Seen> {
+        match std::fs::read_to_string(self.store.path(file)) {
+            Ok(text) => Ok(Seen::Text(text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Seen::Missing),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The state at start, without events: nobody is connected yet.
+    fn load(&mut self) {
+        match self.read(SettingsFile::Mcp) {
+            Ok(Seen::Text(text)) => {
+                self.mcp_seen = Some(hash(&text));
+                match mcp::parse(&text) {
+                    Ok(config) => self.use_config(config),
+                    Err(errors) => {
+                        log::warn!("{MCP_FILE} is invalid, no MCP servers in use: {}", summary(&errors));
+                        self.set_errors(errors);
+                    }
+                }
+            }
+            Ok(Seen::Missing) => log::info!("no {} yet", self.store.path(SettingsFile::Mcp).display()),
+            Err(e) => log::warn!("cannot read {MCP_FILE}: {e}"),
+        }
+        match self.read(SettingsFile::Prompt) {
+            Ok(Seen::Text(text)) => {
+                self.prompt_seen = Some(hash(&text));
+                self.set_prompt(text);
+            }
+            Ok(Seen::Missing) => log::info!("no {} yet", self.store.path(SettingsFile::Prompt).display()),
+            Err(e) => log::warn!("cannot read {PROMPT_FILE}: {e}"),
+        }
+    }
+
+    fn use_config(&self, config: McpConfig) {
+        let enabled = config.servers.iter().filter(|s| s.enabled).cloned().collect();
+        if let Ok(mut current) = self.state.mcp.write() {
+            *current = config;
+        }
+        self.set_errors(Vec::new());
+        self.health.do_send(Servers(enabled));
+    }
+
+    fn set_errors(&self, errors: Vec<ConfigError>) {
+        if let Ok(mut current) = self.state.mcp_errors.write() {
+            *current = errors;
+        }
+    }
+
+    fn set_prompt(&self, text: String) {
+        let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        if let Ok(mut prompt) = self.state.prompt.write() {
+            *prompt = prompt.changed(text, now);
+        }
+    }
+
+    fn start_watching(&mut self, ctx: &mut Context<Self>) {
+        let addr = ctx.address();
+        let handler = move |event: notify::Result<notify::Event>| match event {
+            Ok(event) => addr.do_send(FsEvent { paths: event.paths }),
+            Err(e) => log::warn!("watching settings files: {e}"),
+        };
+        let mut watcher = match notify::recommended_watcher(handler) {
+            Ok(watcher) => watcher,
+            Err(e) => return log::error!("cannot watch settings files, changes will not be seen: {e}"),
+        };
+        for dir in [&self.config_dir, &self.prompts_dir] {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                log::warn!("cannot create {}: {e}", dir.display());
+            }
+            match watcher.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => log::info!("watching {} for settings changes", dir.display()),
+                Err(e) => log::error!("cannot watch {}: {e}", dir.display()),
+            }
+        }
+        self.watcher = Some(watcher);
+    }
+
+    /// (Re)starts the debounce timer, unless the burst has already gone on
+    /// for ten windows.
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        let since = *self.dirty.since.get_or_insert_with(Instant::now);
+        if self.timer.is_some() && since.elapsed() >= self.window * 10 {
+            return;
+        }
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.timer = Some(ctx.run_later(self.window, |act, ctx| {
+            act.timer = None;
+            act.reload(ctx);
+        }));
+    }
+
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        self.dirty.since = None;
+        if std::mem::take(&mut self.dirty.mcp) {
+            self.reload_mcp(ctx);
+        }
+        if std::mem::take(&mut self.dirty.prompt) {
+            self.reload_prompt(ctx);
+        }
+    }
+
+    /// Gives a file that looks mid-save one more window; returns whether
+    /// it did.
+    fn wait_once(&mut self, mcp: bool, ctx: &mut Context<Self>) -> bool {
+        let (waited, dirty) = if mcp {
+            (&mut self.dirty.mcp_waited, &mut self.dirty.mcp)
+        } else {
+            (&mut self.dirty.prompt_waited, &mut self.dirty.prompt)
+        };
+        if std::mem::replace(waited, true) {
+            *waited = false;
+            return false;
+        }
+        *dirty = true;
+        self.schedule(ctx);
+        true
+    }
+
+    fn reload_mcp(&mut self, ctx: &mut Context<Self>) {
+        let seen = match self.read(SettingsFile::Mcp) {
+            Ok(seen) => seen,
+            Err(e) => return log::warn!("cannot read {MCP_FILE}: {e}"),
+        };
+        let parsed = match &seen {
+            Seen::Missing => Err(vec![ConfigError {
+                server: None,
+                field: None,
+                line: None,
+                message: format!("{MCP_FILE} is missing; the last good config stays in use"),
+            }]),
+            Seen::Text(text) => mcp::parse(text),
+        };
+        let suspicious = match (&seen, &parsed) {
+            (Seen::Text(text), Ok(_)) => text.trim().is_empty(),
+            _ => true,
+        };
+        if suspicious && self.wait_once(true, ctx) {
+            return;
+        }
+        self.dirty.mcp_waited = false;
+        let seen_hash = match &seen {
+            Seen::Text(text) => Some(hash(text)),
+            Seen::Missing => None,
+        };
+        if seen_hash.is_some() && seen_hash == self.mcp_seen {
+            return;
+        }
+        self.mcp_seen = seen_hash;
+        match parsed {
+            Ok(config) => {
+                let old = self.state.mcp.read().map(|c| c.clone()).unwrap_or_default();
+                let changes = mcp::diff(&old, &config);
+                log::info!("{MCP_FILE} reloaded: {} servers, {} changed", config.servers.len(), changes.len());
+                let data = json!({
+                    "file": MCP_FILE,
+                    "valid": true,
+                    "servers": config.servers.len(),
+                    "changes": changes,
+                });
+                publish(&self.registry, kind::CONFIG_VALIDATED, &data);
+                for server in &config.servers {
+                    if old.get(&server.name).is_some_and(|o| o.enabled != server.enabled) {
+                        let data = json!({ "name": server.name, "enabled": server.enabled });
+                        publish(&self.registry, kind::MCP_TOGGLED, &data);
+                    }
+                }
+                self.use_config(config);
+            }
+            Err(errors) => {
+                log::warn!("{MCP_FILE} is invalid, keeping the last good config: {}", summary(&errors));
+                let servers = self.state.mcp.read().map(|c| c.servers.len()).unwrap_or(0);
+                let data = json!({ "file": MCP_FILE, "valid": false, "servers": servers, "errors": errors });
+                publish(&self.registry, kind::CONFIG_VALIDATED, &data);
+                self.set_errors(errors);
+            }
+        }
+    }
+
+    fn reload_prompt(&mut self, ctx: &mut Context<Self>) {
+        let text = match self.read(SettingsFile::Prompt) {
+            Ok(Seen::Text(text)) => text,
+            Ok(Seen::Missing) => {
+                if !self.wait_once(false, ctx) {
+                    log::warn!("{PROMPT_FILE} is missing; the last prompt stays in use");
+                }
+                return;
+            }
+            Err(e) => return log::warn!("cannot read {PROMPT_FILE}: {e}"),
+        };
+        if text.trim().is_empty() && self.wait_once(false, ctx) {
+            return;
+        }
+        self.dirty.prompt_waited = false;
+        let seen = hash(&text);
+        if self.prompt_seen.as_ref() == Some(&seen) {
+            return;
+        }
+        self.prompt_seen = Some(seen);
+        self.set_prompt(text);
+        if let Ok(prompt) = self.state.prompt.read() {
+            log::info!("{PROMPT_FILE} reloaded: version {}, {} bytes", prompt.version, prompt.text.len());
+            publish(&self.registry, kind::PROMPT_UPDATED, &prompt.event());
+        }
+    }
+}
+
+fn summary(errors: &[ConfigError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+impl Actor for ConfigWatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.load();
+        self.start_watching(ctx);
+    }
+}
+
+impl Handler<FsEvent> for ConfigWatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: FsEvent, ctx: &mut Self::Context) {
+        let mut touched = false;
+        for path in &msg.paths {
+            match path.file_name().and_then(|n| n.to_str()) {
+                Some(MCP_FILE) => self.dirty.mcp = true,
+                Some(PROMPT_FILE) => self.dirty.prompt = true,
+                _ => continue,
+            }
+            touched = true;
+        }
+        if touched {
+            self.schedule(ctx);
+        }
+    }
+}

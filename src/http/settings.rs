@@ -1,0 +1,198 @@
+//! The settings page's REST API: the MCP servers with live health, toggles,
+//! validation without saving, backups and restores, and the system prompt.
+//!
+//! Writes go through the store (atomic, backed up first, one at a time) and
+//! change only the file: the config watcher sees the change like any other
+//! edit and publishes the events (`config_validated`, `mcp_toggled`,
+//! `prompt_updated`), so a hand edit and an API call reach clients the same
+//! way. File work runs on actix-web's blocking pool.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use nova_actors::settings::mcp;
+use nova_actors::settings::store::{SettingsFile, StoreError};
+use nova_actors::settings::Health;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::{Admin, AppState};
+
+/// Largest prompt accepted.
+pub const MAX_PROMPT_BYTES: usize = 1024 * 1024;
+
+/// Largest YAML accepted for validation.
+pub const MAX_YAML_BYTES: usize = 1024 * 1024;
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
+        StoreError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+        StoreError::Io(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io_error", e.to_string()),
+    }
+}
+
+/// Runs file work off the event loop.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    web::block(work).await.map_err(ApiError::unavailable)?.map_err(store_error)
+}
+
+/// `GET /api/mcp`: the servers of the last good config, each with its live
+/// health (`disabled` for disabled servers), and whether the file on disk
+/// is valid.
+pub async fn list_mcp(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let settings = &state.settings;
+    let config = settings.mcp.read().map(|c| c.clone()).unwrap_or_default();
+    let health = settings.health.read().map(|h| h.clone()).unwrap_or_default();
+    let errors = settings.mcp_errors.read().map(|e| e.clone()).unwrap_or_default();
+    let servers: Vec<Value> = config
+        .servers
+        .iter()
+        .map(|s| {
+            let health = match health.get(&s.name) {
+                _ if !s.enabled => Health { status: "disabled", ..Health::default() },
+                Some(h) => h.clone(),
+                None => Health::default(),
+            };
+            json!({
+                "name": s.name,
+                "url": s.url,
+                "health_url": s.health_url,
+                "description": s.description,
+                "enabled": s.enabled,
+                "health": health,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "servers": servers, "valid": errors.is_empty(), "errors": errors })))
+}
+
+/// The optional body of a toggle.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToggleBody {
+    enabled: bool,
+}
+
+/// `PUT /api/mcp/{name}/toggle`: flips `enabled`, or sets it to the body's
+/// `{"enabled": bool}`. Only that line of the file changes.
+pub async fn toggle_mcp(
+    _: Admin,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let wanted = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let body: ToggleBody = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("expected {{\"enabled\": true|false}}: {e}")))?;
+        Some(body.enabled)
+    };
+    let name = name.into_inner();
+    let store = state.store.clone();
+    let (target, changed) = {
+        let name = name.clone();
+        blocking(move || {
+            let mut outcome = (false, false);
+            store.update(SettingsFile::Mcp, |text| {
+                let config = mcp::parse(text).map_err(|errors| {
+                    let first = errors.first().map(ToString::to_string).unwrap_or_default();
+                    StoreError::Invalid(format!("mcp_servers.yaml is invalid, fix it first: {first}"))
+                })?;
+                let server =
+                    config.get(&name).ok_or_else(|| StoreError::NotFound(format!("no MCP server '{name}'")))?;
+                let enabled = wanted.unwrap_or(!server.enabled);
+                outcome = (enabled, enabled != server.enabled);
+                if !outcome.1 {
+                    return Ok(text.to_owned());
+                }
+                mcp::set_enabled(text, &name, enabled).map_err(|e| StoreError::Invalid(e.to_string()))
+            })?;
+            Ok(outcome)
+        })
+        .await?
+    };
+    Ok(HttpResponse::Ok().json(json!({ "name": name, "enabled": target, "changed": changed })))
+}
+
+/// `POST /api/config/validate`: checks the posted YAML (the body, as text)
+/// as `mcp_servers.yaml`; saves nothing.
+pub async fn validate(_: Admin, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    if body.len() > MAX_YAML_BYTES {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "at most 1 MiB of YAML"));
+    }
+    let text =
+        std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("invalid_text", "the body is not UTF-8"))?;
+    Ok(HttpResponse::Ok().json(match mcp::parse(text) {
+        Ok(config) => json!({ "valid": true, "servers": config.servers, "errors": [] }),
+        Err(errors) => json!({ "valid": false, "errors": errors }),
+    }))
+}
+
+/// `GET /api/config/backups`: every backup, newest first.
+pub async fn backups(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let store = state.store.clone();
+    let list = blocking(move || store.backups().map_err(StoreError::Io)).await?;
+    Ok(HttpResponse::Ok().json(json!({ "backups": list })))
+}
+
+/// `POST /api/config/restore/{backup_id}`: puts a backup back (an MCP
+/// backup only if it still validates); the file it replaces is backed up.
+pub async fn restore(_: Admin, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let store = state.store.clone();
+    let restored = {
+        let id = id.clone();
+        blocking(move || {
+            store.restore(&id, |file, text| match file {
+                SettingsFile::Mcp => mcp::parse(text).map(|_| ()).map_err(|errors| {
+                    let first = errors.first().map(ToString::to_string).unwrap_or_default();
+                    StoreError::Invalid(format!("the backup does not validate: {first}"))
+                }),
+                SettingsFile::Prompt => Ok(()),
+            })
+        })
+        .await?
+    };
+    Ok(HttpResponse::Ok().json(json!({ "restored": id, "file": restored })))
+}
+
+/// `GET /api/prompt`: the prompt in use.
+pub async fn get_prompt(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let prompt = state.settings.prompt.read().map(|p| p.clone()).unwrap_or_default();
+    Ok(HttpResponse::Ok().json(json!({
+        "file": nova_actors::settings::PROMPT_FILE,
+        "content": prompt.text,
+        "hash": prompt.hash,
+        "version": prompt.version,
+        "bytes": prompt.text.len(),
+        "updated_at": prompt.updated_at,
+    })))
+}
+
+/// `PUT /api/prompt` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptBody {
+    content: String,
+}
+
+/// `PUT /api/prompt` `{"content": "…"}`: replaces the prompt.
+pub async fn put_prompt(
+    _: Admin,
+    state: web::Data<AppState>,
+    body: web::Json<PromptBody>,
+) -> Result<HttpResponse, ApiError> {
+    let content = body.into_inner().content;
+    if content.len() > MAX_PROMPT_BYTES {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "a prompt may have at most 1 MiB"));
+    }
+    let store = state.store.clone();
+    let hash = nova_actors::settings::prompt::hash(&content);
+    let bytes = content.len();
+    blocking(move || store.update(SettingsFile::Prompt, |_| Ok(content))).await?;
+    Ok(HttpResponse::Ok().json(json!({ "hash": hash, "bytes": bytes })))
+}
