@@ -193,9 +193,10 @@ pub fn build(listener: TcpListener, config: Config) -> io::Result<Running> {
         let thread = Arbiter::new();
         let (registry, state, store) = (registry.clone(), settings.clone(), store.clone());
         let (interval, timeout, window) = (s.health_interval, s.health_timeout, s.debounce);
+        let bus = bus_addr.clone();
         thread.spawn_fn(move || {
             let health = HealthMonitor::new(registry.clone(), state.clone(), interval, timeout).start();
-            ConfigWatcher::new(store, state, registry, health, window).start();
+            ConfigWatcher::new(store, state, registry, health, bus, window).start();
         });
         hubs.push(thread);
     }

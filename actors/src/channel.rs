@@ -124,12 +124,16 @@ pub struct Channel {
     /// Users present in the channel on any node, as the bus last said
     /// (with a bus only).
     cluster_users: HashSet<Arc<str>>,
+    /// `system:` channels are the server's broadcasts (settings): they have
+    /// no presence, so following them tells no one who else is online.
+    has_presence: bool,
 }
 
 impl Channel {
     /// An empty channel; `bus` makes its presence the cluster's.
     pub fn new(name: Arc<str>, registry: Addr<Registry>, metrics: Arc<Metrics>, bus: Option<Addr<Bus>>) -> Self {
         Channel {
+            has_presence: !name.starts_with("system:"),
             name,
             members: Vec::new(),
             index: HashMap::new(),
@@ -177,6 +181,9 @@ impl Channel {
     /// A user's first connection here joined (`true`) or the last left:
     /// announced here on a single node, reported to the bus with several.
     fn local_presence(&self, user: &Arc<str>, joined: bool, except: ConnId) {
+        if !self.has_presence {
+            return;
+        }
         if let Some(bus) = &self.bus {
             return bus.do_send(PresenceChange { channel: Arc::clone(&self.name), user: Arc::clone(user), joined });
         }
@@ -201,9 +208,13 @@ impl Channel {
     }
 
     fn subscribed(&self, link: &Arc<Link>, reply_to: &str) {
-        let data = SubscribedData {
-            presence: self.present().take(MAX_PRESENCE_LIST).collect(),
-            presence_count: self.present_count(),
+        let data = if !self.has_presence {
+            SubscribedData { presence: Vec::new(), presence_count: 0 }
+        } else {
+            SubscribedData {
+                presence: self.present().take(MAX_PRESENCE_LIST).collect(),
+                presence_count: self.present_count(),
+            }
         };
         self.deliver(link, &Batch::one(protocol::encode(kind::SUBSCRIBED, Some(&self.name), &data, Some(reply_to))));
     }

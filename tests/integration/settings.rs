@@ -351,3 +351,41 @@ async fn restart_runs_an_allowed_command_without_a_shell() {
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "restart_disabled");
 }
+
+#[actix_rt::test]
+async fn nodes_sharing_the_files_announce_each_change_once() {
+    let redis = crate::common::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("configs")).unwrap();
+    std::fs::create_dir_all(dir.path().join("prompts")).unwrap();
+    std::fs::write(dir.path().join("configs/mcp_servers.yaml"), YAML).unwrap();
+    let prompt = dir.path().join("prompts/NOVA_SYSTEM_PROMPT.md");
+    std::fs::write(&prompt, "v1").unwrap();
+    let node = |id: &str| {
+        let (url, root) = (redis.url(), dir.path().to_path_buf());
+        TestServer::with(|a| {
+            a.redis_url = Some(url);
+            a.node_id = Some(id.into());
+            a.config_dir = Some(root.join("configs"));
+            a.prompts_dir = Some(root.join("prompts"));
+            a.mcp_health_interval_ms = Some(60_000);
+        })
+    };
+    let (a, b) = (node("node-a"), node("node-b"));
+    a.wait_for_redis("up").await;
+    b.wait_for_redis("up").await;
+    let mut on_a = a.subscriber("amy", &["system:settings"]).await;
+    let mut on_b = b.subscriber("bea", &["system:settings"]).await;
+
+    // Both nodes see the write; one announces it, to both nodes' clients.
+    std::fs::write(&prompt, "v2").unwrap();
+    for client in [&mut on_a, &mut on_b] {
+        assert_eq!(event(client, "prompt_updated").await["content"], "v2");
+    }
+    // The next event each client gets is the next change, not a copy.
+    let (status, _) = b.send_raw("PUT", "/api/prompt", "application/json", r#"{"content":"v3"}"#).await;
+    assert_eq!(status, 200);
+    for client in [&mut on_a, &mut on_b] {
+        assert_eq!(event(client, "prompt_updated").await["content"], "v3");
+    }
+}

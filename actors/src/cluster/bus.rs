@@ -93,6 +93,19 @@ pub struct LoadPresence {
     pub channel: Arc<str>,
 }
 
+/// Asks whether this node is the one to announce something every node
+/// observes (a settings file change on a shared volume): the first node to
+/// claim `key` gets `true`, the others `false` for `ttl`. Without Redis the
+/// answer is `true`: a duplicate is better than a lost event.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Claim {
+    /// What is being announced, the same on every node.
+    pub key: String,
+    /// How long the claim holds.
+    pub ttl: Duration,
+}
+
 /// Takes this node's presence out of Redis (graceful shutdown), so other
 /// nodes announce its users as gone at once instead of after the TTL.
 #[derive(Message)]
@@ -591,6 +604,31 @@ impl Handler<LoadPresence> for Bus {
                     Vec::new()
                 }
                 Err(_) => Vec::new(),
+            }
+        })
+    }
+}
+
+impl Handler<Claim> for Bus {
+    type Result = ResponseFuture<bool>;
+
+    fn handle(&mut self, msg: Claim, _: &mut Self::Context) -> Self::Result {
+        let Some(link) = &self.link else { return Box::pin(async { true }) };
+        let mut conn = link.conn.clone();
+        let mut set = redis::cmd("SET");
+        set.arg(format!("{}claim:{}", self.keys.prefix(), msg.key))
+            .arg(&*self.node)
+            .arg("NX")
+            .arg("PX")
+            .arg(msg.ttl.as_millis() as u64);
+        Box::pin(async move {
+            match tokio::time::timeout(REDIS_TIMEOUT, set.query_async::<Option<String>>(&mut conn)).await {
+                Ok(Ok(answer)) => answer.is_some(),
+                Ok(Err(e)) => {
+                    log::warn!("redis: claim failed, announcing anyway: {e}");
+                    true
+                }
+                Err(_) => true,
             }
         })
     }

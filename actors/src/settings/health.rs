@@ -4,6 +4,9 @@
 //! server's status changes (the first check of a server counts as a change
 //! from `unknown`), never for a poll that finds nothing new.
 //!
+//! Every node runs its own monitor and tells its own clients, so with
+//! several nodes a client hears each change once, from its node.
+//!
 //! A 2xx answer is `up`; anything else, a timeout or a refused connection
 //! is `down` with the reason. Checks of one server never overlap: a server
 //! slower than the interval is checked again only after its answer.
@@ -15,7 +18,7 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use super::mcp::McpServer;
-use super::{kind, publish, Health, Shared};
+use super::{frame, kind, publish_local, Health, Shared};
 use crate::registry::Registry;
 
 /// The servers to watch, after every valid reload: the enabled ones.
@@ -147,7 +150,7 @@ impl Handler<Checked> for HealthMonitor {
                 error: health.last_error.as_deref(),
                 checked_at: health.checked_at.as_deref(),
             };
-            publish(&self.registry, kind::SYSTEM_HEALTH, &event);
+            publish_local(&self.registry, frame(kind::SYSTEM_HEALTH, &event));
         }
     }
 }

@@ -13,9 +13,10 @@
 //!
 //! Every settings event is published on [`SETTINGS_CHANNEL`], which every
 //! authenticated client may subscribe to, with the envelope the settings
-//! page expects (`id`, `type`, `timestamp`, `data`, `source`); it crosses
-//! nodes on the Redis bus like any other event. docs/settings.md is the
-//! contract.
+//! page expects (`id`, `type`, `timestamp`, `data`, `source`). File changes
+//! cross nodes on the Redis bus like any other event (announced by one
+//! node, see `watcher.rs`); health is each node's own observation and goes
+//! to that node's clients. docs/settings.md is the contract.
 
 pub mod health;
 pub mod mcp;
@@ -29,8 +30,10 @@ use std::sync::{Arc, RwLock};
 use actix::Addr;
 use serde::Serialize;
 
-use crate::protocol;
-use crate::registry::{Publish, Registry};
+use crate::cluster::wire::Inbound;
+use crate::cluster::Topic;
+use crate::protocol::{self, Frame};
+use crate::registry::{Deliver, Publish, Registry};
 
 /// The channel settings events are published on.
 pub const SETTINGS_CHANNEL: &str = "system:settings";
@@ -93,9 +96,20 @@ pub struct SettingsState {
 /// A shared handle on [`SettingsState`].
 pub type Shared = Arc<SettingsState>;
 
+/// A settings event, encoded once.
+pub fn frame<D: Serialize>(kind: &str, data: &D) -> Frame {
+    protocol::encode_sourced(kind, Some(SETTINGS_CHANNEL), data, SOURCE)
+}
+
 /// Publishes a settings event to every subscriber of [`SETTINGS_CHANNEL`]
-/// (on every node), encoded once.
-pub fn publish<D: Serialize>(registry: &Addr<Registry>, kind: &str, data: &D) {
-    let frame = protocol::encode_sourced(kind, Some(SETTINGS_CHANNEL), data, SOURCE);
+/// on every node.
+pub fn publish(registry: &Addr<Registry>, frame: Frame) {
     registry.do_send(Publish { channel: Arc::from(SETTINGS_CHANNEL), frame });
+}
+
+/// Publishes a settings event to this node's subscribers only: what each
+/// node observes for itself (health), which every node reports anyway.
+pub fn publish_local(registry: &Addr<Registry>, frame: Frame) {
+    let inbound = Inbound { frame, presence: None };
+    registry.do_send(Deliver { topic: Topic::Channel(Arc::from(SETTINGS_CHANNEL)), inbound });
 }

@@ -22,6 +22,12 @@
 //! per server whose `enabled` flipped, and hands the enabled servers to the
 //! health monitor. A changed prompt publishes `prompt_updated`. Content
 //! that did not change (a save without edits) publishes nothing.
+//!
+//! With several nodes on one Redis, every node may watch the same files (a
+//! shared volume): each change is announced by one node only, the first to
+//! claim it in Redis, and reaches every node's clients over the bus. A
+//! change is named by its file, size, modification time and content hash,
+//! which are the same on every node that sees the same write.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -36,8 +42,13 @@ use super::health::{HealthMonitor, Servers};
 use super::mcp::{self, ConfigError, McpConfig};
 use super::prompt::hash;
 use super::store::{SettingsFile, Store};
-use super::{kind, publish, Shared, MCP_FILE, PROMPT_FILE};
+use super::{frame, kind, publish, Shared, MCP_FILE, PROMPT_FILE};
+use crate::cluster::bus::{Bus, Claim};
+use crate::protocol::Frame;
 use crate::registry::Registry;
+
+/// How long a node's claim to announce a change holds.
+const CLAIM_TTL: Duration = Duration::from_secs(60);
 
 /// File system events, from notify's thread.
 #[derive(Message)]
@@ -58,6 +69,7 @@ pub struct ConfigWatcher {
     state: Shared,
     registry: Addr<Registry>,
     health: Addr<HealthMonitor>,
+    bus: Option<Addr<Bus>>,
     config_dir: PathBuf,
     prompts_dir: PathBuf,
     window: Duration,
@@ -80,12 +92,14 @@ struct Dirty {
 }
 
 impl ConfigWatcher {
-    /// A watcher of `store`'s files, debouncing with `window`.
+    /// A watcher of `store`'s files, debouncing with `window`; with `bus`,
+    /// one of several nodes.
     pub fn new(
         store: Arc<Store>,
         state: Shared,
         registry: Addr<Registry>,
         health: Addr<HealthMonitor>,
+        bus: Option<Addr<Bus>>,
         window: Duration,
     ) -> Self {
         let config_dir = store.path(SettingsFile::Mcp).parent().map(Path::to_path_buf).unwrap_or_default();
@@ -95,6 +109,7 @@ impl ConfigWatcher {
             state,
             registry,
             health,
+            bus,
             config_dir,
             prompts_dir,
             window,
@@ -227,6 +242,31 @@ impl ConfigWatcher {
         true
     }
 
+    /// Publishes the events of one change; with several nodes, only if
+    /// this node is the first to claim the change.
+    fn announce(&self, file: SettingsFile, text_hash: Option<&str>, frames: Vec<Frame>, ctx: &mut Context<Self>) {
+        let Some(bus) = &self.bus else {
+            return frames.into_iter().for_each(|f| publish(&self.registry, f));
+        };
+        let stamp = std::fs::metadata(self.store.path(file))
+            .ok()
+            .and_then(|m| Some((m.len(), m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos())));
+        let key = match stamp {
+            Some((len, mtime)) => format!("{}:{len}:{mtime}:{}", file.name(), text_hash.unwrap_or("-")),
+            None => format!("{}:missing:{}", file.name(), text_hash.unwrap_or("-")),
+        };
+        let claim = bus.send(Claim { key, ttl: CLAIM_TTL });
+        let registry = self.registry.clone();
+        ctx.spawn(
+            async move {
+                if claim.await.unwrap_or(true) {
+                    frames.into_iter().for_each(|f| publish(&registry, f));
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
     fn reload_mcp(&mut self, ctx: &mut Context<Self>) {
         let seen = match self.read(SettingsFile::Mcp) {
             Ok(seen) => seen,
@@ -256,7 +296,8 @@ impl ConfigWatcher {
         if seen_hash.is_some() && seen_hash == self.mcp_seen {
             return;
         }
-        self.mcp_seen = seen_hash;
+        let previous = std::mem::replace(&mut self.mcp_seen, seen_hash.clone());
+        let mut frames = Vec::new();
         match parsed {
             Ok(config) => {
                 let old = self.state.mcp.read().map(|c| c.clone()).unwrap_or_default();
@@ -268,11 +309,11 @@ impl ConfigWatcher {
                     "servers": config.servers.len(),
                     "changes": changes,
                 });
-                publish(&self.registry, kind::CONFIG_VALIDATED, &data);
+                frames.push(frame(kind::CONFIG_VALIDATED, &data));
                 for server in &config.servers {
                     if old.get(&server.name).is_some_and(|o| o.enabled != server.enabled) {
                         let data = json!({ "name": server.name, "enabled": server.enabled });
-                        publish(&self.registry, kind::MCP_TOGGLED, &data);
+                        frames.push(frame(kind::MCP_TOGGLED, &data));
                     }
                 }
                 self.use_config(config);
@@ -281,10 +322,13 @@ impl ConfigWatcher {
                 log::warn!("{MCP_FILE} is invalid, keeping the last good config: {}", summary(&errors));
                 let servers = self.state.mcp.read().map(|c| c.servers.len()).unwrap_or(0);
                 let data = json!({ "file": MCP_FILE, "valid": false, "servers": servers, "errors": errors });
-                publish(&self.registry, kind::CONFIG_VALIDATED, &data);
+                frames.push(frame(kind::CONFIG_VALIDATED, &data));
                 self.set_errors(errors);
             }
         }
+        // A deletion is named by the content that went away.
+        let named = seen_hash.or(previous);
+        self.announce(SettingsFile::Mcp, named.as_deref(), frames, ctx);
     }
 
     fn reload_prompt(&mut self, ctx: &mut Context<Self>) {
@@ -306,12 +350,16 @@ impl ConfigWatcher {
         if self.prompt_seen.as_ref() == Some(&seen) {
             return;
         }
-        self.prompt_seen = Some(seen);
+        self.prompt_seen = Some(seen.clone());
         self.set_prompt(text);
-        if let Ok(prompt) = self.state.prompt.read() {
-            log::info!("{PROMPT_FILE} reloaded: version {}, {} bytes", prompt.version, prompt.text.len());
-            publish(&self.registry, kind::PROMPT_UPDATED, &prompt.event());
-        }
+        let event = match self.state.prompt.read() {
+            Ok(prompt) => {
+                log::info!("{PROMPT_FILE} reloaded: version {}, {} bytes", prompt.version, prompt.text.len());
+                frame(kind::PROMPT_UPDATED, &prompt.event())
+            }
+            Err(_) => return,
+        };
+        self.announce(SettingsFile::Prompt, Some(&seen), vec![event], ctx);
     }
 }
 
