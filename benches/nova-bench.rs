@@ -20,12 +20,31 @@
 //!   latency percentiles of local and remote subscribers apart, with what
 //!   the cross-node hop adds (remote minus local p50 and p99). Any loss makes
 //!   it exit non-zero. Needs `redis-server` on the PATH.
+//! - `settings`: latency from a file write to the event arriving at N
+//!   connected clients. Starts the server on a private temporary config
+//!   directory (`mcp_servers.yaml`) and prompts directory
+//!   (`NOVA_SYSTEM_PROMPT.md`), with health polling made rare so it adds no
+//!   load, and connects N clients subscribed to `system:settings`. Then it
+//!   edits the prompt in place K times, one at a time: each write carries a
+//!   unique marker, and the run waits until every client has received the
+//!   `prompt_updated` whose content holds it (up to a timeout; what is
+//!   missing then counts as lost), and pauses for the debounce window plus
+//!   100 ms so writes are not merged. Reports deliveries, loss, write→receive
+//!   latency percentiles over every (write, client) pair, the same minus the
+//!   debounce window (what the server adds to the wait it is configured
+//!   for), the server's own publish→write percentiles (from its metrics),
+//!   the CPU time a hypervisor stole from either CPU meanwhile (a noisy
+//!   virtual machine shows up there), and checks that p99 stays within the
+//!   window plus 50 ms. Any loss, or any wrong `prompt_updated` (duplicated,
+//!   unknown content, or fields that do not match the content), makes it
+//!   exit non-zero; a failed latency check alone does not.
 //!
 //! ```sh
 //! cargo build --release
 //! cargo bench --bench nova-bench -- memory --connections 10000
 //! cargo bench --bench nova-bench -- fanout --subscribers 1000 --rate 100 --seconds 10
 //! cargo bench --bench nova-bench -- cluster --subscribers 1000 --rate 100,200,500 --seconds 10
+//! cargo bench --bench nova-bench -- settings --clients 1000 --writes 20
 //! ```
 
 use std::cell::RefCell;
@@ -103,6 +122,21 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         size: usize,
     },
+    /// Latency from a prompt file write to `prompt_updated` at N clients
+    Settings {
+        /// Clients connected, each subscribed to `system:settings`
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Prompt edits, one at a time
+        #[arg(long, default_value_t = 20)]
+        writes: usize,
+        /// The server's settings debounce window, ms
+        #[arg(long, default_value_t = 200)]
+        debounce_ms: u64,
+        /// Seconds a write's event may take to reach every client; later counts as lost
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
 }
 
 const ADMIN: &str = "bench-admin-token";
@@ -129,6 +163,9 @@ fn main() {
             result
         }
         Cmd::Cluster { subscribers, ref rate, seconds, size } => cluster(&args, subscribers, rate, seconds, size),
+        Cmd::Settings { clients, writes, debounce_ms, timeout } => {
+            settings(&args, clients, writes, debounce_ms, Duration::from_secs(timeout))
+        }
     };
     if let Err(e) = result {
         eprintln!("nova-bench: {e}");
@@ -557,31 +594,43 @@ async fn open_subscribers(
     base: Instant,
     received: &Rc<RefCell<Received>>,
 ) -> Result<Vec<actix_rt::task::JoinHandle<()>>, String> {
-    let mut tasks = Vec::new();
-    for wave in (0..count).collect::<Vec<_>>().chunks(250) {
-        let mut pending = Vec::new();
-        for _ in wave {
-            pending.push(subscriber(addr, "bench", channel));
-        }
-        for ws in futures_util::future::join_all(pending).await {
-            let mut ws = ws?;
-            let received = received.clone();
-            tasks.push(actix_rt::spawn(async move {
-                while let Ok(Some(frame)) = ws.next_text().await {
-                    if let Some(sent) = field_u64(&ws.buf[frame], b"\"t\":") {
-                        let now = base.elapsed().as_micros() as u64;
-                        let latency = now.saturating_sub(sent) as u32;
-                        let mut r = received.borrow_mut();
-                        r.latencies_us.push(latency);
-                        if r.keep_sent {
-                            r.sent_us.push(sent);
-                        }
-                        if latency > 50_000 && r.worst.len() < 100_000 {
-                            r.worst.push((sent, latency));
-                        }
+    connect_in_waves(addr, count, channel, |mut ws| {
+        let received = received.clone();
+        actix_rt::spawn(async move {
+            while let Ok(Some(frame)) = ws.next_text().await {
+                if let Some(sent) = field_u64(&ws.buf[frame], b"\"t\":") {
+                    let now = base.elapsed().as_micros() as u64;
+                    let latency = now.saturating_sub(sent) as u32;
+                    let mut r = received.borrow_mut();
+                    r.latencies_us.push(latency);
+                    if r.keep_sent {
+                        r.sent_us.push(sent);
+                    }
+                    if latency > 50_000 && r.worst.len() < 100_000 {
+                        r.worst.push((sent, latency));
                     }
                 }
-            }));
+            }
+        })
+    })
+    .await
+}
+
+/// Connects `count` clients (all as user `bench`, so presence changes once)
+/// subscribed to `channel` on `addr`, in waves so the listen backlog never
+/// overflows, and hands each to `spawn` (which starts its reading task) as
+/// soon as its wave is up. Returns the tasks.
+async fn connect_in_waves(
+    addr: &str,
+    count: usize,
+    channel: &str,
+    mut spawn: impl FnMut(Conn) -> actix_rt::task::JoinHandle<()>,
+) -> Result<Vec<actix_rt::task::JoinHandle<()>>, String> {
+    let mut tasks = Vec::new();
+    for wave in (0..count).collect::<Vec<_>>().chunks(250) {
+        let pending: Vec<_> = wave.iter().map(|_| subscriber(addr, "bench", channel)).collect();
+        for ws in futures_util::future::join_all(pending).await {
+            tasks.push(spawn(ws?));
         }
     }
     Ok(tasks)
@@ -991,6 +1040,325 @@ async fn cluster_run(
         return Err(format!("{total_lost} deliveries lost, {total_duplicated} duplicated across the run"));
     }
     Ok(())
+}
+
+/// The channel settings events are published on.
+const SETTINGS_CHANNEL: &str = "system:settings";
+
+/// The prompt's file name, in the prompts directory.
+const PROMPT_FILE: &str = "NOVA_SYSTEM_PROMPT.md";
+
+/// A valid MCP config: one server. The run sets the health interval to ten
+/// minutes, so it is polled about once, at start.
+const MCP_YAML: &str = "gmail:\n  url: http://localhost:8002/mcp\n  health_url: http://localhost:8002/health\n  \
+                        description: Gmail\n  enabled: true\n";
+
+/// Writes a private settings directory, starts the server on it, runs
+/// [`settings_run`], and stops the server (the runtime, and with it every
+/// connection, first) before the directory is removed.
+fn settings(args: &Args, clients: usize, writes: usize, debounce_ms: u64, timeout: Duration) -> Result<(), String> {
+    // The server never debounces for less than 10 ms.
+    let debounce_ms = debounce_ms.max(10);
+    let dir = tempfile::Builder::new()
+        .prefix("nova-bench-settings-")
+        .tempdir()
+        .map_err(|e| format!("temporary directory: {e}"))?;
+    let configs = dir.path().join("configs");
+    let prompts = dir.path().join("prompts");
+    let prompt = prompts.join(PROMPT_FILE);
+    let setup = || -> std::io::Result<()> {
+        std::fs::create_dir_all(&configs)?;
+        std::fs::create_dir_all(&prompts)?;
+        std::fs::write(configs.join("mcp_servers.yaml"), MCP_YAML)?;
+        std::fs::write(&prompt, "# Nova system prompt\n\nYou are Nova.\n")
+    };
+    setup().map_err(|e| format!("settings files in {}: {e}", dir.path().display()))?;
+    let utf8 = |p: &std::path::Path| p.to_str().map(str::to_owned).ok_or(format!("{} is not UTF-8", p.display()));
+    let (configs_arg, prompts_arg, debounce_arg) = (utf8(&configs)?, utf8(&prompts)?, debounce_ms.to_string());
+    let server = Server::start(
+        args,
+        &[
+            "--config-dir",
+            &configs_arg,
+            "--prompts-dir",
+            &prompts_arg,
+            "--settings-debounce-ms",
+            &debounce_arg,
+            "--mcp-health-interval-ms",
+            "600000",
+        ],
+    );
+    let debounce = Duration::from_millis(debounce_ms);
+    let cpus = (args.server_cpu, args.client_cpu);
+    let result =
+        actix_rt::System::new().block_on(settings_run(&server, &prompt, clients, writes, debounce, timeout, cpus));
+    drop(server);
+    drop(dir);
+    result
+}
+
+/// What the settings clients saw, shared by their reading tasks.
+#[derive(Default)]
+struct SettingsSeen {
+    /// Per write, when each client received its `prompt_updated`, in order
+    /// of arrival.
+    arrivals: Vec<Vec<Instant>>,
+    /// `prompt_updated` a client received again for a write it already had.
+    duplicated: usize,
+    /// `prompt_updated` whose content holds no marker of this run.
+    unknown: usize,
+    /// `prompt_updated` whose `file`, `bytes`, `truncated`, `version` or
+    /// `channel` do not match its content (still counted as delivered).
+    mismatched: usize,
+    /// The first few wrong events, for the report.
+    samples: Vec<String>,
+    /// Other events on the channel, by type.
+    others: std::collections::BTreeMap<String, usize>,
+}
+
+impl SettingsSeen {
+    fn sample(&mut self, why: &str, frame: &[u8]) {
+        if self.samples.len() < 5 {
+            let text = String::from_utf8_lossy(frame);
+            let cut: String = text.chars().take(400).collect();
+            self.samples.push(format!("{why}: {cut}"));
+        }
+    }
+}
+
+/// The prompt text of write `k` of `run`: a plausible prompt carrying a
+/// marker no other write has.
+fn prompt_text(run: &str, k: usize) -> String {
+    format!(
+        "# Nova system prompt\n\nYou are Nova, an assistant that works through the tools its MCP servers \
+         offer.\nAnswer briefly, cite what you used, and ask before acting on the user's behalf.\n\n\
+         [bench write {k} of run {run}]\n"
+    )
+}
+
+/// The write whose marker `content` holds, if it is one of `run`'s.
+fn write_of(content: &str, run: &str) -> Option<usize> {
+    let rest = content.split_once("[bench write ")?.1;
+    let (k, rest) = rest.split_once(' ')?;
+    rest.strip_prefix("of run ")?.strip_prefix(run)?.starts_with(']').then(|| k.parse().ok())?
+}
+
+/// The reading task of one settings client: timestamps every frame as it
+/// arrives, then files it in `seen`.
+fn settings_client(mut ws: Conn, run: Rc<str>, seen: Rc<RefCell<SettingsSeen>>) -> actix_rt::task::JoinHandle<()> {
+    actix_rt::spawn(async move {
+        let mut had: Vec<bool> = Vec::new();
+        while let Ok(Some(frame)) = ws.next_text().await {
+            let at = Instant::now();
+            let frame = &ws.buf[frame];
+            let event: Value = serde_json::from_slice(frame).unwrap_or_default();
+            let mut seen = seen.borrow_mut();
+            let kind = event["type"].as_str().unwrap_or("(no type)");
+            if kind != "prompt_updated" {
+                *seen.others.entry(kind.to_owned()).or_default() += 1;
+                continue;
+            }
+            let data = &event["data"];
+            let content = data["content"].as_str().unwrap_or_default();
+            let Some(k) = write_of(content, &run).filter(|&k| k < seen.arrivals.len()) else {
+                seen.unknown += 1;
+                seen.sample("unknown content", frame);
+                continue;
+            };
+            // The server counts the prompt it found at start as version 1.
+            let consistent = event["channel"] == SETTINGS_CHANNEL
+                && data["file"] == PROMPT_FILE
+                && data["bytes"].as_u64() == Some(content.len() as u64)
+                && data["truncated"] == false
+                && data["version"].as_u64() == Some(k as u64 + 2);
+            if !consistent {
+                seen.mismatched += 1;
+                seen.sample(&format!("write {k}, fields do not match"), frame);
+            }
+            if had.len() <= k {
+                had.resize(k + 1, false);
+            }
+            if std::mem::replace(&mut had[k], true) {
+                seen.duplicated += 1;
+                seen.sample(&format!("write {k} again"), frame);
+                continue;
+            }
+            seen.arrivals[k].push(at);
+        }
+    })
+}
+
+/// Microseconds from `from` to `to`, for [`Latency`].
+fn us_since(from: Instant, to: Instant) -> u32 {
+    to.saturating_duration_since(from).as_micros().min(u32::MAX as u128) as u32
+}
+
+/// Milliseconds `us` exceeds `window` by (negative if less).
+fn over_ms(us: u32, window: Duration) -> f64 {
+    (us as f64 - window.as_micros() as f64) / 1000.0
+}
+
+async fn settings_run(
+    server: &Server,
+    prompt: &std::path::Path,
+    clients: usize,
+    writes: usize,
+    debounce: Duration,
+    timeout: Duration,
+    cpus: (usize, usize),
+) -> Result<(), String> {
+    let run: Rc<str> = Rc::from(format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis()
+    ));
+    let seen = Rc::new(RefCell::new(SettingsSeen { arrivals: vec![Vec::new(); writes], ..Default::default() }));
+    let connecting = Instant::now();
+    let tasks =
+        connect_in_waves(&server.addr, clients, SETTINGS_CHANNEL, |ws| settings_client(ws, run.clone(), seen.clone()))
+            .await?;
+    let ready = tasks.len();
+    println!(
+        "settings: {ready} clients on '{SETTINGS_CHANNEL}' (connected in {:.1} s), {writes} in-place writes of \
+         {PROMPT_FILE} ({} bytes each), debounce {} ms, {} s for each write's event to reach every client",
+        connecting.elapsed().as_secs_f64(),
+        prompt_text(&run, 0).len(),
+        debounce.as_millis(),
+        timeout.as_secs(),
+    );
+    // Let the start settle (the one health check, subscription replies).
+    actix_rt::time::sleep(debounce + Duration::from_millis(500)).await;
+    let pause = debounce + Duration::from_millis(100);
+    let mut all = Vec::with_capacity(writes * ready);
+    let (mut firsts, mut lasts) = (Vec::with_capacity(writes), Vec::with_capacity(writes));
+    let mut counted = Vec::with_capacity(writes);
+    let mut lost = 0;
+    let (server_cpu0, client_cpu0) = (server.cpu_secs(), cpu_secs("/proc/self/stat"));
+    let steal0 = (steal_secs(cpus.0), steal_secs(cpus.1));
+    let writing = Instant::now();
+    for k in 0..writes {
+        let text = prompt_text(&run, k);
+        let written_at = Instant::now();
+        std::fs::write(prompt, &text).map_err(|e| format!("write {}: {e}", prompt.display()))?;
+        let until = written_at + timeout;
+        while seen.borrow().arrivals[k].len() < ready && Instant::now() < until {
+            actix_rt::time::sleep(Duration::from_millis(1)).await;
+        }
+        let lat: Vec<u32> = seen.borrow().arrivals[k].iter().map(|&at| us_since(written_at, at)).collect();
+        counted.push(lat.len());
+        let missing = ready.saturating_sub(lat.len());
+        lost += missing;
+        let first = lat.iter().copied().min().unwrap_or(0);
+        all.extend_from_slice(&lat);
+        let lat = Latency::of(lat);
+        if lat.got > 0 {
+            firsts.push(first);
+            lasts.push(lat.max);
+        }
+        let lost_here = if missing > 0 { format!(" ({missing} LOST)") } else { String::new() };
+        if lat.got == 0 {
+            println!("  write {k:>3}: 0/{ready} clients{lost_here}");
+        } else {
+            println!(
+                "  write {k:>3}: {}/{ready} clients{lost_here}; first {:.1} ms, p50 {:.1} ms, p99 {:.1} ms, last {:.1} ms",
+                lat.got,
+                ms(first),
+                ms(lat.p50),
+                ms(lat.p99),
+                ms(lat.max),
+            );
+        }
+        actix_rt::time::sleep(pause).await;
+    }
+    let busy = writing.elapsed().as_secs_f64();
+    let server_cpu = server.cpu_secs() - server_cpu0;
+    let client_cpu = cpu_secs("/proc/self/stat") - client_cpu0;
+    let steal = ((steal_secs(cpus.0) - steal0.0) / busy * 100.0, (steal_secs(cpus.1) - steal0.1) / busy * 100.0);
+    let metrics = server.metrics().await?;
+    drop(tasks);
+    let seen = seen.borrow();
+    let late: usize = seen.arrivals.iter().zip(&counted).map(|(a, &c)| a.len() - c).sum();
+    let expected = writes * ready;
+    let all = Latency::of(all);
+    let (firsts, lasts) = (Latency::of(firsts), Latency::of(lasts));
+    println!(
+        "  deliveries: {}/{expected} received in time, {lost} lost ({late} of them arrived after the timeout); \
+         wrong prompt_updated: {} duplicated, {} with unknown content, {} with fields not matching the content",
+        all.got, seen.duplicated, seen.unknown, seen.mismatched,
+    );
+    if all.got > 0 {
+        println!(
+            "  write->receive latency over all (write, client) pairs: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            ms(all.p50),
+            ms(all.p99),
+            ms(all.max),
+        );
+        println!(
+            "  minus the {} ms debounce window (the server's own added time): p50 {:+.1} ms, p99 {:+.1} ms, \
+             max {:+.1} ms",
+            debounce.as_millis(),
+            over_ms(all.p50, debounce),
+            over_ms(all.p99, debounce),
+            over_ms(all.max, debounce),
+        );
+        println!(
+            "  per write, minus the window: first client p50 {:+.1} ms (max {:+.1}), last client p50 {:+.1} ms \
+             (max {:+.1})",
+            over_ms(firsts.p50, debounce),
+            over_ms(firsts.max, debounce),
+            over_ms(lasts.p50, debounce),
+            over_ms(lasts.max, debounce),
+        );
+    }
+    println!(
+        "  CPU over the {busy:.1} s of writes: server {:.1} ms per write, load program {:.1} ms per write; \
+         stolen by the hypervisor: {:.1} % of the server CPU, {:.1} % of the load CPU; other events on the \
+         channel: {}",
+        server_cpu * 1000.0 / writes.max(1) as f64,
+        client_cpu * 1000.0 / writes.max(1) as f64,
+        steal.0,
+        steal.1,
+        if seen.others.is_empty() {
+            "none".to_owned()
+        } else {
+            seen.others.iter().map(|(kind, n)| format!("{kind} x{n}")).collect::<Vec<_>>().join(", ")
+        },
+    );
+    let l = &metrics["latency"];
+    println!(
+        "  server's own publish->write (event encoded after the reload -> socket write): p50 {} us, p99 {} us, \
+         max {} us over {} frames since start (setup replies included)",
+        l["p50_us"], l["p99_us"], l["max_us"], l["count"],
+    );
+    for sample in &seen.samples {
+        println!("    wrong event: {sample}");
+    }
+    let bound = debounce + Duration::from_millis(50);
+    let pass = all.got > 0 && all.p99 as u128 <= bound.as_micros();
+    if all.got > 0 {
+        println!(
+            "  check: p99 {:.1} ms <= debounce + 50 ms = {} ms: {}",
+            ms(all.p99),
+            bound.as_millis(),
+            if pass { "PASS" } else { "FAIL" }
+        );
+    } else {
+        println!("  check: p99 <= debounce + 50 ms = {} ms: FAIL (nothing delivered)", bound.as_millis());
+    }
+    let wrong = seen.duplicated + seen.unknown + seen.mismatched;
+    if lost > 0 || wrong > 0 {
+        return Err(format!("{lost} of {expected} deliveries lost, {wrong} wrong prompt_updated events"));
+    }
+    Ok(())
+}
+
+/// Seconds the hypervisor has stolen from `cpu` (the `steal` column of its
+/// line in `/proc/stat`; 0 when there is none, as on bare metal).
+fn steal_secs(cpu: usize) -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let name = format!("cpu{cpu}");
+    let line = stat.lines().find(|l| l.split_whitespace().next() == Some(name.as_str())).unwrap_or_default();
+    line.split_whitespace().nth(8).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0
 }
 
 /// User + system CPU seconds from a `/proc/.../stat` file (clock ticks are
