@@ -194,7 +194,7 @@ pub struct Bus {
 
 impl Bus {
     /// The bus of node `node`, with the outbox the registry publishes
-    /// through. Start it with [`Bus::start_in`].
+    /// through. The server starts it on a thread of its own.
     pub fn new(
         config: BusConfig,
         node: Arc<str>,

@@ -67,7 +67,7 @@ local function now_ms()
 end
 "#;
 
-/// Applies changes. KEYS[1] the node's set; ARGV[1] the prefix; then
+/// Applies changes. `KEYS[1]` the node's set; `ARGV[1]` the prefix; then
 /// `+pair` or `-pair` for each change.
 pub fn apply() -> Script {
     Script::new(&format!(
@@ -81,7 +81,7 @@ return out"
 }
 
 /// Makes the node's set exactly the given pairs (after a reconnect, or
-/// empty on shutdown). KEYS[1] the node's set; ARGV[1] the prefix; then
+/// empty on shutdown). `KEYS[1]` the node's set; `ARGV[1]` the prefix; then
 /// every pair the node has.
 pub fn sync() -> Script {
     Script::new(&format!(
@@ -97,8 +97,8 @@ return out"
     ))
 }
 
-/// Refreshes the node's heartbeat. KEYS[1] the nodes set; ARGV[1] the
-/// node id; ARGV[2] the TTL in milliseconds. Returns 1 or 0 (whether the
+/// Refreshes the node's heartbeat. `KEYS[1]` the nodes set; `ARGV[1]` the
+/// node id; `ARGV[2]` the TTL in milliseconds. Returns 1 or 0 (whether the
 /// node was still registered: 0 means a survivor took its presence back and
 /// it must sync again), then the ids of nodes whose heartbeat expired.
 pub fn heartbeat() -> Script {
@@ -115,8 +115,8 @@ return out"
 
 /// Takes a dead node's presence back, once: the first survivor to run it
 /// removes the node; the others (or a node that came back in time) find
-/// nothing to do. KEYS[1] the nodes set; KEYS[2] the dead node's set;
-/// ARGV[1] the prefix; ARGV[2] the dead node's id.
+/// nothing to do. `KEYS[1]` the nodes set; `KEYS[2]` the dead node's set;
+/// `ARGV[1]` the prefix; `ARGV[2]` the dead node's id.
 pub fn reap() -> Script {
     Script::new(&format!(
         "{PRELUDE}
