@@ -82,6 +82,12 @@ pub struct Presence {
     pub note: PresenceNote,
 }
 
+/// Reloads who is present on every node and announces what changed (the
+/// node was cut off from Redis and may have missed joins and leaves).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Refresh;
+
 /// Sends what [`Publish`] held back; sent to itself after the mailbox is
 /// drained.
 #[derive(Message)]
@@ -124,6 +130,9 @@ pub struct Channel {
     /// Users present in the channel on any node, as the bus last said
     /// (with a bus only).
     cluster_users: HashSet<Arc<str>>,
+    /// Local users not (yet) in `cluster_users`, so the channel's size is
+    /// known without walking both sets.
+    local_only: usize,
     /// `system:` channels are the server's broadcasts (settings): they have
     /// no presence, so following them tells no one who else is online.
     has_presence: bool,
@@ -145,6 +154,7 @@ impl Channel {
             metrics,
             bus,
             cluster_users: HashSet::new(),
+            local_only: 0,
         }
     }
 
@@ -200,10 +210,45 @@ impl Channel {
     }
 
     fn present_count(&self) -> usize {
-        if self.cluster_users.is_empty() {
+        if self.bus.is_none() {
             self.users.len()
         } else {
-            self.present().count()
+            self.cluster_users.len() + self.local_only
+        }
+    }
+
+    /// Takes the cluster's list of present users as it is now.
+    fn set_cluster_users(&mut self, users: HashSet<Arc<str>>) {
+        self.cluster_users = users;
+        self.local_only = self.users.keys().filter(|u| !self.cluster_users.contains(*u)).count();
+    }
+
+    /// A user joined or left the whole cluster: members hear of it (all but
+    /// the user's own connections) unless the channel knew already.
+    fn cluster_change(&mut self, user: &Arc<str>, joined: bool, frame: Option<Frame>) {
+        self.flush();
+        let size = self.present_count();
+        let news = if joined { self.cluster_users.insert(Arc::clone(user)) } else { self.cluster_users.remove(user) };
+        // A change the channel already knows of (its presence list was
+        // loaded after the change, before its event arrived) is not news.
+        if !news {
+            return;
+        }
+        if self.users.contains_key(user) {
+            if joined {
+                self.local_only -= 1;
+            } else {
+                self.local_only += 1;
+            }
+        }
+        // The same size limit as on a single node, counted before the
+        // change so a user's join and leave are treated alike.
+        if size.max(self.present_count()) > MAX_PRESENCE_LIST {
+            return;
+        }
+        let batch = Batch::one(frame.unwrap_or_else(|| presence_frame(&self.name, user, joined)));
+        for link in self.members.iter().filter(|l| l.user() != user) {
+            self.deliver(link, &batch);
         }
     }
 
@@ -229,7 +274,8 @@ impl Actor for Channel {
         // the first `channel.subscribed` lists users on every node.
         let load = bus.send(LoadPresence { channel: Arc::clone(&self.name) });
         ctx.wait(load.into_actor(self).map(|users, act, _| {
-            act.cluster_users = users.unwrap_or_default().into_iter().map(Arc::from).collect();
+            let users = users.ok().flatten().unwrap_or_default();
+            act.set_cluster_users(users.into_iter().map(Arc::from).collect());
         }));
     }
 
@@ -250,6 +296,9 @@ impl Handler<Join> for Channel {
             let count = self.users.entry(Arc::clone(join.link.user())).or_insert(0);
             *count += 1;
             if *count == 1 {
+                if !self.cluster_users.contains(join.link.user()) {
+                    self.local_only += 1;
+                }
                 self.local_presence(join.link.user(), true, conn);
             }
         }
@@ -274,6 +323,9 @@ impl Handler<Leave> for Channel {
                     // size limit applies the same way to its join and leave.
                     self.local_presence(link.user(), false, leave.conn);
                     self.users.remove(link.user());
+                    if !self.cluster_users.contains(link.user()) {
+                        self.local_only -= 1;
+                    }
                 }
             }
         }
@@ -314,24 +366,30 @@ impl Handler<Presence> for Channel {
     type Result = ();
 
     fn handle(&mut self, msg: Presence, _: &mut Self::Context) {
-        self.flush();
-        let size = self.present_count();
-        let user = &msg.note.user;
-        let news =
-            if msg.note.joined { self.cluster_users.insert(Arc::clone(user)) } else { self.cluster_users.remove(user) };
-        // A change the channel already knows of (its presence list was
-        // loaded after the change, before its event arrived) is not news.
-        if !news {
-            return;
-        }
-        // The same size limit as on a single node, counted before the
-        // change so a user's join and leave are treated alike.
-        if size.max(self.present_count()) > MAX_PRESENCE_LIST {
-            return;
-        }
-        let batch = Batch::one(msg.frame);
-        for link in self.members.iter().filter(|l| l.user() != user) {
-            self.deliver(link, &batch);
-        }
+        self.cluster_change(&msg.note.user, msg.note.joined, Some(msg.frame));
+    }
+}
+
+impl Handler<Refresh> for Channel {
+    type Result = ();
+
+    fn handle(&mut self, _: Refresh, ctx: &mut Self::Context) {
+        let Some(bus) = &self.bus else { return };
+        let load = bus.send(LoadPresence { channel: Arc::clone(&self.name) });
+        ctx.spawn(load.into_actor(self).map(|users, act, _| {
+            // No answer: keep what the channel knows rather than announce
+            // everyone gone.
+            let Some(users) = users.ok().flatten() else { return };
+            let mut now: HashSet<Arc<str>> = users.into_iter().map(Arc::from).collect();
+            now.extend(act.users.keys().cloned());
+            let gone: Vec<Arc<str>> = act.cluster_users.difference(&now).cloned().collect();
+            let came: Vec<Arc<str>> = now.difference(&act.cluster_users).cloned().collect();
+            for user in gone {
+                act.cluster_change(&user, false, None);
+            }
+            for user in came {
+                act.cluster_change(&user, true, None);
+            }
+        }));
     }
 }

@@ -146,6 +146,12 @@ pub struct Deliver {
     pub inbound: Inbound,
 }
 
+/// Every channel reloads who is present on every node (after this node
+/// was cut off from Redis, it may have missed joins and leaves).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RefreshPresence;
+
 /// A session went over its outbound budget (reported once per session by
 /// whoever delivered to it).
 #[derive(Message)]
@@ -547,6 +553,16 @@ impl Handler<Broadcast> for Registry {
     fn handle(&mut self, msg: Broadcast, ctx: &mut Self::Context) -> usize {
         self.forward(&Topic::Broadcast, &msg.frame);
         self.deliver_to_all(&Batch::one(msg.frame), ctx)
+    }
+}
+
+impl Handler<RefreshPresence> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, _: RefreshPresence, _: &mut Self::Context) {
+        for entry in self.channels.values() {
+            entry.addr.do_send(channel::Refresh);
+        }
     }
 }
 

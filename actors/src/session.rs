@@ -347,7 +347,9 @@ impl Session {
             Ok(channel) => channel,
             Err(e) => return self.send_error(ctx, ErrorCode::ChannelNotFound, &e.to_string(), Some(channel), reply_to),
         };
-        if !identity.may_access(&channel) {
+        // `system:` channels carry the server's own events (settings):
+        // nobody publishes there from a client, admins included.
+        if !identity.may_access(&channel) || channel.starts_with("system:") {
             let message = format!("not allowed to publish to '{channel}'");
             return self.send_error(ctx, ErrorCode::PermissionDenied, &message, Some(&channel), reply_to);
         }

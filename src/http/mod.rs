@@ -107,7 +107,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/users/{user_id}/send").route(web::post().to(publish::send_to_user)))
         .service(resource("/api/mcp").route(web::get().to(settings::list_mcp)))
         .service(resource("/api/mcp/{name}/toggle").route(web::put().to(settings::toggle_mcp)))
-        .service(resource("/api/config/validate").route(web::post().to(settings::validate)))
+        .service(
+            resource("/api/config/validate")
+                .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+                .route(web::post().to(settings::validate)),
+        )
         .service(resource("/api/config/backups").route(web::get().to(settings::backups)))
         .service(resource("/api/config/restore/{backup_id}").route(web::post().to(settings::restore)))
         .service(

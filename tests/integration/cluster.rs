@@ -66,7 +66,10 @@ async fn an_event_published_on_any_node_reaches_every_subscriber_once() {
         assert_eq!(frame["data"]["n"], 1);
         texts.push(frame.to_string());
     }
-    assert!(texts.windows(2).all(|w| w[0] == w[1]), "every node sends the same bytes: {texts:?}");
+    assert!(
+        texts.windows(2).all(|w| w[0] == w[1]),
+        "every node sends the same event, id and timestamp included: {texts:?}"
+    );
 
     // A client's chat message on node B.
     let mut sender = b.subscriber("writer", &["team:t1"]).await;
@@ -369,7 +372,7 @@ async fn redis_killed_and_restarted_mid_run() {
 #[actix_rt::test]
 async fn a_frozen_redis_never_holds_up_publishing_or_local_delivery() {
     let redis = RedisServer::start();
-    let (a, _b) = pair(&redis).await;
+    let (a, b) = pair(&redis).await;
     let mut local = a.subscriber("alice", &["team:t1"]).await;
 
     redis.signal("-STOP");
@@ -386,6 +389,16 @@ async fn a_frozen_redis_never_holds_up_publishing_or_local_delivery() {
     other.assert_nothing_pending().await;
     redis.signal("-CONT");
     a.wait_for_redis("up").await;
+    b.wait_for_redis("up").await;
+
+    // Recovered: one pub/sub connection per node (the connection given up
+    // while Redis was frozen is closed, not left subscribed), and events
+    // cross nodes again.
+    redis.wait_for("one subscription per node", |r| r.subscribers("nova:broadcast"), |n| *n == 2).await;
+    let mut remote = b.subscriber("bob", &["team:t1"]).await;
+    let id = a.publish("team:t1", "tick", json!({"n": "after"})).await;
+    assert_eq!(recv_event(&mut remote, "tick").await["id"], id.as_str());
+    assert_eq!(redis.subscribers("nova:broadcast"), 2);
 }
 
 #[actix_rt::test]
@@ -410,4 +423,45 @@ async fn deployments_with_different_prefixes_share_a_redis_without_meeting() {
     // Alice next: B's event never got to her.
     assert_marker_is_next(&redis, &[&b], "team:t1", &mut [&mut on_a]).await;
     on_b.assert_nothing_pending().await;
+}
+
+#[actix_rt::test]
+async fn presence_missed_during_an_outage_is_corrected_after_it() {
+    let mut redis = RedisServer::start();
+    let (a, b) = pair(&redis).await;
+    let mut alice = a.subscriber("alice", &["team:t1"]).await;
+    let mut bob = b.subscriber("bob", &["team:t1"]).await;
+    let _carol = b.subscriber("carol", &["team:t1"]).await;
+    for _ in 0..2 {
+        let joined = alice.recv_type("channel.presence").await;
+        assert_eq!(joined["data"]["state"], "joined", "{joined}");
+    }
+
+    redis.kill();
+    a.wait_for_redis("down").await;
+    b.wait_for_redis("down").await;
+    // While the nodes cannot talk: Bob leaves node B, Dave joins it.
+    bob.close().await;
+    let _dave = b.subscriber("dave", &["team:t1"]).await;
+    redis.restart();
+    a.wait_for_redis("up").await;
+    b.wait_for_redis("up").await;
+
+    // Alice's channel on node A learns both, once each, in some order.
+    let mut heard = Vec::new();
+    for _ in 0..2 {
+        let frame = alice.recv_type("channel.presence").await;
+        let data = &frame["data"];
+        heard.push((data["user_id"].as_str().unwrap().to_owned(), data["state"].as_str().unwrap().to_owned()));
+    }
+    heard.sort();
+    let expected = [("bob", "left"), ("dave", "joined")].map(|(u, s)| (u.to_string(), s.to_string()));
+    assert_eq!(heard, expected);
+    let mut eve = a.connect_as("eve").await;
+    let subscribed = eve.subscribe(&["team:t1"]).await.remove(0);
+    let mut present: Vec<&str> =
+        subscribed["data"]["presence"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    present.sort_unstable();
+    assert_eq!(present, vec!["alice", "carol", "dave", "eve"], "{subscribed}");
+    alice.assert_nothing_pending().await;
 }

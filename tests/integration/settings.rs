@@ -282,6 +282,12 @@ async fn every_client_may_follow_settings_but_not_publish_there() {
     client.subscribe(&["system:settings"]).await;
     client.request("chat.message", Some("system:settings"), json!({"content": "hi"})).await;
     client.expect_error(4003).await;
+    // Not even a client that may use every channel.
+    let mut everything = s.server.connect_as("dev").await;
+    everything.subscribe(&["system:settings"]).await;
+    everything.request("chat.message", Some("system:settings"), json!({"content": "hi"})).await;
+    everything.expect_error(4003).await;
+    client.assert_nothing_pending().await;
 }
 
 /// A tiny HTTP health target: answers 200 to anything until stopped.

@@ -32,11 +32,11 @@ use redis::{AsyncConnectionConfig, Client, Msg, RedisError, Script};
 use tokio::sync::watch;
 
 use crate::channel::presence_frame;
-use crate::cluster::outbox::{Outbox, Writer};
+use crate::cluster::outbox::{Conn, Outbox, WriteFailed, Writer};
 use crate::cluster::presence::{self, Transition};
 use crate::cluster::wire::{self, Origin, PresenceNote};
 use crate::cluster::{BusStatus, Keys, Topic};
-use crate::registry::{Deliver, Registry};
+use crate::registry::{Deliver, RefreshPresence, Registry};
 
 /// Time to connect, and to wait for any one answer from Redis.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -84,10 +84,10 @@ pub struct PresenceChange {
     pub joined: bool,
 }
 
-/// The users present in a channel on every node (empty while Redis is
-/// down).
+/// The users present in a channel on every node; `None` while Redis is
+/// down or does not answer.
 #[derive(Message)]
-#[rtype(result = "Vec<String>")]
+#[rtype(result = "Option<Vec<String>>")]
 pub struct LoadPresence {
     /// The channel.
     pub channel: Arc<str>,
@@ -166,7 +166,15 @@ pub struct Bus {
     status: Arc<BusStatus>,
     outbox: Outbox,
     writer: Option<Writer>,
-    conn_tx: watch::Sender<Option<MultiplexedConnection>>,
+    conn_tx: watch::Sender<Conn>,
+    /// The current pub/sub stream, cancelled when its connection is given
+    /// up, so a connection never outlives its replacement.
+    stream: Option<SpawnHandle>,
+    /// A presence update failed without losing the connection: sync at the
+    /// next heartbeat.
+    needs_sync: bool,
+    /// Set by [`Retire`]: the node is leaving and stops beating.
+    retired: bool,
     link: Option<Link>,
     /// Numbers each connection, so messages and failures of an old one are
     /// told apart from the current one's.
@@ -218,6 +226,9 @@ impl Bus {
             outbox: outbox.clone(),
             writer: Some(writer),
             conn_tx,
+            stream: None,
+            needs_sync: false,
+            retired: false,
             link: None,
             epoch: 0,
             connecting: false,
@@ -264,12 +275,17 @@ impl Bus {
         self.epoch += 1;
         let epoch = self.epoch;
         let (sink, messages) = pubsub.split();
-        ctx.add_stream(
-            messages
-                .map(move |m| FromRedis::Message(epoch, m))
-                .chain(stream::once(async move { FromRedis::Closed(epoch) })),
+        if let Some(old) = self.stream.take() {
+            ctx.cancel_future(old);
+        }
+        self.stream = Some(
+            ctx.add_stream(
+                messages
+                    .map(move |m| FromRedis::Message(epoch, m))
+                    .chain(stream::once(async move { FromRedis::Closed(epoch) })),
+            ),
         );
-        self.conn_tx.send_replace(Some(conn.clone()));
+        self.conn_tx.send_replace(Some((epoch, conn.clone())));
         self.link = Some(Link { conn, sink });
         self.subscribed.clear();
         self.retry = FIRST_RETRY;
@@ -291,6 +307,11 @@ impl Bus {
             return;
         }
         if self.link.take().is_some() {
+            // Dropping the stream closes the old pub/sub connection, and
+            // with it every subscription Redis still holds for it.
+            if let Some(stream) = self.stream.take() {
+                ctx.cancel_future(stream);
+            }
             self.conn_tx.send_replace(None);
             self.subscribed.clear();
             // Changes not yet counted: this node's subscribers hear of
@@ -389,6 +410,11 @@ impl Bus {
         let run = async move { invocation.invoke_async::<Vec<String>>(&mut conn).await };
         ctx.spawn(run.into_actor(self).map(move |result, act, ctx| match result {
             Ok(answer) => {
+                if !local {
+                    // After a sync: channels here may have missed changes
+                    // on other nodes while this one was away.
+                    act.registry.do_send(RefreshPresence);
+                }
                 for transition in presence::transitions(answer) {
                     if local {
                         act.announce(transition, true);
@@ -403,6 +429,7 @@ impl Bus {
             }
             Err(e) => {
                 log::warn!("redis: presence update failed: {e}");
+                act.needs_sync = true;
                 // This node's subscribers still hear of its own changes.
                 for transition in on_error {
                     act.announce(transition, false);
@@ -448,6 +475,9 @@ impl Bus {
     /// presence when `sync` asks (after connecting: changes made during an
     /// outage) or when a survivor took this node for dead.
     fn heartbeat(&mut self, sync: bool, ctx: &mut Context<Self>) {
+        if self.retired {
+            return;
+        }
         let Some(link) = &self.link else { return };
         let (mut conn, epoch) = (link.conn.clone(), self.epoch);
         let mut invocation = SCRIPTS.heartbeat.prepare_invoke();
@@ -457,7 +487,7 @@ impl Bus {
         ctx.spawn(beat.into_actor(self).map(move |result, act, ctx| match result {
             Ok(answer) => {
                 let mut answer = answer.into_iter();
-                if answer.next().as_deref() != Some("1") || sync {
+                if answer.next().as_deref() != Some("1") || sync || std::mem::take(&mut act.needs_sync) {
                     act.sync_presence(ctx);
                 }
                 let node = Arc::clone(&act.node);
@@ -483,7 +513,8 @@ impl Actor for Bus {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if let Some(writer) = self.writer.take() {
+        if let Some(mut writer) = self.writer.take() {
+            writer.report_to(ctx.address().recipient());
             ctx.spawn(writer.run().into_actor(self));
         }
         let beat = (self.config.presence_ttl / 3).max(Duration::from_millis(100));
@@ -582,14 +613,14 @@ impl Handler<FlushPresence> for Bus {
 }
 
 impl Handler<LoadPresence> for Bus {
-    type Result = ResponseFuture<Vec<String>>;
+    type Result = ResponseFuture<Option<Vec<String>>>;
 
     fn handle(&mut self, msg: LoadPresence, ctx: &mut Self::Context) -> Self::Result {
         // Subscribed first, so no change falls between the list and the
         // subscription that reports changes, and the first subscriber's
         // `channel.subscribed` means events from other nodes flow.
         self.flush_subscriptions(ctx);
-        let Some(link) = &self.link else { return Box::pin(async { Vec::new() }) };
+        let Some(link) = &self.link else { return Box::pin(async { None }) };
         let mut conn = link.conn.clone();
         let key = self.keys.presence(&msg.channel);
         let (sent, mut done) = (self.changes_sent, self.changes_done.subscribe());
@@ -598,14 +629,22 @@ impl Handler<LoadPresence> for Bus {
             let mut hkeys = redis::cmd("HKEYS");
             hkeys.arg(key);
             match tokio::time::timeout(REDIS_TIMEOUT, hkeys.query_async::<Vec<String>>(&mut conn)).await {
-                Ok(Ok(users)) => users,
+                Ok(Ok(users)) => Some(users),
                 Ok(Err(e)) => {
                     log::warn!("redis: reading presence failed: {e}");
-                    Vec::new()
+                    None
                 }
-                Err(_) => Vec::new(),
+                Err(_) => None,
             }
         })
+    }
+}
+
+impl Handler<WriteFailed> for Bus {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriteFailed, ctx: &mut Self::Context) {
+        self.lost(Some(msg.epoch), format!("publishing failed: {}", msg.error), ctx);
     }
 }
 
@@ -638,25 +677,29 @@ impl Handler<Retire> for Bus {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Retire, _: &mut Self::Context) -> Self::Result {
+        self.retired = true;
         let Some(link) = &self.link else { return Box::pin(async {}) };
         let mut conn = link.conn.clone();
-        let (outbox, keys, node) = (self.outbox.clone(), Arc::clone(&self.keys), Arc::clone(&self.node));
+        let (origin, keys, node) = (Arc::clone(&self.origin), Arc::clone(&self.keys), Arc::clone(&self.node));
         self.present.clear();
         Box::pin(async move {
             let mut sync = SCRIPTS.sync.prepare_invoke();
             sync.key(keys.node_presence(&node)).arg(keys.prefix());
             let retire = async {
                 let left = sync.invoke_async::<Vec<String>>(&mut conn).await?;
-                redis::cmd("ZREM").arg(keys.nodes()).arg(&*node).query_async::<()>(&mut conn).await?;
-                Ok::<_, RedisError>(left)
+                // Announced here rather than through the outbox, so they
+                // are written before the node stops.
+                let mut pipe = redis::pipe();
+                pipe.cmd("ZREM").arg(keys.nodes()).arg(&*node).ignore();
+                for (channel, user, joined) in presence::transitions(left) {
+                    let frame = presence_frame(&channel, &user, joined);
+                    let payload = origin.presence(&frame, &PresenceNote { user, joined });
+                    pipe.cmd("PUBLISH").arg(keys.channel(&channel)).arg(payload).ignore();
+                }
+                pipe.query_async::<()>(&mut conn).await
             };
             match tokio::time::timeout(REDIS_TIMEOUT, retire).await {
-                Ok(Ok(left)) => {
-                    for (channel, user, joined) in presence::transitions(left) {
-                        let frame = presence_frame(&channel, &user, joined);
-                        outbox.presence(&channel, &frame, &PresenceNote { user, joined });
-                    }
-                }
+                Ok(Ok(())) => {}
                 Ok(Err(e)) => log::warn!("redis: could not retire this node's presence: {e}"),
                 Err(_) => log::warn!("redis: could not retire this node's presence in time"),
             }

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix::Recipient;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, watch};
 
@@ -31,6 +32,21 @@ pub const MAX_PIPELINE: usize = 512;
 /// counted as dropped): a Redis that stops answering costs the queue this
 /// long, never a publisher.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The connection the writer publishes on, numbered by the bus (its
+/// epoch) so a failure can be pinned on the right one.
+pub type Conn = Option<(u64, MultiplexedConnection)>;
+
+/// A pipeline failed in a way that means its connection is gone; the bus
+/// reconnects.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct WriteFailed {
+    /// The connection's number.
+    pub epoch: u64,
+    /// What Redis said.
+    pub error: String,
+}
 
 /// One event for one Redis channel.
 struct Outgoing {
@@ -55,10 +71,10 @@ impl Outbox {
         keys: Arc<Keys>,
         origin: Arc<Origin>,
         status: Arc<BusStatus>,
-        conn: watch::Receiver<Option<MultiplexedConnection>>,
+        conn: watch::Receiver<Conn>,
     ) -> (Outbox, Writer) {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = Writer { rx, conn, status: Arc::clone(&status) };
+        let writer = Writer { rx, conn, status: Arc::clone(&status), failed: None };
         (Outbox { tx, keys, origin, status }, writer)
     }
 
@@ -96,11 +112,17 @@ impl Outbox {
 /// thread.
 pub struct Writer {
     rx: mpsc::Receiver<Outgoing>,
-    conn: watch::Receiver<Option<MultiplexedConnection>>,
+    conn: watch::Receiver<Conn>,
     status: Arc<BusStatus>,
+    failed: Option<Recipient<WriteFailed>>,
 }
 
 impl Writer {
+    /// Where to report a connection that failed under a write.
+    pub fn report_to(&mut self, failed: Recipient<WriteFailed>) {
+        self.failed = Some(failed);
+    }
+
     /// Writes until every [`Outbox`] is gone.
     pub async fn run(mut self) {
         let mut batch = Vec::with_capacity(MAX_PIPELINE);
@@ -108,7 +130,7 @@ impl Writer {
         while self.rx.recv_many(&mut batch, MAX_PIPELINE).await > 0 {
             let count = batch.len() as u64;
             let conn = self.conn.borrow().clone();
-            let Some(mut conn) = conn else {
+            let Some((epoch, mut conn)) = conn else {
                 self.status.dropped.fetch_add(count, Ordering::Relaxed);
                 batch.clear();
                 continue;
@@ -123,7 +145,14 @@ impl Writer {
                     self.status.published.fetch_add(count, Ordering::Relaxed);
                     continue;
                 }
-                Ok(Err(e)) => e.to_string(),
+                Ok(Err(e)) => {
+                    if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+                        if let Some(failed) = &self.failed {
+                            failed.do_send(WriteFailed { epoch, error: e.to_string() });
+                        }
+                    }
+                    e.to_string()
+                }
                 Err(_) => format!("no answer in {WRITE_TIMEOUT:?}"),
             };
             self.status.dropped.fetch_add(count, Ordering::Relaxed);

@@ -2,8 +2,10 @@
 //! file in the same directory, flushed to disk, renamed over the old one,
 //! then the directory flushed), is preceded by a timestamped backup of the
 //! old file in `configs/backups/`, and holds one lock, so two concurrent
-//! writes are applied one after the other and neither is lost. The last
-//! `keep` backups of each file are kept.
+//! writes are applied one after the other and neither is lost: a mutex in
+//! the process and an `flock` on `configs/.settings.lock` across processes
+//! (several nodes on one volume). The last `keep` backups of each file are
+//! kept; a restore never prunes the backup it restores.
 //!
 //! A backup's id is its file name in the backups directory,
 //! `<UTC timestamp>-<file>`, e.g. `20261202T073012.345678Z-mcp_servers.yaml`.
@@ -13,7 +15,6 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -96,17 +97,16 @@ pub struct Store {
     lock: Mutex<()>,
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// Replaces `path` with `contents` atomically: readers see the old file or
 /// the new one, never a mix, and after a crash one of the two is on disk.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("settings");
-    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let temp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+    // A random name, created exclusively: two writers (two nodes on one
+    // volume, where every container is pid 1) never share a temporary file.
+    let temp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
     let written = (|| {
-        let mut file = File::create(&temp)?;
+        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
         file.write_all(contents)?;
         file.sync_all()?;
         fs::rename(&temp, path)
@@ -148,6 +148,20 @@ impl Store {
         }
     }
 
+    /// Holds the lock: this process's, and the lock file's (`flock`), so
+    /// writers in other processes on the same volume wait their turn too.
+    fn lock(&self) -> io::Result<(std::sync::MutexGuard<'_, ()>, File)> {
+        let guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        fs::create_dir_all(&self.config_dir)?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.config_dir.join(".settings.lock"))?;
+        file.lock()?;
+        Ok((guard, file))
+    }
+
     /// Reads the file, lets `edit` make the new text from the current one,
     /// backs the current one up and writes the new one; all under the lock.
     /// Returns the new text. An `edit` error, or an edit that changes
@@ -157,21 +171,21 @@ impl Store {
         file: SettingsFile,
         edit: impl FnOnce(&str) -> Result<String, StoreError>,
     ) -> Result<String, StoreError> {
-        let _guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _lock = self.lock()?;
         let current = self.read(file)?;
         let new = edit(&current)?;
         if new == current {
             // Nothing to write: no backup, no event.
             return Ok(new);
         }
-        self.backup(file)?;
+        self.backup(file, None)?;
         write_atomic(&self.path(file), new.as_bytes())?;
         Ok(new)
     }
 
     /// Copies the current file (if any) into the backups directory and
-    /// prunes old backups.
-    fn backup(&self, file: SettingsFile) -> io::Result<()> {
+    /// prunes old backups, never `keep_id` (the one being restored).
+    fn backup(&self, file: SettingsFile, keep_id: Option<&str>) -> io::Result<()> {
         let path = self.path(file);
         if !path.exists() {
             return Ok(());
@@ -189,7 +203,8 @@ impl Store {
             n += 1;
         }
         fs::copy(&path, self.backups_dir.join(&id))?;
-        let mut old: Vec<BackupInfo> = self.backups()?.into_iter().filter(|b| b.file == file).collect();
+        let mut old: Vec<BackupInfo> =
+            self.backups()?.into_iter().filter(|b| b.file == file && Some(b.id.as_str()) != keep_id).collect();
         // Newest first: everything past `keep` goes.
         for stale in old.drain(self.keep.min(old.len())..) {
             fs::remove_file(self.backups_dir.join(stale.id))?;
@@ -232,7 +247,7 @@ impl Store {
         if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
             return Err(StoreError::Invalid(format!("'{}' is not a backup id", id.escape_default())));
         }
-        let _guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _lock = self.lock()?;
         // Only a name found in the listing is ever opened.
         let backup = self
             .backups()?
@@ -241,7 +256,7 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("no backup '{id}'")))?;
         let text = fs::read_to_string(self.backups_dir.join(&backup.id))?;
         check(backup.file, &text)?;
-        self.backup(backup.file)?;
+        self.backup(backup.file, Some(&backup.id))?;
         write_atomic(&self.path(backup.file), text.as_bytes())?;
         Ok(backup.file)
     }
