@@ -84,9 +84,15 @@ pub struct Presence {
 
 /// Reloads who is present on every node and announces what changed (the
 /// node was cut off from Redis and may have missed joins and leaves).
+/// Right after a reconnect only joins are announced: a Redis that restarted
+/// empty lacks the users of nodes that have not synced again yet, so their
+/// absence means nothing until every node has had time to reconnect.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Refresh;
+pub struct Refresh {
+    /// Whether users missing from Redis are announced as gone.
+    pub gone: bool,
+}
 
 /// Sends what [`Publish`] held back; sent to itself after the mailbox is
 /// drained.
@@ -130,6 +136,9 @@ pub struct Channel {
     /// Users present in the channel on any node, as the bus last said
     /// (with a bus only).
     cluster_users: HashSet<Arc<str>>,
+    /// The sequence number of the last cluster change seen per user, so a
+    /// change that arrives after a later one is dropped.
+    seqs: HashMap<Arc<str>, u64>,
     /// Local users not (yet) in `cluster_users`, so the channel's size is
     /// known without walking both sets.
     local_only: usize,
@@ -155,6 +164,7 @@ impl Channel {
             bus,
             cluster_users: HashSet::new(),
             local_only: 0,
+            seqs: HashMap::new(),
         }
     }
 
@@ -366,6 +376,13 @@ impl Handler<Presence> for Channel {
     type Result = ();
 
     fn handle(&mut self, msg: Presence, _: &mut Self::Context) {
+        let note = &msg.note;
+        if note.seq > 0 {
+            if self.seqs.get(&note.user).is_some_and(|last| *last >= note.seq) {
+                return;
+            }
+            self.seqs.insert(Arc::clone(&note.user), note.seq);
+        }
         self.cluster_change(&msg.note.user, msg.note.joined, Some(msg.frame));
     }
 }
@@ -373,16 +390,22 @@ impl Handler<Presence> for Channel {
 impl Handler<Refresh> for Channel {
     type Result = ();
 
-    fn handle(&mut self, _: Refresh, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Refresh, ctx: &mut Self::Context) {
         let Some(bus) = &self.bus else { return };
+        if !msg.gone {
+            // A Redis that restarted empty numbers changes from 1 again.
+            self.seqs.clear();
+        }
         let load = bus.send(LoadPresence { channel: Arc::clone(&self.name) });
-        ctx.spawn(load.into_actor(self).map(|users, act, _| {
+        let announce_gone = msg.gone;
+        ctx.spawn(load.into_actor(self).map(move |users, act, _| {
             // No answer: keep what the channel knows rather than announce
             // everyone gone.
             let Some(users) = users.ok().flatten() else { return };
             let mut now: HashSet<Arc<str>> = users.into_iter().map(Arc::from).collect();
             now.extend(act.users.keys().cloned());
-            let gone: Vec<Arc<str>> = act.cluster_users.difference(&now).cloned().collect();
+            let gone: Vec<Arc<str>> =
+                if announce_gone { act.cluster_users.difference(&now).cloned().collect() } else { Vec::new() };
             let came: Vec<Arc<str>> = now.difference(&act.cluster_users).cloned().collect();
             for user in gone {
                 act.cluster_change(&user, false, None);

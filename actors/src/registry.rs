@@ -150,7 +150,11 @@ pub struct Deliver {
 /// was cut off from Redis, it may have missed joins and leaves).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct RefreshPresence;
+pub struct RefreshPresence {
+    /// Whether users missing from Redis are announced as gone (see
+    /// [`channel::Refresh`]).
+    pub gone: bool,
+}
 
 /// A session went over its outbound budget (reported once per session by
 /// whoever delivered to it).
@@ -559,9 +563,9 @@ impl Handler<Broadcast> for Registry {
 impl Handler<RefreshPresence> for Registry {
     type Result = ();
 
-    fn handle(&mut self, _: RefreshPresence, _: &mut Self::Context) {
+    fn handle(&mut self, msg: RefreshPresence, _: &mut Self::Context) {
         for entry in self.channels.values() {
-            entry.addr.do_send(channel::Refresh);
+            entry.addr.do_send(channel::Refresh { gone: msg.gone });
         }
     }
 }

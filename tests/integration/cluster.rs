@@ -32,6 +32,16 @@ async fn assert_marker_is_next(redis: &RedisServer, nodes: &[&TestServer], chann
     }
 }
 
+/// Waits until Redis counts `user` present in `channel` on `nodes` nodes:
+/// a user is counted a moment after their `channel.subscribed`, and a
+/// reconnecting node counts its users again a moment after it is up.
+async fn wait_counted(redis: &RedisServer, channel: &str, user: &str, nodes: u32) {
+    let key = format!("nova:presence:{channel}");
+    let read =
+        |r: &RedisServer| -> Option<u32> { redis::cmd("HGET").arg(&key).arg(user).query(&mut r.connection()).unwrap() };
+    redis.wait_for(&format!("{user} counted on {nodes} nodes"), read, |n| *n == Some(nodes)).await;
+}
+
 /// Receives the next event of type `kind`, skipping presence frames.
 async fn recv_event(client: &mut Client, kind: &str) -> Value {
     loop {
@@ -130,6 +140,7 @@ async fn presence_spans_nodes() {
     let redis = RedisServer::start();
     let (a, b) = pair(&redis).await;
     let mut alice = a.subscriber("alice", &["team:t1"]).await;
+    wait_counted(&redis, "team:t1", "alice", 1).await;
 
     let mut bob = b.connect_as("bob").await;
     let subscribed = bob.subscribe(&["team:t1"]).await.remove(0);
@@ -146,12 +157,9 @@ async fn presence_spans_nodes() {
     // Alice opens a second connection on node B: she was already present,
     // so nobody hears of it, and nobody hears when her first one leaves.
     let mut alice_on_b = b.subscriber("alice", &["team:t1"]).await;
-    // Counted in Redis just after her `channel.subscribed` (a user who
-    // moves between nodes faster than that is seen to leave and rejoin).
-    let count = |r: &RedisServer| -> Option<u32> {
-        redis::cmd("HGET").arg("nova:presence:team:t1").arg("alice").query(&mut r.connection()).unwrap()
-    };
-    redis.wait_for("alice counted on both nodes", count, |n| *n == Some(2)).await;
+    // Counted on both nodes (a user who moves between nodes faster than
+    // that is seen to leave and rejoin).
+    wait_counted(&redis, "team:t1", "alice", 2).await;
     alice.close().await;
     bob.assert_nothing_pending().await;
 
@@ -191,6 +199,7 @@ async fn a_killed_nodes_users_leave_when_its_heartbeat_expires() {
     let mut ghost = Client::connect(&format!("ws://{doomed_addr}/ws")).await;
     ghost.init(json!({"api_key": "development", "user_id": "ghost"})).await;
     ghost.subscribe(&["team:t1"]).await;
+    wait_counted(&redis, "team:t1", "ghost", 1).await;
 
     let b = TestServer::node(&redis, "survivor");
     b.wait_for_redis("up").await;
@@ -302,6 +311,8 @@ async fn without_redis_a_node_serves_locally_then_joins_when_redis_appears() {
     let (_, health) = a.get_with("/health", None).await;
     assert_eq!(health["status"], "ok", "{health}");
     redis.wait_for("node A's subscription", |r| r.subscribers("nova:ch:team:t1"), |n| *n == 1).await;
+    wait_counted(&redis, "team:t1", "alice", 1).await;
+    wait_counted(&redis, "team:t1", "bob", 1).await;
     let b = TestServer::node(&redis, "node-b");
     b.wait_for_redis("up").await;
     let mut carol = b.connect_as("carol").await;
@@ -361,6 +372,8 @@ async fn redis_killed_and_restarted_mid_run() {
     assert!(got.windows(2).all(|w| w[0] < w[1]) && got.iter().all(|i| *i >= 20), "{got:?}");
 
     // Presence was republished into the empty Redis: a new node sees both.
+    wait_counted(&redis, "team:t1", "alice", 1).await;
+    wait_counted(&redis, "team:t1", "bob", 1).await;
     let c = TestServer::node(&redis, "node-c");
     c.wait_for_redis("up").await;
     let mut carol = c.connect_as("carol").await;
@@ -464,4 +477,27 @@ async fn presence_missed_during_an_outage_is_corrected_after_it() {
     present.sort_unstable();
     assert_eq!(present, vec!["alice", "carol", "dave", "eve"], "{subscribed}");
     alice.assert_nothing_pending().await;
+}
+
+#[actix_rt::test]
+async fn a_presence_change_that_arrives_after_a_later_one_is_ignored() {
+    let redis = RedisServer::start();
+    let a = TestServer::node(&redis, "node-a");
+    a.wait_for_redis("up").await;
+    let mut alice = a.subscriber("alice", &["team:t1"]).await;
+    // Another node's announcements, as it writes them; each node publishes
+    // through its own queue, so two nodes' changes about one user can cross.
+    let change = |state: &str, seq: u64| {
+        let event = json!({"id": format!("p{seq}"), "type": "channel.presence", "channel": "team:t1",
+            "data": {"user_id": "zed", "state": state}, "timestamp": "2026-12-02T08:00:00.000Z"});
+        json!({"origin": "node-z", "event": event, "presence": {"user": "zed", "state": state, "seq": seq}}).to_string()
+    };
+    redis.publish("nova:ch:team:t1", &change("joined", 5));
+    assert_eq!(alice.recv_type("channel.presence").await["id"], "p5");
+    redis.publish("nova:ch:team:t1", &change("left", 4));
+    redis.publish("nova:ch:team:t1", r#"{"type":"marker","id":"m1"}"#);
+    assert_eq!(alice.recv().await["id"], "m1", "the stale 'left' was dropped");
+    redis.publish("nova:ch:team:t1", &change("left", 6));
+    let left = alice.recv_type("channel.presence").await;
+    assert_eq!((left["id"].clone(), left["data"]["state"].clone()), (json!("p6"), json!("left")));
 }

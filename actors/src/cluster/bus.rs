@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use crate::channel::presence_frame;
 use crate::cluster::outbox::{Conn, Outbox, WriteFailed, Writer};
 use crate::cluster::presence::{self, Transition};
-use crate::cluster::wire::{self, Origin, PresenceNote};
+use crate::cluster::wire::{self, Origin};
 use crate::cluster::{BusStatus, Keys, Topic};
 use crate::registry::{Deliver, RefreshPresence, Registry};
 
@@ -46,6 +46,11 @@ const FIRST_RETRY: Duration = Duration::from_millis(100);
 
 /// Retries are never further apart than this.
 pub const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// After a reconnect, how long until users missing from Redis are taken
+/// as gone: the longest retry interval plus a connection attempt, by which
+/// every live node has connected again and synced its presence.
+pub const RESYNC_SETTLE: Duration = Duration::from_secs(MAX_RETRY.as_secs() + REDIS_TIMEOUT.as_secs());
 
 /// How the bus is set up.
 #[derive(Debug, Clone)]
@@ -319,7 +324,7 @@ impl Bus {
             for member in std::mem::take(&mut self.touched) {
                 if let Some((channel, user)) = member.split_once('\n') {
                     let joined = self.present.contains(&member);
-                    self.announce((Arc::from(channel), Arc::from(user), joined), false);
+                    self.announce(Transition::local(Arc::from(channel), Arc::from(user), joined), false);
                 }
             }
         }
@@ -385,9 +390,8 @@ impl Bus {
 
     /// Announces a presence change to this node's subscribers, and with
     /// `remote` to every other node too.
-    fn announce(&self, (channel, user, joined): Transition, remote: bool) {
-        let frame = presence_frame(&channel, &user, joined);
-        let note = PresenceNote { user, joined };
+    fn announce(&self, Transition { channel, note }: Transition, remote: bool) {
+        let frame = presence_frame(&channel, &note.user, note.joined);
         if remote {
             self.outbox.presence(&channel, &frame, &note);
         }
@@ -412,18 +416,18 @@ impl Bus {
             Ok(answer) => {
                 if !local {
                     // After a sync: channels here may have missed changes
-                    // on other nodes while this one was away.
-                    act.registry.do_send(RefreshPresence);
+                    // on other nodes while this one was away. Departures
+                    // are believed once every node has had time to
+                    // reconnect and sync again.
+                    act.registry.do_send(RefreshPresence { gone: false });
+                    ctx.run_later(RESYNC_SETTLE, |act, _| act.registry.do_send(RefreshPresence { gone: true }));
                 }
                 for transition in presence::transitions(answer) {
                     if local {
                         act.announce(transition, true);
                     } else {
-                        act.outbox.presence(
-                            &transition.0,
-                            &presence_frame(&transition.0, &transition.1, transition.2),
-                            &PresenceNote { user: transition.1, joined: transition.2 },
-                        );
+                        let Transition { channel, note } = transition;
+                        act.outbox.presence(&channel, &presence_frame(&channel, &note.user, note.joined), &note);
                     }
                 }
             }
@@ -452,7 +456,7 @@ impl Bus {
         for member in self.touched.drain() {
             let joined = self.present.contains(&member);
             if let Some((channel, user)) = member.split_once('\n') {
-                fallback.push((Arc::from(channel), Arc::from(user), joined));
+                fallback.push(Transition::local(Arc::from(channel), Arc::from(user), joined));
             }
             invocation.arg(format!("{}{member}", if joined { '+' } else { '-' }));
         }
@@ -594,7 +598,7 @@ impl Handler<PresenceChange> for Bus {
         if self.link.is_none() {
             // On its own, the node announces what it sees; the sync after
             // reconnecting tells the others.
-            return self.announce((msg.channel, msg.user, msg.joined), false);
+            return self.announce(Transition::local(msg.channel, msg.user, msg.joined), false);
         }
         self.touched.insert(member);
         if !self.presence_flush {
@@ -691,9 +695,9 @@ impl Handler<Retire> for Bus {
                 // are written before the node stops.
                 let mut pipe = redis::pipe();
                 pipe.cmd("ZREM").arg(keys.nodes()).arg(&*node).ignore();
-                for (channel, user, joined) in presence::transitions(left) {
-                    let frame = presence_frame(&channel, &user, joined);
-                    let payload = origin.presence(&frame, &PresenceNote { user, joined });
+                for Transition { channel, note } in presence::transitions(left) {
+                    let frame = presence_frame(&channel, &note.user, note.joined);
+                    let payload = origin.presence(&frame, &note);
                     pipe.cmd("PUBLISH").arg(keys.channel(&channel)).arg(payload).ignore();
                 }
                 pipe.query_async::<()>(&mut conn).await

@@ -12,13 +12,20 @@
 //! - `nodes`, a sorted set: node id → when its heartbeat expires, in
 //!   milliseconds of the Redis clock (so node clocks do not matter).
 //!
+//! - `presence_seq:{channel}`, a hash: user → how many joins and leaves of
+//!   theirs have been decided. Each announcement carries its number, so a
+//!   node that receives two about one user out of order (each node
+//!   publishes through its own queue) keeps the later one.
+//!
 //! Each script returns the pairs whose count went from 0 to 1 (`+pair`: the
-//! user joined the channel) or to 0 (`-pair`: the user left), which the
-//! node then announces to every node.
+//! user joined the channel) or to 0 (`-pair`: the user left), with their
+//! sequence numbers, which the node then announces to every node.
 
 use std::sync::Arc;
 
 use redis::Script;
+
+use crate::cluster::wire::PresenceNote;
 
 /// The member of a node's presence set for `user` in `channel`. Channel
 /// names cannot hold a newline, so the first one splits the pair.
@@ -26,18 +33,33 @@ pub fn member(channel: &str, user: &str) -> String {
     format!("{channel}\n{user}")
 }
 
-/// A change a script reported: the channel, the user, and whether the user
-/// joined (`true`) or left.
-pub type Transition = (Arc<str>, Arc<str>, bool);
+/// A change a script reported: the channel, and who joined or left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The channel.
+    pub channel: Arc<str>,
+    /// The user, the direction and the change's sequence number.
+    pub note: PresenceNote,
+}
 
-/// Reads a script's answer (`+channel\nuser` / `-channel\nuser` strings).
+impl Transition {
+    /// A change this node decided on its own (no sequence number).
+    pub fn local(channel: Arc<str>, user: Arc<str>, joined: bool) -> Transition {
+        Transition { channel, note: PresenceNote { user, joined, seq: 0 } }
+    }
+}
+
+/// Reads a script's answer: `+<seq> channel\nuser` (joined) or `-<seq> …`
+/// (left).
 pub fn transitions(answer: Vec<String>) -> Vec<Transition> {
     answer
         .iter()
         .filter_map(|t| {
             let joined = t.starts_with('+');
-            let (channel, user) = t.get(1..)?.split_once('\n')?;
-            Some((Arc::from(channel), Arc::from(user), joined))
+            let (seq, member) = t.get(1..)?.split_once(' ')?;
+            let (channel, user) = member.split_once('\n')?;
+            let note = PresenceNote { user: Arc::from(user), joined, seq: seq.parse().ok()? };
+            Some(Transition { channel: Arc::from(channel), note })
         })
         .collect()
 }
@@ -48,17 +70,21 @@ const PRELUDE: &str = r#"
 local function count(set, prefix, member, add, out)
   local nl = string.find(member, "\n", 1, true)
   if not nl then return end
-  local hash = prefix .. "presence:" .. string.sub(member, 1, nl - 1)
+  local channel = string.sub(member, 1, nl - 1)
+  local hash = prefix .. "presence:" .. channel
   local user = string.sub(member, nl + 1)
+  local op = nil
   if add then
-    if redis.call("SADD", set, member) == 1 and redis.call("HINCRBY", hash, user, 1) == 1 then
-      table.insert(out, "+" .. member)
-    end
+    if redis.call("SADD", set, member) == 1 and redis.call("HINCRBY", hash, user, 1) == 1 then op = "+" end
   elseif redis.call("SREM", set, member) == 1 then
     if redis.call("HINCRBY", hash, user, -1) <= 0 then
       redis.call("HDEL", hash, user)
-      table.insert(out, "-" .. member)
+      op = "-"
     end
+  end
+  if op then
+    local seq = redis.call("HINCRBY", prefix .. "presence_seq:" .. channel, user, 1)
+    table.insert(out, op .. seq .. " " .. member)
   end
 end
 local function now_ms()
@@ -136,12 +162,13 @@ mod tests {
 
     #[test]
     fn transitions_are_read_from_script_answers() {
-        let got = transitions(vec!["+team:t1\nalice".into(), "-team:t1\nbob:smith".into(), "garbage".into()]);
+        let got = transitions(vec!["+3 team:t1\nalice".into(), "-12 team:t1\nbob:smith".into(), "garbage".into()]);
+        let note = |user: &str, joined, seq| PresenceNote { user: Arc::from(user), joined, seq };
         assert_eq!(
             got,
             vec![
-                (Arc::from("team:t1"), Arc::from("alice"), true),
-                (Arc::from("team:t1"), Arc::from("bob:smith"), false)
+                Transition { channel: Arc::from("team:t1"), note: note("alice", true, 3) },
+                Transition { channel: Arc::from("team:t1"), note: note("bob:smith", false, 12) },
             ]
         );
     }

@@ -13,7 +13,7 @@
 //! channel and skip the user's own connections:
 //!
 //! ```json
-//! {"origin":"node-a","event":{…"type":"channel.presence"…},"presence":{"user":"alice","state":"joined"}}
+//! {"origin":"node-a","event":{…"type":"channel.presence"…},"presence":{"user":"alice","state":"joined","seq":3}}
 //! ```
 //!
 //! An external publisher sends the fields of `POST /api/publish` less the
@@ -42,6 +42,9 @@ pub struct PresenceNote {
     pub user: Arc<str>,
     /// `true` for joined, `false` for left.
     pub joined: bool,
+    /// The change's number among this user's changes in the channel, as
+    /// Redis counted them; 0 when unknown (a node on its own).
+    pub seq: u64,
 }
 
 /// An event from Redis, ready for the registry.
@@ -75,6 +78,8 @@ struct Payload<'a> {
 struct PresenceWire {
     user: String,
     state: String,
+    #[serde(default)]
+    seq: u64,
 }
 
 /// How this node marks what it sends, so it can skip its own events when
@@ -108,7 +113,10 @@ impl Origin {
         out.pop();
         let user = serde_json::to_string(&*note.user).unwrap_or_default();
         let state = if note.joined { "joined" } else { "left" };
-        out.extend_from_slice(format!(",\"presence\":{{\"user\":{user},\"state\":\"{state}\"}}}}").as_bytes());
+        let seq = note.seq;
+        out.extend_from_slice(
+            format!(",\"presence\":{{\"user\":{user},\"state\":\"{state}\",\"seq\":{seq}}}}}").as_bytes(),
+        );
         out
     }
 
@@ -142,7 +150,7 @@ pub fn decode(topic: &Topic, payload: &[u8], max_frame_bytes: usize) -> Result<I
                     "left" => false,
                     other => return Err(format!("presence state '{other}' is neither 'joined' nor 'left'")),
                 };
-                Some(PresenceNote { user: w.user.into(), joined })
+                Some(PresenceNote { user: w.user.into(), joined, seq: w.seq })
             }
             (Some(_), _) => return Err("presence belongs on a channel".into()),
         };
@@ -201,7 +209,7 @@ mod tests {
     #[test]
     fn a_presence_change_carries_user_and_state() {
         let frame = protocol::encode("channel.presence", Some("team:t1"), &json!({}), None);
-        let note = PresenceNote { user: "al\"ice".into(), joined: false };
+        let note = PresenceNote { user: "al\"ice".into(), joined: false, seq: 7 };
         let payload = Origin::new("n").presence(&frame, &note);
         let inbound = decode(&channel(), &payload, 1 << 20).unwrap();
         assert_eq!(inbound.presence, Some(note));
