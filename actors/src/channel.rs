@@ -200,17 +200,26 @@ impl Channel {
 
     /// A user's first connection here joined (`true`) or the last left:
     /// announced here on a single node, reported to the bus with several.
-    fn local_presence(&self, user: &Arc<str>, joined: bool, except: ConnId) {
+    ///
+    /// With several nodes a join is told to this node's members at once, as
+    /// the channel sees it (a user it did not know of), and to the others
+    /// through the bus; a leave is told only once Redis says the user is
+    /// gone from every node.
+    fn local_presence(&mut self, user: &Arc<str>, joined: bool, except: ConnId) {
         if !self.has_presence {
             return;
         }
-        if let Some(bus) = &self.bus {
-            return bus.do_send(PresenceChange { channel: Arc::clone(&self.name), user: Arc::clone(user), joined });
-        }
-        if self.users.len() > MAX_PRESENCE_LIST {
+        let Some(bus) = &self.bus else {
+            if self.users.len() <= MAX_PRESENCE_LIST {
+                self.to_others(except, presence_frame(&self.name, user, joined));
+            }
             return;
+        };
+        bus.do_send(PresenceChange { channel: Arc::clone(&self.name), user: Arc::clone(user), joined });
+        if joined && !self.cluster_users.contains(user) {
+            // Known from now on: the bus's echo of this join is not news.
+            self.cluster_change(user, true, None);
         }
-        self.to_others(except, presence_frame(&self.name, user, joined));
     }
 
     /// Users here and on other nodes, each once.
@@ -246,7 +255,7 @@ impl Channel {
         }
         if self.users.contains_key(user) {
             if joined {
-                self.local_only -= 1;
+                self.local_only = self.local_only.saturating_sub(1);
             } else {
                 self.local_only += 1;
             }
@@ -334,7 +343,7 @@ impl Handler<Leave> for Channel {
                     self.local_presence(link.user(), false, leave.conn);
                     self.users.remove(link.user());
                     if !self.cluster_users.contains(link.user()) {
-                        self.local_only -= 1;
+                        self.local_only = self.local_only.saturating_sub(1);
                     }
                 }
             }

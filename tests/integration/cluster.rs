@@ -476,6 +476,8 @@ async fn presence_missed_during_an_outage_is_corrected_after_it() {
         subscribed["data"]["presence"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     present.sort_unstable();
     assert_eq!(present, vec!["alice", "carol", "dave", "eve"], "{subscribed}");
+    let joined = alice.recv_type("channel.presence").await;
+    assert_eq!(joined["data"], json!({"user_id": "eve", "state": "joined"}));
     alice.assert_nothing_pending().await;
 }
 
