@@ -48,18 +48,19 @@ pub struct WriteFailed {
     pub error: String,
 }
 
-/// One event for one Redis channel.
+/// One event for the other nodes, as the publisher handed it over: the
+/// Redis channel name and the payload are made by the writer, on the bus's
+/// thread, not by the registry, which every event on the node goes through.
 struct Outgoing {
-    channel: String,
-    payload: Vec<u8>,
+    topic: Topic,
+    frame: Frame,
+    presence: Option<PresenceNote>,
 }
 
 /// The publishing end, cheap to clone and safe to use from any thread.
 #[derive(Clone)]
 pub struct Outbox {
     tx: mpsc::Sender<Outgoing>,
-    keys: Arc<Keys>,
-    origin: Arc<Origin>,
     status: Arc<BusStatus>,
 }
 
@@ -74,26 +75,27 @@ impl Outbox {
         conn: watch::Receiver<Conn>,
     ) -> (Outbox, Writer) {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = Writer { rx, conn, status: Arc::clone(&status), failed: None };
-        (Outbox { tx, keys, origin, status }, writer)
+        let writer = Writer { rx, conn, keys, origin, status: Arc::clone(&status), failed: None };
+        (Outbox { tx, status }, writer)
     }
 
     /// Forwards an event of a channel, user or broadcast to the other nodes.
     pub fn event(&self, topic: &Topic, frame: &Frame) {
-        self.send(topic, || self.origin.event(frame));
+        self.send(topic, frame, None);
     }
 
     /// Forwards a presence change of `channel` to the other nodes.
     pub fn presence(&self, channel: &Arc<str>, frame: &Frame, note: &PresenceNote) {
-        self.send(&Topic::Channel(Arc::clone(channel)), || self.origin.presence(frame, note));
+        self.send(&Topic::Channel(Arc::clone(channel)), frame, Some(note.clone()));
     }
 
-    fn send(&self, topic: &Topic, payload: impl FnOnce() -> Vec<u8>) {
+    fn send(&self, topic: &Topic, frame: &Frame, presence: Option<PresenceNote>) {
         if !self.status.is_up() {
             self.status.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let outgoing = Outgoing { channel: topic.key(&self.keys), payload: payload() };
+        // A frame clone shares its bytes.
+        let outgoing = Outgoing { topic: topic.clone(), frame: frame.clone(), presence };
         if self.tx.try_send(outgoing).is_ok() {
             self.status.queued.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -113,6 +115,8 @@ impl Outbox {
 pub struct Writer {
     rx: mpsc::Receiver<Outgoing>,
     conn: watch::Receiver<Conn>,
+    keys: Arc<Keys>,
+    origin: Arc<Origin>,
     status: Arc<BusStatus>,
     failed: Option<Recipient<WriteFailed>>,
 }
@@ -137,7 +141,11 @@ impl Writer {
             };
             let mut pipe = redis::pipe();
             for out in batch.drain(..) {
-                pipe.cmd("PUBLISH").arg(out.channel).arg(out.payload).ignore();
+                let payload = match &out.presence {
+                    None => self.origin.event(&out.frame),
+                    Some(note) => self.origin.presence(&out.frame, note),
+                };
+                pipe.cmd("PUBLISH").arg(out.topic.key(&self.keys)).arg(payload).ignore();
             }
             let outcome = tokio::time::timeout(WRITE_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
             let error = match outcome {
