@@ -15,16 +15,21 @@ use std::time::Duration;
 
 use actix_web::http::header::HeaderValue;
 use clap::Parser;
-use nova_actors::auth::{check_user_id, ApiKey, JwtConfig, DEVELOPMENT_KEY};
+use nova_actors::auth::{check_user_id, ApiKey, JwtConfig, DEFAULT_MAX_TOKEN_LIFETIME, DEVELOPMENT_KEY};
 use nova_actors::names::parse_patterns;
 use nova_actors::node::Limits;
 use serde::Deserialize;
+
+use crate::peer::TrustedProxies;
 
 /// The admin token in development mode when none is set.
 pub const DEV_ADMIN_TOKEN: &str = "dev-admin-token";
 
 /// Where the YAML file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "configs/server.yaml";
+
+/// Connections that are not authenticated WebSockets, at most, by default.
+pub const DEFAULT_MAX_PENDING: usize = 10_000;
 
 /// The user id of a static API key given without one (`NOVA_API_KEYS=key`).
 pub const DEFAULT_API_KEY_USER: &str = "api-key";
@@ -57,6 +62,9 @@ pub struct Args {
     /// Required `iss` of client JWTs [default: not checked]
     #[arg(long, env = "NOVA_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
+    /// Longest a client JWT may still be valid for (its `exp` from now), seconds; 0: no limit [default: 86400]
+    #[arg(long, env = "NOVA_JWT_MAX_LIFETIME_SECS")]
+    pub jwt_max_lifetime_secs: Option<u64>,
     /// Bearer token for the admin REST API
     #[arg(long, env = "NOVA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -72,9 +80,15 @@ pub struct Args {
     /// This node's id, the prefix of connection ids [default: random]
     #[arg(long, env = "NOVA_NODE_ID")]
     pub node_id: Option<String>,
-    /// Open connections at most, WebSocket and HTTP [default: 100000]
+    /// Authenticated WebSocket connections at most; one more is closed with 1013 [default: 100000]
     #[arg(long, env = "NOVA_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Other connections at most (HTTP, WebSockets before connection.init); the oldest idle one makes room for a new one [default: 10000]
+    #[arg(long, env = "NOVA_MAX_PENDING_CONNECTIONS")]
+    pub max_pending_connections: Option<usize>,
+    /// Time an HTTP connection may sit idle, and a request may take to arrive (head and body), ms [default: 5000]
+    #[arg(long, env = "NOVA_HTTP_TIMEOUT_MS")]
+    pub http_timeout_ms: Option<u64>,
     /// HTTP worker threads [default: one per CPU]
     #[arg(long, env = "NOVA_WORKERS")]
     pub workers: Option<usize>,
@@ -87,7 +101,16 @@ pub struct Args {
     /// Largest client frame and published event, bytes [default: 1048576]
     #[arg(long, env = "NOVA_MAX_FRAME_BYTES")]
     pub max_frame_bytes: Option<usize>,
-    /// Bytes queued for one client before it is dropped as slow [default: 524288]
+    /// Largest client frame before connection.init is accepted, bytes [default: 16384]
+    #[arg(long, env = "NOVA_MAX_INIT_FRAME_BYTES")]
+    pub max_init_frame_bytes: Option<usize>,
+    /// Failed authentications from one address in 10 s before it is refused for 60 s; 0: off [default: 20]
+    #[arg(long, env = "NOVA_AUTH_FAILURE_LIMIT")]
+    pub auth_failure_limit: Option<u32>,
+    /// Proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For names the client [default: none]
+    #[arg(long, env = "NOVA_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Bytes queued for one client before it is dropped as slow [default: 2097152]
     #[arg(long, env = "NOVA_MAX_OUTBOUND_BYTES")]
     pub max_outbound_bytes: Option<usize>,
     /// Channels per connection [default: 100]
@@ -170,7 +193,13 @@ pub struct FileConfig {
     jwt_secret: Option<String>,
     jwt_audience: Option<String>,
     jwt_issuer: Option<String>,
+    jwt_max_lifetime_secs: Option<u64>,
     max_connections: Option<usize>,
+    max_pending_connections: Option<usize>,
+    http_timeout_ms: Option<u64>,
+    max_init_frame_bytes: Option<usize>,
+    auth_failure_limit: Option<u32>,
+    trusted_proxies: Option<Vec<String>>,
     admin_token: Option<String>,
     api_keys: Option<Vec<FileApiKey>>,
     api_key_channels: Option<Vec<String>>,
@@ -273,8 +302,14 @@ pub struct Config {
     pub origins: Origins,
     /// HTTP workers; `None` for one per CPU.
     pub workers: Option<usize>,
-    /// Open connections at most.
-    pub max_connections: usize,
+    /// Connections that are not authenticated WebSockets at most (the
+    /// authenticated ones are `limits.max_clients`).
+    pub max_pending_connections: usize,
+    /// Idle time of an HTTP connection, and the time each request has to
+    /// arrive.
+    pub http_timeout: Duration,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
     /// Per-connection limits.
     pub limits: Limits,
     /// How long shutdown waits for connections to close.
@@ -429,6 +464,11 @@ impl Config {
             secret: secret.into_bytes(),
             audience: args.jwt_audience.or(file.jwt_audience).filter(|s| !s.is_empty()),
             issuer: args.jwt_issuer.or(file.jwt_issuer).filter(|s| !s.is_empty()),
+            max_lifetime: match args.jwt_max_lifetime_secs.or(file.jwt_max_lifetime_secs) {
+                Some(0) => None,
+                Some(secs) => Some(Duration::from_secs(secs)),
+                None => Some(DEFAULT_MAX_TOKEN_LIFETIME),
+            },
         });
 
         let d = Limits::default();
@@ -445,6 +485,12 @@ impl Config {
             messages_per_second: args.messages_per_second.or(file.messages_per_second).unwrap_or(d.messages_per_second),
             message_burst: args.message_burst.or(file.message_burst).unwrap_or(d.message_burst),
             slow_consumer_grace: ms(args.slow_consumer_grace_ms.or(file.slow_consumer_grace_ms), d.slow_consumer_grace),
+            // Never above the frame limit unless asked for (and then refused).
+            max_init_frame_bytes: args.max_init_frame_bytes.or(file.max_init_frame_bytes).unwrap_or_else(|| {
+                d.max_init_frame_bytes.min(args.max_frame_bytes.or(file.max_frame_bytes).unwrap_or(d.max_frame_bytes))
+            }),
+            max_clients: args.max_connections.or(file.max_connections).unwrap_or(d.max_clients).max(1),
+            auth_failure_limit: args.auth_failure_limit.or(file.auth_failure_limit).unwrap_or(d.auth_failure_limit),
         };
         check_limits(&limits)?;
 
@@ -512,7 +558,16 @@ impl Config {
             development_key: mode == Mode::Development,
             origins: Origins::new(&origin_list, mode == Mode::Development),
             workers: args.workers.or(file.workers).filter(|w| *w > 0),
-            max_connections: args.max_connections.or(file.max_connections).unwrap_or(100_000).max(1),
+            max_pending_connections: args
+                .max_pending_connections
+                .or(file.max_pending_connections)
+                .unwrap_or(DEFAULT_MAX_PENDING)
+                .max(1),
+            http_timeout: Duration::from_millis(
+                args.http_timeout_ms.or(file.http_timeout_ms).unwrap_or(5_000).max(100),
+            ),
+            trusted_proxies: TrustedProxies::parse(&args.trusted_proxies.or(file.trusted_proxies).unwrap_or_default())
+                .map_err(|e| format!("trusted proxies: {e}"))?,
             limits,
             drain_timeout: Duration::from_secs(args.drain_timeout_secs.or(file.drain_timeout_secs).unwrap_or(10)),
             redis,
@@ -561,6 +616,10 @@ fn check_limits(l: &Limits) -> Result<(), String> {
         (l.heartbeat_interval >= Duration::from_millis(10), "heartbeat interval must be at least 10 ms"),
         (l.auth_timeout >= Duration::from_millis(10), "auth timeout must be at least 10 ms"),
         (l.max_frame_bytes >= 1024, "max frame bytes must be at least 1024"),
+        (
+            l.max_init_frame_bytes >= 1024 && l.max_init_frame_bytes <= l.max_frame_bytes,
+            "max init frame bytes must be at least 1024 and at most max frame bytes",
+        ),
         (
             l.max_outbound_bytes >= 2 * l.max_frame_bytes,
             "max outbound bytes must be at least twice max frame bytes, so one full event always fits a client \

@@ -11,17 +11,22 @@
 //! - `actors/` (the `nova-actors` crate): the session, channel and registry
 //!   actors and the wire protocol. It knows nothing of HTTP routes.
 //! - [`config`]: flags, environment, `configs/server.yaml`, development mode.
+//! - [`admission`]: the budget of connections that are not clients yet, and
+//!   the HTTP request clock.
 //! - [`server`]: builds a node on a bound listener; graceful drain.
 //! - [`transport`]: meets every new connection; serves WebSocket sessions
 //!   directly on the socket and hands everything else to actix-web.
 //! - [`http`]: the REST API by resource, and the WebSocket fallback route.
+//! - [`peer`]: the client's address, through trusted proxies.
 //! - `src/main.rs`: parses the configuration, binds, runs until a signal.
 //!
 //! docs/protocol.md is the wire contract; README.md says how to run it.
 
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod config;
 pub mod http;
+pub mod peer;
 pub mod server;
 pub mod transport;

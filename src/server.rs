@@ -35,6 +35,7 @@ use nova_actors::settings::watcher::ConfigWatcher;
 use nova_actors::settings::SettingsState;
 use tokio::sync::Notify;
 
+use crate::admission::{track_requests, ConnClock, Pending};
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::transport::{self, ConnHangup, Replay, Transport};
@@ -43,8 +44,10 @@ use crate::transport::{self, ConnHangup, Replay, Transport};
 /// of 128 drops bursts of reconnecting clients).
 const ACCEPT_BACKLOG: i32 = 4096;
 
-/// Time an HTTP client has to send a request on a kept-alive connection.
-const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Descriptors kept free of connections: for settings files, Redis, health
+/// checks and accepting at all. Without them, a full table of connections
+/// makes every `accept` fail with "too many open files".
+const FD_RESERVE: u64 = 256;
 
 /// Binds a listening socket with a deep accept backlog.
 pub fn bind(addr: &str) -> io::Result<TcpListener> {
@@ -126,8 +129,9 @@ impl Running {
 }
 
 /// Builds the node on `listener` with `config`.
-pub fn build(listener: TcpListener, config: Config) -> io::Result<Running> {
+pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
     let addr = listener.local_addr()?;
+    fit_fd_limit(&mut config);
     let metrics = Arc::new(Metrics::default());
     let node_id: Arc<str> = Arc::from(config.node_id.as_str());
 
@@ -206,21 +210,31 @@ pub fn build(listener: TcpListener, config: Config) -> io::Result<Running> {
         node: node.clone(),
         admin_token: config.admin_token.clone(),
         origins: config.origins.clone(),
+        proxies: config.trusted_proxies.clone(),
         bus: bus_status,
         settings,
         store,
         restart: http::admin::Restart::new(&config),
     });
-    let transport = Arc::new(Transport { node, origins: config.origins.clone() });
+    let transport = Arc::new(Transport {
+        node: node.clone(),
+        origins: config.origins.clone(),
+        proxies: config.trusted_proxies.clone(),
+        http_timeout: config.http_timeout,
+    });
+    let pending_per_worker = config.max_pending_connections.div_ceil(workers);
+    // Both budgets, plus a little room for connections that are closing.
+    let per_worker = (config.limits.max_clients + config.max_pending_connections).div_ceil(workers) + 64;
     let http_shutdown = Arc::new(Notify::new());
 
     let builder = actix_server::Server::build()
         .workers(workers)
-        .max_concurrent_connections(config.max_connections.div_ceil(workers))
+        .max_concurrent_connections(per_worker)
         .backlog(ACCEPT_BACKLOG as u32)
         .disable_signals()
         .shutdown_timeout(config.drain_timeout.as_secs().max(1));
     let http_shutdown_signal = http_shutdown.clone();
+    let http_timeout = config.http_timeout;
     let server = builder
         .listen("nova-realtime", listener, move || {
             // Runs once per worker: its actix-web application, and the
@@ -228,7 +242,10 @@ pub fn build(listener: TcpListener, config: Config) -> io::Result<Running> {
             let app = app(state.clone()).into_factory().map_err(|e| e.error_response());
             let signal = http_shutdown_signal.clone();
             let http = HttpService::build()
-                .client_request_timeout(HTTP_REQUEST_TIMEOUT)
+                // The transport's clock (admission.rs) bounds every request;
+                // actix-web's own timers agree with it.
+                .client_request_timeout(http_timeout)
+                .keep_alive(http_timeout)
                 .local_addr(addr)
                 .graceful_shutdown_signal(move || {
                     let signal = signal.clone();
@@ -238,17 +255,21 @@ pub fn build(listener: TcpListener, config: Config) -> io::Result<Running> {
                 // connection's hang-up here.
                 .on_connect_ext(|io: &Replay, data| {
                     data.insert(ConnHangup(io.hangup().clone()));
+                    data.insert(ConnClock(io.clock().clone()));
                 })
                 .finish(map_config(app, |_| AppConfig::default()));
             let transport = transport.clone();
+            let metrics = node.metrics.clone();
             fn_factory(move || {
                 let http = http.new_service(());
                 let transport = transport.clone();
+                // Made on the worker's own thread: the budget is per worker.
+                let pending = Pending::new(pending_per_worker, metrics.clone());
                 async move {
                     let http = Rc::new(http.await?);
                     Ok::<_, ()>(fn_service(move |io: actix_web::rt::net::TcpStream| {
-                        let (http, transport) = (http.clone(), transport.clone());
-                        async move { transport::serve(io, transport, &*http).await }
+                        let (http, transport, pending) = (http.clone(), transport.clone(), pending.clone());
+                        async move { transport::serve(io, transport, &*http, &pending).await }
                     }))
                 }
             })
@@ -262,6 +283,27 @@ pub fn build(listener: TcpListener, config: Config) -> io::Result<Running> {
         http_shutdown,
     };
     Ok(Running { addr, server, control, hubs })
+}
+
+/// Lowers the connection budgets to what the open-file limit allows, less
+/// [`FD_RESERVE`]: past it, `accept` fails for everyone, so the budgets must
+/// run out first (and shed, or answer 1013) while the server still works.
+fn fit_fd_limit(config: &mut Config) {
+    let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else { return };
+    let usable = soft.saturating_sub(FD_RESERVE).max(2) as usize;
+    let (clients, pending) = (config.limits.max_clients, config.max_pending_connections);
+    if clients + pending <= usable {
+        return;
+    }
+    let pending = pending.min(usable / 4).max(1);
+    let clients = clients.min(usable - pending).max(1);
+    log::warn!(
+        "the open-file limit is {soft}: at most {clients} clients and {pending} other connections          (configured {} and {}); raise the limit (ulimit -n) for more",
+        config.limits.max_clients,
+        config.max_pending_connections
+    );
+    config.limits.max_clients = clients;
+    config.max_pending_connections = pending;
 }
 
 /// The actix-web application: the REST API and the WebSocket fallback.
@@ -289,6 +331,7 @@ fn app(
         .app_data(web::PathConfig::default().error_handler(http::error::path_error))
         .app_data(web::QueryConfig::default().error_handler(http::error::query_error))
         .wrap(cors)
+        .wrap(actix_web::middleware::from_fn(track_requests))
         .configure(http::routes)
         .default_service(web::to(http::error::not_found))
 }

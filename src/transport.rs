@@ -22,8 +22,9 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -42,9 +43,11 @@ use nova_actors::session::{Session, FRAME_TOO_LARGE};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::time::Sleep;
+use tokio::time::{Instant as TokioInstant, Sleep};
 
+use crate::admission::{Admission, HttpClock, Pending};
 use crate::config::Origins;
+use crate::peer::TrustedProxies;
 
 /// Longest first request head the transport reads; a longer one goes to
 /// actix-web.
@@ -75,6 +78,10 @@ pub struct Transport {
     pub node: Arc<Node>,
     /// Allowed browser origins.
     pub origins: Origins,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub proxies: TrustedProxies,
+    /// How long an HTTP connection may idle, and a request take to arrive.
+    pub http_timeout: Duration,
 }
 
 impl Transport {
@@ -96,6 +103,15 @@ struct Upgrade {
     accept: [u8; 28],
     /// Length of the request head; bytes after it are WebSocket frames.
     head_len: usize,
+    /// The client's `X-Forwarded-For` address, if a trusted proxy sent one.
+    client_ip: Option<IpAddr>,
+}
+
+/// Whether `key` is a `Sec-WebSocket-Key`: base64 of 16 bytes, which is 22
+/// base64 characters and `==` (RFC 6455 §4.2.1).
+pub fn valid_websocket_key(key: &[u8]) -> bool {
+    let base64 = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/');
+    key.len() == 24 && key[..22].iter().all(base64) && key.ends_with(b"==") && b"AQgw".contains(&key[21])
 }
 
 /// Checks a complete request head. `None` means "not ours": actix-web
@@ -129,13 +145,13 @@ fn accept_upgrade(req: &httparse::Request<'_, '_>, head_len: usize, origins: &Or
     if !matches!(header("sec-websocket-version"), Some(b"13" | b"8" | b"7")) {
         return None;
     }
-    let key = header("sec-websocket-key")?;
+    let key = header("sec-websocket-key").filter(|k| valid_websocket_key(k))?;
     if let Some(origin) = header("origin") {
         if !HeaderValue::from_bytes(origin).is_ok_and(|o| origins.allows(&o)) {
             return None;
         }
     }
-    Some(Upgrade { client_id, accept: hash_key(key), head_len })
+    Some(Upgrade { client_id, accept: hash_key(key), head_len, client_ip: None })
 }
 
 /// What the bytes read so far say.
@@ -152,11 +168,19 @@ enum Head {
 /// Parses a request head. A plain function on purpose: the header array
 /// lives on the stack only while parsing, not in the connection's task for
 /// its whole life.
-fn parse_head(buf: &[u8], origins: &Origins) -> Head {
+fn parse_head(buf: &[u8], transport: &Transport, peer: Option<IpAddr>) -> Head {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEAD_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => accept_upgrade(&req, len, origins).map_or(Head::NotOurs, Head::Ours),
+        Ok(httparse::Status::Complete(len)) => match accept_upgrade(&req, len, &transport.origins) {
+            Some(mut upgrade) => {
+                let forwarded =
+                    req.headers.iter().find(|h| h.name.eq_ignore_ascii_case("x-forwarded-for")).map(|h| h.value);
+                upgrade.client_ip = peer.map(|p| transport.proxies.client_ip(p, forwarded));
+                Head::Ours(upgrade)
+            }
+            None => Head::NotOurs,
+        },
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => Head::Partial,
         _ => Head::NotOurs,
     }
@@ -164,9 +188,14 @@ fn parse_head(buf: &[u8], origins: &Origins) -> Head {
 
 /// Reads the first request head. `Ok(Some)` is an upgrade the transport
 /// serves; `Ok(None)` leaves `buf` holding everything read, for actix-web.
-async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut, origins: &Origins) -> io::Result<Option<Upgrade>> {
+async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    transport: &Transport,
+    peer: Option<IpAddr>,
+) -> io::Result<Option<Upgrade>> {
     loop {
-        match parse_head(buf, origins) {
+        match parse_head(buf, transport, peer) {
             Head::Ours(upgrade) => return Ok(Some(upgrade)),
             Head::NotOurs => return Ok(None),
             Head::Partial => {}
@@ -180,29 +209,52 @@ async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut, origins: &Origins
 }
 
 /// Serves one new connection: a WebSocket session here, or HTTP through
-/// `http` (actix-web).
-pub async fn serve<S>(mut stream: TcpStream, transport: Arc<Transport>, http: &S) -> Result<(), S::Error>
+/// `http` (actix-web). Until it is an authenticated WebSocket it holds a
+/// place in its worker's `pending` budget.
+pub async fn serve<S>(
+    mut stream: TcpStream,
+    transport: Arc<Transport>,
+    http: &S,
+    pending: &Rc<Pending>,
+) -> Result<(), S::Error>
 where
     S: Service<(Replay, Protocol, Option<SocketAddr>), Response = ()>,
 {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
+    let hangup = Arc::new(Hangup::default());
+    let clock = HttpClock::new(transport.http_timeout);
+    // The clock is the HTTP one until the head says WebSocket; a connection
+    // still sending its first head is idle, so it may be shed.
+    let Some(admission) = pending.admit(hangup.clone(), Some(clock.clone())) else {
+        log::debug!("every pending connection is busy with a request: dropped a new one");
+        return Ok(());
+    };
     // A new connection has the auth timeout to send its request head and
     // then `connection.init`: the clock starts now.
     let auth_deadline = Instant::now() + transport.node.limits.auth_timeout;
     let mut buf = BytesMut::new();
-    let head = tokio::time::timeout_at(auth_deadline.into(), read_head(&mut stream, &mut buf, &transport.origins));
-    match head.await {
+    // The first head has the HTTP timeout, like every later one; a
+    // WebSocket then has what is left of the auth timeout to authenticate.
+    let head_deadline = auth_deadline.min(Instant::now() + transport.http_timeout);
+    let head = async {
+        tokio::select! {
+            biased;
+            _ = hangup.wait() => Err(io::Error::from(io::ErrorKind::ConnectionAborted)),
+            head = read_head(&mut stream, &mut buf, &transport, peer.map(|p| p.ip())) => head,
+        }
+    };
+    match tokio::time::timeout_at(head_deadline.into(), head).await {
         Ok(Ok(Some(upgrade))) => {
             // Copied so the head buffer is freed now, not when the session
             // ends.
             let early_frames = Bytes::copy_from_slice(&buf[upgrade.head_len..]);
             drop(buf);
-            run_session(stream, upgrade, early_frames, &transport, auth_deadline).await;
+            run_session(stream, upgrade, early_frames, &transport, auth_deadline, hangup, admission).await;
             Ok(())
         }
         Ok(Ok(None)) => {
-            let replay = Replay::new(buf.freeze(), stream, transport.write_stall_limit());
+            let replay = Replay::new(buf.freeze(), stream, transport.write_stall_limit(), hangup, clock, admission);
             // Boxed: the HTTP dispatcher's state is large, and inline it
             // would make every WebSocket connection's task as large.
             Box::pin(http.call((replay, Protocol::Http1, peer))).await
@@ -219,6 +271,8 @@ async fn run_session(
     early_frames: Bytes,
     transport: &Transport,
     auth_deadline: Instant,
+    hangup: Arc<Hangup>,
+    admission: Admission,
 ) {
     let (read, mut write) = stream.into_split();
     let stall = transport.write_stall_limit();
@@ -234,10 +288,10 @@ async fn run_session(
     drop(response);
 
     let node = transport.node.clone();
-    let hangup = Arc::new(Hangup::default());
     let max_frame = node.limits.max_frame_bytes;
-    let session = Session::new(node, upgrade.client_id, Some(hangup.clone()), auth_deadline);
-    let input = FrameAligned::new(SocketReader { read }, early_frames, max_frame);
+    let limits = FrameLimits { authenticated: max_frame, before: node.limits.max_init_frame_bytes };
+    let session = Session::new(node, upgrade.client_id, Some(hangup.clone()), auth_deadline, upgrade.client_ip);
+    let input = FrameAligned::new(SocketReader { read }, early_frames, limits, hangup.clone()).admitted(admission);
     // Pinned here, once: taken by value, `pump` would hold a second copy
     // in its own state (an async fn keeps its arguments' slots), and this
     // future is the biggest part of every connection's memory.
@@ -346,18 +400,51 @@ impl Stream for SocketReader {
 /// client sends beyond it waits in the kernel, pushing back on the client. A
 /// frame whose header declares more than `max_frame` bytes ends the input at
 /// once with [`FRAME_TOO_LARGE`], before any of it is buffered (close 1009).
+/// Until the session has authenticated (as its [`Hangup`] says), the limit
+/// is the small one for `connection.init`, so a socket that never
+/// authenticates can make the server hold a few KiB at most.
 pub struct FrameAligned<S> {
     inner: S,
     buf: BytesMut,
-    max_frame: usize,
+    limits: FrameLimits,
+    session: Arc<Hangup>,
+    /// The connection's place among those that are not clients yet, given
+    /// back once the session has authenticated.
+    admission: Option<Admission>,
     paused: bool,
     refused: bool,
 }
 
+/// The largest frame payloads [`FrameAligned`] lets through.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameLimits {
+    /// Once the session has authenticated.
+    pub authenticated: usize,
+    /// Before: `connection.init` and nothing else.
+    pub before: usize,
+}
+
 impl<S> FrameAligned<S> {
-    /// Wraps `inner`; `early` holds bytes already read from it.
-    pub fn new(inner: S, early: Bytes, max_frame: usize) -> Self {
-        FrameAligned { inner, buf: BytesMut::from(&early[..]), max_frame, paused: false, refused: false }
+    /// Wraps `inner`; `early` holds bytes already read from it; `session`
+    /// tells when the session has authenticated.
+    pub fn new(inner: S, early: Bytes, limits: FrameLimits, session: Arc<Hangup>) -> Self {
+        let buf = BytesMut::from(&early[..]);
+        FrameAligned { inner, buf, limits, session, admission: None, paused: false, refused: false }
+    }
+
+    /// Holds `admission` until the session has authenticated.
+    pub fn admitted(mut self, admission: Admission) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
+    fn max_frame(&mut self) -> usize {
+        if self.session.is_authenticated() {
+            self.admission = None;
+            self.limits.authenticated
+        } else {
+            self.limits.before.min(self.limits.authenticated)
+        }
     }
 }
 
@@ -397,8 +484,9 @@ where
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
+        let max_frame = this.max_frame();
         loop {
-            match frame_len(&this.buf, this.max_frame) {
+            match frame_len(&this.buf, max_frame) {
                 Some((_, true)) => {
                     this.refused = true;
                     this.buf = BytesMut::new();
@@ -428,22 +516,80 @@ where
 /// read, then the socket. Like a session's own transport, it ends the
 /// connection when a write makes no progress for too long or when the
 /// registry hangs it up.
+///
+/// It also keeps the HTTP clock ([`HttpClock`]): a read that has waited for
+/// the client past the clock's deadline fails, and actix-web drops the
+/// connection. Writing the response counts as progress, so a large answer
+/// read slowly is bounded by the write stall limit, not by the clock.
 pub struct Replay {
     head: Bytes,
     io: TcpStream,
     hangup: Arc<Hangup>,
     stall_limit: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
+    clock: Rc<HttpClock>,
+    /// Fires at the clock's deadline.
+    read_timer: Option<Pin<Box<Sleep>>>,
+    /// When a write last made progress.
+    wrote_at: Instant,
+    admission: Option<Admission>,
 }
 
 impl Replay {
-    fn new(head: Bytes, io: TcpStream, stall_limit: Duration) -> Self {
-        Replay { head, io, hangup: Arc::default(), stall_limit, stalled: None }
+    fn new(
+        head: Bytes,
+        io: TcpStream,
+        stall_limit: Duration,
+        hangup: Arc<Hangup>,
+        clock: Rc<HttpClock>,
+        admission: Admission,
+    ) -> Self {
+        Replay {
+            head,
+            io,
+            hangup,
+            stall_limit,
+            stalled: None,
+            clock,
+            read_timer: None,
+            wrote_at: Instant::now(),
+            admission: Some(admission),
+        }
     }
 
     /// This connection's hang-up (for a WebSocket upgraded on it).
     pub fn hangup(&self) -> &Arc<Hangup> {
         &self.hangup
+    }
+
+    /// This connection's request clock.
+    pub fn clock(&self) -> &Rc<HttpClock> {
+        &self.clock
+    }
+
+    /// When the client must have sent what the server waits for, if it is
+    /// waiting for the client.
+    fn read_deadline(&self) -> Option<Instant> {
+        let deadline = self.clock.deadline()?;
+        Some(deadline.max(self.wrote_at + self.clock.timeout()))
+    }
+
+    /// Fails a read that has waited past the deadline; arms the timer that
+    /// wakes the connection then.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let Some(deadline) = self.read_deadline() else {
+            self.read_timer = None;
+            return Ok(());
+        };
+        let deadline = TokioInstant::from_std(deadline);
+        let timer = self.read_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(io::Error::new(io::ErrorKind::TimedOut, "HTTP request or keep-alive timeout")),
+            Poll::Pending => Ok(()),
+        }
     }
 
     fn hung_up(&self, cx: &mut Context<'_>) -> bool {
@@ -464,6 +610,7 @@ impl Replay {
             Poll::Pending => self.poll_stall(cx).map(Err),
             done => {
                 self.stalled = None;
+                self.wrote_at = Instant::now();
                 done
             }
         }
@@ -489,6 +636,13 @@ impl AsyncRead for Replay {
         let this = self.get_mut();
         if this.hung_up(cx) {
             return Poll::Ready(Err(hung_up_error()));
+        }
+        if this.admission.is_some() && this.hangup.is_authenticated() {
+            // A WebSocket upgraded on this connection has authenticated.
+            this.admission = None;
+        }
+        if let Err(e) = this.poll_deadline(cx) {
+            return Poll::Ready(Err(e));
         }
         if this.head.has_remaining() {
             let n = this.head.len().min(buf.remaining());
@@ -618,7 +772,8 @@ mod tests {
     fn frame_aligned_yields_whole_frames_one_at_a_time() {
         // Three 2-byte unmasked frames split awkwardly across chunks.
         let chunks = vec![Bytes::from_static(&[0x89, 0x00, 0x8a]), Bytes::from_static(&[0x00, 0x81, 0x00])];
-        let mut aligned = FrameAligned::new(Chunks(chunks), Bytes::from_static(&[]), 100);
+        let limits = FrameLimits { authenticated: 100, before: 100 };
+        let mut aligned = FrameAligned::new(Chunks(chunks), Bytes::from_static(&[]), limits, Arc::default());
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut frames = Vec::new();
         loop {

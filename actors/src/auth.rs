@@ -92,11 +92,19 @@ pub struct JwtConfig {
     pub audience: Option<String>,
     /// When set, tokens must carry this `iss`.
     pub issuer: Option<String>,
+    /// The longest a token may still be valid for when presented: a token
+    /// whose `exp` is further away is refused, so a leaked token cannot be
+    /// one that never expires. `None`: no limit.
+    pub max_lifetime: Option<Duration>,
 }
+
+/// The default of [`JwtConfig::max_lifetime`].
+pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Verifies credentials. Built once at start and shared by every session.
 pub struct Authenticator {
     jwt: Option<(DecodingKey, Validation)>,
+    max_lifetime: Option<Duration>,
     api_keys: Vec<ApiKey>,
     development_key: bool,
 }
@@ -115,6 +123,7 @@ impl Authenticator {
     /// `jwt` enables JWTs; `development_key` enables the key
     /// [`DEVELOPMENT_KEY`].
     pub fn new(jwt: Option<&JwtConfig>, api_keys: Vec<ApiKey>, development_key: bool) -> Self {
+        let max_lifetime = jwt.and_then(|c| c.max_lifetime);
         let jwt = jwt.map(|config| {
             let mut validation = Validation::new(Algorithm::HS256);
             let mut required = vec!["exp", "sub"];
@@ -136,7 +145,7 @@ impl Authenticator {
             validation.set_required_spec_claims(&required);
             (DecodingKey::from_secret(&config.secret), validation)
         });
-        Authenticator { jwt, api_keys, development_key }
+        Authenticator { jwt, max_lifetime, api_keys, development_key }
     }
 
     /// Checks credentials and returns who they belong to.
@@ -162,6 +171,15 @@ impl Authenticator {
             })?
             .claims;
         check_user_id(&claims.sub).map_err(|why| AuthError::Invalid(format!("token 'sub': {why}")))?;
+        if let Some(max) = self.max_lifetime {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            if claims.exp > now.saturating_add(max.as_secs()) {
+                return Err(AuthError::Invalid(format!(
+                    "token 'exp' is more than {} from now, longer than this server accepts",
+                    humantime::format_duration(max)
+                )));
+            }
+        }
         let grants = parse_patterns(claims.channels.as_deref().unwrap_or_default())
             .map_err(|e| AuthError::Invalid(format!("token 'channels': {e}")))?;
         Ok(Identity {
@@ -211,6 +229,14 @@ pub fn check_user_id(user: &str) -> Result<(), &'static str> {
     if user.chars().any(char::is_control) {
         return Err("must not hold control characters");
     }
+    // Bidirectional controls make a user id display as another one in
+    // listings and logs (Trojan Source).
+    if user
+        .chars()
+        .any(|c| matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+    {
+        return Err("must not hold bidirectional control characters");
+    }
     Ok(())
 }
 
@@ -239,7 +265,7 @@ mod tests {
     }
 
     fn jwt_config() -> JwtConfig {
-        JwtConfig { secret: SECRET.to_vec(), audience: None, issuer: None }
+        JwtConfig { secret: SECRET.to_vec(), audience: None, issuer: None, max_lifetime: None }
     }
 
     fn auth() -> Authenticator {
@@ -256,6 +282,28 @@ mod tests {
         assert!(id.may_access("conversation:c1"));
         assert!(!id.may_access("team:t1"));
         assert!(!id.expired(SystemTime::now()));
+    }
+
+    #[test]
+    fn a_token_valid_for_longer_than_the_maximum_is_refused() {
+        let config = JwtConfig { max_lifetime: Some(Duration::from_secs(3600)), ..jwt_config() };
+        let strict = Authenticator::new(Some(&config), vec![], false);
+        let forever = token(json!({"sub":"a","exp":u64::MAX}), SECRET);
+        assert!(matches!(strict.authenticate(&forever), Err(AuthError::Invalid(why)) if why.contains("'exp'")));
+        let day = token(json!({"sub":"a","exp":now()+86_400}), SECRET);
+        assert!(strict.authenticate(&day).is_err());
+        assert!(strict.authenticate(&token(json!({"sub":"a","exp":now()+3000}), SECRET)).is_ok());
+        assert!(auth().authenticate(&day).is_ok(), "no maximum configured");
+    }
+
+    #[test]
+    fn user_ids_with_bidirectional_controls_are_refused() {
+        for bad in ["admin\u{202E}nimda", "a\u{2066}b", "\u{200F}x", "a\u{061C}"] {
+            assert!(check_user_id(bad).is_err(), "{bad:?}");
+            let forged = token(json!({"sub": bad, "exp": now() + 60}), SECRET);
+            assert!(auth().authenticate(&forged).is_err(), "{bad:?}");
+        }
+        assert!(check_user_id("émile-ü").is_ok());
     }
 
     #[test]

@@ -60,6 +60,16 @@ pub enum Close {
     SlowConsumer,
     /// The client missed two heartbeats.
     HeartbeatTimeout,
+    /// The client kept sending far over its rate limit (see
+    /// `session::FLOOD_FACTOR`): frames cost the server CPU even when they
+    /// are dropped, so a flood ends the connection (RFC 6455).
+    PolicyViolation,
+    /// Too many failed authentications from the client's address: it is
+    /// refused for a while, whatever it sends (see `throttle.rs`).
+    AuthThrottled,
+    /// The node has as many authenticated connections as it may hold:
+    /// reconnect later, or to another node (RFC 6455 "try again later").
+    TryAgainLater,
 }
 
 impl Close {
@@ -75,6 +85,9 @@ impl Close {
             Close::TokenExpired => 4002,
             Close::SlowConsumer => 4008,
             Close::HeartbeatTimeout => 4009,
+            Close::PolicyViolation => 1008,
+            Close::AuthThrottled => 4004,
+            Close::TryAgainLater => 1013,
         }
     }
 
@@ -90,13 +103,16 @@ impl Close {
             Close::TokenExpired => "token expired",
             Close::SlowConsumer => "slow consumer: outbound buffer full",
             Close::HeartbeatTimeout => "heartbeat timeout",
+            Close::PolicyViolation => "policy violation: frames far over the rate limit",
+            Close::AuthThrottled => "too many failed authentications from this address",
+            Close::TryAgainLater => "server full, try again later",
         }
     }
 
     /// Whether a client should reconnect after this close (with backoff).
     /// Auth closes need fresh credentials first, so they say no.
     pub fn reconnect(self) -> bool {
-        !matches!(self, Close::InvalidToken | Close::TokenExpired)
+        !matches!(self, Close::InvalidToken | Close::TokenExpired | Close::AuthThrottled)
     }
 }
 
@@ -122,6 +138,7 @@ mod tests {
     #[test]
     fn auth_errors_and_closes_share_numbers() {
         assert_eq!(ErrorCode::InvalidToken.as_u16(), Close::InvalidToken.code());
+        assert_eq!(ErrorCode::RateLimited.as_u16(), Close::AuthThrottled.code());
         assert_eq!(ErrorCode::TokenExpired.as_u16(), Close::TokenExpired.code());
     }
 

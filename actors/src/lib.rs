@@ -19,6 +19,7 @@
 //! - [`codes`]: the table of error and close codes.
 //! - [`names`]: channel names and access patterns.
 //! - [`auth`]: JWT and API-key authentication.
+//! - [`throttle`]: failed authentications per source address.
 //! - [`node`]: what every session shares: limits, authenticator, registry.
 //! - [`metrics`]: counters and the latency histogram.
 //!
@@ -41,3 +42,4 @@ pub mod protocol;
 pub mod registry;
 pub mod session;
 pub mod settings;
+pub mod throttle;

@@ -69,13 +69,19 @@ pub enum Delivery {
     Dropped,
 }
 
-/// Lets the registry drop a connection whose session is no longer polled:
-/// the connection's I/O checks it beside the socket, so it works even while
-/// the session is stuck behind a full socket.
+/// What a connection's I/O and its session share, beside the socket.
+///
+/// It lets the registry drop a connection whose session is no longer
+/// polled: the connection's I/O checks it beside the socket, so it works
+/// even while the session is stuck behind a full socket. And it tells the
+/// I/O when the session has authenticated: until then the connection reads
+/// only small frames and counts against the budget of connections that are
+/// not yet clients.
 #[derive(Debug, Default)]
 pub struct Hangup {
     triggered: AtomicBool,
     waker: AtomicWaker,
+    authenticated: AtomicBool,
 }
 
 impl Hangup {
@@ -102,6 +108,21 @@ impl Hangup {
     /// Resolves once [`Hangup::trigger`] has been called.
     pub async fn wait(&self) {
         poll_fn(|cx| self.poll_triggered(cx)).await
+    }
+
+    /// Whether [`Hangup::trigger`] has been called.
+    pub fn is_triggered(&self) -> bool {
+        self.triggered.load(Ordering::Acquire)
+    }
+
+    /// The session accepted `connection.init`.
+    pub fn mark_authenticated(&self) {
+        self.authenticated.store(true, Ordering::Release);
+    }
+
+    /// Whether the session has accepted `connection.init`.
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::Acquire)
     }
 }
 

@@ -105,6 +105,16 @@ struct RateSample {
 pub struct Metrics {
     /// Open WebSocket connections, authenticated or not.
     pub sockets: AtomicU64,
+    /// Authenticated connections: what `max_connections` bounds.
+    pub clients: AtomicU64,
+    /// Connections closed for flooding (1008) since start.
+    pub flood_closes: AtomicU64,
+    /// Authentication attempts refused because their address failed too
+    /// often since start.
+    pub auth_throttled: AtomicU64,
+    /// Connections that were not yet clients, closed to make room for new
+    /// ones since start.
+    pub shed_connections: AtomicU64,
     /// Client frames received.
     pub messages_in: AtomicU64,
     /// Frames written to clients.
@@ -126,6 +136,10 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             sockets: AtomicU64::new(0),
+            clients: AtomicU64::new(0),
+            flood_closes: AtomicU64::new(0),
+            auth_throttled: AtomicU64::new(0),
+            shed_connections: AtomicU64::new(0),
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
             published: AtomicU64::new(0),
@@ -166,6 +180,14 @@ pub struct MetricsSnapshot {
     pub uptime_secs: u64,
     /// Open WebSocket connections.
     pub sockets: u64,
+    /// Authenticated connections.
+    pub clients: u64,
+    /// Connections closed for flooding (1008) since start.
+    pub flood_closes: u64,
+    /// Authentication attempts refused for an address that failed too often.
+    pub auth_throttled: u64,
+    /// Not-yet-client connections closed to make room since start.
+    pub shed_connections: u64,
     /// Client frames received since start.
     pub messages_in: u64,
     /// Frames written since start.
@@ -212,6 +234,10 @@ impl Metrics {
         MetricsSnapshot {
             uptime_secs: self.uptime().as_secs(),
             sockets: self.sockets.load(Relaxed),
+            clients: self.clients.load(Relaxed),
+            flood_closes: self.flood_closes.load(Relaxed),
+            auth_throttled: self.auth_throttled.load(Relaxed),
+            shed_connections: self.shed_connections.load(Relaxed),
             messages_in: self.messages_in.load(Relaxed),
             messages_out: self.messages_out.load(Relaxed),
             messages_in_per_sec: in_per_sec,

@@ -12,6 +12,7 @@ use crate::auth::Authenticator;
 use crate::link::ConnId;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::throttle::AuthThrottle;
 
 /// Per-connection limits, all configurable.
 #[derive(Debug, Clone)]
@@ -22,6 +23,15 @@ pub struct Limits {
     pub auth_timeout: Duration,
     /// Largest client frame (or reassembled fragmented message), bytes.
     pub max_frame_bytes: usize,
+    /// Largest frame before `connection.init` is accepted: enough for a
+    /// large JWT, small enough that unauthenticated sockets cost little.
+    pub max_init_frame_bytes: usize,
+    /// Authenticated connections this node holds at most; one more is
+    /// closed with 1013 (try again later).
+    pub max_clients: usize,
+    /// Failed authentications from one address within 10 s before it is
+    /// refused for a minute; 0 turns it off (see `throttle.rs`).
+    pub auth_failure_limit: u32,
     /// Bytes the server queues for one client before dropping it as a slow
     /// consumer (close 4008).
     pub max_outbound_bytes: usize,
@@ -42,6 +52,9 @@ impl Default for Limits {
             heartbeat_interval: Duration::from_secs(30),
             auth_timeout: Duration::from_secs(10),
             max_frame_bytes: 1024 * 1024,
+            max_init_frame_bytes: 16 * 1024,
+            max_clients: 100_000,
+            auth_failure_limit: 20,
             max_outbound_bytes: 2 * 1024 * 1024,
             max_channels_per_connection: 100,
             messages_per_second: 50,
@@ -63,6 +76,8 @@ pub struct Node {
     pub limits: Limits,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Failed authentications per address.
+    pub auth_throttle: AuthThrottle,
     next_conn: AtomicU64,
 }
 
@@ -75,7 +90,8 @@ impl Node {
         limits: Limits,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Node { id, registry, auth, limits, metrics, next_conn: AtomicU64::new(1) }
+        let auth_throttle = AuthThrottle::new(limits.auth_failure_limit);
+        Node { id, registry, auth, limits, metrics, auth_throttle, next_conn: AtomicU64::new(1) }
     }
 
     /// A number for a new connection, unique on this node.

@@ -14,9 +14,18 @@
 //!
 //! Reading is paced too: the transport hands the session one frame at a time
 //! (see `FrameAligned` in the server crate) and every client frame, control
-//! frames included, costs a token from the rate limit.
+//! and continuation frames included, costs a token from the rate limit. A
+//! frame over the limit is dropped unread; a connection that keeps sending
+//! [`FLOOD_FACTOR`] times its limit for [`FLOOD_WINDOW`] is closed with 1008,
+//! because even a dropped frame costs the server a wake-up and a decode.
+//!
+//! Until `connection.init` is accepted a connection may send frames of
+//! `max_init_frame_bytes` only (the transport refuses larger ones at the
+//! header), and an address with too many failed authentications is refused
+//! before its credentials are looked at (see `throttle.rs`).
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -47,6 +56,12 @@ pub const WRITE_QUANTUM: usize = 64 * 1024;
 /// with 1009.
 pub const FRAME_TOO_LARGE: &str = "websocket frame over the size limit";
 
+/// A connection sending this many times its sustained rate limit...
+pub const FLOOD_FACTOR: u32 = 10;
+
+/// ...for this long is closed with 1008 (policy violation).
+pub const FLOOD_WINDOW: Duration = Duration::from_secs(5);
+
 /// What other actors push to a session.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -59,8 +74,10 @@ pub enum Push {
 
 /// Where a connection is in its life.
 enum Auth {
-    /// Connected, no `connection.init` yet.
-    Waiting { timer: SpawnHandle, deadline: Instant },
+    /// Connected, no `connection.init` yet. `peer` is the client's address
+    /// (behind a trusted proxy, the one it forwarded), for the throttle of
+    /// failed authentications.
+    Waiting { timer: SpawnHandle, deadline: Instant, peer: Option<IpAddr> },
     /// Authenticated and known to the registry.
     Ready { identity: Identity, link: Arc<Link> },
 }
@@ -69,6 +86,9 @@ enum Auth {
 struct Fragments {
     text: bool,
     buf: BytesMut,
+    /// A fragment was over the rate limit: the rest is skipped and the
+    /// message dropped as a whole, as a single frame would be.
+    refused: bool,
 }
 
 /// Tokens for client frames, refilled at `messages_per_second`.
@@ -78,6 +98,9 @@ struct TokenBucket {
     /// When the last 4004 was sent: at most one a second, so a flood does
     /// not get a flood of errors back.
     refused_at: Option<Instant>,
+    /// Start of the current [`FLOOD_WINDOW`] and the frames refused in it.
+    window_start: Instant,
+    refused_in_window: u64,
 }
 
 /// One WebSocket connection.
@@ -101,12 +124,14 @@ pub struct Session {
 impl Session {
     /// A session for a new connection. `hangup` lets the registry drop the
     /// connection if it stops reading; `auth_deadline` is when it must have
-    /// authenticated, counted from when the connection was accepted.
+    /// authenticated, counted from when the connection was accepted; `peer`
+    /// is the client's address, when known.
     pub fn new(
         node: Arc<Node>,
         client_id: Option<Arc<str>>,
         hangup: Option<Arc<Hangup>>,
         auth_deadline: Instant,
+        peer: Option<IpAddr>,
     ) -> Self {
         let conn = node.next_conn_id();
         let burst = node.limits.message_burst as f32;
@@ -115,9 +140,15 @@ impl Session {
             conn,
             client_id,
             hangup,
-            auth: Auth::Waiting { timer: SpawnHandle::default(), deadline: auth_deadline },
+            auth: Auth::Waiting { timer: SpawnHandle::default(), deadline: auth_deadline, peer },
             last_seen: Instant::now(),
-            bucket: TokenBucket { tokens: burst, at: Instant::now(), refused_at: None },
+            bucket: TokenBucket {
+                tokens: burst,
+                at: Instant::now(),
+                refused_at: None,
+                window_start: Instant::now(),
+                refused_in_window: 0,
+            },
             unyielded: 0,
             fragments: None,
         }
@@ -147,7 +178,11 @@ impl Session {
     /// Sends an `error` frame and closes with the same code: for auth
     /// failures.
     fn refuse(&mut self, ctx: &mut WebsocketContext<Self>, close: Close, message: &str, reply_to: Option<&str>) {
-        let code = if close == Close::TokenExpired { ErrorCode::TokenExpired } else { ErrorCode::InvalidToken };
+        let code = match close {
+            Close::TokenExpired => ErrorCode::TokenExpired,
+            Close::AuthThrottled => ErrorCode::RateLimited,
+            _ => ErrorCode::InvalidToken,
+        };
         self.send_error(ctx, code, message, None, reply_to);
         self.close(ctx, close);
     }
@@ -164,6 +199,33 @@ impl Session {
             true
         } else {
             false
+        }
+    }
+
+    /// Counts a frame refused by the rate limit; true when the connection
+    /// has been over it by [`FLOOD_FACTOR`] for a whole [`FLOOD_WINDOW`]: a
+    /// window with more than `(FLOOD_FACTOR - 1) × rate × window` refused
+    /// frames.
+    fn flooding(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.bucket.window_start) >= FLOOD_WINDOW {
+            self.bucket.window_start = now;
+            self.bucket.refused_in_window = 0;
+        }
+        self.bucket.refused_in_window += 1;
+        let allowed = u64::from(FLOOD_FACTOR - 1)
+            * u64::from(self.node.limits.messages_per_second.max(1))
+            * FLOOD_WINDOW.as_secs();
+        self.bucket.refused_in_window > allowed
+    }
+
+    /// The largest frame or message accepted now: small until the client
+    /// has authenticated.
+    fn frame_limit(&self) -> usize {
+        let limits = &self.node.limits;
+        match self.auth {
+            Auth::Waiting { .. } => limits.max_init_frame_bytes.min(limits.max_frame_bytes),
+            Auth::Ready { .. } => limits.max_frame_bytes,
         }
     }
 
@@ -215,14 +277,6 @@ impl Session {
                 }
             };
         }
-        // The token is taken before parsing: a flood costs a counter, not a
-        // JSON parse per frame.
-        if !self.take_tokens(1) {
-            return self.rate_limited(ctx, || match protocol::parse_request(text) {
-                Ok(request) => Some(request.id),
-                Err(rejection) => rejection.reply_to,
-            });
-        }
         match protocol::parse_request(text) {
             Ok(request) => self.handle(request, ctx),
             Err(Rejection { reply_to, code, message }) => {
@@ -232,15 +286,48 @@ impl Session {
     }
 
     fn authenticate(&mut self, id: &str, credentials: &Credentials, ctx: &mut WebsocketContext<Self>) {
+        let peer = match self.auth {
+            Auth::Waiting { peer, .. } => peer,
+            Auth::Ready { .. } => None,
+        };
+        if let Some(Err(left)) = peer.map(|p| self.node.auth_throttle.check(p)) {
+            self.node.metrics.auth_throttled.fetch_add(1, Relaxed);
+            let message = format!(
+                "too many failed authentications from this address: refused for another {} s",
+                left.as_secs().max(1)
+            );
+            return self.refuse(ctx, Close::AuthThrottled, &message, Some(id));
+        }
         let identity = match self.node.auth.authenticate(credentials) {
             Ok(identity) => identity,
-            Err(AuthError::Expired) => return self.refuse(ctx, Close::TokenExpired, "token expired", Some(id)),
-            Err(AuthError::Invalid(why)) => return self.refuse(ctx, Close::InvalidToken, &why, Some(id)),
+            Err(error) => {
+                if let Some(peer) = peer {
+                    self.node.auth_throttle.failed(peer);
+                }
+                return match error {
+                    AuthError::Expired => self.refuse(ctx, Close::TokenExpired, "token expired", Some(id)),
+                    AuthError::Invalid(why) => self.refuse(ctx, Close::InvalidToken, &why, Some(id)),
+                };
+            }
         };
+        let limits = &self.node.limits;
+        // Counted before the check so two racing connections cannot both
+        // take the last slot.
+        let clients = self.node.metrics.clients.fetch_add(1, Relaxed);
+        if clients >= limits.max_clients as u64 {
+            self.node.metrics.clients.fetch_sub(1, Relaxed);
+            let message = format!("this node holds {} connections, its limit: reconnect later", limits.max_clients);
+            self.send_error(ctx, ErrorCode::PermissionDenied, &message, None, Some(id));
+            return self.close(ctx, Close::TryAgainLater);
+        }
         if let Auth::Waiting { timer, .. } = self.auth {
             ctx.cancel_future(timer);
         }
-        let limits = &self.node.limits;
+        if let Some(hangup) = &self.hangup {
+            // The transport reads full-size frames from now on and no longer
+            // counts this connection among those that are not clients yet.
+            hangup.mark_authenticated();
+        }
         let link = Arc::new(Link::new(
             self.conn,
             identity.user_id.clone(),
@@ -373,7 +460,9 @@ impl Session {
         self.node.registry.do_send(registry::Publish { channel, frame });
     }
 
-    fn on_fragment(&mut self, item: Item, ctx: &mut WebsocketContext<Self>) {
+    /// A fragment of a message; `admitted` is whether it was within the
+    /// rate limit.
+    fn on_fragment(&mut self, item: Item, admitted: bool, ctx: &mut WebsocketContext<Self>) {
         let (first, bytes, last) = match item {
             Item::FirstText(b) => (Some(true), b, false),
             Item::FirstBinary(b) => (Some(false), b, false),
@@ -381,11 +470,18 @@ impl Session {
             Item::Last(b) => (None, b, true),
         };
         match (first, self.fragments.as_mut()) {
-            (Some(text), None) => self.fragments = Some(Fragments { text, buf: BytesMut::from(&bytes[..]) }),
+            (Some(text), None) => {
+                self.fragments = Some(Fragments { text, buf: BytesMut::from(&bytes[..]), refused: !admitted })
+            }
+            (None, Some(fragments)) if fragments.refused || !admitted => {
+                fragments.refused = true;
+                fragments.buf = BytesMut::new();
+            }
             (None, Some(fragments)) => fragments.buf.extend_from_slice(&bytes),
             _ => return self.close(ctx, Close::ProtocolError),
         }
-        let too_big = self.fragments.as_ref().is_some_and(|f| f.buf.len() > self.node.limits.max_frame_bytes);
+        let limit = self.frame_limit();
+        let too_big = self.fragments.as_ref().is_some_and(|f| f.buf.len() > limit);
         if too_big {
             self.fragments = None;
             return self.close(ctx, Close::MessageTooBig);
@@ -393,7 +489,10 @@ impl Session {
         if !last {
             return;
         }
-        let Some(Fragments { text, buf }) = self.fragments.take() else { return };
+        let Some(Fragments { text, buf, refused }) = self.fragments.take() else { return };
+        if refused {
+            return self.rate_limited(ctx, || None);
+        }
         if !text {
             return self.on_binary(ctx);
         }
@@ -409,9 +508,6 @@ impl Session {
         if matches!(self.auth, Auth::Waiting { .. }) {
             return self.refuse(ctx, Close::InvalidToken, &format!("authenticate first: {message}"), None);
         }
-        if !self.take_tokens(1) {
-            return self.rate_limited(ctx, || None);
-        }
         self.send_error(ctx, ErrorCode::InvalidMessage, message, None, None);
     }
 }
@@ -423,19 +519,22 @@ impl Actor for Session {
         self.node.metrics.sockets.fetch_add(1, Relaxed);
         self.node.registry.do_send(registry::Arrive { conn: self.conn, session: ctx.address().recipient() });
         ctx.run_interval(self.node.limits.heartbeat_interval, |act, ctx| act.heartbeat(ctx));
-        if let Auth::Waiting { deadline, .. } = self.auth {
+        if let Auth::Waiting { deadline, peer, .. } = self.auth {
             let timer = ctx.run_later(deadline.saturating_duration_since(Instant::now()), |act, ctx| {
                 if matches!(act.auth, Auth::Waiting { .. }) {
                     let message = format!("no 'connection.init' within {:?}", act.node.limits.auth_timeout);
                     act.refuse(ctx, Close::InvalidToken, &message, None);
                 }
             });
-            self.auth = Auth::Waiting { timer, deadline };
+            self.auth = Auth::Waiting { timer, deadline, peer };
         }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.node.metrics.sockets.fetch_sub(1, Relaxed);
+        if matches!(self.auth, Auth::Ready { .. }) {
+            self.node.metrics.clients.fetch_sub(1, Relaxed);
+        }
         self.node.registry.do_send(registry::Disconnect { conn: self.conn });
     }
 }
@@ -478,41 +577,64 @@ impl Handler<Push> for Session {
 impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
     fn handle(&mut self, msg: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
         self.last_seen = Instant::now();
-        match msg {
-            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
-            Ok(ws::Message::Binary(_)) => self.on_binary(ctx),
-            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
-            // Control frames cost a token too; past the limit a ping gets no
-            // pong.
-            Ok(ws::Message::Ping(payload)) => {
-                if self.take_tokens(1) {
-                    ctx.pong(&payload);
-                }
-            }
-            Ok(ws::Message::Pong(_)) => {
-                self.take_tokens(1);
-            }
-            Ok(ws::Message::Nop) => {}
+        let msg = match msg {
             Ok(ws::Message::Close(reason)) => {
                 ctx.close(reason);
-                ctx.stop();
+                return ctx.stop();
             }
-            Err(ProtocolError::Overflow) => self.close(ctx, Close::MessageTooBig),
-            Err(ProtocolError::Io(e)) if e.to_string().contains(FRAME_TOO_LARGE) => {
-                self.close(ctx, Close::MessageTooBig)
-            }
-            // actix-web-actors reports a text frame that is not UTF-8 as an
-            // I/O error carrying the UTF-8 error's message.
-            Err(ProtocolError::Io(e)) if e.to_string().contains("utf-8") => self.close(ctx, Close::InvalidPayload),
-            Err(e) => {
-                log::debug!("connection {}: websocket error: {e}", self.conn);
-                self.close(ctx, Close::ProtocolError);
-            }
+            Ok(ws::Message::Nop) => return,
+            Ok(msg) => msg,
+            Err(e) => return self.on_protocol_error(e, ctx),
+        };
+        // Every frame costs a token, taken before any parsing: a flood costs
+        // a counter per frame, not a JSON parse, and a long flood ends the
+        // connection. Except a text frame before authentication: it either
+        // authenticates or closes the connection, so it cannot be repeated,
+        // and the client's burst starts whole once it is in.
+        let first_text = matches!(msg, ws::Message::Text(_)) && matches!(self.auth, Auth::Waiting { .. });
+        let admitted = first_text || self.take_tokens(1);
+        if !admitted && self.flooding() {
+            self.node.metrics.flood_closes.fetch_add(1, Relaxed);
+            log::info!("connection {} closed: frames far over its rate limit", self.conn);
+            return self.close(ctx, Close::PolicyViolation);
+        }
+        match msg {
+            // A fragment's refusal is answered once its message is complete.
+            ws::Message::Continuation(item) => self.on_fragment(item, admitted, ctx),
+            _ if !admitted => match msg {
+                ws::Message::Text(text) => self.rate_limited(ctx, || match protocol::parse_request(&text) {
+                    Ok(request) => Some(request.id),
+                    Err(rejection) => rejection.reply_to,
+                }),
+                ws::Message::Binary(_) => self.rate_limited(ctx, || None),
+                // Past the limit a ping gets no pong.
+                _ => {}
+            },
+            ws::Message::Text(text) => self.on_text(&text, ctx),
+            ws::Message::Binary(_) => self.on_binary(ctx),
+            ws::Message::Ping(payload) => ctx.pong(&payload),
+            ws::Message::Pong(_) | ws::Message::Nop | ws::Message::Close(_) => {}
         }
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+impl Session {
+    fn on_protocol_error(&mut self, error: ProtocolError, ctx: &mut WebsocketContext<Self>) {
+        match error {
+            ProtocolError::Overflow => self.close(ctx, Close::MessageTooBig),
+            ProtocolError::Io(e) if e.to_string().contains(FRAME_TOO_LARGE) => self.close(ctx, Close::MessageTooBig),
+            // actix-web-actors reports a text frame that is not UTF-8 as an
+            // I/O error carrying the UTF-8 error's message.
+            ProtocolError::Io(e) if e.to_string().contains("utf-8") => self.close(ctx, Close::InvalidPayload),
+            e => {
+                log::debug!("connection {}: websocket error: {e}", self.conn);
+                self.close(ctx, Close::ProtocolError);
+            }
+        }
     }
 }
 

@@ -37,6 +37,7 @@ use nova_actors::settings::store::Store;
 use nova_actors::settings::SettingsState;
 
 use crate::config::Origins;
+use crate::peer::TrustedProxies;
 use error::ApiError;
 
 /// Largest REST request body. Single events are further held to the frame
@@ -51,6 +52,8 @@ pub struct AppState {
     pub admin_token: String,
     /// Allowed browser origins.
     pub origins: Origins,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub proxies: TrustedProxies,
     /// The Redis bus's state; `None` for a node on its own.
     pub bus: Option<Arc<BusStatus>>,
     /// The live settings, as the config watcher and health monitor keep them.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_http::ws::Codec;
-use actix_web::http::{header, StatusCode};
+use actix_web::http::{header, StatusCode, Version};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws::WebsocketContext;
 use bytes::Bytes;
@@ -19,7 +19,8 @@ use nova_actors::session::Session;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::transport::{valid_client_id, ConnHangup, FrameAligned};
+use crate::admission::ConnClock;
+use crate::transport::{valid_client_id, valid_websocket_key, ConnHangup, FrameAligned, FrameLimits};
 
 /// `GET /ws`.
 pub async fn connect(
@@ -60,12 +61,33 @@ fn start(
             ));
         }
     }
+    // RFC 6455 §4.2.1: HTTP/1.1 or later, and a key of 16 base64 bytes.
+    if req.version() < Version::HTTP_11 {
+        return Err(ApiError::bad_request("websocket_required", "a WebSocket upgrade needs HTTP/1.1"));
+    }
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY);
+    if key.is_some() && !key.is_some_and(|k| valid_websocket_key(k.as_bytes())) {
+        return Err(ApiError::bad_request(
+            "websocket_required",
+            "Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455)",
+        ));
+    }
     let mut response = actix_web_actors::ws::handshake(req)
         .map_err(|e| ApiError::bad_request("websocket_required", format!("a WebSocket upgrade is required: {e}")))?;
-    let hangup = req.conn_data::<ConnHangup>().map(|h| h.0.clone());
+    if let Some(clock) = req.conn_data::<ConnClock>() {
+        // The session's auth timeout and heartbeat govern from here.
+        clock.0.upgraded();
+    }
+    let hangup = req.conn_data::<ConnHangup>().map_or_else(Arc::default, |h| h.0.clone());
     let limits = &state.node.limits;
-    let session = Session::new(state.node.clone(), client_id, hangup, Instant::now() + limits.auth_timeout);
-    let input = FrameAligned::new(body, Bytes::new(), limits.max_frame_bytes);
+    let peer = req.peer_addr().map(|p| {
+        let forwarded = req.headers().get("x-forwarded-for").map(|v| v.as_bytes());
+        state.proxies.client_ip(p.ip(), forwarded)
+    });
+    let deadline = Instant::now() + limits.auth_timeout;
+    let session = Session::new(state.node.clone(), client_id, Some(hangup.clone()), deadline, peer);
+    let frame_limits = FrameLimits { authenticated: limits.max_frame_bytes, before: limits.max_init_frame_bytes };
+    let input = FrameAligned::new(body, Bytes::new(), frame_limits, hangup);
     let output = WebsocketContext::with_codec(session, input, Codec::new().max_size(limits.max_frame_bytes));
     Ok(response.streaming(output))
 }

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::{masked_frame, Client, RawClient, DEADLINE, JWT_SECRET};
+use crate::common::{frame_header, masked_frame, Client, RawClient, DEADLINE, JWT_SECRET};
+use tokio::io::AsyncWriteExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_nova-realtime");
 
@@ -186,21 +187,89 @@ async fn a_flooding_client_does_not_grow_server_memory() {
     let (_, before) = process.memory_kib();
 
     // 24 MiB of pings with 125-byte payloads, sent as fast as the socket
-    // takes them. Past the rate limit they get no pong; what matters is that
-    // the server reads no faster than it handles them.
+    // takes them. Past the rate limit they get no pong, and far past it the
+    // connection is closed (1008); what matters is that the server reads no
+    // faster than it handles them.
     let ping = masked_frame(0x9, &[b'p'; 125]);
     let mib = ping.repeat(1024 * 1024 / ping.len());
     for _ in 0..24 {
-        flooder.send(&mib).await;
+        if flooder.tcp.write_all(&mib).await.is_err() {
+            break;
+        }
     }
-    // Frames are handled in order: an answer to this means the whole flood
-    // has been consumed.
-    flooder.send(&masked_frame(0x1, br#"{"id":"after","type":"connection.heartbeat"}"#)).await;
-    let answer = flooder.next_text().await.expect("an answer after the flood");
-    assert_eq!(answer["reply_to"], "after", "{answer}");
+    assert_eq!(flooder.close_code().await, Some(1008));
 
     let (peak, _) = process.memory_kib();
     let grew = peak.saturating_sub(before);
     eprintln!("peak memory grew by {grew} KiB during a 24 MiB flood (from {before} KiB)");
     assert!(grew < 8 * 1024, "the server's peak memory grew by {grew} KiB during a 24 MiB flood (from {before} KiB)");
+}
+
+/// Bytes the kernel holds, unread by the server, on connections to `port`
+/// (`rx_queue` of `/proc/net/tcp`).
+fn unread_bytes(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = u16::from_str_radix(fields.get(1)?.rsplit(':').next()?, 16).ok()?;
+            let rx = u64::from_str_radix(fields.get(4)?.rsplit(':').next()?, 16).ok()?;
+            (local_port == port).then_some(rx)
+        })
+        .sum()
+}
+
+/// Waits until the server has read everything sent to it.
+async fn until_read(port: u16) {
+    let until = std::time::Instant::now() + DEADLINE;
+    while unread_bytes(port) > 0 {
+        assert!(std::time::Instant::now() < until, "the server has not read its input: {} bytes", unread_bytes(port));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn unauthenticated_sockets_cannot_make_the_server_buffer_large_frames() {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let mut process = Process::spawn(&["--bind", "127.0.0.1:0"], &[("NOVA_AUTH_TIMEOUT_MS", "60000")]);
+    let addr = process.listening();
+    let (_, before) = process.memory_kib();
+
+    // The attack as found: 1,000 sockets each declare a 1 MiB frame before
+    // authenticating and send all of it but one byte.
+    let mut held = Vec::new();
+    let mut header = frame_header(0x1, 1024 * 1024, [1, 2, 3, 4]);
+    header.extend(std::iter::repeat_n(b'x', 1024 * 1024 - 1));
+    for _ in 0..1000 {
+        let mut client = RawClient::connect(addr).await;
+        let _ = client.tcp.write_all(&header).await;
+        held.push(client);
+    }
+    until_read(addr.port()).await;
+    let (peak, _) = process.memory_kib();
+    let grew = peak.saturating_sub(before);
+    eprintln!("1,000 sockets sending 1 MiB frames before authenticating: peak RSS grew by {grew} KiB");
+    assert!(grew < 50 * 1024, "peak RSS grew by {grew} KiB");
+    for client in &mut held {
+        assert_eq!(client.close_code().await, Some(1009));
+    }
+    drop(held);
+
+    // The most it can be made to hold now: frames just under the limit
+    // before authentication (16 KiB).
+    let mut held = Vec::new();
+    let mut header = frame_header(0x1, 16 * 1024, [1, 2, 3, 4]);
+    header.extend(std::iter::repeat_n(b'x', 16 * 1024 - 1));
+    for _ in 0..1000 {
+        let mut client = RawClient::connect(addr).await;
+        client.send(&header).await;
+        held.push(client);
+    }
+    until_read(addr.port()).await;
+    let (peak, now) = process.memory_kib();
+    let grew = peak.saturating_sub(before);
+    eprintln!("1,000 sockets holding 16 KiB - 1 before authenticating: peak RSS grew by {grew} KiB, now {now} KiB");
+    assert!(grew < 50 * 1024, "peak RSS grew by {grew} KiB");
 }

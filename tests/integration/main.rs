@@ -12,6 +12,7 @@ mod channels;
 mod chat;
 mod cluster;
 mod heartbeat;
+mod hostile;
 mod lifecycle;
 mod limits;
 mod load;
