@@ -10,11 +10,14 @@
 //! - **production** (`--production`): as configured, and real secrets are
 //!   required (a JWT secret of 32+ bytes, an admin token of 16+ characters).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::http::header::HeaderValue;
-use clap::Parser;
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser};
 use nova_actors::auth::{check_user_id, ApiKey, JwtConfig, DEFAULT_MAX_TOKEN_LIFETIME, DEVELOPMENT_KEY};
 use nova_actors::names::parse_patterns;
 use nova_actors::node::Limits;
@@ -47,11 +50,11 @@ pub struct Args {
     /// Address to listen on [default: 127.0.0.1:8000]
     #[arg(long, env = "NOVA_BIND")]
     pub bind: Option<String>,
-    /// Refuse to start without real secrets; disable development defaults
-    #[arg(long, env = "NOVA_PRODUCTION")]
+    /// Refuse to start without real secrets; disable development defaults (the variable takes true/false, 1/0, yes/no, on/off)
+    #[arg(long, env = "NOVA_PRODUCTION", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub production: bool,
     /// Development defaults even with credentials set (never with --production)
-    #[arg(long, env = "NOVA_DEVELOPMENT")]
+    #[arg(long, env = "NOVA_DEVELOPMENT", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub development: bool,
     /// HS256 secret for client JWTs (at least 32 bytes in production)
     #[arg(long, env = "NOVA_JWT_SECRET", hide_env_values = true)]
@@ -237,7 +240,14 @@ pub struct Origins {
     any: bool,
     localhost: bool,
     exact: Vec<String>,
+    /// Origins already logged as refused: each is logged once, so a page
+    /// retrying in a loop does not fill the log.
+    refused: Arc<Mutex<HashSet<String>>>,
 }
+
+/// Refused origins remembered for logging at most; past it, no more are
+/// logged (a scan of made-up origins cannot grow memory).
+const MAX_LOGGED_ORIGINS: usize = 1000;
 
 impl Origins {
     /// From the configured list; `*` allows any origin.
@@ -248,14 +258,43 @@ impl Origins {
             .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
             .filter(|o| !o.is_empty() && o != "*")
             .collect();
-        Origins { any, localhost, exact }
+        Origins { any, localhost, exact, refused: Arc::default() }
     }
 
-    /// Whether a request with this `Origin` header is allowed.
+    /// Whether a request with this `Origin` header is allowed. The first
+    /// refusal of each origin is logged with the allowed list.
     pub fn allows(&self, origin: &HeaderValue) -> bool {
         let Ok(origin) = origin.to_str() else { return false };
         let origin = origin.to_ascii_lowercase();
-        self.any || self.exact.contains(&origin) || (self.localhost && is_localhost(&origin))
+        let allowed = self.any || self.exact.contains(&origin) || (self.localhost && is_localhost(&origin));
+        if !allowed {
+            self.log_refusal(&origin);
+        }
+        allowed
+    }
+
+    fn log_refusal(&self, origin: &str) {
+        let Ok(mut refused) = self.refused.lock() else { return };
+        if refused.len() >= MAX_LOGGED_ORIGINS || !refused.insert(origin.chars().take(200).collect()) {
+            return;
+        }
+        log::warn!("refused browser origin '{origin}' (logged once): allowed are {}", self.describe());
+    }
+
+    /// The allowed origins, for people.
+    pub fn describe(&self) -> String {
+        if self.any {
+            return "any origin (*)".into();
+        }
+        let mut list: Vec<String> = self.exact.clone();
+        if self.localhost {
+            list.push("localhost, 127.0.0.1 and [::1] on any port".into());
+        }
+        if list.is_empty() {
+            return "none (set NOVA_ALLOWED_ORIGINS); requests without an Origin header are not browsers and are allowed"
+                .into();
+        }
+        list.join(", ")
     }
 }
 
@@ -428,6 +467,26 @@ impl Config {
             (false, false) if credentials => Mode::Configured,
             (false, false) => Mode::Development,
         };
+        if mode == Mode::Production {
+            let mut missing = Vec::new();
+            match &admin_token {
+                None => missing.push("NOVA_ADMIN_TOKEN".to_owned()),
+                Some(t) if t == DEV_ADMIN_TOKEN || t.chars().count() < MIN_ADMIN_TOKEN_CHARS => {
+                    missing.push(format!("a real NOVA_ADMIN_TOKEN of at least {MIN_ADMIN_TOKEN_CHARS} characters"))
+                }
+                Some(_) => {}
+            }
+            match &jwt_secret {
+                None => missing.push("NOVA_JWT_SECRET".to_owned()),
+                Some(s) if s.len() < MIN_JWT_SECRET_BYTES => {
+                    missing.push(format!("a NOVA_JWT_SECRET of at least {MIN_JWT_SECRET_BYTES} bytes"))
+                }
+                Some(_) => {}
+            }
+            if !missing.is_empty() {
+                return Err(format!("--production needs {}", missing.join(", and ")));
+            }
+        }
         let admin_token = match (mode, admin_token) {
             (Mode::Production, None) => return Err("--production needs NOVA_ADMIN_TOKEN".into()),
             (Mode::Configured, None) => {
@@ -494,6 +553,10 @@ impl Config {
         };
         check_limits(&limits)?;
 
+        let bind = args.bind.or(file.bind).unwrap_or_else(|| "127.0.0.1:8000".into());
+        if bind.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!("bind address '{bind}' is not IP:port (e.g. 127.0.0.1:8000 or [::]:8000)"));
+        }
         let node_id = args.node_id.or(file.node_id).unwrap_or_else(random_node_id);
         if node_id.is_empty() || node_id.len() > 32 || !node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         {
@@ -549,7 +612,7 @@ impl Config {
             ),
         };
         Ok(Config {
-            bind: args.bind.or(file.bind).unwrap_or_else(|| "127.0.0.1:8000".into()),
+            bind,
             mode,
             node_id,
             jwt,
@@ -601,6 +664,7 @@ impl Config {
                 log::warn!("{bar}");
             }
         }
+        log::info!("allowed browser origins: {}", self.origins.describe());
         match &self.redis {
             Some(r) => log::info!("scaling out through Redis (prefix '{}')", r.prefix),
             None => log::info!("no Redis configured: this node serves on its own"),

@@ -17,6 +17,7 @@
 //! - [`transport`]: meets every new connection; serves WebSocket sessions
 //!   directly on the socket and hands everything else to actix-web.
 //! - [`http`]: the REST API by resource, and the WebSocket fallback route.
+//! - [`logging`]: env_logger, with client-caused actix-http errors demoted.
 //! - [`peer`]: the client's address, through trusted proxies.
 //! - `src/main.rs`: parses the configuration, binds, runs until a signal.
 //!
@@ -27,6 +28,7 @@
 pub mod admission;
 pub mod config;
 pub mod http;
+pub mod logging;
 pub mod peer;
 pub mod server;
 pub mod transport;

@@ -11,7 +11,7 @@ use nova_realtime::config::{Args, Config};
 use nova_realtime::server;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    nova_realtime::logging::init();
     let args = Args::parse();
     let health_check = args.health_check;
     let config = match Config::from_args(args) {
@@ -32,7 +32,8 @@ fn main() -> ExitCode {
         Err(e) => log::warn!("could not raise the open-file limit: {e}"),
     }
     let result = actix_web::rt::System::new().block_on(async move {
-        let listener = server::bind(&config.bind)?;
+        let listener = server::bind(&config.bind)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.bind)))?;
         let running = server::build(listener, config)?;
         log::info!("listening on http://{} (WebSocket ws://{}/ws)", running.addr, running.addr);
         let control = running.control();

@@ -297,8 +297,9 @@ fn fit_fd_limit(config: &mut Config) {
     }
     let pending = pending.min(usable / 4).max(1);
     let clients = clients.min(usable - pending).max(1);
-    log::warn!(
-        "the open-file limit is {soft}: at most {clients} clients and {pending} other connections          (configured {} and {}); raise the limit (ulimit -n) for more",
+    log::info!(
+        "the open-file limit is {soft}: at most {clients} clients and {pending} other connections \
+         (configured {} and {}); raise the limit (ulimit -n) for more",
         config.limits.max_clients,
         config.max_pending_connections
     );

@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::common::{frame_header, masked_frame, Client, RawClient, DEADLINE, JWT_SECRET};
 use tokio::io::AsyncWriteExt;
@@ -272,4 +273,81 @@ async fn unauthenticated_sockets_cannot_make_the_server_buffer_large_frames() {
     let grew = peak.saturating_sub(before);
     eprintln!("1,000 sockets holding 16 KiB - 1 before authenticating: peak RSS grew by {grew} KiB, now {now} KiB");
     assert!(grew < 50 * 1024, "peak RSS grew by {grew} KiB");
+}
+
+#[actix_rt::test]
+async fn malformed_http_requests_do_not_flood_the_log() {
+    let mut process = Process::spawn(&["--bind", "127.0.0.1:0"], &[]);
+    let addr = process.listening();
+    for _ in 0..50 {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nonsense\r\n\r\n").await.expect("send");
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(DEADLINE, tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut answer)).await;
+        assert!(answer.starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&answer));
+    }
+    // Stop it and read everything it wrote.
+    let killed = Command::new("kill").args(["-TERM", &process.child.id().to_string()]).status().expect("run kill");
+    assert!(killed.success());
+    assert!(process.exit_status().await.success());
+    let stderr = process.stderr();
+    let noise = stderr.lines().filter(|l| l.contains("actix_http") || l.contains("stream error")).count();
+    assert_eq!(noise, 0, "50 malformed requests wrote {noise} log lines:\n{stderr}");
+}
+
+#[actix_rt::test]
+async fn production_names_every_missing_secret_at_once_and_reads_1_as_true() {
+    let mut process = Process::spawn(&["--bind", "127.0.0.1:0"], &[("NOVA_PRODUCTION", "1")]);
+    let status = process.exit_status().await;
+    let stderr = process.stderr();
+    assert!(!status.success(), "started without secrets: {stderr}");
+    let line = stderr.lines().find(|l| l.contains("--production needs")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains("NOVA_ADMIN_TOKEN") && line.contains("NOVA_JWT_SECRET"), "one line names both: {stderr}");
+    for yes in ["yes", "on", "true"] {
+        let mut process = Process::spawn(&["--bind", "127.0.0.1:0"], &[("NOVA_PRODUCTION", yes)]);
+        assert!(!process.exit_status().await.success());
+        assert!(process.stderr().contains("--production needs"), "NOVA_PRODUCTION={yes}");
+    }
+}
+
+#[actix_rt::test]
+async fn a_bad_bind_address_is_refused_before_anything_is_announced() {
+    let mut process = Process::spawn(&["--bind", "nonsense"], &[]);
+    let status = process.exit_status().await;
+    let stderr = process.stderr();
+    assert!(!status.success());
+    assert!(stderr.contains("bind address 'nonsense'"), "{stderr}");
+    assert!(!stderr.contains("LISTENING ON"), "{stderr}");
+}
+
+#[actix_rt::test]
+async fn a_port_in_use_is_named_in_the_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("address").to_string();
+    let mut process = Process::spawn(&["--bind", &addr], &[]);
+    let status = process.exit_status().await;
+    let stderr = process.stderr();
+    assert!(!status.success());
+    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+}
+
+#[actix_rt::test]
+async fn a_refused_browser_origin_is_logged_once_with_the_allowed_list() {
+    let env = [("NOVA_ALLOWED_ORIGINS", "https://app.example.com")];
+    let mut process = Process::spawn(&["--bind", "127.0.0.1:0"], &env);
+    let addr = process.listening();
+    for _ in 0..5 {
+        let mut request = format!("ws://{addr}/ws").into_client_request().expect("request");
+        request.headers_mut().insert("origin", "https://evil.example".parse().expect("header"));
+        let refused = tokio_tungstenite::connect_async(request).await;
+        assert!(refused.is_err(), "a foreign origin is refused");
+    }
+    let killed = Command::new("kill").args(["-TERM", &process.child.id().to_string()]).status().expect("run kill");
+    assert!(killed.success());
+    assert!(process.exit_status().await.success());
+    let stderr = process.stderr();
+    assert!(stderr.contains("allowed browser origins: https://app.example.com"), "the banner lists them: {stderr}");
+    let logged: Vec<&str> = stderr.lines().filter(|l| l.contains("evil.example")).collect();
+    assert_eq!(logged.len(), 1, "{stderr}");
+    assert!(logged[0].contains("https://app.example.com"), "{}", logged[0]);
 }

@@ -141,7 +141,18 @@ impl Handler<Checked> for HealthMonitor {
             Err(_) => return,
         };
         if previous != health.status {
-            log::info!("mcp server '{}' is {} (was {previous})", msg.name, health.status);
+            match &msg.result {
+                Ok(_) => log::info!("mcp server '{}' is up (was {previous})", msg.name),
+                // Usual in development (the example servers are not running):
+                // said once per change, with what to do about it.
+                Err(e) => log::warn!(
+                    "mcp server '{}' is down (was {previous}): {} gave {e}; it is checked again every {:?} \
+                     (disable it in mcp_servers.yaml if it is not meant to run)",
+                    msg.name,
+                    msg.url,
+                    self.interval
+                ),
+            }
             let event = HealthEvent {
                 name: &msg.name,
                 status: health.status,
