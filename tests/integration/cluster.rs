@@ -594,10 +594,13 @@ async fn a_forged_presence_join_leaves_no_ghost() {
     let mut alice = a.subscriber("alice", &["team:t1"]).await;
     let name = "nova:ch:team:t1";
     let join = node_event("ghost", "channel.presence", "team:t1", json!({"user_id": "zed", "state": "joined"}));
-    // Numbered so that no real change of Zed's would ever count again:
-    // without a seal, and sealed by a node with the secret.
-    let presence = json!({"user": "zed", "state": "joined", "seq": u64::MAX});
-    redis.publish(name, &json!({"origin": "node-z", "event": join, "presence": presence}).to_string());
+    // Without a seal, numbered as Redis would and numbered so that no real
+    // change of Zed's would ever count again; and that last one sealed by
+    // a node with the secret.
+    for seq in [1, u64::MAX] {
+        let presence = json!({"user": "zed", "state": "joined", "seq": seq});
+        redis.publish(name, &json!({"origin": "node-z", "event": join, "presence": presence}).to_string());
+    }
     redis.publish(name, &sealed(name, "node-z", &join.to_string(), Some(("zed", true, u64::MAX))));
     redis.publish(name, r#"{"type":"marker","id":"m1"}"#);
     assert_eq!(alice.recv().await["id"], "m1", "no forged join reached Alice");
