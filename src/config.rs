@@ -28,6 +28,10 @@ use crate::peer::TrustedProxies;
 /// The admin token in development mode when none is set.
 pub const DEV_ADMIN_TOKEN: &str = "dev-admin-token";
 
+/// The cluster secret in development mode when none is set. It is in the
+/// source, so it authenticates nothing: development only.
+pub const DEV_CLUSTER_SECRET: &str = "nova-development-cluster-secret";
+
 /// Where the YAML file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "configs/server.yaml";
 
@@ -140,6 +144,10 @@ pub struct Args {
     /// How long a node's presence outlives its last heartbeat in Redis, ms [default: 15000]
     #[arg(long, env = "NOVA_REDIS_PRESENCE_TTL_MS")]
     pub redis_presence_ttl_ms: Option<u64>,
+    /// Secret the nodes sharing a Redis seal their messages with, the same on every node
+    /// (at least 32 bytes in production) [default in development: a public one]
+    #[arg(long, env = "NOVA_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
     /// Directory of mcp_servers.yaml and its backups [default: configs]
     #[arg(long, env = "NOVA_CONFIG_DIR")]
     pub config_dir: Option<PathBuf>,
@@ -221,6 +229,7 @@ pub struct FileConfig {
     redis_url: Option<String>,
     redis_prefix: Option<String>,
     redis_presence_ttl_ms: Option<u64>,
+    cluster_secret: Option<String>,
     config_dir: Option<PathBuf>,
     prompts_dir: Option<PathBuf>,
     settings_debounce_ms: Option<u64>,
@@ -394,6 +403,8 @@ pub struct RedisConfig {
     pub prefix: String,
     /// How long a node's presence outlives its last heartbeat.
     pub presence_ttl: Duration,
+    /// The secret nodes seal their messages to each other with.
+    pub cluster_secret: String,
 }
 
 /// The default Redis key prefix.
@@ -403,6 +414,8 @@ fn redis_config(
     url: Option<String>,
     prefix: Option<String>,
     presence_ttl_ms: Option<u64>,
+    cluster_secret: Option<String>,
+    mode: Mode,
 ) -> Result<Option<RedisConfig>, String> {
     let Some(url) = url.filter(|u| !u.trim().is_empty()) else { return Ok(None) };
     if !["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|s| url.starts_with(s)) {
@@ -416,7 +429,24 @@ fn redis_config(
     if ttl < 300 {
         return Err("redis presence TTL must be at least 300 ms".into());
     }
-    Ok(Some(RedisConfig { url, prefix, presence_ttl: Duration::from_millis(ttl) }))
+    // Whoever can publish to Redis could otherwise pose as a node.
+    let cluster_secret = match (mode, cluster_secret.filter(|s| !s.is_empty())) {
+        (Mode::Development, None) => DEV_CLUSTER_SECRET.to_owned(),
+        (_, None) => {
+            return Err("NOVA_CLUSTER_SECRET is required with NOVA_REDIS_URL once credentials are configured \
+                        (or start with --development)"
+                .into())
+        }
+        (Mode::Development, Some(s)) => s,
+        (_, Some(s)) if s == DEV_CLUSTER_SECRET => {
+            return Err("that is the development cluster secret; set a real NOVA_CLUSTER_SECRET".into())
+        }
+        (Mode::Production, Some(s)) if s.len() < MIN_JWT_SECRET_BYTES => {
+            return Err(format!("--production needs a NOVA_CLUSTER_SECRET of at least {MIN_JWT_SECRET_BYTES} bytes"))
+        }
+        (_, Some(s)) => s,
+    };
+    Ok(Some(RedisConfig { url, prefix, presence_ttl: Duration::from_millis(ttl), cluster_secret }))
 }
 
 impl Config {
@@ -567,6 +597,8 @@ impl Config {
             args.redis_url.or(file.redis_url),
             args.redis_prefix.or(file.redis_prefix),
             args.redis_presence_ttl_ms.or(file.redis_presence_ttl_ms),
+            args.cluster_secret.or(file.cluster_secret),
+            mode,
         )?;
         let restart_command: Vec<String> = args
             .restart_command
@@ -666,7 +698,15 @@ impl Config {
         }
         log::info!("allowed browser origins: {}", self.origins.describe());
         match &self.redis {
-            Some(r) => log::info!("scaling out through Redis (prefix '{}')", r.prefix),
+            Some(r) => {
+                log::info!("scaling out through Redis (prefix '{}')", r.prefix);
+                if r.cluster_secret == DEV_CLUSTER_SECRET {
+                    log::warn!(
+                        "cluster secret: the development default, which is not secret: anyone who can publish \
+                         to Redis can pose as a node (set NOVA_CLUSTER_SECRET)"
+                    );
+                }
+            }
             None => log::info!("no Redis configured: this node serves on its own"),
         }
         if !self.api_keys.is_empty() && self.api_keys.iter().all(|k| k.channels.is_empty()) {
@@ -743,9 +783,43 @@ mod tests {
         assert!(with("redis://h", Some("has space:"), None).is_err());
         assert!(with("redis://h", Some(""), None).is_err());
         assert!(with("redis://h", None, Some(10)).unwrap_err().contains("TTL"));
+        assert_eq!(r.cluster_secret, DEV_CLUSTER_SECRET, "development mode: the public default");
         let file: FileConfig = serde_yaml::from_str("redis_url: redis://h:1\nredis_prefix: \"staging:\"\n").unwrap();
         let r = Config::resolve(Args::default(), file).unwrap().redis.unwrap();
         assert_eq!((r.url.as_str(), r.prefix.as_str()), ("redis://h:1", "staging:"));
+    }
+
+    #[test]
+    fn the_cluster_secret_is_required_outside_development() {
+        let strong = "0123456789abcdef0123456789abcdef";
+        let with = |production: bool, secret: Option<&str>| {
+            let args = Args {
+                production,
+                jwt_secret: Some(strong.into()),
+                admin_token: Some("a-real-admin-token".into()),
+                redis_url: Some("redis://h:1".into()),
+                cluster_secret: secret.map(str::to_owned),
+                ..Args::default()
+            };
+            Config::resolve(args, FileConfig::default())
+        };
+        for production in [true, false] {
+            assert!(with(production, None).unwrap_err().contains("NOVA_CLUSTER_SECRET"));
+            assert!(with(production, Some(DEV_CLUSTER_SECRET)).is_err());
+        }
+        assert!(with(true, Some("short")).unwrap_err().contains("32 bytes"));
+        assert_eq!(with(true, Some(strong)).unwrap().redis.unwrap().cluster_secret, strong);
+        assert_eq!(with(false, Some("short")).unwrap().redis.unwrap().cluster_secret, "short");
+        // Without Redis there is nothing to seal.
+        let args = Args {
+            production: true,
+            jwt_secret: Some(strong.into()),
+            admin_token: Some("a-real-admin-token".into()),
+            ..Args::default()
+        };
+        assert!(Config::resolve(args, FileConfig::default()).is_ok());
+        let file: FileConfig = serde_yaml::from_str("redis_url: redis://h:1\ncluster_secret: from-file\n").unwrap();
+        assert_eq!(Config::resolve(Args::default(), file).unwrap().redis.unwrap().cluster_secret, "from-file");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use actix_web::http::header;
 use actix_web::{web, App};
 use nova_actors::auth::Authenticator;
 use nova_actors::cluster::bus::{Bus, BusConfig, Retire};
+use nova_actors::cluster::seal::ClusterKey;
 use nova_actors::cluster::BusStatus;
 use nova_actors::codes::Close;
 use nova_actors::metrics::Metrics;
@@ -156,6 +157,8 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
                 prefix: redis.prefix.clone(),
                 presence_ttl: redis.presence_ttl,
                 max_frame_bytes: config.limits.max_frame_bytes,
+                key: ClusterKey::new(redis.cluster_secret.as_bytes())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
             };
             let (bus, outbox) = Bus::new(bus_config, node_id.clone(), registry.clone(), status.clone())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("redis: {e}")))?;

@@ -24,7 +24,7 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use crate::cluster::bus::{Bus, LoadPresence, PresenceChange};
-use crate::cluster::wire::PresenceNote;
+use crate::cluster::wire::{PresenceNote, SeqOrder};
 use crate::link::{Batch, ConnId, Delivery, Link};
 use crate::metrics::Metrics;
 use crate::protocol::{self, kind, Frame};
@@ -386,11 +386,18 @@ impl Handler<Presence> for Channel {
 
     fn handle(&mut self, msg: Presence, _: &mut Self::Context) {
         let note = &msg.note;
-        if note.seq > 0 {
-            if self.seqs.get(&note.user).is_some_and(|last| *last >= note.seq) {
+        match note.order(self.seqs.get(&note.user).copied()) {
+            SeqOrder::Unnumbered => {}
+            SeqOrder::Next => {
+                self.seqs.insert(Arc::clone(&note.user), note.seq);
+            }
+            SeqOrder::Stale => return,
+            SeqOrder::Absurd => {
+                // Taken, it would make every real change after it look
+                // stale: a user who could never leave the list.
+                log::warn!("channel '{}': ignored a presence change numbered {}", self.name, note.seq);
                 return;
             }
-            self.seqs.insert(Arc::clone(&note.user), note.seq);
         }
         self.cluster_change(&msg.note.user, msg.note.joined, Some(msg.frame));
     }

@@ -22,6 +22,12 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Longest `id` a client may put on a request.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
+/// How deeply an event's `data` may nest objects and arrays (the `data`
+/// object itself is the first level), whoever publishes it: REST, a client,
+/// a node or a backend through Redis. Some clients' JSON parsers recurse and
+/// crash on deep input, and every event reaches many clients.
+pub const MAX_DATA_DEPTH: usize = 64;
+
 /// The event types of the protocol, named once.
 pub mod kind {
     /// Client → server: authenticate (the first frame).
@@ -264,8 +270,55 @@ pub struct Request {
     pub action: Action,
 }
 
+/// How deeply `json` nests objects and arrays, counting stops once past
+/// `stop_above` (so an absurdly deep input costs no more than a shallow
+/// one). A byte scan, without parsing or recursion: it is meant to run
+/// before a parser sees the text, and gives a bound for any input, valid
+/// JSON or not.
+pub fn json_depth(json: &[u8], stop_above: usize) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > deepest {
+                    deepest = depth;
+                    if deepest > stop_above {
+                        break;
+                    }
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Whether an event or client frame (`{…,"data":{…}}`, the `data` object
+/// one level in) nests its `data` deeper than [`MAX_DATA_DEPTH`].
+pub fn data_too_deep(frame: &[u8]) -> bool {
+    json_depth(frame, MAX_DATA_DEPTH + 1) > MAX_DATA_DEPTH + 1
+}
+
 /// Parses and validates one client text frame.
 pub fn parse_request(text: &str) -> Result<Request, Rejection> {
+    // Before parsing: what a client sends in `data` reaches other clients.
+    if data_too_deep(text.as_bytes()) {
+        return Err(Rejection::invalid(None, format!("'data' nests deeper than {MAX_DATA_DEPTH} levels")));
+    }
     let value: Value =
         serde_json::from_str(text).map_err(|e| Rejection::invalid(None, format!("malformed JSON: {e}")))?;
     let Value::Object(mut frame) = value else {
@@ -462,6 +515,33 @@ mod tests {
         let bare = encode("x", None, &serde_json::json!({}), None);
         let v: Value = serde_json::from_str(bare.text()).unwrap();
         assert!(v.get("channel").is_none() && v.get("reply_to").is_none());
+    }
+
+    #[test]
+    fn depth_is_counted_outside_strings_only() {
+        assert_eq!(json_depth(b"{}", 10), 1);
+        assert_eq!(json_depth(br#"{"a":[{"b":[]}],"c":{}}"#, 10), 4);
+        assert_eq!(json_depth(br#"{"a":"[[[{{{\"[[["}"#, 10), 1, "brackets in strings, escaped quotes");
+        assert_eq!(json_depth(b"not json", 10), 0);
+        let deep = format!("{}{}", "[".repeat(300_000), "]".repeat(300_000));
+        assert_eq!(json_depth(deep.as_bytes(), 64), 65, "the scan stops once past the limit");
+    }
+
+    #[test]
+    fn data_deeper_than_the_limit_is_refused_before_parsing() {
+        let nested = |levels: usize| {
+            format!(
+                r#"{{"id":"1","type":"chat.message","channel":"team:t1","data":{}"content":"x"{}}}"#,
+                "{\"a\":".repeat(levels - 1) + "{",
+                "}".repeat(levels)
+            )
+        };
+        let at_limit = nested(MAX_DATA_DEPTH);
+        assert_eq!(json_depth(at_limit.as_bytes(), 1000), MAX_DATA_DEPTH + 1);
+        assert!(!data_too_deep(at_limit.as_bytes()));
+        let over = nested(MAX_DATA_DEPTH + 1);
+        assert!(data_too_deep(over.as_bytes()));
+        assert!(rejected(&over).message.contains("deeper than 64"));
     }
 
     #[test]

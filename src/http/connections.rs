@@ -50,6 +50,7 @@ pub async fn metrics(_: Admin, state: web::Data<AppState>) -> Result<HttpRespons
                 "received": count(&bus.received),
                 "dropped": count(&bus.dropped),
                 "malformed": count(&bus.malformed),
+                "unsealed": count(&bus.unsealed),
                 "connects": count(&bus.connects),
             });
             map.insert("redis".into(), redis);

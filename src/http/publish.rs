@@ -84,6 +84,12 @@ pub fn encode_event(
     };
     let id = protocol::new_id();
     let frame = protocol::encode_with_id(&id, kind, channel.as_deref(), &data, None);
+    // Checked on the encoded event, the one shape every publisher's event
+    // has (Redis payloads and client frames are checked the same way).
+    if protocol::data_too_deep(frame.text().as_bytes()) {
+        let message = format!("'data' nests deeper than {} levels", protocol::MAX_DATA_DEPTH);
+        return Err(ApiError::bad_request("invalid_data", message));
+    }
     let limit = state.node.limits.max_frame_bytes;
     if frame.len() > limit {
         return Err(ApiError::new(

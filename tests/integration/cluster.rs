@@ -2,13 +2,14 @@
 //! free port and two or three real server nodes, and drives them with real
 //! clients. Cross-node delivery (exactly once), subscriptions in Redis that
 //! follow local interest, presence across nodes and after a node dies,
-//! direct messages and broadcasts, an external publisher, and Redis missing,
-//! killed, restarted and frozen.
+//! direct messages and broadcasts, an external publisher, forged and invalid
+//! messages in the nodes' own format, and Redis missing, killed, restarted
+//! and frozen.
 
 use serde_json::{json, Value};
 
 use crate::binary::Process;
-use crate::common::{Client, RedisServer, TestServer};
+use crate::common::{sealed, Client, RedisServer, TestServer, CLUSTER_SECRET};
 
 /// Connected to Redis, both of them.
 async fn pair(redis: &RedisServer) -> (TestServer, TestServer) {
@@ -184,7 +185,12 @@ async fn presence_spans_nodes() {
 async fn a_killed_nodes_users_leave_when_its_heartbeat_expires() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let env = [("NOVA_REDIS_URL", url.as_str()), ("NOVA_NODE_ID", "doomed"), ("NOVA_REDIS_PRESENCE_TTL_MS", "1000")];
+    let env = [
+        ("NOVA_REDIS_URL", url.as_str()),
+        ("NOVA_NODE_ID", "doomed"),
+        ("NOVA_REDIS_PRESENCE_TTL_MS", "1000"),
+        ("NOVA_CLUSTER_SECRET", CLUSTER_SECRET),
+    ];
     let mut doomed = Process::spawn(&["--bind", "127.0.0.1:0"], &env);
     let doomed_addr = doomed.listening();
     let until = tokio::time::Instant::now() + crate::common::DEADLINE;
@@ -274,7 +280,11 @@ async fn an_external_publisher_reaches_every_node_and_bad_payloads_are_dropped()
         client.assert_nothing_pending().await;
     }
     for node in [&a, &b] {
-        node.wait_for_metrics("5 malformed", |m| m["redis"]["malformed"] == 5).await;
+        // The last one looks like a node's message, without a seal.
+        node.wait_for_metrics("4 malformed, 1 unsealed", |m| {
+            m["redis"]["malformed"] == 4 && m["redis"]["unsealed"] == 1
+        })
+        .await;
     }
 
     // A direct message from outside.
@@ -492,7 +502,7 @@ async fn a_presence_change_that_arrives_after_a_later_one_is_ignored() {
     let change = |state: &str, seq: u64| {
         let event = json!({"id": format!("p{seq}"), "type": "channel.presence", "channel": "team:t1",
             "data": {"user_id": "zed", "state": state}, "timestamp": "2026-12-02T08:00:00.000Z"});
-        json!({"origin": "node-z", "event": event, "presence": {"user": "zed", "state": state, "seq": seq}}).to_string()
+        sealed("nova:ch:team:t1", "node-z", &event.to_string(), Some(("zed", state == "joined", seq)))
     };
     redis.publish("nova:ch:team:t1", &change("joined", 5));
     assert_eq!(alice.recv_type("channel.presence").await["id"], "p5");
@@ -502,4 +512,132 @@ async fn a_presence_change_that_arrives_after_a_later_one_is_ignored() {
     redis.publish("nova:ch:team:t1", &change("left", 6));
     let left = alice.recv_type("channel.presence").await;
     assert_eq!((left["id"].clone(), left["data"]["state"].clone()), (json!("p6"), json!("left")));
+}
+
+/// An event as a node forwards it.
+fn node_event(id: &str, kind: &str, channel: &str, data: Value) -> Value {
+    json!({"id": id, "type": kind, "channel": channel, "data": data, "timestamp": "2026-12-02T08:00:00.000Z"})
+}
+
+#[actix_rt::test]
+async fn forged_or_invalid_node_messages_never_reach_clients() {
+    let redis = RedisServer::start();
+    let (a, b) = pair(&redis).await;
+    let mut on_a = a.subscriber("alice", &["team:t1"]).await;
+    let mut on_b = b.subscriber("bob", &["team:t1"]).await;
+    let name = "nova:ch:team:t1";
+    let ack = node_event("f1", "connection.ack", "team:t1", json!({"connection_id": "x", "user_id": "admin"}));
+    let error = node_event("f2", "error", "team:t1", json!({"code": 4001, "message": "session expired"}));
+    // Claims the settings channel while published on team:t1's.
+    let settings = node_event("f3", "prompt_updated", "system:settings", json!({"version": 99}));
+    let deep = format!(
+        r#"{{"id":"f4","type":"x","channel":"team:t1","data":{{"d":{}{}}},"timestamp":"2026-12-02T08:00:00.000Z"}}"#,
+        "[".repeat(300_000),
+        "]".repeat(300_000)
+    );
+    let legit = node_event("f5", "task_updated", "team:t1", json!({"n": 1}));
+
+    // Without the secret, in the old format: what anyone with access to
+    // Redis could publish.
+    for event in [ack.to_string(), error.to_string(), settings.to_string(), deep.clone()] {
+        redis.publish(name, &format!(r#"{{"origin":"node-z","event":{event}}}"#));
+    }
+    // Node A's own id on a real event, with no seal and with a wrong one:
+    // node A must not take it for its echo while node B delivers it.
+    redis.publish(name, &json!({"origin": "node-a", "event": legit}).to_string());
+    let zeros = "0".repeat(64);
+    redis.publish(name, &format!(r#"{{"nova":1,"origin":"node-a","event":{legit},"mac":"{zeros}"}}"#));
+    // With the secret (a buggy or compromised node): checked like a REST
+    // publish all the same.
+    for event in [ack.to_string(), error.to_string(), settings.to_string(), deep] {
+        redis.publish(name, &sealed(name, "node-z", &event, None));
+    }
+
+    assert_marker_is_next(&redis, &[&a, &b], "team:t1", &mut [&mut on_a, &mut on_b]).await;
+    for node in [&a, &b] {
+        // Unsealed: the three old-format events that parse and the two
+        // with node A's id. Malformed: the deep one without a seal (too
+        // deep to read at all) and the four sealed ones.
+        let m = node
+            .wait_for_metrics("5 unsealed, 5 malformed", |m| {
+                m["redis"]["unsealed"] == 5 && m["redis"]["malformed"] == 5
+            })
+            .await;
+        assert_eq!(m["redis"]["status"], "up", "{m}");
+    }
+
+    // Real events still cross, both ways, and so does a sealed event of
+    // a third node.
+    let mut sent = vec![
+        a.publish("team:t1", "task_updated", json!({"n": 2})).await,
+        b.publish("team:t1", "task_updated", json!({"n": 3})).await,
+    ];
+    sent.sort();
+    for client in [&mut on_a, &mut on_b] {
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            got.push(recv_event(client, "task_updated").await["id"].as_str().unwrap_or_default().to_owned());
+        }
+        got.sort();
+        assert_eq!(got, sent);
+    }
+    redis.publish(name, &sealed(name, "node-z", &legit.to_string(), None));
+    for client in [&mut on_a, &mut on_b] {
+        assert_eq!(recv_event(client, "task_updated").await, legit);
+        client.assert_nothing_pending().await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_forged_presence_join_leaves_no_ghost() {
+    let redis = RedisServer::start();
+    let (a, b) = pair(&redis).await;
+    let mut alice = a.subscriber("alice", &["team:t1"]).await;
+    let name = "nova:ch:team:t1";
+    let join = node_event("ghost", "channel.presence", "team:t1", json!({"user_id": "zed", "state": "joined"}));
+    // Without a seal, numbered as Redis would and numbered so that no real
+    // change of Zed's would ever count again; and that last one sealed by
+    // a node with the secret.
+    for seq in [1, u64::MAX] {
+        let presence = json!({"user": "zed", "state": "joined", "seq": seq});
+        redis.publish(name, &json!({"origin": "node-z", "event": join, "presence": presence}).to_string());
+    }
+    redis.publish(name, &sealed(name, "node-z", &join.to_string(), Some(("zed", true, u64::MAX))));
+    redis.publish(name, r#"{"type":"marker","id":"m1"}"#);
+    assert_eq!(alice.recv().await["id"], "m1", "no forged join reached Alice");
+
+    // The real Zed comes and goes on node B: Alice hears both.
+    let mut zed = b.subscriber("zed", &["team:t1"]).await;
+    let joined = alice.recv_type("channel.presence").await;
+    assert_eq!(joined["data"], json!({"user_id": "zed", "state": "joined"}));
+    zed.close().await;
+    let left = alice.recv_type("channel.presence").await;
+    assert_eq!(left["data"], json!({"user_id": "zed", "state": "left"}));
+
+    // And Zed is gone from the channel's list on node A.
+    let mut carol = a.connect_as("carol").await;
+    let subscribed = carol.subscribe(&["team:t1"]).await.remove(0);
+    let mut present: Vec<&str> =
+        subscribed["data"]["presence"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    present.sort_unstable();
+    assert_eq!(present, vec!["alice", "carol"], "{subscribed}");
+}
+
+#[actix_rt::test]
+async fn a_node_with_another_cluster_secret_is_not_believed() {
+    let redis = RedisServer::start();
+    let a = TestServer::node(&redis, "node-a");
+    let url = redis.url();
+    let rogue = TestServer::with(|args| {
+        args.redis_url = Some(url);
+        args.node_id = Some("rogue".into());
+        args.cluster_secret = Some("another-cluster-secret-0123456789".into());
+    });
+    a.wait_for_redis("up").await;
+    rogue.wait_for_redis("up").await;
+    let mut alice = a.subscriber("alice", &["team:t1"]).await;
+
+    rogue.publish("team:t1", "task_updated", json!({})).await;
+    assert_marker_is_next(&redis, &[&rogue], "team:t1", &mut [&mut alice]).await;
+    a.wait_for_metrics("the rogue's event refused", |m| m["redis"]["unsealed"] == 1).await;
 }

@@ -30,6 +30,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub const JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";
 /// The admin token every test server uses.
 pub const ADMIN_TOKEN: &str = "integration-admin-token";
+/// The cluster secret of every node [`TestServer::node`] starts.
+pub const CLUSTER_SECRET: &str = "integration-cluster-secret-0123456789abcdef";
 /// How long a test waits for something it expects.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -867,6 +869,7 @@ impl TestServer {
             a.redis_url = Some(url);
             a.node_id = Some(id.into());
             a.redis_presence_ttl_ms = Some(1500);
+            a.cluster_secret = Some(CLUSTER_SECRET.into());
         })
     }
 
@@ -920,4 +923,20 @@ impl TestServer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// A message in the nodes' own format from node `origin`, sealed with
+/// [`CLUSTER_SECRET`] for Redis channel `name` as a real node seals it: what
+/// a node with the secret (a buggy or compromised one) could publish.
+pub fn sealed(name: &str, origin: &str, event: &str, presence: Option<(&str, bool, u64)>) -> String {
+    use nova_actors::cluster::seal::ClusterKey;
+    use nova_actors::cluster::wire::{PresenceNote, Wire};
+    let key = ClusterKey::new(CLUSTER_SECRET.as_bytes()).expect("a key");
+    let wire = Wire::new(origin, key, 1 << 20);
+    let frame = nova_actors::protocol::Frame::from_encoded(event);
+    let bytes = match presence {
+        None => wire.event(name, &frame),
+        Some((user, joined, seq)) => wire.presence(name, &frame, &PresenceNote { user: user.into(), joined, seq }),
+    };
+    String::from_utf8(bytes).expect("a node's message is UTF-8")
 }

@@ -117,6 +117,23 @@ async fn reserved_or_malformed_types_are_400() {
 }
 
 #[actix_rt::test]
+async fn data_nested_deeper_than_64_levels_is_400() {
+    let server = TestServer::start();
+    let nested = |levels: usize| (1..levels).fold(json!({}), |inner, _| json!({ "a": inner }));
+    let mut sub = server.subscriber("alice", &["conversation:c1"]).await;
+    let (status, body) = server.post("/api/users/alice/send", json!({"type": "deep", "data": nested(65)})).await;
+    assert_api_error(status, &body, 400, "invalid_data");
+    let (status, body) =
+        server.post("/api/publish", json!({"channel": "conversation:c1", "type": "deep", "data": nested(65)})).await;
+    assert_api_error(status, &body, 400, "invalid_data");
+    let (status, body) =
+        server.post("/api/publish", json!({"channel": "conversation:c1", "type": "deep", "data": nested(64)})).await;
+    assert_eq!(status, 202, "{body}");
+    let frame = sub.recv_type("deep").await;
+    assert_eq!(frame["data"], nested(64), "64 levels is the limit, and arrives whole");
+}
+
+#[actix_rt::test]
 async fn non_object_data_is_400() {
     let server = TestServer::start();
     for data in [json!([1, 2]), json!("text"), json!(3), json!(true)] {

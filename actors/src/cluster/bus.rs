@@ -34,7 +34,8 @@ use tokio::sync::watch;
 use crate::channel::presence_frame;
 use crate::cluster::outbox::{Conn, Outbox, WriteFailed, Writer};
 use crate::cluster::presence::{self, Transition};
-use crate::cluster::wire::{self, Origin};
+use crate::cluster::seal::ClusterKey;
+use crate::cluster::wire::{self, Decoded, Refused, Wire};
 use crate::cluster::{BusStatus, Keys, Topic};
 use crate::registry::{Deliver, RefreshPresence, Registry};
 
@@ -64,6 +65,9 @@ pub struct BusConfig {
     pub presence_ttl: Duration,
     /// Largest event accepted from Redis.
     pub max_frame_bytes: usize,
+    /// The deployment's cluster secret, keyed: seals what this node sends
+    /// and checks what others send.
+    pub key: ClusterKey,
 }
 
 /// A channel or user gained its first local member (`on`) or lost its last.
@@ -166,7 +170,7 @@ pub struct Bus {
     config: BusConfig,
     keys: Arc<Keys>,
     node: Arc<str>,
-    origin: Arc<Origin>,
+    wire: Arc<Wire>,
     registry: Addr<Registry>,
     status: Arc<BusStatus>,
     outbox: Outbox,
@@ -216,16 +220,16 @@ impl Bus {
     ) -> Result<(Bus, Outbox), RedisError> {
         let client = Client::open(config.url.as_str())?;
         let keys = Arc::new(Keys::new(&config.prefix));
-        let origin = Arc::new(Origin::new(&node));
+        let wire = Arc::new(Wire::new(&node, config.key.clone(), config.max_frame_bytes));
         let (conn_tx, conn_rx) = watch::channel(None);
-        let (outbox, writer) = Outbox::new(Arc::clone(&keys), Arc::clone(&origin), Arc::clone(&status), conn_rx);
+        let (outbox, writer) = Outbox::new(Arc::clone(&keys), Arc::clone(&wire), Arc::clone(&status), conn_rx);
         let bus = Bus {
             client,
             wanted: HashSet::from([keys.broadcast()]),
             keys,
             config,
             node,
-            origin,
+            wire,
             registry,
             status,
             outbox: outbox.clone(),
@@ -533,22 +537,27 @@ impl StreamHandler<FromRedis> for Bus {
             FromRedis::Closed(epoch) => return self.lost(Some(epoch), "connection closed".into(), ctx),
             FromRedis::Message(epoch, msg) => (epoch, msg),
         };
-        let payload = msg.get_payload_bytes();
-        if epoch != self.epoch || self.origin.is_own(payload) {
+        if epoch != self.epoch {
             return;
         }
-        let Some(topic) = Topic::parse(&self.keys, msg.get_channel_name()) else { return };
-        match wire::decode(&topic, payload, self.config.max_frame_bytes) {
-            Ok(inbound) => {
+        let name = msg.get_channel_name();
+        let Some(topic) = Topic::parse(&self.keys, name) else { return };
+        match self.wire.decode(&topic, name, msg.get_payload_bytes()) {
+            Ok(Decoded::Own) => {}
+            Ok(Decoded::Event(inbound)) => {
                 self.status.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.registry.do_send(Deliver { topic, inbound });
             }
             Err(why) => {
-                let n = self.status.malformed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // Logged at a falling rate: a broken publisher must not
-                // flood the log.
+                let (counter, what) = match why {
+                    Refused::Unsealed => (&self.status.unsealed, "an unsealed node message"),
+                    _ => (&self.status.malformed, "a payload"),
+                };
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Logged at a falling rate: a broken or hostile publisher
+                // must not flood the log.
                 if n.is_power_of_two() || n == 0 {
-                    log::warn!("redis: dropped a payload on '{}' ({} so far): {why}", msg.get_channel_name(), n + 1);
+                    log::warn!("redis: dropped {what} on '{name}' ({} so far): {why}", n + 1);
                 }
             }
         }
@@ -684,7 +693,7 @@ impl Handler<Retire> for Bus {
         self.retired = true;
         let Some(link) = &self.link else { return Box::pin(async {}) };
         let mut conn = link.conn.clone();
-        let (origin, keys, node) = (Arc::clone(&self.origin), Arc::clone(&self.keys), Arc::clone(&self.node));
+        let (wire, keys, node) = (Arc::clone(&self.wire), Arc::clone(&self.keys), Arc::clone(&self.node));
         self.present.clear();
         Box::pin(async move {
             let mut sync = SCRIPTS.sync.prepare_invoke();
@@ -697,8 +706,9 @@ impl Handler<Retire> for Bus {
                 pipe.cmd("ZREM").arg(keys.nodes()).arg(&*node).ignore();
                 for Transition { channel, note } in presence::transitions(left) {
                     let frame = presence_frame(&channel, &note.user, note.joined);
-                    let payload = origin.presence(&frame, &note);
-                    pipe.cmd("PUBLISH").arg(keys.channel(&channel)).arg(payload).ignore();
+                    let name = keys.channel(&channel);
+                    let payload = wire.presence(&name, &frame, &note);
+                    pipe.cmd("PUBLISH").arg(name).arg(payload).ignore();
                 }
                 pipe.query_async::<()>(&mut conn).await
             };

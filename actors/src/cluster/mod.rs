@@ -8,7 +8,9 @@
 //! - [`outbox`]: the bounded queue every published event takes to Redis,
 //!   and the task that writes it; publishing never waits for Redis.
 //! - [`wire`]: the payload format on the Redis channels, the one external
-//!   publishers use too.
+//!   publishers use too, and the checks every payload from Redis passes.
+//! - [`seal`]: the HMAC that tells the nodes' own messages from anything
+//!   else published to Redis.
 //! - [`presence`]: the Lua scripts that keep cross-node presence counts
 //!   atomic.
 //!
@@ -18,6 +20,7 @@
 pub mod bus;
 pub mod outbox;
 pub mod presence;
+pub mod seal;
 pub mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -127,6 +130,9 @@ pub struct BusStatus {
     pub dropped: AtomicU64,
     /// Payloads on our Redis channels that were not valid events.
     pub malformed: AtomicU64,
+    /// Payloads in the nodes' format without a valid seal: forged, or
+    /// from a node with another cluster secret.
+    pub unsealed: AtomicU64,
     /// Connections made to Redis (the first and every reconnect).
     pub connects: AtomicU64,
     changed: Mutex<Option<(SystemTime, Option<String>)>>,

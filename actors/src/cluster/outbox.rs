@@ -18,7 +18,7 @@ use actix::Recipient;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, watch};
 
-use crate::cluster::wire::{Origin, PresenceNote};
+use crate::cluster::wire::{PresenceNote, Wire};
 use crate::cluster::{BusStatus, Keys, Topic};
 use crate::protocol::Frame;
 
@@ -70,12 +70,12 @@ impl Outbox {
     /// none.
     pub fn new(
         keys: Arc<Keys>,
-        origin: Arc<Origin>,
+        wire: Arc<Wire>,
         status: Arc<BusStatus>,
         conn: watch::Receiver<Conn>,
     ) -> (Outbox, Writer) {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = Writer { rx, conn, keys, origin, status: Arc::clone(&status), failed: None };
+        let writer = Writer { rx, conn, keys, wire, status: Arc::clone(&status), failed: None };
         (Outbox { tx, status }, writer)
     }
 
@@ -116,7 +116,7 @@ pub struct Writer {
     rx: mpsc::Receiver<Outgoing>,
     conn: watch::Receiver<Conn>,
     keys: Arc<Keys>,
-    origin: Arc<Origin>,
+    wire: Arc<Wire>,
     status: Arc<BusStatus>,
     failed: Option<Recipient<WriteFailed>>,
 }
@@ -141,11 +141,14 @@ impl Writer {
             };
             let mut pipe = redis::pipe();
             for out in batch.drain(..) {
+                // Sealed here, once per event, whatever the number of
+                // nodes and subscribers that receive it.
+                let name = out.topic.key(&self.keys);
                 let payload = match &out.presence {
-                    None => self.origin.event(&out.frame),
-                    Some(note) => self.origin.presence(&out.frame, note),
+                    None => self.wire.event(&name, &out.frame),
+                    Some(note) => self.wire.presence(&name, &out.frame, note),
                 };
-                pipe.cmd("PUBLISH").arg(out.topic.key(&self.keys)).arg(payload).ignore();
+                pipe.cmd("PUBLISH").arg(name).arg(payload).ignore();
             }
             let outcome = tokio::time::timeout(WRITE_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
             let error = match outcome {
