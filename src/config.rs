@@ -1,5 +1,6 @@
-//! Configuration: command-line flags, each with an environment variable
-//! fallback, over an optional YAML file, over built-in defaults.
+//! Configuration: every setting declared once in [`Args`] (a command-line
+//! flag, its environment variable, and a key of the optional YAML file);
+//! flags and variables over the file, the file over built-in defaults.
 //!
 //! Three modes, announced at start:
 //! - **development**, when no credential is configured (or `--development`
@@ -10,19 +11,17 @@
 //! - **production** (`--production`): as configured, and real secrets are
 //!   required (a JWT secret of 32+ bytes, an admin token of 16+ characters).
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::http::header::HeaderValue;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser};
 use nova_actors::auth::{check_user_id, ApiKey, JwtConfig, DEFAULT_MAX_TOKEN_LIFETIME, DEVELOPMENT_KEY};
 use nova_actors::names::parse_patterns;
 use nova_actors::node::Limits;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+use crate::origins::Origins;
 use crate::peer::TrustedProxies;
 
 /// The admin token in development mode when none is set.
@@ -44,23 +43,29 @@ pub const DEFAULT_API_KEY_USER: &str = "api-key";
 const MIN_JWT_SECRET_BYTES: usize = 32;
 const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
-/// Command-line flags; each also reads the environment variable named.
-#[derive(Parser, Debug, Default)]
+/// Every setting, declared once: a command-line flag, the environment
+/// variable named beside it, and the same name in snake case as a key of the
+/// YAML file. The help text is the documentation: README's settings table
+/// and `configs/server.example.yaml` are checked against it (and the
+/// `[default: …]` it states against the code) by the tests below.
+#[derive(Parser, Debug, Default, Clone, Serialize, Deserialize)]
 #[command(name = "nova-realtime", version, about = "Real-time event server for the Nova application")]
+#[serde(default, deny_unknown_fields)]
 pub struct Args {
     /// YAML configuration file [default: configs/server.yaml, if present]
     #[arg(long, env = "NOVA_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8000]
     #[arg(long, env = "NOVA_BIND")]
     pub bind: Option<String>,
-    /// Refuse to start without real secrets; disable development defaults (the variable takes true/false, 1/0, yes/no, on/off)
+    /// Refuse to start without real secrets; disable development defaults (the variable takes true/false, 1/0, yes/no, on/off) [default: off; on in the Docker image]
     #[arg(long, env = "NOVA_PRODUCTION", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub production: bool,
-    /// Development defaults even with credentials set (never with --production)
+    /// Development defaults even with credentials set (never with --production) [default: off]
     #[arg(long, env = "NOVA_DEVELOPMENT", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub development: bool,
-    /// HS256 secret for client JWTs (at least 32 bytes in production)
+    /// HS256 secret for client JWTs (at least 32 bytes in production) [default: none, JWTs are refused]
     #[arg(long, env = "NOVA_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// Required `aud` of client JWTs [default: not checked]
@@ -72,19 +77,19 @@ pub struct Args {
     /// Longest a client JWT may still be valid for (its `exp` from now), seconds; 0: no limit [default: 86400]
     #[arg(long, env = "NOVA_JWT_MAX_LIFETIME_SECS")]
     pub jwt_max_lifetime_secs: Option<u64>,
-    /// Bearer token for the admin REST API
+    /// Bearer token for the admin REST API (at least 16 characters in production) [default: dev-admin-token in development]
     #[arg(long, env = "NOVA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// Static API keys, comma-separated, each `key` or `user_id:key`
+    /// Static API keys, comma-separated, each `key` or `user_id:key` (in the file also `{key, user_id, channels}`) [default: none]
     #[arg(long, env = "NOVA_API_KEYS", value_delimiter = ',', hide_env_values = true)]
-    pub api_keys: Option<Vec<String>>,
+    pub api_keys: Option<Vec<ApiKeyEntry>>,
     /// Channel patterns granted to the static API keys, comma-separated [default: none]
     #[arg(long, env = "NOVA_API_KEY_CHANNELS", value_delimiter = ',')]
     pub api_key_channels: Option<Vec<String>>,
-    /// Browser origins allowed for WebSocket and CORS, comma-separated, or `*`
+    /// Browser origins allowed for WebSocket and CORS, comma-separated, or `*` [default: none; localhost too in development]
     #[arg(long, env = "NOVA_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
-    /// This node's id, the prefix of connection ids [default: random]
+    /// This node's id, the prefix of connection ids [default: 8 random hex digits]
     #[arg(long, env = "NOVA_NODE_ID")]
     pub node_id: Option<String>,
     /// Authenticated WebSocket connections at most; one more is closed with 1013 [default: 100000]
@@ -145,7 +150,7 @@ pub struct Args {
     #[arg(long, env = "NOVA_REDIS_PRESENCE_TTL_MS")]
     pub redis_presence_ttl_ms: Option<u64>,
     /// Secret the nodes sharing a Redis seal their messages with, the same on every node
-    /// (at least 32 bytes in production) [default in development: a public one]
+    /// (at least 32 bytes; required with Redis unless in development) [default: a public one in development]
     #[arg(long, env = "NOVA_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
     /// Directory of mcp_servers.yaml and its backups [default: configs]
@@ -178,144 +183,121 @@ pub struct Args {
     /// Check `GET /health` of the server at the bind address and exit 0 if it
     /// answers 200 (the container HEALTHCHECK)
     #[arg(long)]
+    #[serde(skip)]
     pub health_check: bool,
 }
 
-/// A static API key in the YAML file.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct FileApiKey {
-    /// The key.
-    pub key: String,
-    /// The user id it acts as.
-    pub user_id: String,
-    /// Channel patterns it grants.
-    #[serde(default)]
-    pub channels: Vec<String>,
+/// One setting as `--help` declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingDoc {
+    /// The flag without dashes, e.g. `max-frame-bytes`.
+    pub flag: String,
+    /// The key in the YAML file, e.g. `max_frame_bytes`; `None` for flags
+    /// that are not settings (`--config`, `--health-check`).
+    pub key: Option<String>,
+    /// The environment variable.
+    pub env: Option<String>,
+    /// What the help says, less its default.
+    pub help: String,
+    /// The `[default: …]` of the help, if it states one.
+    pub default: Option<String>,
+    /// Whether the flag takes a value (`--production` does not).
+    pub takes_value: bool,
 }
 
-/// `configs/server.yaml`: the same settings as the flags, in snake case.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    bind: Option<String>,
-    production: Option<bool>,
-    development: Option<bool>,
-    jwt_secret: Option<String>,
-    jwt_audience: Option<String>,
-    jwt_issuer: Option<String>,
-    jwt_max_lifetime_secs: Option<u64>,
-    max_connections: Option<usize>,
-    max_pending_connections: Option<usize>,
-    http_timeout_ms: Option<u64>,
-    max_init_frame_bytes: Option<usize>,
-    auth_failure_limit: Option<u32>,
-    trusted_proxies: Option<Vec<String>>,
-    admin_token: Option<String>,
-    api_keys: Option<Vec<FileApiKey>>,
-    api_key_channels: Option<Vec<String>>,
-    allowed_origins: Option<Vec<String>>,
-    node_id: Option<String>,
-    workers: Option<usize>,
-    heartbeat_interval_ms: Option<u64>,
-    auth_timeout_ms: Option<u64>,
-    max_frame_bytes: Option<usize>,
-    max_outbound_bytes: Option<usize>,
-    max_channels_per_connection: Option<usize>,
-    messages_per_second: Option<u32>,
-    message_burst: Option<u32>,
-    slow_consumer_grace_ms: Option<u64>,
-    drain_timeout_secs: Option<u64>,
-    redis_url: Option<String>,
-    redis_prefix: Option<String>,
-    redis_presence_ttl_ms: Option<u64>,
-    cluster_secret: Option<String>,
-    config_dir: Option<PathBuf>,
-    prompts_dir: Option<PathBuf>,
-    settings_debounce_ms: Option<u64>,
-    mcp_health_interval_ms: Option<u64>,
-    mcp_health_timeout_ms: Option<u64>,
-    config_backups: Option<usize>,
-    restart_services: Option<Vec<String>>,
-    restart_command: Option<String>,
-    restart_timeout_secs: Option<u64>,
+/// Every flag, from the one declaration (`--help`).
+pub fn setting_docs() -> Vec<SettingDoc> {
+    use clap::CommandFactory;
+    let command = Args::command();
+    command
+        .get_arguments()
+        .filter_map(|arg| {
+            let flag = arg.get_long()?.to_owned();
+            let text = arg.get_long_help().or(arg.get_help()).map(|h| h.to_string()).unwrap_or_default();
+            let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            let (help, default) = match text.split_once(" [default: ") {
+                Some((help, rest)) => (help.to_owned(), rest.strip_suffix(']').map(str::to_owned)),
+                None => (text.clone(), None),
+            };
+            let key = (!matches!(flag.as_str(), "config" | "health-check" | "help" | "version"))
+                .then(|| flag.replace('-', "_"));
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            let takes_value = arg.get_action().takes_values();
+            Some(SettingDoc { flag, key, env, help, default, takes_value })
+        })
+        .filter(|d| !matches!(d.flag.as_str(), "help" | "version"))
+        .collect()
 }
 
-/// Browser origins allowed to open WebSockets and call the REST API.
-/// Requests without an `Origin` header (servers, CLI tools) are not browser
-/// requests and are always allowed.
-#[derive(Debug, Clone, Default)]
-pub struct Origins {
-    any: bool,
-    localhost: bool,
-    exact: Vec<String>,
-    /// Origins already logged as refused: each is logged once, so a page
-    /// retrying in a loop does not fill the log.
-    refused: Arc<Mutex<HashSet<String>>>,
+/// README's settings table, made from [`setting_docs`].
+pub fn settings_table() -> String {
+    let mut table = String::from("| flag | environment | default | meaning |\n| --- | --- | --- | --- |\n");
+    for d in setting_docs() {
+        let env = d.env.map_or("—".to_owned(), |e| format!("`{e}`"));
+        let default = match d.default {
+            Some(v) if !v.contains(' ') && v != "none" => format!("`{v}`"),
+            Some(v) => v,
+            None => "—".to_owned(),
+        };
+        let help = d.help.replace('|', "\\|");
+        table.push_str(&format!("| `--{}` | {env} | {default} | {help} |\n", d.flag));
+    }
+    table
 }
 
-/// Refused origins remembered for logging at most; past it, no more are
-/// logged (a scan of made-up origins cannot grow memory).
-const MAX_LOGGED_ORIGINS: usize = 1000;
-
-impl Origins {
-    /// From the configured list; `*` allows any origin.
-    pub fn new(list: &[String], localhost: bool) -> Self {
-        let any = list.iter().any(|o| o.trim() == "*");
-        let exact = list
-            .iter()
-            .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
-            .filter(|o| !o.is_empty() && o != "*")
-            .collect();
-        Origins { any, localhost, exact, refused: Arc::default() }
-    }
-
-    /// Whether a request with this `Origin` header is allowed. The first
-    /// refusal of each origin is logged with the allowed list.
-    pub fn allows(&self, origin: &HeaderValue) -> bool {
-        let Ok(origin) = origin.to_str() else { return false };
-        let origin = origin.to_ascii_lowercase();
-        let allowed = self.any || self.exact.contains(&origin) || (self.localhost && is_localhost(&origin));
-        if !allowed {
-            self.log_refusal(&origin);
+impl Args {
+    /// These settings (flags and environment) over `file`'s: a setting given
+    /// here replaces the file's, lists included; a flag that is off leaves
+    /// the file's value.
+    pub fn over(self, file: Args) -> Result<Args, String> {
+        let (config, health_check) = (self.config.clone(), self.health_check);
+        let flags = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        let mut merged = serde_json::to_value(file).map_err(|e| e.to_string())?;
+        if let (Some(flags), Some(merged)) = (flags.as_object(), merged.as_object_mut()) {
+            for (key, value) in flags {
+                if !matches!(value, serde_json::Value::Null | serde_json::Value::Bool(false)) {
+                    merged.insert(key.clone(), value.clone());
+                }
+            }
         }
-        allowed
-    }
-
-    fn log_refusal(&self, origin: &str) {
-        let Ok(mut refused) = self.refused.lock() else { return };
-        if refused.len() >= MAX_LOGGED_ORIGINS || !refused.insert(origin.chars().take(200).collect()) {
-            return;
-        }
-        log::warn!("refused browser origin '{origin}' (logged once): allowed are {}", self.describe());
-    }
-
-    /// The allowed origins, for people.
-    pub fn describe(&self) -> String {
-        if self.any {
-            return "any origin (*)".into();
-        }
-        let mut list: Vec<String> = self.exact.clone();
-        if self.localhost {
-            list.push("localhost, 127.0.0.1 and [::1] on any port".into());
-        }
-        if list.is_empty() {
-            return "none (set NOVA_ALLOWED_ORIGINS); requests without an Origin header are not browsers and are allowed"
-                .into();
-        }
-        list.join(", ")
+        let mut args: Args = serde_json::from_value(merged).map_err(|e| e.to_string())?;
+        args.config = config;
+        args.health_check = health_check;
+        Ok(args)
     }
 }
 
-fn is_localhost(origin: &str) -> bool {
-    let Some(rest) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else {
-        return false;
-    };
-    let host = match rest.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().map(|h| format!("[{h}]")).unwrap_or_default(),
-        None => rest.split(':').next().unwrap_or_default().to_owned(),
-    };
-    matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+/// A static API key as configured: `user_id:key` (or a bare key) in a flag
+/// or variable, that or a mapping in the YAML file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ApiKeyEntry {
+    /// `key` or `user_id:key`; grants `api_key_channels`.
+    Short(String),
+    /// A key with its own user and channel patterns.
+    Full {
+        /// The key.
+        key: String,
+        /// The user id it acts as.
+        user_id: String,
+        /// Channel patterns it grants.
+        #[serde(default)]
+        channels: Vec<String>,
+    },
+}
+
+impl From<&str> for ApiKeyEntry {
+    fn from(s: &str) -> Self {
+        ApiKeyEntry::Short(s.to_owned())
+    }
+}
+
+impl std::str::FromStr for ApiKeyEntry {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(ApiKeyEntry::Short(s.to_owned()))
+    }
 }
 
 /// How much the server trusts its defaults, announced at start.
@@ -455,32 +437,37 @@ impl Config {
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None if Path::new(DEFAULT_CONFIG_FILE).exists() => read_file(Path::new(DEFAULT_CONFIG_FILE))?,
-            None => FileConfig::default(),
+            None => Args::default(),
         };
         Config::resolve(args, file)
     }
 
     /// Flags win over the file, the file over defaults.
-    pub fn resolve(args: Args, file: FileConfig) -> Result<Config, String> {
-        let production = args.production || file.production.unwrap_or(false);
-        let development = args.development || file.development.unwrap_or(false);
-        let jwt_secret = args.jwt_secret.or(file.jwt_secret).filter(|s| !s.is_empty());
-        let admin_token = args.admin_token.or(file.admin_token).filter(|s| !s.is_empty());
+    pub fn resolve(args: Args, file: Args) -> Result<Config, String> {
+        let args = args.over(file)?;
+        let (production, development) = (args.production, args.development);
+        let jwt_secret = args.jwt_secret.filter(|s| !s.is_empty());
+        let admin_token = args.admin_token.filter(|s| !s.is_empty());
 
-        let channels = args.api_key_channels.or(file.api_key_channels).unwrap_or_default();
+        let channels = args.api_key_channels.unwrap_or_default();
         let channels = parse_patterns(&channels).map_err(|e| format!("NOVA_API_KEY_CHANNELS: {e}"))?;
         let mut api_keys = Vec::new();
         for entry in args.api_keys.unwrap_or_default() {
-            let entry = entry.trim();
-            if entry.is_empty() {
-                continue;
+            match entry {
+                ApiKeyEntry::Short(entry) => {
+                    let entry = entry.trim();
+                    if entry.is_empty() {
+                        continue;
+                    }
+                    let (user_id, key) = entry.split_once(':').unwrap_or((DEFAULT_API_KEY_USER, entry));
+                    let channels = channels.clone();
+                    api_keys.push(ApiKey { key: key.to_owned(), user_id: user_id.to_owned(), channels });
+                }
+                ApiKeyEntry::Full { key, user_id, channels } => {
+                    let patterns = parse_patterns(&channels).map_err(|e| format!("api_keys ({user_id}): {e}"))?;
+                    api_keys.push(ApiKey { key, user_id, channels: patterns });
+                }
             }
-            let (user_id, key) = entry.split_once(':').unwrap_or((DEFAULT_API_KEY_USER, entry));
-            api_keys.push(ApiKey { key: key.to_owned(), user_id: user_id.to_owned(), channels: channels.clone() });
-        }
-        for entry in file.api_keys.unwrap_or_default() {
-            let patterns = parse_patterns(&entry.channels).map_err(|e| format!("api_keys ({}): {e}", entry.user_id))?;
-            api_keys.push(ApiKey { key: entry.key, user_id: entry.user_id, channels: patterns });
         }
         for k in &api_keys {
             check_user_id(&k.user_id).map_err(|why| format!("API key user id '{}': {why}", k.user_id))?;
@@ -512,6 +499,10 @@ impl Config {
                     missing.push(format!("a NOVA_JWT_SECRET of at least {MIN_JWT_SECRET_BYTES} bytes"))
                 }
                 Some(_) => {}
+            }
+            let redis = args.redis_url.as_deref().is_some_and(|u| !u.trim().is_empty());
+            if redis && args.cluster_secret.as_deref().is_none_or(str::is_empty) {
+                missing.push("NOVA_CLUSTER_SECRET (with NOVA_REDIS_URL)".to_owned());
             }
             if !missing.is_empty() {
                 return Err(format!("--production needs {}", missing.join(", and ")));
@@ -551,9 +542,9 @@ impl Config {
         }
         let jwt = jwt_secret.map(|secret| JwtConfig {
             secret: secret.into_bytes(),
-            audience: args.jwt_audience.or(file.jwt_audience).filter(|s| !s.is_empty()),
-            issuer: args.jwt_issuer.or(file.jwt_issuer).filter(|s| !s.is_empty()),
-            max_lifetime: match args.jwt_max_lifetime_secs.or(file.jwt_max_lifetime_secs) {
+            audience: args.jwt_audience.filter(|s| !s.is_empty()),
+            issuer: args.jwt_issuer.filter(|s| !s.is_empty()),
+            max_lifetime: match args.jwt_max_lifetime_secs {
                 Some(0) => None,
                 Some(secs) => Some(Duration::from_secs(secs)),
                 None => Some(DEFAULT_MAX_TOKEN_LIFETIME),
@@ -563,46 +554,37 @@ impl Config {
         let d = Limits::default();
         let ms = |v: Option<u64>, default: Duration| v.map(Duration::from_millis).unwrap_or(default);
         let limits = Limits {
-            heartbeat_interval: ms(args.heartbeat_interval_ms.or(file.heartbeat_interval_ms), d.heartbeat_interval),
-            auth_timeout: ms(args.auth_timeout_ms.or(file.auth_timeout_ms), d.auth_timeout),
-            max_frame_bytes: args.max_frame_bytes.or(file.max_frame_bytes).unwrap_or(d.max_frame_bytes),
-            max_outbound_bytes: args.max_outbound_bytes.or(file.max_outbound_bytes).unwrap_or(d.max_outbound_bytes),
-            max_channels_per_connection: args
-                .max_channels_per_connection
-                .or(file.max_channels_per_connection)
-                .unwrap_or(d.max_channels_per_connection),
-            messages_per_second: args.messages_per_second.or(file.messages_per_second).unwrap_or(d.messages_per_second),
-            message_burst: args.message_burst.or(file.message_burst).unwrap_or(d.message_burst),
-            slow_consumer_grace: ms(args.slow_consumer_grace_ms.or(file.slow_consumer_grace_ms), d.slow_consumer_grace),
+            heartbeat_interval: ms(args.heartbeat_interval_ms, d.heartbeat_interval),
+            auth_timeout: ms(args.auth_timeout_ms, d.auth_timeout),
+            max_frame_bytes: args.max_frame_bytes.unwrap_or(d.max_frame_bytes),
+            max_outbound_bytes: args.max_outbound_bytes.unwrap_or(d.max_outbound_bytes),
+            max_channels_per_connection: args.max_channels_per_connection.unwrap_or(d.max_channels_per_connection),
+            messages_per_second: args.messages_per_second.unwrap_or(d.messages_per_second),
+            message_burst: args.message_burst.unwrap_or(d.message_burst),
+            slow_consumer_grace: ms(args.slow_consumer_grace_ms, d.slow_consumer_grace),
             // Never above the frame limit unless asked for (and then refused).
-            max_init_frame_bytes: args.max_init_frame_bytes.or(file.max_init_frame_bytes).unwrap_or_else(|| {
-                d.max_init_frame_bytes.min(args.max_frame_bytes.or(file.max_frame_bytes).unwrap_or(d.max_frame_bytes))
-            }),
-            max_clients: args.max_connections.or(file.max_connections).unwrap_or(d.max_clients).max(1),
-            auth_failure_limit: args.auth_failure_limit.or(file.auth_failure_limit).unwrap_or(d.auth_failure_limit),
+            max_init_frame_bytes: args
+                .max_init_frame_bytes
+                .unwrap_or_else(|| d.max_init_frame_bytes.min(args.max_frame_bytes.unwrap_or(d.max_frame_bytes))),
+            max_clients: args.max_connections.unwrap_or(d.max_clients).max(1),
+            auth_failure_limit: args.auth_failure_limit.unwrap_or(d.auth_failure_limit),
         };
         check_limits(&limits)?;
 
-        let bind = args.bind.or(file.bind).unwrap_or_else(|| "127.0.0.1:8000".into());
+        let bind = args.bind.unwrap_or_else(|| "127.0.0.1:8000".into());
         if bind.parse::<std::net::SocketAddr>().is_err() {
             return Err(format!("bind address '{bind}' is not IP:port (e.g. 127.0.0.1:8000 or [::]:8000)"));
         }
-        let node_id = args.node_id.or(file.node_id).unwrap_or_else(random_node_id);
+        let node_id = args.node_id.unwrap_or_else(random_node_id);
         if node_id.is_empty() || node_id.len() > 32 || !node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         {
             return Err(format!("node id '{node_id}' must be 1 to 32 letters, digits or '-'"));
         }
-        let origin_list = args.allowed_origins.or(file.allowed_origins).unwrap_or_default();
-        let redis = redis_config(
-            args.redis_url.or(file.redis_url),
-            args.redis_prefix.or(file.redis_prefix),
-            args.redis_presence_ttl_ms.or(file.redis_presence_ttl_ms),
-            args.cluster_secret.or(file.cluster_secret),
-            mode,
-        )?;
+        let origin_list = args.allowed_origins.unwrap_or_default();
+        let redis =
+            redis_config(args.redis_url, args.redis_prefix, args.redis_presence_ttl_ms, args.cluster_secret, mode)?;
         let restart_command: Vec<String> = args
             .restart_command
-            .or(file.restart_command)
             .unwrap_or_else(|| DEFAULT_RESTART_COMMAND.into())
             .split_whitespace()
             .map(str::to_owned)
@@ -612,7 +594,6 @@ impl Config {
         }
         let restart_services: Vec<String> = args
             .restart_services
-            .or(file.restart_services)
             .unwrap_or_default()
             .into_iter()
             .map(|s| s.trim().to_owned())
@@ -625,23 +606,15 @@ impl Config {
             return Err(format!("restart service '{bad}' must be 1 to 64 letters, digits, '_', '.' or '-'"));
         }
         let settings = SettingsConfig {
-            config_dir: args.config_dir.or(file.config_dir).unwrap_or_else(|| "configs".into()),
-            prompts_dir: args.prompts_dir.or(file.prompts_dir).unwrap_or_else(|| "prompts".into()),
-            debounce: Duration::from_millis(
-                args.settings_debounce_ms.or(file.settings_debounce_ms).unwrap_or(200).max(10),
-            ),
-            health_interval: Duration::from_millis(
-                args.mcp_health_interval_ms.or(file.mcp_health_interval_ms).unwrap_or(10_000).max(50),
-            ),
-            health_timeout: Duration::from_millis(
-                args.mcp_health_timeout_ms.or(file.mcp_health_timeout_ms).unwrap_or(2_000).max(10),
-            ),
-            backups: args.config_backups.or(file.config_backups).unwrap_or(20).max(1),
+            config_dir: args.config_dir.unwrap_or_else(|| "configs".into()),
+            prompts_dir: args.prompts_dir.unwrap_or_else(|| "prompts".into()),
+            debounce: Duration::from_millis(args.settings_debounce_ms.unwrap_or(200).max(10)),
+            health_interval: Duration::from_millis(args.mcp_health_interval_ms.unwrap_or(10_000).max(50)),
+            health_timeout: Duration::from_millis(args.mcp_health_timeout_ms.unwrap_or(2_000).max(10)),
+            backups: args.config_backups.unwrap_or(20).max(1),
             restart_services,
             restart_command,
-            restart_timeout: Duration::from_secs(
-                args.restart_timeout_secs.or(file.restart_timeout_secs).unwrap_or(60).max(1),
-            ),
+            restart_timeout: Duration::from_secs(args.restart_timeout_secs.unwrap_or(60).max(1)),
         };
         Ok(Config {
             bind,
@@ -652,19 +625,13 @@ impl Config {
             api_keys,
             development_key: mode == Mode::Development,
             origins: Origins::new(&origin_list, mode == Mode::Development),
-            workers: args.workers.or(file.workers).filter(|w| *w > 0),
-            max_pending_connections: args
-                .max_pending_connections
-                .or(file.max_pending_connections)
-                .unwrap_or(DEFAULT_MAX_PENDING)
-                .max(1),
-            http_timeout: Duration::from_millis(
-                args.http_timeout_ms.or(file.http_timeout_ms).unwrap_or(5_000).max(100),
-            ),
-            trusted_proxies: TrustedProxies::parse(&args.trusted_proxies.or(file.trusted_proxies).unwrap_or_default())
+            workers: args.workers.filter(|w| *w > 0),
+            max_pending_connections: args.max_pending_connections.unwrap_or(DEFAULT_MAX_PENDING).max(1),
+            http_timeout: Duration::from_millis(args.http_timeout_ms.unwrap_or(5_000).max(100)),
+            trusted_proxies: TrustedProxies::parse(&args.trusted_proxies.unwrap_or_default())
                 .map_err(|e| format!("trusted proxies: {e}"))?,
             limits,
-            drain_timeout: Duration::from_secs(args.drain_timeout_secs.or(file.drain_timeout_secs).unwrap_or(10)),
+            drain_timeout: Duration::from_secs(args.drain_timeout_secs.unwrap_or(10)),
             redis,
             settings,
         })
@@ -742,10 +709,10 @@ fn is_loopback(bind: &str) -> bool {
     bind.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, String> {
+fn read_file(path: &Path) -> Result<Args, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if text.trim().is_empty() || serde_yaml::from_str::<serde_yaml::Value>(&text).is_ok_and(|v| v.is_null()) {
-        return Ok(FileConfig::default());
+        return Ok(Args::default());
     }
     serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -759,13 +726,13 @@ fn random_node_id() -> String {
 mod tests {
     use super::*;
 
-    fn header(s: &str) -> HeaderValue {
-        HeaderValue::from_str(s).unwrap()
+    fn header(s: &str) -> actix_web::http::header::HeaderValue {
+        actix_web::http::header::HeaderValue::from_str(s).unwrap()
     }
 
     #[test]
     fn redis_is_off_without_a_url_and_checked_with_one() {
-        let c = Config::resolve(Args::default(), FileConfig::default()).unwrap();
+        let c = Config::resolve(Args::default(), Args::default()).unwrap();
         assert!(c.redis.is_none());
         let with = |url: &str, prefix: Option<&str>, ttl: Option<u64>| {
             let args = Args {
@@ -774,7 +741,7 @@ mod tests {
                 redis_presence_ttl_ms: ttl,
                 ..Args::default()
             };
-            Config::resolve(args, FileConfig::default())
+            Config::resolve(args, Args::default())
         };
         let r = with("redis://127.0.0.1:6380", None, None).unwrap().redis.unwrap();
         assert_eq!(r.prefix, DEFAULT_REDIS_PREFIX);
@@ -784,7 +751,7 @@ mod tests {
         assert!(with("redis://h", Some(""), None).is_err());
         assert!(with("redis://h", None, Some(10)).unwrap_err().contains("TTL"));
         assert_eq!(r.cluster_secret, DEV_CLUSTER_SECRET, "development mode: the public default");
-        let file: FileConfig = serde_yaml::from_str("redis_url: redis://h:1\nredis_prefix: \"staging:\"\n").unwrap();
+        let file: Args = serde_yaml::from_str("redis_url: redis://h:1\nredis_prefix: \"staging:\"\n").unwrap();
         let r = Config::resolve(Args::default(), file).unwrap().redis.unwrap();
         assert_eq!((r.url.as_str(), r.prefix.as_str()), ("redis://h:1", "staging:"));
     }
@@ -801,7 +768,7 @@ mod tests {
                 cluster_secret: secret.map(str::to_owned),
                 ..Args::default()
             };
-            Config::resolve(args, FileConfig::default())
+            Config::resolve(args, Args::default())
         };
         for production in [true, false] {
             assert!(with(production, None).unwrap_err().contains("NOVA_CLUSTER_SECRET"));
@@ -817,14 +784,14 @@ mod tests {
             admin_token: Some("a-real-admin-token".into()),
             ..Args::default()
         };
-        assert!(Config::resolve(args, FileConfig::default()).is_ok());
-        let file: FileConfig = serde_yaml::from_str("redis_url: redis://h:1\ncluster_secret: from-file\n").unwrap();
+        assert!(Config::resolve(args, Args::default()).is_ok());
+        let file: Args = serde_yaml::from_str("redis_url: redis://h:1\ncluster_secret: from-file\n").unwrap();
         assert_eq!(Config::resolve(Args::default(), file).unwrap().redis.unwrap().cluster_secret, "from-file");
     }
 
     #[test]
     fn no_secrets_means_development_mode() {
-        let c = Config::resolve(Args::default(), FileConfig::default()).unwrap();
+        let c = Config::resolve(Args::default(), Args::default()).unwrap();
         assert_eq!(c.mode, Mode::Development);
         assert_eq!(c.admin_token, DEV_ADMIN_TOKEN);
         assert!(c.development_key);
@@ -840,10 +807,14 @@ mod tests {
                 admin_token: admin.map(str::to_owned),
                 ..Args::default()
             };
-            Config::resolve(args, FileConfig::default())
+            Config::resolve(args, Args::default())
         };
         let strong_jwt = "0123456789abcdef0123456789abcdef";
-        assert!(prod(None, None).unwrap_err().contains("NOVA_ADMIN_TOKEN"));
+        let all = prod(None, None).unwrap_err();
+        assert!(
+            all.contains("NOVA_ADMIN_TOKEN") && all.contains("NOVA_JWT_SECRET"),
+            "every missing secret at once: {all}"
+        );
         assert!(prod(None, Some("a-real-admin-token")).unwrap_err().contains("NOVA_JWT_SECRET"));
         assert!(prod(Some("short"), Some("a-real-admin-token")).unwrap_err().contains("32 bytes"));
         assert!(prod(Some(strong_jwt), Some(DEV_ADMIN_TOKEN)).is_err());
@@ -856,37 +827,37 @@ mod tests {
     #[test]
     fn credentials_without_production_mean_configured_mode() {
         let args = Args { jwt_secret: Some("s".repeat(40)), admin_token: Some("t".repeat(20)), ..Args::default() };
-        let c = Config::resolve(args, FileConfig::default()).unwrap();
+        let c = Config::resolve(args, Args::default()).unwrap();
         assert_eq!(c.mode, Mode::Configured);
         assert!(!c.development_key, "no development key once credentials are set");
         assert!(!c.origins.allows(&header("http://localhost:5173")), "no localhost default either");
         let no_admin = Args { jwt_secret: Some("s".repeat(40)), ..Args::default() };
-        assert!(Config::resolve(no_admin, FileConfig::default()).unwrap_err().contains("NOVA_ADMIN_TOKEN"));
+        assert!(Config::resolve(no_admin, Args::default()).unwrap_err().contains("NOVA_ADMIN_TOKEN"));
         let dev_token =
             Args { api_keys: Some(vec!["k".into()]), admin_token: Some(DEV_ADMIN_TOKEN.into()), ..Args::default() };
-        assert!(Config::resolve(dev_token, FileConfig::default()).is_err());
+        assert!(Config::resolve(dev_token, Args::default()).is_err());
     }
 
     #[test]
     fn development_can_be_asked_for_explicitly() {
         let args = Args { jwt_secret: Some("s".repeat(40)), development: true, ..Args::default() };
-        let c = Config::resolve(args, FileConfig::default()).unwrap();
+        let c = Config::resolve(args, Args::default()).unwrap();
         assert_eq!(c.mode, Mode::Development);
         assert!(c.development_key && c.jwt.is_some());
         let both = Args { production: true, development: true, ..Args::default() };
-        assert!(Config::resolve(both, FileConfig::default()).is_err());
+        assert!(Config::resolve(both, Args::default()).is_err());
     }
 
     #[test]
     fn the_development_key_cannot_be_configured_outside_development() {
         let args =
             Args { api_keys: Some(vec![DEVELOPMENT_KEY.into()]), admin_token: Some("t".repeat(20)), ..Args::default() };
-        assert!(Config::resolve(args, FileConfig::default()).unwrap_err().contains("development mode only"));
+        assert!(Config::resolve(args, Args::default()).unwrap_err().contains("development mode only"));
     }
 
     #[test]
     fn flags_win_over_the_file() {
-        let file: FileConfig =
+        let file: Args =
             serde_yaml::from_str("bind: 0.0.0.0:9000\nheartbeat_interval_ms: 5000\nnode_id: filenode\n").unwrap();
         let args = Args { bind: Some("127.0.0.1:1".into()), ..Args::default() };
         let c = Config::resolve(args, file).unwrap();
@@ -895,9 +866,94 @@ mod tests {
         assert_eq!(c.node_id, "filenode");
     }
 
+    /// The repository's copy of a file.
+    fn repo_file(path: &str) -> String {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+    }
+
+    /// The resolved configuration for `flags`, shown in full (node id
+    /// fixed: it is random otherwise).
+    fn resolved(flags: &[&str]) -> Result<String, String> {
+        let mut argv = vec!["nova-realtime", "--node-id", "fixed"];
+        argv.extend_from_slice(flags);
+        let args = Args::try_parse_from(argv).map_err(|e| e.to_string())?;
+        Config::resolve(args, Args::default()).map(|c| format!("{c:?}"))
+    }
+
+    #[test]
+    fn every_default_the_help_states_is_the_one_the_code_uses() {
+        let baseline = resolved(&[]).unwrap();
+        let mut checked = 0;
+        for d in setting_docs() {
+            let Some(default) = d.default.as_deref() else { continue };
+            // Descriptions ("one per CPU", "none, …") are not values.
+            if !d.takes_value || default.contains(' ') || default == "none" || d.flag == "config" || d.flag == "node-id"
+            {
+                continue;
+            }
+            let flag = format!("--{}", d.flag);
+            match resolved(&[&flag, default]) {
+                Ok(with) => assert_eq!(with, baseline, "{flag} {default}: the help's default is not the code's"),
+                Err(e) => panic!("{flag} {default}: the help's default is not accepted: {e}"),
+            }
+            checked += 1;
+        }
+        assert!(checked >= 25, "only {checked} defaults checked");
+    }
+
+    #[test]
+    fn the_readme_settings_table_is_the_help() {
+        let readme = repo_file("README.md");
+        let (start, end) = ("<!-- settings: made from --help by config::tests -->\n", "<!-- /settings -->");
+        let from = readme.find(start).expect("README has the settings markers") + start.len();
+        let to = readme[from..].find(end).expect("and their end") + from;
+        let table = settings_table();
+        if readme[from..to] != table {
+            if std::env::var_os("NOVA_UPDATE_DOCS").is_some() {
+                let updated = format!("{}{table}{}", &readme[..from], &readme[to..]);
+                std::fs::write(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"), updated).unwrap();
+            } else {
+                panic!("README's settings table differs from --help; run NOVA_UPDATE_DOCS=1 cargo test -p nova-realtime --lib readme");
+            }
+        }
+    }
+
+    #[test]
+    fn the_example_file_lists_every_key_with_its_default() {
+        let example = repo_file("configs/server.example.yaml");
+        // Uncommented, every example line must be a valid file.
+        let uncommented: String = example
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                let key = l.split(':').next().unwrap_or_default();
+                l.starts_with("  ")
+                    || (l.contains(':') && !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let parsed: Args = serde_yaml::from_str(&uncommented).unwrap_or_else(|e| panic!("{e}:\n{uncommented}"));
+        let keys = serde_yaml::from_str::<serde_yaml::Mapping>(&uncommented).unwrap();
+        let _ = parsed;
+        for d in setting_docs() {
+            let Some(key) = d.key else { continue };
+            let value = keys.get(key.as_str()).unwrap_or_else(|| panic!("configs/server.example.yaml lacks '{key}'"));
+            if let (Some(default), Some(shown)) = (
+                d.default.as_deref(),
+                value.as_str().map(str::to_owned).or_else(|| {
+                    value.as_u64().map(|n| n.to_string()).or_else(|| value.as_bool().map(|b| b.to_string()))
+                }),
+            ) {
+                if d.takes_value && !default.contains(' ') && default != "none" {
+                    assert_eq!(shown, default, "'{key}' in the example is not the default the help states");
+                }
+            }
+        }
+    }
+
     #[test]
     fn file_rejects_unknown_keys() {
-        let err = serde_yaml::from_str::<FileConfig>("bindd: x\n").unwrap_err().to_string();
+        let err = serde_yaml::from_str::<Args>("bindd: x\n").unwrap_err().to_string();
         assert!(err.contains("bindd"), "{err}");
     }
 
@@ -909,35 +965,20 @@ mod tests {
             admin_token: Some("a-real-admin-token".into()),
             ..Args::default()
         };
-        let c = Config::resolve(args, FileConfig::default()).unwrap();
+        let c = Config::resolve(args, Args::default()).unwrap();
         assert_eq!(c.api_keys[0].user_id, "agent");
         assert_eq!(c.api_keys[0].key, "s3cret");
         assert_eq!(c.api_keys[1].user_id, DEFAULT_API_KEY_USER);
         assert!(c.api_keys[1].channels[0].matches("agent:a1"));
         let bad = Args { api_key_channels: Some(vec!["nope:*".into()]), ..Args::default() };
-        assert!(Config::resolve(bad, FileConfig::default()).is_err());
+        assert!(Config::resolve(bad, Args::default()).is_err());
     }
 
     #[test]
     fn limits_are_checked() {
         let args = Args { max_frame_bytes: Some(10), ..Args::default() };
-        assert!(Config::resolve(args, FileConfig::default()).unwrap_err().contains("frame"));
+        assert!(Config::resolve(args, Args::default()).unwrap_err().contains("frame"));
         let args = Args { max_frame_bytes: Some(1 << 20), max_outbound_bytes: Some(1 << 20), ..Args::default() };
-        assert!(Config::resolve(args, FileConfig::default()).unwrap_err().contains("twice"));
-    }
-
-    #[test]
-    fn origins() {
-        let dev = Origins::new(&["https://app.example.com".into()], true);
-        assert!(dev.allows(&header("https://app.example.com")));
-        assert!(dev.allows(&header("HTTPS://APP.EXAMPLE.COM")));
-        assert!(dev.allows(&header("http://localhost:5173")));
-        assert!(dev.allows(&header("http://127.0.0.1:3000")));
-        assert!(dev.allows(&header("http://[::1]:3000")));
-        assert!(!dev.allows(&header("http://localhost.evil.com")));
-        assert!(!dev.allows(&header("https://evil.example.com")));
-        let prod = Origins::new(&[], false);
-        assert!(!prod.allows(&header("http://localhost:5173")));
-        assert!(Origins::new(&["*".into()], false).allows(&header("https://anything.io")));
+        assert!(Config::resolve(args, Args::default()).unwrap_err().contains("twice"));
     }
 }

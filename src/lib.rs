@@ -10,7 +10,8 @@
 //!
 //! - `actors/` (the `nova-actors` crate): the session, channel and registry
 //!   actors and the wire protocol. It knows nothing of HTTP routes.
-//! - [`config`]: flags, environment, `configs/server.yaml`, development mode.
+//! - [`config`]: every setting declared once (flag, environment, YAML key),
+//!   development and production modes.
 //! - [`admission`]: the budget of connections that are not clients yet, and
 //!   the HTTP request clock.
 //! - [`server`]: builds a node on a bound listener; graceful drain.
@@ -18,6 +19,7 @@
 //!   directly on the socket and hands everything else to actix-web.
 //! - [`http`]: the REST API by resource, and the WebSocket fallback route.
 //! - [`logging`]: env_logger, with client-caused actix-http errors demoted.
+//! - [`origins`]: which browser origins may connect.
 //! - [`peer`]: the client's address, through trusted proxies.
 //! - `src/main.rs`: parses the configuration, binds, runs until a signal.
 //!
@@ -29,6 +31,7 @@ pub mod admission;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod origins;
 pub mod peer;
 pub mod server;
 pub mod transport;

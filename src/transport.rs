@@ -46,7 +46,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant as TokioInstant, Sleep};
 
 use crate::admission::{Admission, HttpClock, Pending};
-use crate::config::Origins;
+use crate::origins::Origins;
 use crate::peer::TrustedProxies;
 
 /// Longest first request head the transport reads; a longer one goes to

@@ -36,7 +36,7 @@ use nova_actors::node::Node;
 use nova_actors::settings::store::Store;
 use nova_actors::settings::SettingsState;
 
-use crate::config::Origins;
+use crate::origins::Origins;
 use crate::peer::TrustedProxies;
 use error::ApiError;
 

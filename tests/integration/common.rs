@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
-use nova_realtime::config::{Args, Config, FileConfig};
+use nova_realtime::config::{Args, Config};
 use nova_realtime::server::{self, Control};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -76,7 +76,7 @@ impl TestServer {
             }
             _ => None,
         };
-        let config = Config::resolve(args, FileConfig::default()).expect("test configuration");
+        let config = Config::resolve(args, Args::default()).expect("test configuration");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
         let (ready_tx, ready_rx) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();

@@ -1,0 +1,112 @@
+//! Browser origins: which may open a WebSocket or call the REST API.
+//!
+//! Requests without an `Origin` header (servers, CLI tools) are not browser
+//! requests and are always allowed. A refused origin is logged once, with
+//! the allowed list, so a misconfigured frontend is easy to diagnose and a
+//! page retrying in a loop does not fill the log.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use actix_web::http::header::HeaderValue;
+
+/// Browser origins allowed to open WebSockets and call the REST API.
+/// Requests without an `Origin` header (servers, CLI tools) are not browser
+/// requests and are always allowed.
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    any: bool,
+    localhost: bool,
+    exact: Vec<String>,
+    /// Origins already logged as refused: each is logged once, so a page
+    /// retrying in a loop does not fill the log.
+    refused: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Refused origins remembered for logging at most; past it, no more are
+/// logged (a scan of made-up origins cannot grow memory).
+const MAX_LOGGED_ORIGINS: usize = 1000;
+
+impl Origins {
+    /// From the configured list; `*` allows any origin.
+    pub fn new(list: &[String], localhost: bool) -> Self {
+        let any = list.iter().any(|o| o.trim() == "*");
+        let exact = list
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+            .filter(|o| !o.is_empty() && o != "*")
+            .collect();
+        Origins { any, localhost, exact, refused: Arc::default() }
+    }
+
+    /// Whether a request with this `Origin` header is allowed. The first
+    /// refusal of each origin is logged with the allowed list.
+    pub fn allows(&self, origin: &HeaderValue) -> bool {
+        let Ok(origin) = origin.to_str() else { return false };
+        let origin = origin.to_ascii_lowercase();
+        let allowed = self.any || self.exact.contains(&origin) || (self.localhost && is_localhost(&origin));
+        if !allowed {
+            self.log_refusal(&origin);
+        }
+        allowed
+    }
+
+    fn log_refusal(&self, origin: &str) {
+        let Ok(mut refused) = self.refused.lock() else { return };
+        if refused.len() >= MAX_LOGGED_ORIGINS || !refused.insert(origin.chars().take(200).collect()) {
+            return;
+        }
+        log::warn!("refused browser origin '{origin}' (logged once): allowed are {}", self.describe());
+    }
+
+    /// The allowed origins, for people.
+    pub fn describe(&self) -> String {
+        if self.any {
+            return "any origin (*)".into();
+        }
+        let mut list: Vec<String> = self.exact.clone();
+        if self.localhost {
+            list.push("localhost, 127.0.0.1 and [::1] on any port".into());
+        }
+        if list.is_empty() {
+            return "none (set NOVA_ALLOWED_ORIGINS); requests without an Origin header are not browsers and are allowed"
+                .into();
+        }
+        list.join(", ")
+    }
+}
+
+fn is_localhost(origin: &str) -> bool {
+    let Some(rest) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else {
+        return false;
+    };
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().map(|h| format!("[{h}]")).unwrap_or_default(),
+        None => rest.split(':').next().unwrap_or_default().to_owned(),
+    };
+    matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(value: &str) -> HeaderValue {
+        HeaderValue::from_str(value).unwrap()
+    }
+
+    #[test]
+    fn origins() {
+        let dev = Origins::new(&["https://app.example.com".into()], true);
+        assert!(dev.allows(&header("https://app.example.com")));
+        assert!(dev.allows(&header("HTTPS://APP.EXAMPLE.COM")));
+        assert!(dev.allows(&header("http://localhost:5173")));
+        assert!(dev.allows(&header("http://127.0.0.1:3000")));
+        assert!(dev.allows(&header("http://[::1]:3000")));
+        assert!(!dev.allows(&header("http://localhost.evil.com")));
+        assert!(!dev.allows(&header("https://evil.example.com")));
+        let prod = Origins::new(&[], false);
+        assert!(!prod.allows(&header("http://localhost:5173")));
+        assert!(Origins::new(&["*".into()], false).allows(&header("https://anything.io")));
+    }
+}
