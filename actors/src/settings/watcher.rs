@@ -79,6 +79,8 @@ pub struct ConfigWatcher {
     /// Hashes of the files' text at the last reload, valid or not.
     mcp_seen: Option<String>,
     prompt_seen: Option<String>,
+    /// Told once the files are watched and loaded.
+    ready: Option<std::sync::mpsc::Sender<()>>,
 }
 
 #[derive(Default)]
@@ -118,7 +120,16 @@ impl ConfigWatcher {
             timer: None,
             mcp_seen: None,
             prompt_seen: None,
+            ready: None,
         }
+    }
+
+    /// Sends `()` on `ready` once the directories are watched and the files'
+    /// current state is loaded, so the server can wait for that before it
+    /// serves anyone.
+    pub fn on_ready(mut self, ready: std::sync::mpsc::Sender<()>) -> Self {
+        self.ready = Some(ready);
+        self
     }
 
     fn read(&self, file: SettingsFile) -> io::Result<Seen> {
@@ -371,8 +382,13 @@ impl Actor for ConfigWatcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.load();
+        // Watching starts first: an edit made while the files are loaded
+        // is then seen as a change, where the other order could miss it.
         self.start_watching(ctx);
+        self.load();
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(());
+        }
     }
 }
 
