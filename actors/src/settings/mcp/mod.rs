@@ -225,10 +225,13 @@ fn cap(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
 /// Added and modified servers come in the new file's order, then removed ones
 /// in the old file's order; unchanged servers are left out.
 pub fn diff(old: &McpConfig, new: &McpConfig) -> Vec<Change> {
+    // Indexed by name: thousands of servers must not cost a scan each.
+    let old_by_name = by_name(old);
+    let new_by_name = by_name(new);
     let mut changes: Vec<Change> = new
         .servers
         .iter()
-        .filter_map(|server| match old.get(&server.name) {
+        .filter_map(|server| match old_by_name.get(server.name.as_str()) {
             None => Some(change(server, ChangeKind::Added, Vec::new())),
             Some(before) => {
                 let fields = changed_fields(before, server);
@@ -239,10 +242,14 @@ pub fn diff(old: &McpConfig, new: &McpConfig) -> Vec<Change> {
     changes.extend(
         old.servers
             .iter()
-            .filter(|server| new.get(&server.name).is_none())
+            .filter(|server| !new_by_name.contains_key(server.name.as_str()))
             .map(|server| change(server, ChangeKind::Removed, Vec::new())),
     );
     changes
+}
+
+fn by_name(config: &McpConfig) -> HashMap<&str, &McpServer> {
+    config.servers.iter().map(|server| (server.name.as_str(), server)).collect()
 }
 
 /// Flips one server's `enabled` by editing that one line, so comments, order,
