@@ -179,7 +179,7 @@ impl ConfigWatcher {
             mcp: mcp.then(|| read_mcp(&mcp_path)),
             prompt: prompt.then(|| read_prompt(&prompt_path)),
         });
-        ctx.spawn(async move { task.await }.into_actor(self).map(move |found, act, ctx| {
+        ctx.spawn(task.into_actor(self).map(move |found, act, ctx| {
             act.in_flight = false;
             match found {
                 Ok(found) => then(act, found, ctx),
