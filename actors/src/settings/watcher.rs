@@ -67,9 +67,11 @@ struct FsEvent {
 struct McpRead {
     /// The text's hash; `None` when the file is missing.
     hash: Option<String>,
+    /// The config, or everything wrong with it.
     parsed: Result<McpConfig, Vec<ConfigError>>,
     /// Missing, empty or invalid: maybe caught mid-save.
     suspicious: bool,
+    /// Taken just after the read.
     stamp: Option<Stamp>,
 }
 
@@ -79,6 +81,7 @@ struct PromptRead {
     text: Option<(String, String)>,
     /// Empty or whitespace: maybe caught mid-save.
     blank: bool,
+    /// Taken just after the read.
     stamp: Option<Stamp>,
 }
 
@@ -185,6 +188,10 @@ impl ConfigWatcher {
                 Ok(found) => then(act, found, ctx),
                 Err(e) => log::error!("reading the settings files failed: {e}"),
             }
+            // After the first read, whatever it found: start-up waits for it.
+            if let Some(ready) = act.ready.take() {
+                let _ = ready.send(());
+            }
             if std::mem::take(&mut act.again) {
                 act.schedule(ctx);
             }
@@ -220,9 +227,6 @@ impl ConfigWatcher {
             }
             Some(Err(e)) => log::warn!("cannot read {PROMPT_FILE}: {e}"),
             None => {}
-        }
-        if let Some(ready) = self.ready.take() {
-            let _ = ready.send(());
         }
     }
 
