@@ -50,6 +50,10 @@ const ACCEPT_BACKLOG: i32 = 4096;
 /// makes every `accept` fail with "too many open files".
 const FD_RESERVE: u64 = 256;
 
+/// How long start-up waits for the config watcher to watch and load the
+/// settings files before serving anyway (with a warning).
+const WATCHER_START_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Binds a listening socket with a deep accept backlog.
 pub fn bind(addr: &str) -> io::Result<TcpListener> {
     let addr: SocketAddr =
@@ -201,11 +205,18 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
         let (registry, state, store) = (registry.clone(), settings.clone(), store.clone());
         let (interval, timeout, window) = (s.health_interval, s.health_timeout, s.debounce);
         let bus = bus_addr.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         thread.spawn_fn(move || {
             let health = HealthMonitor::new(registry.clone(), state.clone(), interval, timeout).start();
-            ConfigWatcher::new(store, state, registry, health, bus, window).start();
+            ConfigWatcher::new(store, state, registry, health, bus, window).on_ready(ready_tx).start();
         });
         hubs.push(thread);
+        // Serve only once the files are watched and loaded: a client that
+        // connects, or an edit made, right after start-up is then neither
+        // answered from an empty config nor missed.
+        if ready_rx.recv_timeout(WATCHER_START_TIMEOUT).is_err() {
+            log::warn!("the config watcher did not start in time; settings changes may be missed until it does");
+        }
     }
     let auth = Authenticator::new(config.jwt.as_ref(), config.api_keys.clone(), config.development_key);
     let node = Arc::new(Node::new(node_id, registry.clone(), auth, config.limits.clone(), metrics));

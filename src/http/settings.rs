@@ -21,8 +21,9 @@ use super::{Admin, AppState};
 /// Largest prompt accepted.
 pub const MAX_PROMPT_BYTES: usize = 1024 * 1024;
 
-/// Largest YAML accepted for validation.
-pub const MAX_YAML_BYTES: usize = 1024 * 1024;
+/// Largest YAML accepted for validation: the largest file the validator
+/// accepts at all.
+pub const MAX_YAML_BYTES: usize = mcp::MAX_BYTES;
 
 fn store_error(e: StoreError) -> ApiError {
     match e {
@@ -119,17 +120,24 @@ pub async fn toggle_mcp(
 }
 
 /// `POST /api/config/validate`: checks the posted YAML (the body, as text)
-/// as `mcp_servers.yaml`; saves nothing.
+/// as `mcp_servers.yaml`; saves nothing. The check runs on the blocking
+/// pool: a megabyte of YAML is milliseconds of work, and this worker's
+/// WebSockets must not wait for it.
 pub async fn validate(_: Admin, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     if body.len() > MAX_YAML_BYTES {
         return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "at most 1 MiB of YAML"));
     }
-    let text =
-        std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("invalid_text", "the body is not UTF-8"))?;
-    Ok(HttpResponse::Ok().json(match mcp::parse(text) {
-        Ok(config) => json!({ "valid": true, "servers": config.servers, "errors": [] }),
-        Err(errors) => json!({ "valid": false, "errors": errors }),
-    }))
+    let answer = web::block(move || {
+        let text = std::str::from_utf8(&body).ok()?;
+        Some(match mcp::parse(text) {
+            Ok(config) => json!({ "valid": true, "servers": config.servers, "errors": [] }),
+            Err(errors) => json!({ "valid": false, "errors": errors }),
+        })
+    })
+    .await
+    .map_err(ApiError::unavailable)?
+    .ok_or_else(|| ApiError::bad_request("invalid_text", "the body is not UTF-8"))?;
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 /// `GET /api/config/backups`: every backup, newest first.

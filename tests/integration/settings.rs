@@ -5,10 +5,14 @@
 //! path tricks, the prompt, health checks against a real HTTP server going
 //! down and up, and the restart endpoint.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use futures_util::future::join_all;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
 use crate::common::{jwt, Client, TestServer};
 
@@ -250,6 +254,159 @@ async fn validation_without_saving_names_server_field_and_line() {
     assert_eq!(std::fs::read_to_string(s.yaml_path()).unwrap(), YAML, "nothing saved");
 }
 
+/// A server whose `url` is a flow list nested `depth` levels deep: at
+/// 60,000 levels (120 KB) serde_yaml alone spends seconds of CPU on it.
+fn deeply_nested(depth: usize) -> String {
+    format!("gmail:\n  url: {}x{}\n", "[".repeat(depth), "]".repeat(depth))
+}
+
+fn assert_too_deep(body: &Value) {
+    let errors = body["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1, "{body}");
+    assert_eq!(errors[0]["line"], 2, "{body}");
+    let message = errors[0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("nested more than 64 levels"), "{body}");
+}
+
+#[actix_rt::test]
+async fn pathological_yaml_is_refused_at_once_and_stalls_no_worker() {
+    let s = Settings::start(YAML, "", |_| {});
+    // The test server has two workers and hands connections to them in
+    // turn, so these readers are on both; so are the validations below.
+    let mut readers = Vec::new();
+    for n in 0..6 {
+        readers.push(s.server.subscriber(&format!("reader-{n}"), &["conversation:ticks"]).await);
+    }
+    let deep = deeply_nested(60_000);
+    let start = Instant::now();
+    let validated = Cell::new(false);
+
+    // Three streams of four validations each, all at once.
+    let validations = async {
+        let streams = (0..3).map(|_| async {
+            let mut slowest = Duration::ZERO;
+            for _ in 0..4 {
+                let began = Instant::now();
+                let (status, body) = s.server.send_raw("POST", "/api/config/validate", "text/yaml", &deep).await;
+                slowest = slowest.max(began.elapsed());
+                assert_eq!((status, body["valid"].clone()), (200, json!(false)), "{body}");
+                assert_too_deep(&body);
+            }
+            slowest
+        });
+        let slowest = join_all(streams).await.into_iter().max().unwrap_or_default();
+        validated.set(true);
+        slowest
+    };
+    // Meanwhile a tick every 20 ms, each stamped with when it was sent.
+    let publisher = async {
+        let mut pace = tokio::time::interval(Duration::from_millis(20));
+        let mut sent = 0u64;
+        while !(validated.get() && sent >= 10) {
+            pace.tick().await;
+            let at_ms = start.elapsed().as_millis() as u64;
+            s.server.publish("conversation:ticks", "tick", json!({"n": sent, "at_ms": at_ms})).await;
+            sent += 1;
+        }
+        s.server.publish("conversation:ticks", "tick.done", json!({})).await;
+        sent
+    };
+    let reading = join_all(readers.iter_mut().map(|client| async {
+        let (mut got, mut worst_ms) = (0u64, 0u64);
+        loop {
+            let frame = client.recv().await;
+            match frame["type"].as_str() {
+                Some("tick.done") => return (got, worst_ms),
+                Some("tick") => {
+                    assert_eq!(frame["data"]["n"], got, "in order, none lost: {frame}");
+                    let at_ms = frame["data"]["at_ms"].as_u64().unwrap_or_default();
+                    worst_ms = worst_ms.max(start.elapsed().as_millis() as u64 - at_ms);
+                    got += 1;
+                }
+                // Other readers joining the channel.
+                _ => assert_eq!(frame["type"], "channel.presence", "{frame}"),
+            }
+        }
+    }));
+    let (slowest, sent, seen) = tokio::join!(validations, publisher, reading);
+
+    assert!(slowest < Duration::from_secs(1), "a validation took {slowest:?}");
+    for (got, worst_ms) in seen {
+        assert_eq!(got, sent, "every tick reached every reader");
+        assert!(worst_ms < 1000, "a tick took {worst_ms} ms to arrive while validations ran");
+    }
+}
+
+#[actix_rt::test]
+async fn a_flood_of_duplicate_keys_is_answered_quickly_and_briefly() {
+    let s = Settings::start(YAML, "", |_| {});
+    // 60,000 duplicate keys: over the entry limit, refused before parsing.
+    let began = Instant::now();
+    let (status, body) =
+        s.server.send_raw("POST", "/api/config/validate", "text/yaml", &"dup: 1\n".repeat(60_000)).await;
+    assert!(began.elapsed() < Duration::from_secs(1), "took {:?}", began.elapsed());
+    assert_eq!((status, body["valid"].clone()), (200, json!(false)), "{body}");
+    assert_eq!(body["errors"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(body["errors"][0]["line"], 10_001, "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap_or_default().contains("more than 10000 entries"), "{body}");
+
+    // Under the limit every duplicate is reported, but the list is capped:
+    // 9,000 servers that are not mappings, 8,999 of them duplicates.
+    let began = Instant::now();
+    let (status, body) =
+        s.server.send_raw("POST", "/api/config/validate", "text/yaml", &"dup: 1\n".repeat(9_000)).await;
+    assert!(began.elapsed() < Duration::from_secs(1), "took {:?}", began.elapsed());
+    assert_eq!(status, 200, "{body}");
+    let errors = body["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 101, "the first 100 and a count of the rest");
+    assert_eq!(errors[1]["line"], 2, "{}", errors[1]);
+    assert_eq!(errors[100]["message"], "…and 17899 more problems");
+    let bytes = body.to_string().len();
+    assert!(bytes < 32 * 1024, "a small answer: {bytes} bytes");
+
+    // One server with 9,000 duplicate fields, each named on its own line.
+    let fields = format!("s:\n  url: http://a/\n  health_url: http://a/h\n{}", "  url: http://a/\n".repeat(9_000));
+    let began = Instant::now();
+    let (status, body) = s.server.send_raw("POST", "/api/config/validate", "text/yaml", &fields).await;
+    assert!(began.elapsed() < Duration::from_secs(1), "took {:?}", began.elapsed());
+    assert_eq!(status, 200, "{body}");
+    let errors = body["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 101, "{body}");
+    assert_eq!(
+        (&errors[99]["server"], &errors[99]["field"], &errors[99]["line"], &errors[99]["message"]),
+        (&json!("s"), &json!("url"), &json!(103), &json!("duplicate field")),
+        "{body}"
+    );
+    assert_eq!(errors[100]["message"], "…and 8900 more problems");
+}
+
+#[actix_rt::test]
+async fn a_pathological_file_is_refused_quickly_and_the_last_good_config_stays() {
+    let s = Settings::start(YAML, "", |_| {});
+    let mut client = s.client().await;
+
+    let began = Instant::now();
+    std::fs::write(s.yaml_path(), deeply_nested(60_000)).unwrap();
+    let data = event(&mut client, "config_validated").await;
+    // Two debounce windows (the second for a file that looks mid-save).
+    assert!(began.elapsed() < Duration::from_secs(2), "took {:?}", began.elapsed());
+    assert_eq!((data["valid"].clone(), data["servers"].clone()), (json!(false), json!(2)), "{data}");
+    assert_too_deep(&data);
+    let (_, listed) = s.server.get("/api/mcp").await;
+    assert_eq!(listed["valid"], false, "{listed}");
+    assert_eq!(listed["servers"].as_array().map(Vec::len), Some(2), "the last good config stays: {listed}");
+
+    // A flood of duplicates makes a small event too.
+    std::fs::write(s.yaml_path(), "dup: 1\n".repeat(9_000)).unwrap();
+    let data = event(&mut client, "config_validated").await;
+    assert_eq!(data["errors"].as_array().map(Vec::len), Some(101), "{data}");
+
+    // The watcher is not stuck: the next good edit is announced.
+    replace_atomically(&s.yaml_path(), &YAML.replace("GitHub tools", "GitHub tools v2"));
+    let data = event(&mut client, "config_validated").await;
+    assert_eq!(data["valid"], true, "{data}");
+}
+
 #[actix_rt::test]
 async fn prompt_edits_reach_clients_with_their_hash() {
     let s = Settings::start(YAML, "You are Nova.", |_| {});
@@ -276,7 +433,9 @@ async fn prompt_edits_reach_clients_with_their_hash() {
 
 #[actix_rt::test]
 async fn every_client_may_follow_settings_but_not_publish_there() {
-    let s = Settings::start(YAML, "", |_| {});
+    // No servers, so no health check: its first result is announced
+    // whenever it lands, and this test expects nothing else to arrive.
+    let s = Settings::start("", "", |_| {});
     let mut client = s.server.connect().await;
     client.init(json!({"token": jwt("viewer", 60, json!({"channels": ["conversation:*"]}))})).await;
     client.subscribe(&["system:settings"]).await;

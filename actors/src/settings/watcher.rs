@@ -15,6 +15,11 @@
 //! gets one more window before it is believed, so an editor's truncate and
 //! write is not announced as a broken config.
 //!
+//! Reading, hashing and checking the files runs on tokio's blocking pool,
+//! never on the actor's thread: a file can be a megabyte of YAML, and the
+//! health monitor shares this thread. One reload is in flight at a time;
+//! changes seen meanwhile are reloaded after it, one window later.
+//!
 //! An invalid MCP config never replaces the last good one: the server keeps
 //! serving the last good config and publishes `config_validated` with
 //! `valid: false` and the errors; a valid change publishes
@@ -29,6 +34,7 @@
 //! change is named by its file, size, modification time and content hash,
 //! which are the same on every node that sees the same write.
 
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,11 +63,40 @@ struct FsEvent {
     paths: Vec<PathBuf>,
 }
 
-/// How a file looked at a reload.
-enum Seen {
-    Missing,
-    Text(String),
+/// The MCP config as a reload found it, read and checked off the actor.
+struct McpRead {
+    /// The text's hash; `None` when the file is missing.
+    hash: Option<String>,
+    /// The config, or everything wrong with it.
+    parsed: Result<McpConfig, Vec<ConfigError>>,
+    /// Missing, empty or invalid: maybe caught mid-save.
+    suspicious: bool,
+    /// Taken just after the read.
+    stamp: Option<Stamp>,
 }
+
+/// The prompt as a reload found it, read and hashed off the actor.
+struct PromptRead {
+    /// The text and its hash; `None` when the file is missing.
+    text: Option<(String, String)>,
+    /// Empty or whitespace: maybe caught mid-save.
+    blank: bool,
+    /// Taken just after the read.
+    stamp: Option<Stamp>,
+}
+
+/// A file's size and modification time (ns since the epoch), which name a
+/// change the same way on every node sharing the file.
+type Stamp = (u64, u128);
+
+/// What one read of the files found, for those that were asked for.
+struct Found {
+    mcp: Option<io::Result<McpRead>>,
+    prompt: Option<io::Result<PromptRead>>,
+}
+
+/// What to do with what a read found.
+type Then = fn(&mut ConfigWatcher, Found, &mut Context<ConfigWatcher>);
 
 /// Watches the settings files.
 pub struct ConfigWatcher {
@@ -79,6 +114,12 @@ pub struct ConfigWatcher {
     /// Hashes of the files' text at the last reload, valid or not.
     mcp_seen: Option<String>,
     prompt_seen: Option<String>,
+    /// Told once the files are watched and loaded.
+    ready: Option<std::sync::mpsc::Sender<()>>,
+    /// A read of the files is running on the blocking pool.
+    in_flight: bool,
+    /// A reload fell due while a read was in flight.
+    again: bool,
 }
 
 #[derive(Default)]
@@ -118,23 +159,51 @@ impl ConfigWatcher {
             timer: None,
             mcp_seen: None,
             prompt_seen: None,
+            ready: None,
+            in_flight: false,
+            again: false,
         }
     }
 
-    fn read(&self, file: SettingsFile) -> io::Result<Seen> {
-        match std::fs::read_to_string(self.store.path(file)) {
-            Ok(text) => Ok(Seen::Text(text)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Seen::Missing),
-            Err(e) => Err(e),
-        }
+    /// Sends `()` on `ready` once the directories are watched and the files'
+    /// current state is loaded, so the server can wait for that before it
+    /// serves anyone.
+    pub fn on_ready(mut self, ready: std::sync::mpsc::Sender<()>) -> Self {
+        self.ready = Some(ready);
+        self
+    }
+
+    /// Reads the files asked for on the blocking pool, then hands what
+    /// was found to `then` on the actor.
+    fn read_off_thread(&mut self, mcp: bool, prompt: bool, then: Then, ctx: &mut Context<Self>) {
+        self.in_flight = true;
+        let (mcp_path, prompt_path) = (self.store.path(SettingsFile::Mcp), self.store.path(SettingsFile::Prompt));
+        let task = tokio::task::spawn_blocking(move || Found {
+            mcp: mcp.then(|| read_mcp(&mcp_path)),
+            prompt: prompt.then(|| read_prompt(&prompt_path)),
+        });
+        ctx.spawn(task.into_actor(self).map(move |found, act, ctx| {
+            act.in_flight = false;
+            match found {
+                Ok(found) => then(act, found, ctx),
+                Err(e) => log::error!("reading the settings files failed: {e}"),
+            }
+            // After the first read, whatever it found: start-up waits for it.
+            if let Some(ready) = act.ready.take() {
+                let _ = ready.send(());
+            }
+            if std::mem::take(&mut act.again) {
+                act.schedule(ctx);
+            }
+        }));
     }
 
     /// The state at start, without events: nobody is connected yet.
-    fn load(&mut self) {
-        match self.read(SettingsFile::Mcp) {
-            Ok(Seen::Text(text)) => {
-                self.mcp_seen = Some(hash(&text));
-                match mcp::parse(&text) {
+    fn load(&mut self, found: Found, _: &mut Context<Self>) {
+        match found.mcp {
+            Some(Ok(McpRead { hash: Some(seen), parsed, .. })) => {
+                self.mcp_seen = Some(seen);
+                match parsed {
                     Ok(config) => self.use_config(config),
                     Err(errors) => {
                         log::warn!("{MCP_FILE} is invalid, no MCP servers in use: {}", summary(&errors));
@@ -142,16 +211,22 @@ impl ConfigWatcher {
                     }
                 }
             }
-            Ok(Seen::Missing) => log::info!("no {} yet", self.store.path(SettingsFile::Mcp).display()),
-            Err(e) => log::warn!("cannot read {MCP_FILE}: {e}"),
+            Some(Ok(McpRead { hash: None, .. })) => {
+                log::info!("no {} yet", self.store.path(SettingsFile::Mcp).display())
+            }
+            Some(Err(e)) => log::warn!("cannot read {MCP_FILE}: {e}"),
+            None => {}
         }
-        match self.read(SettingsFile::Prompt) {
-            Ok(Seen::Text(text)) => {
-                self.prompt_seen = Some(hash(&text));
+        match found.prompt {
+            Some(Ok(PromptRead { text: Some((text, seen)), .. })) => {
+                self.prompt_seen = Some(seen);
                 self.set_prompt(text);
             }
-            Ok(Seen::Missing) => log::info!("no {} yet", self.store.path(SettingsFile::Prompt).display()),
-            Err(e) => log::warn!("cannot read {PROMPT_FILE}: {e}"),
+            Some(Ok(PromptRead { text: None, .. })) => {
+                log::info!("no {} yet", self.store.path(SettingsFile::Prompt).display())
+            }
+            Some(Err(e)) => log::warn!("cannot read {PROMPT_FILE}: {e}"),
+            None => {}
         }
     }
 
@@ -216,12 +291,30 @@ impl ConfigWatcher {
     }
 
     fn reload(&mut self, ctx: &mut Context<Self>) {
-        self.dirty.since = None;
-        if std::mem::take(&mut self.dirty.mcp) {
-            self.reload_mcp(ctx);
+        if self.in_flight {
+            // Its dirty flags stay set for the reload after this read.
+            self.again = true;
+            return;
         }
-        if std::mem::take(&mut self.dirty.prompt) {
-            self.reload_prompt(ctx);
+        self.dirty.since = None;
+        let mcp = std::mem::take(&mut self.dirty.mcp);
+        let prompt = std::mem::take(&mut self.dirty.prompt);
+        if mcp || prompt {
+            self.read_off_thread(mcp, prompt, Self::apply, ctx);
+        }
+    }
+
+    /// What a reload found becomes the state and events.
+    fn apply(&mut self, found: Found, ctx: &mut Context<Self>) {
+        match found.mcp {
+            Some(Ok(read)) => self.apply_mcp(read, ctx),
+            Some(Err(e)) => log::warn!("cannot read {MCP_FILE}: {e}"),
+            None => {}
+        }
+        match found.prompt {
+            Some(Ok(read)) => self.apply_prompt(read, ctx),
+            Some(Err(e)) => log::warn!("cannot read {PROMPT_FILE}: {e}"),
+            None => {}
         }
     }
 
@@ -244,13 +337,17 @@ impl ConfigWatcher {
 
     /// Publishes the events of one change; with several nodes, only if
     /// this node is the first to claim the change.
-    fn announce(&self, file: SettingsFile, text_hash: Option<&str>, frames: Vec<Frame>, ctx: &mut Context<Self>) {
+    fn announce(
+        &self,
+        file: SettingsFile,
+        stamp: Option<Stamp>,
+        text_hash: Option<&str>,
+        frames: Vec<Frame>,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(bus) = &self.bus else {
             return frames.into_iter().for_each(|f| publish(&self.registry, f));
         };
-        let stamp = std::fs::metadata(self.store.path(file))
-            .ok()
-            .and_then(|m| Some((m.len(), m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos())));
         let key = match stamp {
             Some((len, mtime)) => format!("{}:{len}:{mtime}:{}", file.name(), text_hash.unwrap_or("-")),
             None => format!("{}:missing:{}", file.name(), text_hash.unwrap_or("-")),
@@ -267,38 +364,18 @@ impl ConfigWatcher {
         );
     }
 
-    fn reload_mcp(&mut self, ctx: &mut Context<Self>) {
-        let seen = match self.read(SettingsFile::Mcp) {
-            Ok(seen) => seen,
-            Err(e) => return log::warn!("cannot read {MCP_FILE}: {e}"),
-        };
-        let parsed = match &seen {
-            Seen::Missing => Err(vec![ConfigError {
-                server: None,
-                field: None,
-                line: None,
-                message: format!("{MCP_FILE} is missing; the last good config stays in use"),
-            }]),
-            Seen::Text(text) => mcp::parse(text),
-        };
-        let suspicious = match (&seen, &parsed) {
-            (Seen::Text(text), Ok(_)) => text.trim().is_empty(),
-            _ => true,
-        };
-        if suspicious && self.wait_once(true, ctx) {
+    fn apply_mcp(&mut self, read: McpRead, ctx: &mut Context<Self>) {
+        if read.suspicious && self.wait_once(true, ctx) {
             return;
         }
         self.dirty.mcp_waited = false;
-        let seen_hash = match &seen {
-            Seen::Text(text) => Some(hash(text)),
-            Seen::Missing => None,
-        };
+        let seen_hash = read.hash;
         if seen_hash.is_some() && seen_hash == self.mcp_seen {
             return;
         }
         let previous = std::mem::replace(&mut self.mcp_seen, seen_hash.clone());
         let mut frames = Vec::new();
-        match parsed {
+        match read.parsed {
             Ok(config) => {
                 let old = self.state.mcp.read().map(|c| c.clone()).unwrap_or_default();
                 let changes = mcp::diff(&old, &config);
@@ -310,11 +387,16 @@ impl ConfigWatcher {
                     "changes": changes,
                 });
                 frames.push(frame(kind::CONFIG_VALIDATED, &data));
-                for server in &config.servers {
-                    if old.get(&server.name).is_some_and(|o| o.enabled != server.enabled) {
-                        let data = json!({ "name": server.name, "enabled": server.enabled });
-                        frames.push(frame(kind::MCP_TOGGLED, &data));
-                    }
+                // The diff has found the flips already; a set, so that
+                // thousands of servers are not a search each.
+                let flipped: HashSet<&str> = changes
+                    .iter()
+                    .filter(|c| c.fields.iter().any(|f| f == "enabled"))
+                    .map(|c| c.server.as_str())
+                    .collect();
+                for server in config.servers.iter().filter(|s| flipped.contains(s.name.as_str())) {
+                    let data = json!({ "name": server.name, "enabled": server.enabled });
+                    frames.push(frame(kind::MCP_TOGGLED, &data));
                 }
                 self.use_config(config);
             }
@@ -328,25 +410,20 @@ impl ConfigWatcher {
         }
         // A deletion is named by the content that went away.
         let named = seen_hash.or(previous);
-        self.announce(SettingsFile::Mcp, named.as_deref(), frames, ctx);
+        self.announce(SettingsFile::Mcp, read.stamp, named.as_deref(), frames, ctx);
     }
 
-    fn reload_prompt(&mut self, ctx: &mut Context<Self>) {
-        let text = match self.read(SettingsFile::Prompt) {
-            Ok(Seen::Text(text)) => text,
-            Ok(Seen::Missing) => {
-                if !self.wait_once(false, ctx) {
-                    log::warn!("{PROMPT_FILE} is missing; the last prompt stays in use");
-                }
-                return;
+    fn apply_prompt(&mut self, read: PromptRead, ctx: &mut Context<Self>) {
+        let Some((text, seen)) = read.text else {
+            if !self.wait_once(false, ctx) {
+                log::warn!("{PROMPT_FILE} is missing; the last prompt stays in use");
             }
-            Err(e) => return log::warn!("cannot read {PROMPT_FILE}: {e}"),
+            return;
         };
-        if text.trim().is_empty() && self.wait_once(false, ctx) {
+        if read.blank && self.wait_once(false, ctx) {
             return;
         }
         self.dirty.prompt_waited = false;
-        let seen = hash(&text);
         if self.prompt_seen.as_ref() == Some(&seen) {
             return;
         }
@@ -359,8 +436,59 @@ impl ConfigWatcher {
             }
             Err(_) => return,
         };
-        self.announce(SettingsFile::Prompt, Some(&seen), vec![event], ctx);
+        self.announce(SettingsFile::Prompt, read.stamp, Some(&seen), vec![event], ctx);
     }
+}
+
+/// Reads a file; `None` when it does not exist.
+fn read(path: &Path) -> io::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos()))
+}
+
+/// Reads, hashes and checks the MCP config; blocking work.
+fn read_mcp(path: &Path) -> io::Result<McpRead> {
+    let text = read(path)?;
+    let stamp = stamp(path);
+    Ok(match text {
+        None => McpRead {
+            hash: None,
+            parsed: Err(vec![ConfigError {
+                server: None,
+                field: None,
+                line: None,
+                message: format!("{MCP_FILE} is missing; the last good config stays in use"),
+            }]),
+            suspicious: true,
+            stamp,
+        },
+        Some(text) => {
+            let parsed = mcp::parse(&text);
+            let suspicious = parsed.is_err() || text.trim().is_empty();
+            McpRead { hash: Some(hash(&text)), parsed, suspicious, stamp }
+        }
+    })
+}
+
+/// Reads and hashes the prompt; blocking work.
+fn read_prompt(path: &Path) -> io::Result<PromptRead> {
+    let text = read(path)?;
+    let stamp = stamp(path);
+    Ok(match text {
+        None => PromptRead { text: None, blank: false, stamp },
+        Some(text) => {
+            let seen = hash(&text);
+            PromptRead { blank: text.trim().is_empty(), text: Some((text, seen)), stamp }
+        }
+    })
 }
 
 fn summary(errors: &[ConfigError]) -> String {
@@ -371,8 +499,10 @@ impl Actor for ConfigWatcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.load();
+        // Watching starts first: an edit made while the files are loaded
+        // is then seen as a change, where the other order could miss it.
         self.start_watching(ctx);
+        self.read_off_thread(true, true, Self::load, ctx);
     }
 }
 

@@ -5,6 +5,7 @@
 //! keys at column 0, fields indented one level below them. Errors use it to
 //! name a line; the editor uses it to find the bytes to change.
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 /// One line of the text, located by byte offsets so edits can splice it.
@@ -52,8 +53,9 @@ pub(super) struct LineKey<'a> {
 pub(super) struct Layout<'a> {
     /// Every line of the text, in order.
     pub(super) lines: Vec<Line<'a>>,
-    /// Top-level keys in order: (key, line index).
-    servers: Vec<(&'a str, usize)>,
+    /// The line indexes of each top-level key, in order; a map, so that
+    /// finding the n-th of thousands of duplicates is not a scan each time.
+    servers: HashMap<&'a str, Vec<usize>>,
 }
 
 impl<'a> Layout<'a> {
@@ -69,18 +71,18 @@ impl<'a> Layout<'a> {
             lines.push(Line { start: start + bom, content: &body[bom..], has_newline });
             start += raw.len();
         }
-        let servers = lines
-            .iter()
-            .enumerate()
-            .filter(|(_, line)| line.indent() == 0)
-            .filter_map(|(i, line)| line_key(line.content).map(|found| (found.key, i)))
-            .collect();
+        let mut servers: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, line) in lines.iter().enumerate().filter(|(_, line)| line.indent() == 0) {
+            if let Some(found) = line_key(line.content) {
+                servers.entry(found.key).or_default().push(i);
+            }
+        }
         Layout { lines, servers }
     }
 
     /// Index of the line of the `occurrence`-th top-level key `name`.
     pub(super) fn server_line(&self, name: &str, occurrence: usize) -> Option<usize> {
-        self.servers.iter().filter(|(key, _)| *key == name).nth(occurrence).map(|&(_, line)| line)
+        self.servers.get(name)?.get(occurrence).copied()
     }
 
     /// The lines after a server's key line that belong to it: everything up
@@ -107,6 +109,23 @@ impl<'a> Layout<'a> {
             .filter(|&i| self.lines[i].indent() == indent)
             .filter(|&i| line_key(&self.lines[i].content[indent..]).is_some_and(|found| found.key == field))
             .nth(occurrence)
+    }
+
+    /// The lines of every `field:` at the block's field indentation, by
+    /// field name in order: what [`field_line`](Self::field_line) finds,
+    /// for all fields in one pass over the block.
+    pub(super) fn fields(&self, block: Range<usize>) -> HashMap<&'a str, Vec<usize>> {
+        let mut fields: HashMap<&'a str, Vec<usize>> = HashMap::new();
+        let Some(indent) = self.field_indent(block.clone()) else { return fields };
+        for i in block {
+            let content: &'a str = self.lines[i].content;
+            if self.lines[i].indent() == indent {
+                if let Some(found) = line_key(&content[indent..]) {
+                    fields.entry(found.key).or_default().push(i);
+                }
+            }
+        }
+        fields
     }
 
     /// Index of the first line with data, past `---` and `%` directives.

@@ -34,12 +34,16 @@
 //! - `validate`: the checks on each server and its fields, and the errors
 //!   they produce.
 //! - `layout`: the line scanner that finds servers and fields in the text.
+//! - `limits`: the linear pre-scan that refuses a file too large, too deep
+//!   or with too many entries before the YAML parser, which can take
+//!   seconds on such input, is given it.
 //! - `edit`: the one-line rewrite behind [`set_enabled`].
 //!
 //! This file holds the public types and the three entry points.
 
 mod edit;
 mod layout;
+mod limits;
 mod tree;
 mod validate;
 
@@ -52,6 +56,8 @@ use edit::edit_enabled;
 use layout::Layout;
 use tree::Node;
 use validate::{check_server, Site};
+
+pub use limits::{MAX_BYTES, MAX_DEPTH, MAX_NODES};
 
 /// One MCP server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -149,11 +155,23 @@ const FIELDS: &[&str] = &["url", "health_url", "description", "enabled"];
 /// Long values are cut in messages so one bad line cannot flood a log.
 const MAX_QUOTED_CHARS: usize = 120;
 
+/// Most errors listed; past it, one last entry says how many more there
+/// are, so a file of thousands of mistakes makes a small answer and event.
+pub const MAX_ERRORS: usize = 100;
+
 /// Parses and validates; every problem found is reported (not just the first) when possible.
 ///
 /// A YAML syntax error stops everything, since nothing after it can be
-/// trusted; it comes back alone with the line the YAML parser gives.
+/// trusted; it comes back alone with the line the YAML parser gives. So
+/// does a file over the limits ([`MAX_BYTES`], [`MAX_DEPTH`] levels of
+/// nesting, [`MAX_NODES`] entries), which is refused before the YAML
+/// parser sees it, because that parser can take seconds on such input. At
+/// most [`MAX_ERRORS`] errors are listed, then one saying how many more.
+///
+/// The work is linear in the text, but still up to a megabyte of it: call
+/// it off event loops.
 pub fn parse(text: &str) -> Result<McpConfig, Vec<ConfigError>> {
+    limits::check(text).map_err(|e| vec![e])?;
     let root = serde_yaml::from_str::<Node>(text).map_err(|e| vec![syntax_error(&e)])?;
     let layout = Layout::scan(text);
     let entries = match root {
@@ -183,8 +201,23 @@ pub fn parse(text: &str) -> Result<McpConfig, Vec<ConfigError>> {
     if errors.is_empty() {
         Ok(McpConfig { servers })
     } else {
-        Err(errors)
+        Err(cap(errors))
     }
+}
+
+/// Keeps the first [`MAX_ERRORS`] errors and counts the rest in one more.
+fn cap(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    if errors.len() > MAX_ERRORS {
+        let more = errors.len() - MAX_ERRORS;
+        errors.truncate(MAX_ERRORS);
+        errors.push(ConfigError {
+            server: None,
+            field: None,
+            line: None,
+            message: format!("…and {more} more problems"),
+        });
+    }
+    errors
 }
 
 /// What changed between two valid configs, for the `config_validated` event.
@@ -192,10 +225,13 @@ pub fn parse(text: &str) -> Result<McpConfig, Vec<ConfigError>> {
 /// Added and modified servers come in the new file's order, then removed ones
 /// in the old file's order; unchanged servers are left out.
 pub fn diff(old: &McpConfig, new: &McpConfig) -> Vec<Change> {
+    // Indexed by name: thousands of servers must not cost a scan each.
+    let old_by_name = by_name(old);
+    let new_by_name = by_name(new);
     let mut changes: Vec<Change> = new
         .servers
         .iter()
-        .filter_map(|server| match old.get(&server.name) {
+        .filter_map(|server| match old_by_name.get(server.name.as_str()) {
             None => Some(change(server, ChangeKind::Added, Vec::new())),
             Some(before) => {
                 let fields = changed_fields(before, server);
@@ -206,10 +242,14 @@ pub fn diff(old: &McpConfig, new: &McpConfig) -> Vec<Change> {
     changes.extend(
         old.servers
             .iter()
-            .filter(|server| new.get(&server.name).is_none())
+            .filter(|server| !new_by_name.contains_key(server.name.as_str()))
             .map(|server| change(server, ChangeKind::Removed, Vec::new())),
     );
     changes
+}
+
+fn by_name(config: &McpConfig) -> HashMap<&str, &McpServer> {
+    config.servers.iter().map(|server| (server.name.as_str(), server)).collect()
 }
 
 /// Flips one server's `enabled` by editing that one line, so comments, order,
@@ -501,6 +541,25 @@ github:
                 (Some("github"), Some("url"), Some(5)),
             ]
         );
+    }
+
+    #[test]
+    fn a_flood_of_duplicates_is_capped() {
+        let all = errors(&"dup: 1\n".repeat(5000));
+        assert_eq!(all.len(), MAX_ERRORS + 1);
+        // One error for the first, two for each duplicate.
+        assert_eq!(all[MAX_ERRORS].message, format!("…and {} more problems", 1 + 2 * 4999 - MAX_ERRORS));
+        assert_eq!(at(&all[1]), (Some("dup"), None, Some(2)));
+        assert_eq!(all[1].message, "duplicate server name (first on line 1)");
+        assert_eq!(at(&all[MAX_ERRORS - 1]), (Some("dup"), None, Some(51)));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_the_yaml_parser() {
+        let text = format!("gmail:\n  url: {}x{}\n", "[".repeat(60_000), "]".repeat(60_000));
+        let error = only_error(&text);
+        assert_eq!(at(&error), (None, None, Some(2)));
+        assert!(error.message.contains("nested more than 64 levels"), "{error}");
     }
 
     #[test]

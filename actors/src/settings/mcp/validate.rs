@@ -21,18 +21,21 @@ pub(super) struct Site<'a> {
     occurrence: usize,
     /// 0-based index of the server's key line.
     line: Option<usize>,
+    /// The lines of the server's fields by name, found once: a scan of the
+    /// block per error would make a flood of duplicate fields quadratic.
+    fields: HashMap<&'a str, Vec<usize>>,
 }
 
 impl<'a> Site<'a> {
     /// Finds the `occurrence`-th server called `name` in the layout.
     pub(super) fn new(layout: &'a Layout<'a>, name: String, occurrence: usize) -> Self {
         let line = layout.server_line(&name, occurrence);
-        Site { layout, name, occurrence, line }
+        let fields = line.map(|line| layout.fields(layout.block(line))).unwrap_or_default();
+        Site { layout, name, occurrence, line, fields }
     }
 
     fn field_line(&self, field: &str, occurrence: usize) -> Option<usize> {
-        let block = self.line.map(|line| self.layout.block(line))?;
-        self.layout.field_line(block, field, occurrence).or(self.line)
+        self.fields.get(field).and_then(|lines| lines.get(occurrence)).copied().or(self.line)
     }
 
     fn error(&self, field: Option<(&str, usize)>, message: String) -> ConfigError {
