@@ -88,6 +88,9 @@ enum Cmd {
         /// Connections opened before the baseline is taken
         #[arg(long, default_value_t = 500)]
         warmup: usize,
+        /// Then close them all and report the RSS the server keeps
+        #[arg(long)]
+        close: bool,
     },
     /// Deliveries per second through one channel
     Fanout {
@@ -150,9 +153,9 @@ fn main() {
     // Each run ends its runtime (and so its connections) before it stops
     // the processes it started.
     let result = match args.cmd {
-        Cmd::Memory { connections, warmup } => {
+        Cmd::Memory { connections, warmup, close } => {
             let server = Server::start(&args, &[]);
-            let result = actix_rt::System::new().block_on(memory(&server, connections, warmup));
+            let result = actix_rt::System::new().block_on(memory(&server, connections, warmup, close));
             drop(server);
             result
         }
@@ -506,11 +509,17 @@ async fn subscriber(addr: &str, user: &str, channel: &str) -> Result<Conn, Strin
     }
 }
 
-async fn memory(server: &Server, connections: usize, warmup: usize) -> Result<(), String> {
+/// The task holding one idle connection open.
+type Holder = actix_rt::task::JoinHandle<Result<(), String>>;
+
+async fn memory(server: &Server, connections: usize, warmup: usize, close: bool) -> Result<(), String> {
     println!("memory: {connections} idle connections (after {warmup} warm-up), each authenticated and subscribed");
+    let started_rss = server.rss_kib();
     let held: Rc<RefCell<usize>> = Rc::new(RefCell::new(0));
+    let handles: Rc<RefCell<Vec<Holder>>> = Rc::default();
     let open = |from: usize, to: usize| {
         let held = held.clone();
+        let handles = handles.clone();
         async move {
             // Open in waves so the listen backlog never overflows.
             for wave in (from..to).collect::<Vec<_>>().chunks(250) {
@@ -534,7 +543,7 @@ async fn memory(server: &Server, connections: usize, warmup: usize) -> Result<()
                     }
                     actix_rt::time::sleep(Duration::from_millis(5)).await;
                 }
-                drop(tasks);
+                handles.borrow_mut().extend(tasks);
             }
             Ok::<(), String>(())
         }
@@ -553,6 +562,28 @@ async fn memory(server: &Server, connections: usize, warmup: usize) -> Result<()
     println!("  opened {connections} in {:.1} s", opened_in.as_secs_f64());
     println!("  server RSS: {before} KiB before, {after} KiB after");
     println!("  => {per_conn:.2} KiB per idle connection");
+    if close {
+        let open_before = m["sockets"].as_u64().unwrap_or(0);
+        for task in handles.borrow_mut().drain(..) {
+            task.abort();
+        }
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let sockets = server.metrics().await?["sockets"].as_u64().unwrap_or(u64::MAX);
+            if sockets == 0 {
+                break;
+            }
+            if Instant::now() > until {
+                return Err(format!("{sockets} of {open_before} connections still open after closing"));
+            }
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        settle(server).await?;
+        // What the allocator gives back takes a moment (decay, purge).
+        actix_rt::time::sleep(Duration::from_secs(5)).await;
+        let closed = server.rss_kib();
+        println!("  closed all {open_before}: server RSS {closed} KiB (at start {started_rss} KiB, open {after} KiB)");
+    }
     Ok(())
 }
 
