@@ -71,7 +71,7 @@ impl Pending {
 
     /// Admits a new connection, shedding the oldest idle one if the budget
     /// is full; `None` when every held connection is busy with a request.
-    pub fn admit(self: &Rc<Self>, hangup: Arc<Hangup>, clock: Option<Rc<HttpClock>>) -> Option<Admission> {
+    pub fn admit(self: &Rc<Self>, hangup: Arc<Hangup>) -> Option<Admission> {
         let mut slots = self.slots.borrow_mut();
         if slots.len() >= self.max {
             // Connections that authenticated since are no longer pending.
@@ -87,7 +87,7 @@ impl Pending {
         }
         let id = self.next.get();
         self.next.set(id + 1);
-        slots.insert(id, Slot { hangup, clock });
+        slots.insert(id, Slot { hangup, clock: None });
         Some(Admission { pending: self.clone(), id })
     }
 
@@ -106,6 +106,16 @@ impl Pending {
 pub struct Admission {
     pending: Rc<Pending>,
     id: u64,
+}
+
+impl Admission {
+    /// The connection is HTTP: it is busy while `clock` says a request is
+    /// being answered, and is not shed then.
+    pub fn track(&self, clock: Rc<HttpClock>) {
+        if let Some(slot) = self.pending.slots.borrow_mut().get_mut(&self.id) {
+            slot.clock = Some(clock);
+        }
+    }
 }
 
 impl Drop for Admission {
@@ -236,9 +246,11 @@ mod tests {
         let (a, b, c) = (Arc::new(Hangup::default()), Arc::new(Hangup::default()), Arc::new(Hangup::default()));
         let busy = HttpClock::new(Duration::from_secs(5));
         busy.request_started(false);
-        let _a = p.admit(a.clone(), Some(busy.clone())).unwrap();
-        let _b = p.admit(b.clone(), Some(HttpClock::new(Duration::from_secs(5)))).unwrap();
-        let _c = p.admit(c.clone(), None).unwrap();
+        let _a = p.admit(a.clone()).unwrap();
+        _a.track(busy.clone());
+        let _b = p.admit(b.clone()).unwrap();
+        _b.track(HttpClock::new(Duration::from_secs(5)));
+        let _c = p.admit(c.clone()).unwrap();
         assert!(!a.is_triggered(), "a request in progress is not shed");
         assert!(b.is_triggered(), "the oldest idle one is");
         assert!(!c.is_triggered());
@@ -250,24 +262,25 @@ mod tests {
         let p = pending(1);
         let busy = HttpClock::new(Duration::from_secs(5));
         busy.request_started(true);
-        let _a = p.admit(Arc::default(), Some(busy.clone())).unwrap();
-        assert!(p.admit(Arc::default(), None).is_none());
+        let a = p.admit(Arc::default()).unwrap();
+        a.track(busy.clone());
+        assert!(p.admit(Arc::default()).is_none());
         busy.request_ended();
-        assert!(p.admit(Arc::default(), None).is_some());
+        assert!(p.admit(Arc::default()).is_some());
     }
 
     #[test]
     fn authenticated_and_closed_connections_leave_the_budget() {
         let p = pending(2);
         let a = Arc::new(Hangup::default());
-        let _a = p.admit(a.clone(), None).unwrap();
-        let b = p.admit(Arc::default(), None).unwrap();
+        let _a = p.admit(a.clone()).unwrap();
+        let b = p.admit(Arc::default()).unwrap();
         drop(b);
         assert_eq!(p.len(), 1);
         a.mark_authenticated();
         let c = Arc::new(Hangup::default());
-        let _c = p.admit(c.clone(), None).unwrap();
-        let _d = p.admit(Arc::default(), None).unwrap();
+        let _c = p.admit(c.clone()).unwrap();
+        let _d = p.admit(Arc::default()).unwrap();
         assert!(!a.is_triggered() && !c.is_triggered(), "room was made by forgetting the authenticated one");
     }
 

@@ -221,12 +221,9 @@ where
     S: Service<(Replay, Protocol, Option<SocketAddr>), Response = ()>,
 {
     let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().ok();
     let hangup = Arc::new(Hangup::default());
-    let clock = HttpClock::new(transport.http_timeout);
-    // The clock is the HTTP one until the head says WebSocket; a connection
-    // still sending its first head is idle, so it may be shed.
-    let Some(admission) = pending.admit(hangup.clone(), Some(clock.clone())) else {
+    // A connection still sending its first head is idle: it may be shed.
+    let Some(admission) = pending.admit(hangup.clone()) else {
         log::debug!("every pending connection is busy with a request: dropped a new one");
         return Ok(());
     };
@@ -234,6 +231,43 @@ where
     // then `connection.init`: the clock starts now.
     let auth_deadline = Instant::now() + transport.node.limits.auth_timeout;
     let mut buf = BytesMut::new();
+    match first_head(&mut stream, &mut buf, &transport, &hangup, auth_deadline).await {
+        Some(Some(upgrade)) => {
+            // Copied so the head buffer is freed now, not when the session
+            // ends.
+            let early_frames = Bytes::copy_from_slice(&buf[upgrade.head_len..]);
+            drop(buf);
+            let session = SessionStart { upgrade, early_frames, auth_deadline, hangup, admission };
+            run_session(stream, session, &transport).await;
+            Ok(())
+        }
+        Some(None) => {
+            let peer = stream.peer_addr().ok();
+            let clock = HttpClock::new(transport.http_timeout);
+            admission.track(clock.clone());
+            let replay = Replay::new(buf.freeze(), stream, transport.write_stall_limit(), hangup, clock, admission);
+            // Boxed: the HTTP dispatcher's state is large, and inline it
+            // would make every WebSocket connection's task as large.
+            Box::pin(http.call((replay, Protocol::Http1, peer))).await
+        }
+        // Closed, failed, shed, or too slow to send a request: nothing to
+        // answer.
+        None => Ok(()),
+    }
+}
+
+/// Reads the first request head within the HTTP timeout (and the auth
+/// timeout): `Some(Some)` is an upgrade the transport serves, `Some(None)`
+/// leaves the head in `buf` for actix-web, `None` ends the connection. A
+/// function of its own so its state is not part of a session's.
+async fn first_head(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    transport: &Transport,
+    hangup: &Hangup,
+    auth_deadline: Instant,
+) -> Option<Option<Upgrade>> {
+    let peer = stream.peer_addr().ok().map(|p| p.ip());
     // The first head has the HTTP timeout, like every later one; a
     // WebSocket then has what is left of the auth timeout to authenticate.
     let head_deadline = auth_deadline.min(Instant::now() + transport.http_timeout);
@@ -241,39 +275,24 @@ where
         tokio::select! {
             biased;
             _ = hangup.wait() => Err(io::Error::from(io::ErrorKind::ConnectionAborted)),
-            head = read_head(&mut stream, &mut buf, &transport, peer.map(|p| p.ip())) => head,
+            head = read_head(stream, buf, transport, peer) => head,
         }
     };
-    match tokio::time::timeout_at(head_deadline.into(), head).await {
-        Ok(Ok(Some(upgrade))) => {
-            // Copied so the head buffer is freed now, not when the session
-            // ends.
-            let early_frames = Bytes::copy_from_slice(&buf[upgrade.head_len..]);
-            drop(buf);
-            run_session(stream, upgrade, early_frames, &transport, auth_deadline, hangup, admission).await;
-            Ok(())
-        }
-        Ok(Ok(None)) => {
-            let replay = Replay::new(buf.freeze(), stream, transport.write_stall_limit(), hangup, clock, admission);
-            // Boxed: the HTTP dispatcher's state is large, and inline it
-            // would make every WebSocket connection's task as large.
-            Box::pin(http.call((replay, Protocol::Http1, peer))).await
-        }
-        // Closed, failed, or too slow to send a request: nothing to answer.
-        Ok(Err(_)) | Err(_) => Ok(()),
-    }
+    tokio::time::timeout_at(head_deadline.into(), head).await.ok()?.ok()
 }
 
-/// Answers the upgrade and runs the session until it ends or is hung up.
-async fn run_session(
-    stream: TcpStream,
+/// What a session starts from, once its upgrade is accepted.
+struct SessionStart {
     upgrade: Upgrade,
     early_frames: Bytes,
-    transport: &Transport,
     auth_deadline: Instant,
     hangup: Arc<Hangup>,
     admission: Admission,
-) {
+}
+
+/// Answers the upgrade and runs the session until it ends or is hung up.
+async fn run_session(stream: TcpStream, start: SessionStart, transport: &Transport) {
+    let SessionStart { upgrade, early_frames, auth_deadline, hangup, admission } = start;
     let (read, mut write) = stream.into_split();
     let stall = transport.write_stall_limit();
     let mut response = Vec::with_capacity(160);
@@ -289,7 +308,7 @@ async fn run_session(
 
     let node = transport.node.clone();
     let max_frame = node.limits.max_frame_bytes;
-    let limits = FrameLimits { authenticated: max_frame, before: node.limits.max_init_frame_bytes };
+    let limits = FrameLimits::of(&node.limits);
     let session = Session::new(node, upgrade.client_id, Some(hangup.clone()), auth_deadline, upgrade.client_ip);
     let input = FrameAligned::new(SocketReader { read }, early_frames, limits, hangup.clone()).admitted(admission);
     // Pinned here, once: taken by value, `pump` would hold a second copy
@@ -415,13 +434,22 @@ pub struct FrameAligned<S> {
     refused: bool,
 }
 
-/// The largest frame payloads [`FrameAligned`] lets through.
+/// The largest frame payloads [`FrameAligned`] lets through (32 bits: one
+/// more word per connection would be paid by every idle one).
 #[derive(Debug, Clone, Copy)]
 pub struct FrameLimits {
     /// Once the session has authenticated.
-    pub authenticated: usize,
+    pub authenticated: u32,
     /// Before: `connection.init` and nothing else.
-    pub before: usize,
+    pub before: u32,
+}
+
+impl FrameLimits {
+    /// The limits of `node`'s sessions.
+    pub fn of(limits: &nova_actors::node::Limits) -> FrameLimits {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        FrameLimits { authenticated: clamp(limits.max_frame_bytes), before: clamp(limits.max_init_frame_bytes) }
+    }
 }
 
 impl<S> FrameAligned<S> {
@@ -439,12 +467,13 @@ impl<S> FrameAligned<S> {
     }
 
     fn max_frame(&mut self) -> usize {
-        if self.session.is_authenticated() {
+        let limit = if self.session.is_authenticated() {
             self.admission = None;
             self.limits.authenticated
         } else {
             self.limits.before.min(self.limits.authenticated)
-        }
+        };
+        limit as usize
     }
 }
 

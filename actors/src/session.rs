@@ -16,7 +16,7 @@
 //! (see `FrameAligned` in the server crate) and every client frame, control
 //! and continuation frames included, costs a token from the rate limit. A
 //! frame over the limit is dropped unread; a connection that keeps sending
-//! [`FLOOD_FACTOR`] times its limit for [`FLOOD_WINDOW`] is closed with 1008,
+//! over [`FLOOD_FACTOR`] times its limit for about [`FLOOD_WINDOW`] is closed with 1008,
 //! because even a dropped frame costs the server a wake-up and a decode.
 //!
 //! Until `connection.init` is accepted a connection may send frames of
@@ -56,10 +56,15 @@ pub const WRITE_QUANTUM: usize = 64 * 1024;
 /// with 1009.
 pub const FRAME_TOO_LARGE: &str = "websocket frame over the size limit";
 
-/// A connection sending this many times its sustained rate limit...
+/// A connection sending more than this many times its sustained rate
+/// limit...
 pub const FLOOD_FACTOR: u32 = 10;
 
-/// ...for this long is closed with 1008 (policy violation).
+/// ...for about this long is closed with 1008 (policy violation). Exactly:
+/// frames refused beyond `(FLOOD_FACTOR - 1) ×` the rate are counted in a
+/// bucket of `(FLOOD_FACTOR - 1) × rate × FLOOD_WINDOW`, and the connection
+/// is closed when it overflows; a flood of thousands of frames a second
+/// overflows it at once, twenty times the limit after about 5 s.
 pub const FLOOD_WINDOW: Duration = Duration::from_secs(5);
 
 /// What other actors push to a session.
@@ -94,13 +99,13 @@ struct Fragments {
 /// Tokens for client frames, refilled at `messages_per_second`.
 struct TokenBucket {
     tokens: f32,
+    /// What is left of the flood allowance (see [`FLOOD_WINDOW`]); refilled
+    /// with `tokens`, at `FLOOD_FACTOR - 1` times their rate.
+    flood: f32,
     at: Instant,
     /// When the last 4004 was sent: at most one a second, so a flood does
     /// not get a flood of errors back.
     refused_at: Option<Instant>,
-    /// Start of the current [`FLOOD_WINDOW`] and the frames refused in it.
-    window_start: Instant,
-    refused_in_window: u64,
 }
 
 /// One WebSocket connection.
@@ -135,6 +140,7 @@ impl Session {
     ) -> Self {
         let conn = node.next_conn_id();
         let burst = node.limits.message_burst as f32;
+        let flood = flood_allowance(&node.limits);
         Session {
             node,
             conn,
@@ -142,13 +148,7 @@ impl Session {
             hangup,
             auth: Auth::Waiting { timer: SpawnHandle::default(), deadline: auth_deadline, peer },
             last_seen: Instant::now(),
-            bucket: TokenBucket {
-                tokens: burst,
-                at: Instant::now(),
-                refused_at: None,
-                window_start: Instant::now(),
-                refused_in_window: 0,
-            },
+            bucket: TokenBucket { tokens: burst, flood, at: Instant::now(), refused_at: None },
             unyielded: 0,
             fragments: None,
         }
@@ -193,6 +193,8 @@ impl Session {
         let now = Instant::now();
         let refill = now.duration_since(self.bucket.at).as_secs_f32() * limits.messages_per_second as f32;
         self.bucket.tokens = (self.bucket.tokens + refill).min(limits.message_burst as f32);
+        let flood_refill = refill * (FLOOD_FACTOR - 1) as f32;
+        self.bucket.flood = (self.bucket.flood + flood_refill).min(flood_allowance(limits));
         self.bucket.at = now;
         if self.bucket.tokens >= n as f32 {
             self.bucket.tokens -= n as f32;
@@ -202,21 +204,11 @@ impl Session {
         }
     }
 
-    /// Counts a frame refused by the rate limit; true when the connection
-    /// has been over it by [`FLOOD_FACTOR`] for a whole [`FLOOD_WINDOW`]: a
-    /// window with more than `(FLOOD_FACTOR - 1) × rate × window` refused
-    /// frames.
+    /// Counts a frame refused by the rate limit (after [`Self::take_tokens`]
+    /// refilled the buckets); true once the flood allowance is spent.
     fn flooding(&mut self) -> bool {
-        let now = Instant::now();
-        if now.duration_since(self.bucket.window_start) >= FLOOD_WINDOW {
-            self.bucket.window_start = now;
-            self.bucket.refused_in_window = 0;
-        }
-        self.bucket.refused_in_window += 1;
-        let allowed = u64::from(FLOOD_FACTOR - 1)
-            * u64::from(self.node.limits.messages_per_second.max(1))
-            * FLOOD_WINDOW.as_secs();
-        self.bucket.refused_in_window > allowed
+        self.bucket.flood -= 1.0;
+        self.bucket.flood < 0.0
     }
 
     /// The largest frame or message accepted now: small until the client
@@ -510,6 +502,11 @@ impl Session {
         }
         self.send_error(ctx, ErrorCode::InvalidMessage, message, None, None);
     }
+}
+
+/// Refused frames a connection may accumulate beyond its flood rate.
+fn flood_allowance(limits: &crate::node::Limits) -> f32 {
+    (FLOOD_FACTOR - 1) as f32 * limits.messages_per_second.max(1) as f32 * FLOOD_WINDOW.as_secs_f32()
 }
 
 impl Actor for Session {

@@ -86,7 +86,7 @@ fn start(
     });
     let deadline = Instant::now() + limits.auth_timeout;
     let session = Session::new(state.node.clone(), client_id, Some(hangup.clone()), deadline, peer);
-    let frame_limits = FrameLimits { authenticated: limits.max_frame_bytes, before: limits.max_init_frame_bytes };
+    let frame_limits = FrameLimits::of(limits);
     let input = FrameAligned::new(body, Bytes::new(), frame_limits, hangup);
     let output = WebsocketContext::with_codec(session, input, Codec::new().max_size(limits.max_frame_bytes));
     Ok(response.streaming(output))
