@@ -5,6 +5,8 @@
 #              -v "$PWD/configs:/app/configs" -v "$PWD/prompts:/app/prompts" nova-realtime
 
 FROM rust:1-slim-bookworm AS build
+# jemalloc (the server's allocator) is built from its C sources.
+RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 ENV CARGO_PROFILE_RELEASE_STRIP=true
 # Dependencies first, with stub sources, so code changes do not rebuild them.

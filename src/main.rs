@@ -10,6 +10,17 @@ use clap::Parser;
 use nova_realtime::config::{Args, Config};
 use nova_realtime::server;
 
+/// jemalloc gives freed memory back to the system over time (a background
+/// thread purges pages unused for a second); glibc's allocator kept the peak
+/// of an attack resident for good (README, "Performance").
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read at its start.
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000\0";
+
 fn main() -> ExitCode {
     nova_realtime::logging::init();
     let args = Args::parse();

@@ -309,7 +309,9 @@ fn fit_fd_limit(config: &mut Config) {
     if clients + pending <= usable {
         return;
     }
-    let pending = pending.min(usable / 4).max(1);
+    // Pending connections are short-lived (a request, a handshake): an
+    // eighth of what is left is plenty.
+    let pending = pending.min(usable / 8).max(1);
     let clients = clients.min(usable - pending).max(1);
     log::info!(
         "the open-file limit is {soft}: at most {clients} clients and {pending} other connections \
