@@ -74,12 +74,23 @@ impl Pending {
     pub fn admit(self: &Rc<Self>, hangup: Arc<Hangup>) -> Option<Admission> {
         let mut slots = self.slots.borrow_mut();
         if slots.len() >= self.max {
-            // Connections that authenticated since are no longer pending.
-            slots.retain(|_, slot| !slot.hangup.is_authenticated());
-        }
-        if slots.len() >= self.max {
-            let oldest_idle = slots.iter().find(|(_, slot)| slot.idle()).map(|(id, _)| *id)?;
-            if let Some(slot) = slots.remove(&oldest_idle) {
+            // From the oldest: one that has authenticated meanwhile is no
+            // longer pending (its ticket goes on its next read), one in the
+            // middle of a request is skipped, the first idle one is shed.
+            let mut authenticated = Vec::new();
+            let shed = slots.iter().find_map(|(id, slot)| {
+                if slot.hangup.is_authenticated() {
+                    authenticated.push(*id);
+                    None
+                } else {
+                    slot.idle().then_some(*id)
+                }
+            });
+            for id in authenticated {
+                slots.remove(&id);
+            }
+            if slots.len() >= self.max {
+                let slot = slots.remove(&shed?)?;
                 slot.hangup.trigger();
                 self.metrics.shed_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 log::debug!("shed the oldest idle pending connection to admit a new one");

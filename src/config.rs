@@ -952,6 +952,25 @@ mod tests {
     }
 
     #[test]
+    fn the_local_config_file_and_settings_state_stay_out_of_git_and_images() {
+        // configs/server.yaml may hold admin_token or jwt_secret.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for path in ["configs/server.yaml", "configs/backups/x.yaml", "configs/.settings.lock"] {
+            let ignored = std::process::Command::new("git")
+                .args(["check-ignore", "-q", path])
+                .current_dir(root)
+                .status()
+                .expect("run git");
+            assert!(ignored.success(), ".gitignore must ignore {path}");
+        }
+        let docker = repo_file(".dockerignore");
+        let lines: Vec<&str> = docker.lines().map(str::trim).collect();
+        for path in ["configs/server.yaml", "configs/backups", "configs/.settings.lock"] {
+            assert!(lines.contains(&path), ".dockerignore must keep {path} out of the image");
+        }
+    }
+
+    #[test]
     fn file_rejects_unknown_keys() {
         let err = serde_yaml::from_str::<Args>("bindd: x\n").unwrap_err().to_string();
         assert!(err.contains("bindd"), "{err}");

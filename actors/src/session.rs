@@ -293,7 +293,10 @@ impl Session {
         let identity = match self.node.auth.authenticate(credentials) {
             Ok(identity) => identity,
             Err(error) => {
-                if let Some(peer) = peer {
+                // An expired token is a real one, not a guess: it does not
+                // count (a tab reconnecting with a stale token must not get
+                // its office's shared address blocked).
+                if let (Some(peer), AuthError::Invalid(_)) = (peer, &error) {
                     self.node.auth_throttle.failed(peer);
                 }
                 return match error {
