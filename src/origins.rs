@@ -53,10 +53,11 @@ impl Origins {
 
     fn log_refusal(&self, origin: &str) {
         let Ok(mut refused) = self.refused.lock() else { return };
-        if refused.len() >= MAX_LOGGED_ORIGINS || !refused.insert(origin.chars().take(200).collect()) {
+        let shown: String = origin.chars().take(200).collect();
+        if refused.len() >= MAX_LOGGED_ORIGINS || !refused.insert(shown.clone()) {
             return;
         }
-        log::warn!("refused browser origin '{origin}' (logged once): allowed are {}", self.describe());
+        log::warn!("refused browser origin '{shown}' (logged once): allowed are {}", self.describe());
     }
 
     /// The allowed origins, for people.

@@ -6,9 +6,31 @@
 //! it is a claim the client makes about itself, and believing it would let a
 //! guesser dodge the throttle of failed authentications by sending a new
 //! address with every attempt. Behind a chain of trusted proxies the client
-//! is the right-most address that is not itself a trusted proxy.
+//! is the right-most address that is not itself a trusted proxy. Several
+//! `X-Forwarded-For` lines are one list, in order (RFC 9110): a proxy that
+//! adds a line of its own instead of appending to the client's would
+//! otherwise leave the client's forged line to be believed.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether the warning about a forwarded-for header from an untrusted peer
+/// was logged (once per process).
+static WARNED_UNTRUSTED: AtomicBool = AtomicBool::new(false);
+
+/// Every `X-Forwarded-For` line of a request joined into one list, in order;
+/// `None` without any.
+pub fn forwarded_for<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
+    let mut joined: Option<Vec<u8>> = None;
+    for line in lines {
+        let list = joined.get_or_insert_with(Vec::new);
+        if !list.is_empty() {
+            list.push(b',');
+        }
+        list.extend_from_slice(line);
+    }
+    joined
+}
 
 /// One trusted proxy: an address, or a network in CIDR notation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +107,14 @@ impl TrustedProxies {
     /// `forwarded_for` (the raw `X-Forwarded-For` value).
     pub fn client_ip(&self, peer: IpAddr, forwarded_for: Option<&[u8]>) -> IpAddr {
         let peer = canonical(peer);
+        if forwarded_for.is_some() && !self.trusts(peer) && !WARNED_UNTRUSTED.swap(true, Ordering::Relaxed) {
+            // Behind a proxy not listed, every client has the proxy's address:
+            // one guesser would get them all refused by the throttle.
+            log::warn!(
+                "X-Forwarded-For from {peer}, which is not in NOVA_TRUSTED_PROXIES: if it is your proxy, list it \
+                 (logged once)"
+            );
+        }
         let Some(header) = forwarded_for.filter(|_| self.trusts(peer)) else { return peer };
         let Ok(header) = std::str::from_utf8(header) else { return peer };
         let mut client = peer;
@@ -131,6 +161,16 @@ mod tests {
         assert_eq!(proxies.client_ip(ip("127.0.0.1"), xff), ip("203.0.113.7"));
         let garbage = Some(&b"203.0.113.7, nonsense"[..]);
         assert_eq!(proxies.client_ip(ip("127.0.0.1"), garbage), ip("127.0.0.1"));
+    }
+
+    #[test]
+    fn several_header_lines_are_one_list() {
+        let lines: [&[u8]; 2] = [b"1.2.3.4", b"203.0.113.7"];
+        let joined = forwarded_for(lines.into_iter()).unwrap();
+        assert_eq!(joined, b"1.2.3.4,203.0.113.7");
+        let proxies = TrustedProxies::parse(&["127.0.0.1".into()]).unwrap();
+        assert_eq!(proxies.client_ip(ip("127.0.0.1"), Some(&joined)), ip("203.0.113.7"), "the proxy's own line wins");
+        assert_eq!(forwarded_for(std::iter::empty()), None);
     }
 
     #[test]

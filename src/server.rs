@@ -34,6 +34,7 @@ use nova_actors::settings::health::HealthMonitor;
 use nova_actors::settings::store::Store;
 use nova_actors::settings::watcher::ConfigWatcher;
 use nova_actors::settings::SettingsState;
+use nova_actors::throttle::AuthThrottle;
 use tokio::sync::Notify;
 
 use crate::admission::{track_requests, ConnClock, Pending};
@@ -49,6 +50,10 @@ const ACCEPT_BACKLOG: i32 = 4096;
 /// checks and accepting at all. Without them, a full table of connections
 /// makes every `accept` fail with "too many open files".
 const FD_RESERVE: u64 = 256;
+
+/// Connections per worker beyond both budgets: ones closing (a close frame
+/// being written, a lingering read) still hold their descriptors.
+const CLOSING_SLACK: usize = 64;
 
 /// How long start-up waits for the config watcher to watch and load the
 /// settings files before serving anyway (with a warning).
@@ -136,7 +141,6 @@ impl Running {
 /// Builds the node on `listener` with `config`.
 pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
     let addr = listener.local_addr()?;
-    fit_fd_limit(&mut config);
     let metrics = Arc::new(Metrics::default());
     let node_id: Arc<str> = Arc::from(config.node_id.as_str());
 
@@ -144,6 +148,7 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
     // apart from the workers' event loops: one hub per worker, channels
     // spread over them by name.
     let workers = config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    fit_fd_limit(&mut config, workers);
     let mut hubs: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
 
     // The bus and the registry each need the other's address, so both
@@ -225,6 +230,7 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
         admin_token: config.admin_token.clone(),
         origins: config.origins.clone(),
         proxies: config.trusted_proxies.clone(),
+        admin_throttle: AuthThrottle::new(config.limits.auth_failure_limit),
         bus: bus_status,
         settings,
         store,
@@ -238,7 +244,7 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
     });
     let pending_per_worker = config.max_pending_connections.div_ceil(workers);
     // Both budgets, plus a little room for connections that are closing.
-    let per_worker = (config.limits.max_clients + config.max_pending_connections).div_ceil(workers) + 64;
+    let per_worker = (config.limits.max_clients + config.max_pending_connections).div_ceil(workers) + CLOSING_SLACK;
     let http_shutdown = Arc::new(Notify::new());
 
     let builder = actix_server::Server::build()
@@ -302,9 +308,11 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
 /// Lowers the connection budgets to what the open-file limit allows, less
 /// [`FD_RESERVE`]: past it, `accept` fails for everyone, so the budgets must
 /// run out first (and shed, or answer 1013) while the server still works.
-fn fit_fd_limit(config: &mut Config) {
+fn fit_fd_limit(config: &mut Config, workers: usize) {
     let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else { return };
-    let usable = soft.saturating_sub(FD_RESERVE).max(2) as usize;
+    // The accept cap is the budgets plus each worker's slack (and rounding).
+    let slack = ((CLOSING_SLACK + 1) * workers) as u64;
+    let usable = soft.saturating_sub(FD_RESERVE + slack).max(2) as usize;
     let (clients, pending) = (config.limits.max_clients, config.max_pending_connections);
     if clients + pending <= usable {
         return;

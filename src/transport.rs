@@ -47,7 +47,7 @@ use tokio::time::{Instant as TokioInstant, Sleep};
 
 use crate::admission::{Admission, HttpClock, Pending};
 use crate::origins::Origins;
-use crate::peer::TrustedProxies;
+use crate::peer::{forwarded_for, TrustedProxies};
 
 /// Longest first request head the transport reads; a longer one goes to
 /// actix-web.
@@ -174,9 +174,10 @@ fn parse_head(buf: &[u8], transport: &Transport, peer: Option<IpAddr>) -> Head {
     match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => match accept_upgrade(&req, len, &transport.origins) {
             Some(mut upgrade) => {
-                let forwarded =
-                    req.headers.iter().find(|h| h.name.eq_ignore_ascii_case("x-forwarded-for")).map(|h| h.value);
-                upgrade.client_ip = peer.map(|p| transport.proxies.client_ip(p, forwarded));
+                let forwarded = forwarded_for(
+                    req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for")).map(|h| h.value),
+                );
+                upgrade.client_ip = peer.map(|p| transport.proxies.client_ip(p, forwarded.as_deref()));
                 Head::Ours(upgrade)
             }
             None => Head::NotOurs,
@@ -316,7 +317,7 @@ async fn run_session(stream: TcpStream, start: SessionStart, transport: &Transpo
     // future is the biggest part of every connection's memory.
     let output = std::pin::pin!(WebsocketContext::with_codec(session, input, Codec::new().max_size(max_frame)));
     if pump(output, &mut write, &hangup, stall).await {
-        linger(&mut write).await;
+        linger(&mut write, &hangup).await;
     }
 }
 
@@ -365,7 +366,7 @@ async fn pump(
 /// After the session's close frame: half-close, then read and discard until
 /// the client closes too (or briefly), so unread input does not make the
 /// kernel reset the connection before the close frame is delivered.
-async fn linger(write: &mut OwnedWriteHalf) {
+async fn linger(write: &mut OwnedWriteHalf, hangup: &Hangup) {
     let _ = write.shutdown().await;
     let stream: &TcpStream = write.as_ref();
     let drain = async {
@@ -383,7 +384,12 @@ async fn linger(write: &mut OwnedWriteHalf) {
             }
         }
     };
-    let _ = tokio::time::timeout(LINGER, drain).await;
+    // A hang-up (a shed connection, shutdown) ends it at once: the
+    // descriptor is wanted elsewhere.
+    tokio::select! {
+        _ = hangup.wait() => {}
+        _ = tokio::time::timeout(LINGER, drain) => {}
+    }
 }
 
 /// The socket's read half as a byte stream. Each read goes into a stack

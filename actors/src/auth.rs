@@ -60,6 +60,10 @@ pub enum AuthError {
     Invalid(String),
     /// A JWT past its `exp`: 4002.
     Expired,
+    /// A genuine token this server will not take (valid for longer than
+    /// the configured maximum): 4001, but not a guess, so the throttle of
+    /// failed authentications does not count it.
+    Refused(String),
 }
 
 /// A static API key and what it grants.
@@ -174,7 +178,7 @@ impl Authenticator {
         if let Some(max) = self.max_lifetime {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
             if claims.exp > now.saturating_add(max.as_secs()) {
-                return Err(AuthError::Invalid(format!(
+                return Err(AuthError::Refused(format!(
                     "token 'exp' is more than {} from now, longer than this server accepts",
                     humantime::format_duration(max)
                 )));
@@ -289,7 +293,7 @@ mod tests {
         let config = JwtConfig { max_lifetime: Some(Duration::from_secs(3600)), ..jwt_config() };
         let strict = Authenticator::new(Some(&config), vec![], false);
         let forever = token(json!({"sub":"a","exp":u64::MAX}), SECRET);
-        assert!(matches!(strict.authenticate(&forever), Err(AuthError::Invalid(why)) if why.contains("'exp'")));
+        assert!(matches!(strict.authenticate(&forever), Err(AuthError::Refused(why)) if why.contains("'exp'")));
         let day = token(json!({"sub":"a","exp":now()+86_400}), SECRET);
         assert!(strict.authenticate(&day).is_err());
         assert!(strict.authenticate(&token(json!({"sub":"a","exp":now()+3000}), SECRET)).is_ok());

@@ -293,15 +293,17 @@ impl Session {
         let identity = match self.node.auth.authenticate(credentials) {
             Ok(identity) => identity,
             Err(error) => {
-                // An expired token is a real one, not a guess: it does not
-                // count (a tab reconnecting with a stale token must not get
-                // its office's shared address blocked).
+                // An expired or refused token is a real one, not a guess: it
+                // does not count (a tab reconnecting with a stale token must
+                // not get its office's shared address blocked).
                 if let (Some(peer), AuthError::Invalid(_)) = (peer, &error) {
                     self.node.auth_throttle.failed(peer);
                 }
                 return match error {
                     AuthError::Expired => self.refuse(ctx, Close::TokenExpired, "token expired", Some(id)),
-                    AuthError::Invalid(why) => self.refuse(ctx, Close::InvalidToken, &why, Some(id)),
+                    AuthError::Invalid(why) | AuthError::Refused(why) => {
+                        self.refuse(ctx, Close::InvalidToken, &why, Some(id))
+                    }
                 };
             }
         };

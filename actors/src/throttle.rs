@@ -41,6 +41,10 @@ struct Failures {
 #[derive(Debug)]
 struct State {
     by_address: HashMap<IpAddr, Failures>,
+    /// When a full table was last pruned: at most once a second, so a
+    /// guesser with many addresses cannot make every failure a pass over
+    /// the whole table under the lock.
+    pruned_at: Option<Instant>,
     logged_at: Option<Instant>,
     blocks_unlogged: u64,
 }
@@ -70,7 +74,7 @@ impl AuthThrottle {
     /// `limit` failures per [`FAILURE_WINDOW`] before an address is blocked;
     /// 0 turns throttling off.
     pub fn new(limit: u32) -> Self {
-        let state = State { by_address: HashMap::new(), logged_at: None, blocks_unlogged: 0 };
+        let state = State { by_address: HashMap::new(), pruned_at: None, logged_at: None, blocks_unlogged: 0 };
         AuthThrottle { limit, state: Mutex::new(state) }
     }
 
@@ -107,9 +111,12 @@ impl AuthThrottle {
         let Ok(mut guard) = self.state.lock() else { return false };
         let state = &mut *guard;
         if state.by_address.len() >= MAX_TRACKED && !state.by_address.contains_key(&key(addr)) {
-            state.by_address.retain(|_, f| {
-                f.blocked_until.is_some_and(|u| u > now) || now.duration_since(f.window_start) < FAILURE_WINDOW
-            });
+            if state.pruned_at.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+                state.pruned_at = Some(now);
+                state.by_address.retain(|_, f| {
+                    f.blocked_until.is_some_and(|u| u > now) || now.duration_since(f.window_start) < FAILURE_WINDOW
+                });
+            }
             if state.by_address.len() >= MAX_TRACKED {
                 return false;
             }

@@ -28,7 +28,7 @@ use std::future::{ready, Ready};
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
-use actix_web::http::header;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, FromRequest, HttpRequest};
 use nova_actors::auth::constant_time_eq;
 use nova_actors::cluster::BusStatus;
@@ -37,8 +37,9 @@ use nova_actors::settings::store::Store;
 use nova_actors::settings::SettingsState;
 
 use crate::origins::Origins;
-use crate::peer::TrustedProxies;
+use crate::peer::{forwarded_for, TrustedProxies};
 use error::ApiError;
+use nova_actors::throttle::AuthThrottle;
 
 /// Largest REST request body. Single events are further held to the frame
 /// limit once encoded.
@@ -54,6 +55,8 @@ pub struct AppState {
     pub origins: Origins,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub proxies: TrustedProxies,
+    /// Wrong admin tokens per address.
+    pub admin_throttle: AuthThrottle,
     /// The Redis bus's state; `None` for a node on its own.
     pub bus: Option<Arc<BusStatus>>,
     /// The live settings, as the config watcher and health monitor keep them.
@@ -66,6 +69,12 @@ pub struct AppState {
 
 /// Proof that a request carried the admin bearer token; take it as a
 /// handler argument to require it.
+///
+/// Wrong tokens count against their address like failed WebSocket
+/// authentications (`throttle.rs`, a table of its own, so a guesser on one
+/// side does not lock the other out): past the limit, every admin request from
+/// that address is answered 429 for a minute, whatever token it carries. A
+/// request with no token at all is not a guess and does not count.
 pub struct Admin;
 
 impl FromRequest for Admin {
@@ -76,6 +85,17 @@ impl FromRequest for Admin {
         let Some(state) = req.app_data::<web::Data<AppState>>() else {
             return ready(Err(ApiError::unauthorized()));
         };
+        let throttle = &state.admin_throttle;
+        let peer = req.peer_addr().map(|p| {
+            let forwarded = forwarded_for(req.headers().get_all("x-forwarded-for").map(|v| v.as_bytes()));
+            state.proxies.client_ip(p.ip(), forwarded.as_deref())
+        });
+        if let Some(Err(left)) = peer.map(|p| throttle.check(p)) {
+            state.node.metrics.auth_throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let message =
+                format!("too many wrong tokens from this address: refused for another {} s", left.as_secs().max(1));
+            return ready(Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_failures", message)));
+        }
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -84,7 +104,13 @@ impl FromRequest for Admin {
             .map(str::trim);
         ready(match presented {
             Some(token) if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => Ok(Admin),
-            _ => Err(ApiError::unauthorized()),
+            Some(_) => {
+                if let Some(peer) = peer {
+                    throttle.failed(peer);
+                }
+                Err(ApiError::unauthorized())
+            }
+            None => Err(ApiError::unauthorized()),
         })
     }
 }

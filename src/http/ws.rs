@@ -4,8 +4,11 @@
 //! transport (`transport.rs`) serves them directly. This route answers the
 //! rest: upgrades that are refused (with the JSON error saying why), plain
 //! GETs, and upgrades that arrive on a kept-alive HTTP connection (some HTTP
-//! clients reuse pooled connections), which it serves with the same limits:
-//! frame-aligned input and the connection's hang-up.
+//! clients reuse pooled connections), which it serves with the same frame
+//! limits (16 KiB before `connection.init`), frame-aligned input and the
+//! connection's hang-up. One difference: actix-web's dispatcher reads ahead
+//! of the session on this path (up to about 160 KiB when the session is
+//! behind), where the transport reads one frame at a time.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +23,7 @@ use nova_actors::session::Session;
 use super::error::ApiError;
 use super::AppState;
 use crate::admission::ConnClock;
+use crate::peer::forwarded_for;
 use crate::transport::{valid_client_id, valid_websocket_key, ConnHangup, FrameAligned, FrameLimits};
 
 /// `GET /ws`.
@@ -81,8 +85,8 @@ fn start(
     let hangup = req.conn_data::<ConnHangup>().map_or_else(Arc::default, |h| h.0.clone());
     let limits = &state.node.limits;
     let peer = req.peer_addr().map(|p| {
-        let forwarded = req.headers().get("x-forwarded-for").map(|v| v.as_bytes());
-        state.proxies.client_ip(p.ip(), forwarded)
+        let forwarded = forwarded_for(req.headers().get_all("x-forwarded-for").map(|v| v.as_bytes()));
+        state.proxies.client_ip(p.ip(), forwarded.as_deref())
     });
     let deadline = Instant::now() + limits.auth_timeout;
     let session = Session::new(state.node.clone(), client_id, Some(hangup.clone()), deadline, peer);

@@ -185,7 +185,7 @@ async fn connect_from(server: &TestServer, source: &str, headers: &[(&str, &str)
     let mut request = server.ws_url("/ws").into_client_request().expect("request");
     for (name, value) in headers {
         let name = HeaderName::from_bytes(name.as_bytes()).expect("header name");
-        request.headers_mut().insert(name, HeaderValue::from_str(value).expect("header value"));
+        request.headers_mut().append(name, HeaderValue::from_str(value).expect("header value"));
     }
     let (ws, _) =
         tokio::time::timeout(DEADLINE, tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)))
@@ -233,11 +233,15 @@ async fn behind_a_trusted_proxy_the_forwarded_address_is_throttled() {
         a.auth_failure_limit = Some(3);
         a.trusted_proxies = Some(vec!["127.0.0.1".into()]);
     });
-    let guesser = [("x-forwarded-for", "203.0.113.7")];
-    for _ in 0..3 {
-        let (answer, _) = try_key(connect_from(&server, "127.0.0.1", &guesser).await, "wrong").await;
+    // The guesser forges a line of its own with a new address each time;
+    // the proxy adds its line (as HAProxy does) rather than appending.
+    for i in 0..3 {
+        let forged = format!("198.51.100.{i}");
+        let lines = [("x-forwarded-for", forged.as_str()), ("x-forwarded-for", "203.0.113.7")];
+        let (answer, _) = try_key(connect_from(&server, "127.0.0.1", &lines).await, "wrong").await;
         assert_eq!(answer["data"]["code"], 4001, "{answer}");
     }
+    let guesser = [("x-forwarded-for", "203.0.113.7")];
     let (answer, _) = try_key(connect_from(&server, "127.0.0.1", &guesser).await, "development").await;
     assert_eq!(answer["data"]["code"], 4004, "{answer}");
     // Another client behind the same proxy is not blocked.
@@ -270,4 +274,27 @@ async fn upgrades_without_a_valid_key_or_over_http_1_0_are_refused() {
         let status = upgrade_status(server.addr, version, key).await;
         assert!(status.contains(" 400"), "HTTP/{version} key {key:?}: {status}");
     }
+}
+
+/// `GET path` from `source` with the admin `token`: the status code.
+async fn admin_get_from(server: &TestServer, source: &str, path: &str, token: &str) -> u16 {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.bind(format!("{source}:0").parse().expect("address")).expect("bind the source address");
+    let mut tcp = tokio::time::timeout(DEADLINE, socket.connect(server.addr)).await.expect("in time").expect("connect");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await.expect("send");
+    let answer = closed_by_server(&mut tcp).await;
+    let status = String::from_utf8_lossy(&answer).split_whitespace().nth(1).unwrap_or_default().to_owned();
+    status.parse().unwrap_or_else(|_| panic!("no status in {}", String::from_utf8_lossy(&answer)))
+}
+
+#[actix_rt::test]
+async fn wrong_admin_tokens_are_throttled_per_address() {
+    let server = TestServer::with(|a| a.auth_failure_limit = Some(3));
+    for _ in 0..3 {
+        assert_eq!(admin_get_from(&server, "127.0.0.1", "/ws/metrics", "guess").await, 401);
+    }
+    // Blocked now, even with the right token; another address is not.
+    assert_eq!(admin_get_from(&server, "127.0.0.1", "/ws/metrics", crate::common::ADMIN_TOKEN).await, 429);
+    assert_eq!(admin_get_from(&server, "127.0.0.2", "/ws/metrics", crate::common::ADMIN_TOKEN).await, 200);
 }
