@@ -454,9 +454,27 @@ fn stamp(path: &Path) -> Option<Stamp> {
     Some((meta.len(), meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos()))
 }
 
+/// Reads at most `cap + 1` bytes of a file, so a runaway file is never
+/// loaded whole: over `cap`, what was read is returned (lossily decoded) for
+/// the size check to refuse. `None` when the file does not exist.
+fn read_capped(path: &Path, cap: usize) -> io::Result<Option<String>> {
+    use std::io::Read;
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    file.take(cap as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > cap {
+        return Ok(Some(String::from_utf8_lossy(&bytes).into_owned()));
+    }
+    String::from_utf8(bytes).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// Reads, hashes and checks the MCP config; blocking work.
 fn read_mcp(path: &Path) -> io::Result<McpRead> {
-    let text = read(path)?;
+    let text = read_capped(path, crate::settings::mcp::MAX_BYTES)?;
     let stamp = stamp(path);
     Ok(match text {
         None => McpRead {
@@ -522,5 +540,22 @@ impl Handler<FsEvent> for ConfigWatcher {
         if touched {
             self.schedule(ctx);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runaway_file_is_read_only_up_to_its_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.yaml");
+        std::fs::write(&path, "x".repeat(5000)).unwrap();
+        assert_eq!(read_capped(&path, 1000).unwrap().unwrap().len(), 1001, "one byte past the cap, no more");
+        assert_eq!(read_capped(&path, 5000).unwrap().unwrap().len(), 5000);
+        assert!(read_capped(&dir.path().join("missing.yaml"), 10).unwrap().is_none());
+        std::fs::write(&path, [0xffu8, 0xfe]).unwrap();
+        assert!(read_capped(&path, 10).is_err(), "not UTF-8 within the cap is an error");
     }
 }
