@@ -22,7 +22,8 @@
 //! request head sent a byte at a time; a request's body must arrive within the
 //! same time from its start. The transport's `Replay` reads the clock on
 //! every read of an HTTP connection; a middleware of the application
-//! ([`track_requests`]) starts and stops it around each request.
+//! ([`track_requests`]) starts it for each request and stops it once the
+//! answer has been written.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -32,7 +33,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::header;
@@ -49,9 +50,11 @@ struct Slot {
 }
 
 impl Slot {
-    /// Whether closing it costs nobody a request in progress.
+    /// Whether closing it costs nobody a request in progress (a WebSocket
+    /// upgraded on it, not authenticated yet, is idle: its answer never
+    /// ends).
     fn idle(&self) -> bool {
-        self.clock.as_ref().is_none_or(|c| c.in_flight.get() == 0)
+        self.clock.as_ref().is_none_or(|c| c.in_flight.get() == 0 || c.upgraded.get())
     }
 }
 
@@ -205,7 +208,7 @@ pub async fn track_requests(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let Some(clock) = req.conn_data::<ConnClock>().map(|c| c.0.clone()) else {
-        return next.call(req).await;
+        return Ok(next.call(req).await?.map_body(|_, body| Answer { body: body.boxed(), clock: None }));
     };
     let headers = req.headers();
     let has_body = headers.contains_key(header::TRANSFER_ENCODING)
@@ -220,9 +223,52 @@ pub async fn track_requests(
         let body: Payload = Payload::Stream { payload: Box::pin(Body { inner: payload, clock: clock.clone() }) };
         req = ServiceRequest::from_parts(http_req, body);
     }
-    let response = next.call(req).await;
-    clock.request_ended();
-    response
+    match next.call(req).await {
+        // The request ends when its answer has been written (or dropped),
+        // not when the handler returns: a long answer still going out is
+        // not idle, and the next request's clock starts after it.
+        Ok(response) => Ok(response.map_body(|_, body| Answer { body: body.boxed(), clock: Some(clock) })),
+        Err(e) => {
+            clock.request_ended();
+            Err(e)
+        }
+    }
+}
+
+/// A response body that ends its request on the clock once it is written.
+struct Answer {
+    body: BoxBody,
+    clock: Option<Rc<HttpClock>>,
+}
+
+impl Answer {
+    fn end(&mut self) {
+        if let Some(clock) = self.clock.take() {
+            clock.request_ended();
+        }
+    }
+}
+
+impl MessageBody for Answer {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let next = Pin::new(&mut self.body).poll_next(cx);
+        if matches!(next, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.end();
+        }
+        next
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.end();
+    }
 }
 
 /// A request body that tells the clock when it has all arrived.
@@ -293,6 +339,22 @@ mod tests {
         let _c = p.admit(c.clone()).unwrap();
         let _d = p.admit(Arc::default()).unwrap();
         assert!(!a.is_triggered() && !c.is_triggered(), "room was made by forgetting the authenticated one");
+    }
+
+    #[test]
+    fn a_request_ends_when_its_answer_is_written_or_dropped() {
+        let clock = HttpClock::new(Duration::from_secs(5));
+        clock.request_started(false);
+        let mut answer = Answer { body: BoxBody::new("a long answer"), clock: Some(clock.clone()) };
+        assert_eq!(clock.in_flight.get(), 1, "the handler returned; the answer is not written yet");
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        while let Poll::Ready(Some(_)) = Pin::new(&mut answer).poll_next(&mut cx) {}
+        assert_eq!(clock.in_flight.get(), 0);
+        drop(answer);
+        assert_eq!(clock.in_flight.get(), 0, "ended once");
+        clock.request_started(false);
+        drop(Answer { body: BoxBody::new(()), clock: Some(clock.clone()) });
+        assert_eq!(clock.in_flight.get(), 0, "a dropped answer ends its request too");
     }
 
     #[test]
