@@ -716,7 +716,7 @@ async fn publish_open_loop(
             .map(|_| {
                 let t = base.elapsed().as_micros() as u64;
                 sent_us.push(t);
-                json!({"channel": channel, "type": "bench.event", "data": {"t": t, "p": pad}})
+                json!({"channel": channel, "type": "assistant.token", "data": {"stream_id": "bench", "chunk": pad, "t": t}})
             })
             .collect();
         let (path, body) = if batch == 1 {
@@ -823,7 +823,7 @@ async fn fanout(
     );
     let http =
         awc::Client::builder().timeout(Duration::from_secs(30)).connector(awc::Connector::new().limit(64)).finish();
-    let pad = "x".repeat(size.saturating_sub(40));
+    let pad = "x".repeat(size.saturating_sub(64));
     for &rate in rates {
         received.borrow_mut().latencies_us.clear();
         let before = server.metrics().await?;
@@ -952,7 +952,7 @@ async fn cluster_run(
     );
     let http =
         awc::Client::builder().timeout(Duration::from_secs(30)).connector(awc::Connector::new().limit(64)).finish();
-    let pad = "x".repeat(size.saturating_sub(40));
+    let pad = "x".repeat(size.saturating_sub(64));
     let mut summary = Vec::new();
     let mut total_lost = 0;
     let mut total_duplicated = 0;

@@ -137,6 +137,9 @@ pub struct Args {
     /// Time a slow consumer gets to close before its socket is shut [default: 5000]
     #[arg(long, env = "NOVA_SLOW_CONSUMER_GRACE_MS")]
     pub slow_consumer_grace_ms: Option<u64>,
+    /// Refuse published events (REST and Redis) whose type is not in the event catalog (the variable takes true/false, 1/0, yes/no, on/off) [default: off]
+    #[arg(long, env = "NOVA_STRICT_EVENTS", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    pub strict_events: bool,
     /// Seconds to wait for connections to close on shutdown [default: 10]
     #[arg(long, env = "NOVA_DRAIN_TIMEOUT_SECS")]
     pub drain_timeout_secs: Option<u64>,
@@ -344,6 +347,8 @@ pub struct Config {
     pub limits: Limits,
     /// How long shutdown waits for connections to close.
     pub drain_timeout: Duration,
+    /// Whether published events must be of a catalog type.
+    pub strict_events: bool,
     /// The Redis bus; `None` for a node on its own.
     pub redis: Option<RedisConfig>,
     /// Live settings.
@@ -616,6 +621,7 @@ impl Config {
                 .map_err(|e| format!("trusted proxies: {e}"))?,
             limits,
             drain_timeout: Duration::from_secs(args.drain_timeout_secs.unwrap_or(10)),
+            strict_events: args.strict_events,
             redis,
             settings,
         })

@@ -166,6 +166,7 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
                 prefix: redis.prefix.clone(),
                 presence_ttl: redis.presence_ttl,
                 max_frame_bytes: config.limits.max_frame_bytes,
+                strict_events: config.strict_events,
                 key: ClusterKey::new(redis.cluster_secret.as_bytes())
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
             };
@@ -235,6 +236,7 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
         settings,
         store,
         restart: http::admin::Restart::new(&config),
+        strict_events: config.strict_events,
     });
     let transport = Arc::new(Transport {
         node: node.clone(),

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use serde::Serialize;
 
+use crate::catalog::PresenceStatus;
 use crate::cluster::bus::{Bus, LoadPresence, PresenceChange};
 use crate::cluster::wire::{PresenceNote, SeqOrder};
 use crate::link::{Batch, ConnId, Delivery, Link};
@@ -69,6 +70,34 @@ pub struct Leave {
 pub struct Publish {
     /// The event, encoded once.
     pub frame: Frame,
+    /// When the event is a `team.presence.update`: whose status it sets,
+    /// for the channel's list of statuses.
+    pub status: Option<StatusNote>,
+}
+
+/// A member's status on a team channel, as a `team.presence.update` set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusNote {
+    /// Whose.
+    pub user: Arc<str>,
+    /// The status.
+    pub status: PresenceStatus,
+    /// Its note.
+    pub text: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StatusData<'a> {
+    user_id: &'a str,
+    status: PresenceStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+}
+
+/// The `team.presence.update` event telling `channel` of `note`.
+pub fn status_frame(channel: &str, note: &StatusNote) -> Frame {
+    let data = StatusData { user_id: &note.user, status: note.status, text: note.text.as_deref() };
+    protocol::encode(kind::TEAM_PRESENCE, Some(channel), &data, None)
 }
 
 /// A join or leave for the whole cluster, from the bus (this node's users)
@@ -104,6 +133,9 @@ struct Flush;
 struct SubscribedData<'a> {
     presence: Vec<&'a str>,
     presence_count: usize,
+    /// On `team:` channels: each listed user's status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    statuses: Option<Vec<StatusData<'a>>>,
 }
 
 #[derive(Serialize)]
@@ -117,6 +149,9 @@ pub fn presence_frame(channel: &str, user: &str, joined: bool) -> Frame {
     let state = if joined { "joined" } else { "left" };
     protocol::encode(kind::PRESENCE, Some(channel), &PresenceData { user_id: user, state }, None)
 }
+
+/// A status and its note.
+type Status = (PresenceStatus, Option<String>);
 
 /// One channel on this node.
 pub struct Channel {
@@ -145,6 +180,9 @@ pub struct Channel {
     /// `system:` channels are the server's broadcasts (settings): they have
     /// no presence, so following them tells no one who else is online.
     has_presence: bool,
+    /// On `team:` channels: the statuses members set (a present user with
+    /// none is `online`); a user's entry goes when they leave.
+    statuses: Option<HashMap<Arc<str>, Status>>,
 }
 
 impl Channel {
@@ -152,6 +190,7 @@ impl Channel {
     pub fn new(name: Arc<str>, registry: Addr<Registry>, metrics: Arc<Metrics>, bus: Option<Addr<Bus>>) -> Self {
         Channel {
             has_presence: !name.starts_with("system:"),
+            statuses: name.starts_with("team:").then(HashMap::new),
             name,
             members: Vec::new(),
             index: HashMap::new(),
@@ -210,6 +249,10 @@ impl Channel {
             return;
         }
         let Some(bus) = &self.bus else {
+            if let (false, Some(statuses)) = (joined, &mut self.statuses) {
+                // Without a connection, the user is `offline`: `left` says so.
+                statuses.remove(user);
+            }
             if self.users.len() <= MAX_PRESENCE_LIST {
                 self.to_others(except, presence_frame(&self.name, user, joined));
             }
@@ -253,6 +296,9 @@ impl Channel {
         if !news {
             return;
         }
+        if let (false, Some(statuses)) = (joined, &mut self.statuses) {
+            statuses.remove(user);
+        }
         if self.users.contains_key(user) {
             if joined {
                 self.local_only = self.local_only.saturating_sub(1);
@@ -273,12 +319,19 @@ impl Channel {
 
     fn subscribed(&self, link: &Arc<Link>, reply_to: &str) {
         let data = if !self.has_presence {
-            SubscribedData { presence: Vec::new(), presence_count: 0 }
+            SubscribedData { presence: Vec::new(), presence_count: 0, statuses: None }
         } else {
-            SubscribedData {
-                presence: self.present().take(MAX_PRESENCE_LIST).collect(),
-                presence_count: self.present_count(),
-            }
+            let presence: Vec<&str> = self.present().take(MAX_PRESENCE_LIST).collect();
+            let statuses = self.statuses.as_ref().map(|statuses| {
+                presence
+                    .iter()
+                    .map(|&user_id| match statuses.get(user_id) {
+                        Some((status, text)) => StatusData { user_id, status: *status, text: text.as_deref() },
+                        None => StatusData { user_id, status: PresenceStatus::Online, text: None },
+                    })
+                    .collect()
+            });
+            SubscribedData { presence, presence_count: self.present_count(), statuses }
         };
         self.deliver(link, &Batch::one(protocol::encode(kind::SUBSCRIBED, Some(&self.name), &data, Some(reply_to))));
     }
@@ -359,6 +412,9 @@ impl Handler<Publish> for Channel {
     type Result = ();
 
     fn handle(&mut self, publish: Publish, ctx: &mut Self::Context) {
+        if let (Some(note), Some(statuses)) = (publish.status, &mut self.statuses) {
+            statuses.insert(note.user, (note.status, note.text));
+        }
         self.pending_bytes += publish.frame.len();
         self.pending.push(publish.frame);
         if self.pending.len() >= MAX_BATCH_FRAMES || self.pending_bytes >= MAX_BATCH_BYTES {

@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod catalog;
 pub mod channel;
 pub mod cluster;
 pub mod codes;

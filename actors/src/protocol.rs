@@ -14,6 +14,7 @@ use bytestring::ByteString;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use crate::catalog::{self, ChannelUse, Handling, Refusal, Sender, TeamPresenceUpdate, Violation};
 use crate::codes::ErrorCode;
 
 /// Sent in `connection.ack` so clients can tell protocol revisions apart.
@@ -54,6 +55,10 @@ pub mod kind {
     pub const MESSAGE_RECEIVED: &str = "message.received";
     /// Server → client: a request failed.
     pub const ERROR: &str = "error";
+    /// Client → server: take channels back after a reconnect.
+    pub const RECONNECT: &str = "connection.reconnect";
+    /// Both ways: a member's status on a team channel.
+    pub const TEAM_PRESENCE: &str = "team.presence.update";
 }
 
 /// An encoded frame, ready to write, with the moment it was made so the
@@ -173,11 +178,20 @@ pub fn encode<D: Serialize + ?Sized>(kind: &str, channel: Option<&str>, data: &D
 struct ErrorData<'a> {
     code: u16,
     message: &'a str,
+    #[serde(skip_serializing_if = "<[Violation]>::is_empty")]
+    fields: &'a [Violation],
 }
 
 /// An `error` frame.
 pub fn error_frame(code: ErrorCode, message: &str, channel: Option<&str>, reply_to: Option<&str>) -> Frame {
-    encode(kind::ERROR, channel, &ErrorData { code: code.as_u16(), message }, reply_to)
+    encode(kind::ERROR, channel, &ErrorData { code: code.as_u16(), message, fields: &[] }, reply_to)
+}
+
+/// The `error` frame of a refused request: with `data.fields` when the
+/// catalog named the fields at fault.
+pub fn rejection_frame(rejection: &Rejection, channel: Option<&str>) -> Frame {
+    let data = ErrorData { code: rejection.code.as_u16(), message: &rejection.message, fields: &rejection.fields };
+    encode(kind::ERROR, channel, &data, rejection.reply_to.as_deref())
 }
 
 /// A request the server refuses, with what to tell the client.
@@ -189,6 +203,8 @@ pub struct Rejection {
     pub code: ErrorCode,
     /// A message naming what was wrong.
     pub message: String,
+    /// The fields of `data` at fault, when the catalog's schema refused it.
+    pub fields: Vec<Violation>,
 }
 
 impl fmt::Display for Rejection {
@@ -199,7 +215,29 @@ impl fmt::Display for Rejection {
 
 impl Rejection {
     fn invalid(reply_to: Option<&str>, message: impl Into<String>) -> Self {
-        Rejection { reply_to: reply_to.map(str::to_owned), code: ErrorCode::InvalidMessage, message: message.into() }
+        Rejection {
+            reply_to: reply_to.map(str::to_owned),
+            code: ErrorCode::InvalidMessage,
+            message: message.into(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// What the catalog said, as an answer to a client: 4003 for a type
+    /// clients may not send, 4005 with the fields for invalid `data` (4001
+    /// for an invalid `connection.init`, which closes the connection).
+    fn refused(reply_to: Option<&str>, refusal: Refusal) -> Self {
+        let message = refusal.to_string();
+        let reply_to = reply_to.map(str::to_owned);
+        match refusal {
+            Refusal::NotFrom { .. } => {
+                Rejection { reply_to, code: ErrorCode::PermissionDenied, message, fields: Vec::new() }
+            }
+            Refusal::Invalid { kind, violations } => {
+                let code = if kind == kind::INIT { ErrorCode::InvalidToken } else { ErrorCode::InvalidMessage };
+                Rejection { reply_to, code, message, fields: violations }
+            }
+        }
     }
 }
 
@@ -249,6 +287,25 @@ pub enum Action {
     Subscribe(Vec<String>),
     /// `channel.unsubscribe`.
     Unsubscribe(Vec<String>),
+    /// `connection.reconnect`: the channels to take back.
+    Reconnect(Vec<String>),
+    /// `team.presence.update`: the user's status on a team channel.
+    TeamStatus {
+        /// The channel name as sent.
+        channel: String,
+        /// The status (its `user_id`, if the client sent one, is ignored).
+        update: TeamPresenceUpdate,
+    },
+    /// A catalog type meant for an agent (`chat.configure`, `agent.invoke`,
+    /// …), valid by its schema.
+    ForAgent {
+        /// The type.
+        kind: &'static str,
+        /// The channel name as sent, when there is one.
+        channel: Option<String>,
+        /// The client's `data`.
+        data: Map<String, Value>,
+    },
     /// `chat.message` or `chat.typing` to a channel.
     Publish {
         /// Which event.
@@ -349,23 +406,43 @@ pub fn parse_request(text: &str) -> Result<Request, Rejection> {
         Some(_) => return Err(Rejection::invalid(reply_to, "field 'channel' must be a string")),
     };
 
-    let action = match kind.as_str() {
-        kind::INIT => Action::Init(credentials(reply_to, data)?),
-        kind::HEARTBEAT => Action::Heartbeat,
-        kind::SUBSCRIBE => Action::Subscribe(channel_list(reply_to, data)?),
-        kind::UNSUBSCRIBE => Action::Unsubscribe(channel_list(reply_to, data)?),
-        kind::CHAT_MESSAGE | kind::CHAT_TYPING => {
-            let event = if kind == kind::CHAT_MESSAGE { ClientEvent::ChatMessage } else { ClientEvent::ChatTyping };
-            let channel = channel.ok_or_else(|| Rejection::invalid(reply_to, format!("'{kind}' needs a 'channel'")))?;
-            if event == ClientEvent::ChatMessage && !matches!(data.get("content"), Some(Value::String(_))) {
-                return Err(Rejection::invalid(reply_to, "'chat.message' needs a string 'data.content'"));
-            }
-            Action::Publish { event, channel, data }
-        }
-        other => {
-            let shown: String = other.chars().take(64).filter(|c| !c.is_control()).collect();
+    // The catalog decides: whether clients may send this type at all, and
+    // whether its `data` is what the type says.
+    let data = Value::Object(data);
+    let event = match catalog::check(&kind, Sender::Client, &data) {
+        Ok(Some(event)) => event,
+        Ok(None) => {
+            let shown: String = kind.chars().take(64).filter(|c| !c.is_control()).collect();
             return Err(Rejection::invalid(reply_to, format!("unknown type '{shown}'")));
         }
+        Err(refusal) => return Err(Rejection::refused(reply_to, refusal)),
+    };
+    let Value::Object(data) = data else { return Err(Rejection::invalid(reply_to, "field 'data' must be an object")) };
+    if event.channel == ChannelUse::Required && channel.is_none() {
+        return Err(Rejection::invalid(reply_to, format!("'{}' needs a 'channel'", event.name)));
+    }
+
+    let action = match (event.name, channel) {
+        (kind::INIT, _) => Action::Init(credentials(reply_to, data)?),
+        (kind::HEARTBEAT, _) => Action::Heartbeat,
+        (kind::SUBSCRIBE, _) => Action::Subscribe(channel_list(reply_to, data)?),
+        (kind::UNSUBSCRIBE, _) => Action::Unsubscribe(channel_list(reply_to, data)?),
+        (kind::RECONNECT, _) => {
+            let channels = match data.get("channels") {
+                Some(Value::Object(channels)) => channels.keys().cloned().collect(),
+                _ => Vec::new(),
+            };
+            Action::Reconnect(channels)
+        }
+        (kind::TEAM_PRESENCE, Some(channel)) => {
+            let update = serde_json::from_value(Value::Object(data))
+                .map_err(|e| Rejection::invalid(reply_to, format!("invalid 'team.presence.update': {e}")))?;
+            Action::TeamStatus { channel, update }
+        }
+        (kind::CHAT_MESSAGE, Some(channel)) => Action::Publish { event: ClientEvent::ChatMessage, channel, data },
+        (kind::CHAT_TYPING, Some(channel)) => Action::Publish { event: ClientEvent::ChatTyping, channel, data },
+        (name, channel) if event.handling == Handling::Agent => Action::ForAgent { kind: name, channel, data },
+        (name, _) => return Err(Rejection::invalid(reply_to, format!("'{name}' is not handled by this server"))),
     };
     Ok(Request { id, action })
 }
@@ -375,6 +452,7 @@ fn credentials(reply_to: Option<&str>, mut data: Map<String, Value>) -> Result<C
         reply_to: reply_to.map(str::to_owned),
         code: ErrorCode::InvalidToken,
         message: message.to_owned(),
+        fields: Vec::new(),
     };
     match (data.remove("token"), data.remove("api_key")) {
         (Some(Value::String(token)), None) => Ok(Credentials::Token(token)),
@@ -472,7 +550,7 @@ mod tests {
         let r = rejected(r#"{"id":"1","type":"channel.subscribe","data":{"channels":"team:a"}}"#);
         assert!(r.message.contains("data.channels"));
         let r = rejected(r#"{"id":"1","type":"channel.subscribe","data":{"channels":[]}}"#);
-        assert!(r.message.contains("empty"));
+        assert!(r.message.contains("data.channels: at least 1 items"), "{}", r.message);
     }
 
     #[test]

@@ -27,7 +27,8 @@ use std::time::{Duration, SystemTime};
 use actix::prelude::*;
 use serde::Serialize;
 
-use crate::channel::{self, Channel};
+use crate::catalog::PresenceStatus;
+use crate::channel::{self, Channel, StatusNote};
 use crate::cluster::bus::{Bus, Interest};
 use crate::cluster::outbox::Outbox;
 use crate::cluster::wire::Inbound;
@@ -115,6 +116,23 @@ pub struct Publish {
 pub struct PublishMany {
     /// The events, in order.
     pub events: Vec<Publish>,
+}
+
+/// A connection sets its user's status on a team channel (the session
+/// checked the channel is a `team:` one the credentials grant).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetStatus {
+    /// The connection.
+    pub conn: ConnId,
+    /// The team channel.
+    pub channel: Arc<str>,
+    /// The status.
+    pub status: PresenceStatus,
+    /// Its note.
+    pub text: Option<String>,
+    /// The request's id, for an error.
+    pub reply_to: String,
 }
 
 /// An encoded event for every connection of one user; returns how many.
@@ -525,7 +543,29 @@ impl Handler<Publish> for Registry {
             self.forward(&Topic::Channel(Arc::clone(&msg.channel)), &msg.frame);
         }
         if let Some(channel) = self.channels.get(&msg.channel) {
-            channel.addr.do_send(channel::Publish { frame: msg.frame });
+            channel.addr.do_send(channel::Publish { frame: msg.frame, status: None });
+        }
+    }
+}
+
+impl Handler<SetStatus> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetStatus, ctx: &mut Self::Context) {
+        let Some(entry) = self.conns.get(&msg.conn) else { return };
+        let link = Arc::clone(&entry.link);
+        if !entry.channels.contains(&msg.channel) {
+            let message = format!("subscribe to '{}' before setting a status there", msg.channel);
+            let frame =
+                protocol::error_frame(ErrorCode::PermissionDenied, &message, Some(&msg.channel), Some(&msg.reply_to));
+            return self.deliver(&link, &Batch::one(frame), ctx);
+        }
+        let note = StatusNote { user: Arc::clone(link.user()), status: msg.status, text: msg.text };
+        let frame = channel::status_frame(&msg.channel, &note);
+        self.metrics.published.fetch_add(1, Ordering::Relaxed);
+        self.forward(&Topic::Channel(Arc::clone(&msg.channel)), &frame);
+        if let Some(channel) = self.channels.get(&msg.channel) {
+            channel.addr.do_send(channel::Publish { frame, status: Some(note) });
         }
     }
 }
@@ -574,13 +614,13 @@ impl Handler<Deliver> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        let Inbound { frame, presence } = msg.inbound;
+        let Inbound { frame, presence, status } = msg.inbound;
         match msg.topic {
             Topic::Channel(name) => {
                 let Some(channel) = self.channels.get(&name) else { return };
                 match presence {
                     Some(note) => channel.addr.do_send(channel::Presence { frame, note }),
-                    None => channel.addr.do_send(channel::Publish { frame }),
+                    None => channel.addr.do_send(channel::Publish { frame, status }),
                 }
             }
             Topic::User(user) => {

@@ -39,11 +39,12 @@ use bytes::BytesMut;
 use serde_json::{json, Map, Value};
 
 use crate::auth::{AuthError, Identity};
+use crate::catalog::TeamPresenceUpdate;
 use crate::codes::{Close, ErrorCode};
 use crate::link::{Batch, ConnId, Hangup, Link};
 use crate::names::parse_channel;
 use crate::node::{connection_id, Node};
-use crate::protocol::{self, kind, Action, ClientEvent, Credentials, Rejection, Request};
+use crate::protocol::{self, kind, Action, ClientEvent, Credentials, Request};
 use crate::registry;
 use crate::settings::SETTINGS_CHANNEL;
 
@@ -271,9 +272,7 @@ impl Session {
         }
         match protocol::parse_request(text) {
             Ok(request) => self.handle(request, ctx),
-            Err(Rejection { reply_to, code, message }) => {
-                self.send_error(ctx, code, &message, None, reply_to.as_deref())
-            }
+            Err(rejection) => self.send(ctx, protocol::rejection_frame(&rejection, None)),
         }
     }
 
@@ -365,10 +364,67 @@ impl Session {
             Action::Heartbeat => {
                 self.send(ctx, protocol::encode(kind::HEARTBEAT, None, &json!({}), reply_to));
             }
-            Action::Subscribe(names) => self.change_subscriptions(true, names, &request.id, ctx),
+            Action::Subscribe(names) | Action::Reconnect(names) => {
+                self.change_subscriptions(true, names, &request.id, ctx)
+            }
             Action::Unsubscribe(names) => self.change_subscriptions(false, names, &request.id, ctx),
             Action::Publish { event, channel, data } => self.publish(event, &channel, data, &request.id, ctx),
+            Action::TeamStatus { channel, update } => self.team_status(&channel, update, &request.id, ctx),
+            Action::ForAgent { kind, channel, .. } => self.for_agent(kind, channel.as_deref(), &request.id, ctx),
         }
+    }
+
+    /// A channel a client names in a request, checked: its name (4006) and
+    /// whether the credentials grant it (4003). `system:` channels carry
+    /// the server's own events: nobody sends there from a client, admins
+    /// included.
+    fn granted_channel(&self, name: &str, id: &str, ctx: &mut WebsocketContext<Self>) -> Option<Arc<str>> {
+        let Auth::Ready { identity, .. } = &self.auth else { return None };
+        let channel = match parse_channel(name) {
+            Ok(channel) => channel,
+            Err(e) => {
+                self.send_error(ctx, ErrorCode::ChannelNotFound, &e.to_string(), Some(name), Some(id));
+                return None;
+            }
+        };
+        if !identity.may_access(&channel) || channel.starts_with("system:") {
+            let message = format!("not allowed to publish to '{channel}'");
+            self.send_error(ctx, ErrorCode::PermissionDenied, &message, Some(&channel), Some(id));
+            return None;
+        }
+        Some(channel)
+    }
+
+    /// A valid request meant for an agent: until the agent gateway routes
+    /// these, the answer is 4007, never silence.
+    fn for_agent(&mut self, kind: &str, channel: Option<&str>, id: &str, ctx: &mut WebsocketContext<Self>) {
+        let channel = match channel {
+            Some(name) => match self.granted_channel(name, id, ctx) {
+                Some(channel) => Some(channel),
+                None => return,
+            },
+            None => None,
+        };
+        let message = format!("agent not available: no agent receives '{kind}' on this server yet");
+        self.send_error(ctx, ErrorCode::AgentUnavailable, &message, channel.as_deref(), Some(id));
+    }
+
+    /// `team.presence.update`: the user's status on a team channel they
+    /// are subscribed to; the channel tells its members.
+    fn team_status(&mut self, name: &str, update: TeamPresenceUpdate, id: &str, ctx: &mut WebsocketContext<Self>) {
+        let Some(channel) = self.granted_channel(name, id, ctx) else { return };
+        if !channel.starts_with("team:") {
+            let message = format!("'team.presence.update' goes to a 'team:' channel, not '{channel}'");
+            return self.send_error(ctx, ErrorCode::InvalidMessage, &message, Some(&channel), Some(id));
+        }
+        let (conn, reply_to) = (self.conn, id.to_owned());
+        self.node.registry.do_send(registry::SetStatus {
+            conn,
+            channel,
+            status: update.status,
+            text: update.text,
+            reply_to,
+        });
     }
 
     /// `channel.subscribe` / `channel.unsubscribe`: every name is checked
@@ -426,17 +482,8 @@ impl Session {
         ctx: &mut WebsocketContext<Self>,
     ) {
         let reply_to = Some(id);
+        let Some(channel) = self.granted_channel(channel, id, ctx) else { return };
         let Auth::Ready { identity, .. } = &self.auth else { return };
-        let channel = match parse_channel(channel) {
-            Ok(channel) => channel,
-            Err(e) => return self.send_error(ctx, ErrorCode::ChannelNotFound, &e.to_string(), Some(channel), reply_to),
-        };
-        // `system:` channels carry the server's own events (settings):
-        // nobody publishes there from a client, admins included.
-        if !identity.may_access(&channel) || channel.starts_with("system:") {
-            let message = format!("not allowed to publish to '{channel}'");
-            return self.send_error(ctx, ErrorCode::PermissionDenied, &message, Some(&channel), reply_to);
-        }
         let message_id = protocol::new_id();
         data.insert("sender_id".into(), Value::from(&*identity.user_id));
         match event {

@@ -7,6 +7,7 @@ use std::fmt;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use nova_actors::catalog::{Refusal, Violation};
 use serde_json::json;
 
 /// A REST error with its status and a stable, machine-readable code.
@@ -15,12 +16,14 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// For `invalid_event`: each field and the rule it broke.
+    fields: Option<Vec<Violation>>,
 }
 
 impl ApiError {
     /// An error with the given status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), fields: None }
     }
 
     /// 400 with a code naming what was wrong.
@@ -36,6 +39,19 @@ impl ApiError {
     /// The same error with its message prefixed by where it happened.
     pub fn within(self, place: &str) -> ApiError {
         ApiError { message: format!("{place}: {}", self.message), ..self }
+    }
+
+    /// 400 for an event the catalog refuses: `invalid_event` with the
+    /// fields at fault, or `forbidden_event` for a type backends may not
+    /// send.
+    pub fn refused_event(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Invalid { ref violations, .. } => ApiError {
+                fields: Some(violations.clone()),
+                ..ApiError::bad_request("invalid_event", refusal.to_string())
+            },
+            Refusal::NotFrom { .. } => ApiError::bad_request("forbidden_event", refusal.to_string()),
+        }
     }
 
     /// 503: the registry has more queued than it takes; retry shortly.
@@ -68,7 +84,12 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             res.insert_header((header::RETRY_AFTER, "1"));
         }
-        res.json(json!({ "error": { "code": self.code, "message": self.message } }))
+        match &self.fields {
+            Some(fields) => {
+                res.json(json!({ "error": { "code": self.code, "message": self.message, "fields": fields } }))
+            }
+            None => res.json(json!({ "error": { "code": self.code, "message": self.message } })),
+        }
     }
 }
 

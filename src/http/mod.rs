@@ -65,6 +65,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// The restart endpoint's configuration.
     pub restart: admin::Restart,
+    /// Refuse published events whose type is not in the catalog.
+    pub strict_events: bool,
 }
 
 /// Proof that a request carried the admin bearer token; take it as a

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use nova_actors::auth::check_user_id;
+use nova_actors::catalog::{self, Sender};
 use nova_actors::names::parse_channel;
 use nova_actors::protocol::{self, Frame};
 use nova_actors::registry;
@@ -89,6 +90,16 @@ pub fn encode_event(
     if protocol::data_too_deep(frame.text().as_bytes()) {
         let message = format!("'data' nests deeper than {} levels", protocol::MAX_DATA_DEPTH);
         return Err(ApiError::bad_request("invalid_data", message));
+    }
+    // Once per event, before any recipient sees it.
+    match catalog::check(kind, Sender::Backend, &data) {
+        Ok(Some(_)) => {}
+        Ok(None) if state.strict_events => {
+            let message = format!("'{kind}' is not in the event catalog, and NOVA_STRICT_EVENTS is on");
+            return Err(ApiError::bad_request("unknown_event", message));
+        }
+        Ok(None) => {}
+        Err(refusal) => return Err(ApiError::refused_event(refusal)),
     }
     let limit = state.node.limits.max_frame_bytes;
     if frame.len() > limit {

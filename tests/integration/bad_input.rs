@@ -80,8 +80,12 @@ async fn unknown_type_is_4005_naming_the_type() {
     let server = TestServer::start();
     let mut client = server.connect_as("alice").await;
     assert_invalid(&mut client, r#"{"id":"u","type":"chat.explode","data":{}}"#, "chat.explode", Some("u")).await;
-    // Server-to-client types are not requests either.
-    assert_invalid(&mut client, r#"{"id":"v","type":"connection.ack"}"#, "connection.ack", Some("v")).await;
+    // Server-to-client types are not requests either: clients may not send
+    // them (4003, the catalog knows who sends what).
+    client.send_text(r#"{"id":"v","type":"connection.ack"}"#).await;
+    let error = client.expect_error(4003).await;
+    assert_eq!(error["reply_to"], "v");
+    assert!(error["data"]["message"].as_str().unwrap_or_default().contains("'connection.ack' is sent by a server"));
     client.subscribe(&["team:t1"]).await;
 }
 

@@ -70,8 +70,8 @@ async fn denied_subscription_receives_no_events() {
     bob.request("channel.subscribe", None, json!({"channels": ["team:t1"]})).await;
     bob.expect_error(4003).await;
     let mut witness = server.subscriber("witness", &["team:t1"]).await;
-    server.publish("team:t1", "task_updated", json!({"n": 1})).await;
-    witness.recv_type("task_updated").await;
+    server.publish("team:t1", "demo.task", json!({"n": 1})).await;
+    witness.recv_type("demo.task").await;
     bob.assert_nothing_pending().await;
 }
 
@@ -112,8 +112,8 @@ async fn mixed_list_is_answered_channel_by_channel() {
     assert_eq!(answers["bad"]["data"]["code"], 4006);
     bob.assert_nothing_pending().await;
     // The connection is usable and subscribed to the good ones.
-    let sent = server.publish("conversation:c2", "assistant.token", json!({"token": "hi"})).await;
-    let event = bob.recv_type("assistant.token").await;
+    let sent = server.publish("conversation:c2", "demo.token", json!({"token": "hi"})).await;
+    let event = bob.recv_type("demo.token").await;
     assert_eq!(event["id"], sent.as_str());
 }
 
@@ -166,8 +166,8 @@ async fn subscribing_twice_delivers_each_event_once() {
     let again = alice.subscribe(&["conversation:c1"]).await;
     assert_eq!(again[0]["data"]["presence"], json!(["alice"]));
     assert_eq!(again[0]["data"]["presence_count"], 1);
-    let sent = server.publish("conversation:c1", "assistant.token", json!({"token": "x"})).await;
-    assert_eq!(alice.recv_type("assistant.token").await["id"], sent.as_str());
+    let sent = server.publish("conversation:c1", "demo.token", json!({"token": "x"})).await;
+    assert_eq!(alice.recv_type("demo.token").await["id"], sent.as_str());
     alice.assert_nothing_pending().await;
     let (_, list) = server.get("/ws/connections").await;
     assert_eq!(list["connections"][0]["channels"], json!(["conversation:c1"]), "{list}");
@@ -184,12 +184,12 @@ async fn unsubscribe_stops_the_channel_events() {
     assert_eq!(left["reply_to"], id.as_str());
     assert_eq!(left["channel"], "conversation:c1");
     assert_eq!(witness.recv_type("channel.presence").await["data"], json!({"user_id": "alice", "state": "left"}));
-    let sent = server.publish("conversation:c1", "assistant.token", json!({"token": "gone"})).await;
-    assert_eq!(witness.recv_type("assistant.token").await["id"], sent.as_str());
+    let sent = server.publish("conversation:c1", "demo.token", json!({"token": "gone"})).await;
+    assert_eq!(witness.recv_type("demo.token").await["id"], sent.as_str());
     alice.assert_nothing_pending().await;
     // Still subscribed to the other channel.
-    let sent = server.publish("conversation:c2", "assistant.token", json!({"token": "here"})).await;
-    assert_eq!(alice.recv_type("assistant.token").await["id"], sent.as_str());
+    let sent = server.publish("conversation:c2", "demo.token", json!({"token": "here"})).await;
+    assert_eq!(alice.recv_type("demo.token").await["id"], sent.as_str());
 }
 
 #[actix_rt::test]

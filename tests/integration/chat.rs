@@ -117,8 +117,8 @@ async fn publishing_to_a_forbidden_channel_is_refused_with_4003() {
     }
     erin.assert_nothing_pending().await;
     // Nothing reached the channel: bob's next frame is a later event.
-    let later = server.publish("team:t1", "task_updated", json!({})).await;
-    assert_eq!(bob.recv_type("task_updated").await["id"], later.as_str());
+    let later = server.publish("team:t1", "demo.task", json!({})).await;
+    assert_eq!(bob.recv_type("demo.task").await["id"], later.as_str());
 }
 
 #[actix_rt::test]
@@ -133,8 +133,8 @@ async fn chat_message_without_string_content_is_refused_with_4005() {
         assert!(error["data"]["message"].as_str().unwrap().contains("content"), "{data}: {error}");
     }
     alice.assert_nothing_pending().await;
-    let later = server.publish("conversation:c1", "assistant.token", json!({})).await;
-    assert_eq!(bob.recv_type("assistant.token").await["id"], later.as_str());
+    let later = server.publish("conversation:c1", "demo.token", json!({})).await;
+    assert_eq!(bob.recv_type("demo.token").await["id"], later.as_str());
 }
 
 #[actix_rt::test]

@@ -69,10 +69,10 @@ async fn an_event_published_on_any_node_reaches_every_subscriber_once() {
     let mut bystander = b.subscriber("other", &["team:t2"]).await;
 
     // REST on node A.
-    let id = a.publish("team:t1", "task_updated", json!({"n": 1})).await;
+    let id = a.publish("team:t1", "demo.task", json!({"n": 1})).await;
     let mut texts = Vec::new();
     for sub in &mut subs {
-        let frame = recv_event(sub, "task_updated").await;
+        let frame = recv_event(sub, "demo.task").await;
         assert_eq!(frame["id"], id.as_str());
         assert_eq!(frame["data"]["n"], 1);
         texts.push(frame.to_string());
@@ -263,17 +263,21 @@ async fn an_external_publisher_reaches_every_node_and_bad_payloads_are_dropped()
     let bad = [
         "not json",
         r#"{"type":"connection.ack","data":{}}"#,
-        r#"{"type":"agent.status","data":[1,2]}"#,
-        r#"{"type":"agent.status","unknown":true}"#,
+        r#"{"type":"demo.status","data":[1,2]}"#,
+        r#"{"type":"demo.status","unknown":true}"#,
+        // A catalog type whose data breaks its schema, and one backends
+        // may not send.
+        r#"{"type":"agent.status","data":{"state":"running"}}"#,
+        r#"{"type":"agent.invoke","data":{"input":"x"}}"#,
         r#"{"origin":"x","event":"nope"}"#,
     ];
     for payload in bad {
         assert_eq!(redis.publish("nova:ch:agent:core", payload), 2, "both nodes are subscribed");
     }
-    let payload = r#"{"type":"agent.status","data":{"status":"thinking"},"id":"ext-1"}"#;
+    let payload = r#"{"type":"demo.status","data":{"status":"thinking"},"id":"ext-1"}"#;
     redis.publish("nova:ch:agent:core", payload);
     for client in [&mut on_a, &mut on_b] {
-        let frame = recv_event(client, "agent.status").await;
+        let frame = recv_event(client, "demo.status").await;
         assert_eq!(frame["id"], "ext-1");
         assert_eq!(frame["channel"], "agent:core");
         assert_eq!(frame["data"], json!({"status": "thinking"}));
@@ -281,8 +285,8 @@ async fn an_external_publisher_reaches_every_node_and_bad_payloads_are_dropped()
     }
     for node in [&a, &b] {
         // The last one looks like a node's message, without a seal.
-        node.wait_for_metrics("4 malformed, 1 unsealed", |m| {
-            m["redis"]["malformed"] == 4 && m["redis"]["unsealed"] == 1
+        node.wait_for_metrics("6 malformed, 1 unsealed", |m| {
+            m["redis"]["malformed"] == 6 && m["redis"]["unsealed"] == 1
         })
         .await;
     }
@@ -311,9 +315,9 @@ async fn without_redis_a_node_serves_locally_then_joins_when_redis_appears() {
     let mut alice = a.subscriber("alice", &["team:t1"]).await;
     let mut bob = a.subscriber("bob", &["team:t1"]).await;
     assert_eq!(alice.recv_type("channel.presence").await["data"]["user_id"], "bob");
-    let id = a.publish("team:t1", "task_updated", json!({})).await;
-    assert_eq!(alice.recv_type("task_updated").await["id"], id.as_str());
-    assert_eq!(bob.recv_type("task_updated").await["id"], id.as_str());
+    let id = a.publish("team:t1", "demo.task", json!({})).await;
+    assert_eq!(alice.recv_type("demo.task").await["id"], id.as_str());
+    assert_eq!(bob.recv_type("demo.task").await["id"], id.as_str());
 
     // Redis appears: the node connects on its own, with its channel.
     redis.restart();
@@ -329,8 +333,8 @@ async fn without_redis_a_node_serves_locally_then_joins_when_redis_appears() {
     let subscribed = carol.subscribe(&["team:t1"]).await.remove(0);
     let present = subscribed["data"]["presence"].as_array().unwrap();
     assert!(present.contains(&json!("alice")) && present.contains(&json!("bob")), "presence was synced: {subscribed}");
-    let id = b.publish("team:t1", "task_updated", json!({})).await;
-    assert_eq!(recv_event(&mut alice, "task_updated").await["id"], id.as_str());
+    let id = b.publish("team:t1", "demo.task", json!({})).await;
+    assert_eq!(recv_event(&mut alice, "demo.task").await["id"], id.as_str());
 }
 
 #[actix_rt::test]
@@ -440,8 +444,8 @@ async fn deployments_with_different_prefixes_share_a_redis_without_meeting() {
     assert_eq!(redis.subscribers("staging:ch:team:t1"), 1);
     assert_eq!(redis.subscribers("nova:ch:team:t1"), 1);
 
-    let id = b.publish("team:t1", "task_updated", json!({})).await;
-    assert_eq!(on_b.recv_type("task_updated").await["id"], id.as_str());
+    let id = b.publish("team:t1", "demo.task", json!({})).await;
+    assert_eq!(on_b.recv_type("demo.task").await["id"], id.as_str());
     // Once B has written it to Redis, a marker for A's deployment reaches
     // Alice next: B's event never got to her.
     assert_marker_is_next(&redis, &[&b], "team:t1", &mut [&mut on_a]).await;
@@ -535,7 +539,7 @@ async fn forged_or_invalid_node_messages_never_reach_clients() {
         "[".repeat(300_000),
         "]".repeat(300_000)
     );
-    let legit = node_event("f5", "task_updated", "team:t1", json!({"n": 1}));
+    let legit = node_event("f5", "demo.task", "team:t1", json!({"n": 1}));
 
     // Without the secret, in the old format: what anyone with access to
     // Redis could publish.
@@ -569,21 +573,21 @@ async fn forged_or_invalid_node_messages_never_reach_clients() {
     // Real events still cross, both ways, and so does a sealed event of
     // a third node.
     let mut sent = vec![
-        a.publish("team:t1", "task_updated", json!({"n": 2})).await,
-        b.publish("team:t1", "task_updated", json!({"n": 3})).await,
+        a.publish("team:t1", "demo.task", json!({"n": 2})).await,
+        b.publish("team:t1", "demo.task", json!({"n": 3})).await,
     ];
     sent.sort();
     for client in [&mut on_a, &mut on_b] {
         let mut got = Vec::new();
         for _ in 0..2 {
-            got.push(recv_event(client, "task_updated").await["id"].as_str().unwrap_or_default().to_owned());
+            got.push(recv_event(client, "demo.task").await["id"].as_str().unwrap_or_default().to_owned());
         }
         got.sort();
         assert_eq!(got, sent);
     }
     redis.publish(name, &sealed(name, "node-z", &legit.to_string(), None));
     for client in [&mut on_a, &mut on_b] {
-        assert_eq!(recv_event(client, "task_updated").await, legit);
+        assert_eq!(recv_event(client, "demo.task").await, legit);
         client.assert_nothing_pending().await;
     }
 }
@@ -637,7 +641,39 @@ async fn a_node_with_another_cluster_secret_is_not_believed() {
     rogue.wait_for_redis("up").await;
     let mut alice = a.subscriber("alice", &["team:t1"]).await;
 
-    rogue.publish("team:t1", "task_updated", json!({})).await;
+    rogue.publish("team:t1", "demo.task", json!({})).await;
     assert_marker_is_next(&redis, &[&rogue], "team:t1", &mut [&mut alice]).await;
     a.wait_for_metrics("the rogue's event refused", |m| m["redis"]["unsealed"] == 1).await;
+}
+
+#[actix_rt::test]
+async fn a_team_status_reaches_every_node_and_is_forgotten_when_its_user_leaves() {
+    let redis = RedisServer::start();
+    let (a, b) = pair(&redis).await;
+    let mut alice = a.subscriber("alice", &["team:t1"]).await;
+    let mut bob = b.subscriber("bob", &["team:t1"]).await;
+
+    bob.request("team.presence.update", Some("team:t1"), json!({"status": "away", "text": "lunch"})).await;
+    let seen = recv_event(&mut alice, "team.presence.update").await;
+    assert_eq!(seen["data"], json!({"user_id": "bob", "status": "away", "text": "lunch"}));
+    assert_eq!(recv_event(&mut bob, "team.presence.update").await["id"], seen["id"]);
+
+    // A newcomer on the other node sees it in the channel's statuses.
+    let mut carol = a.connect_as("carol").await;
+    let subscribed = carol.subscribe(&["team:t1"]).await.remove(0);
+    let statuses = subscribed["data"]["statuses"].as_array().cloned().unwrap_or_default();
+    assert!(statuses.contains(&json!({"user_id": "bob", "status": "away", "text": "lunch"})), "{statuses:?}");
+
+    // Bob's last connection goes: `left` everywhere, and his status with it.
+    bob.close().await;
+    loop {
+        let frame = carol.recv_type("channel.presence").await;
+        if frame["data"] == json!({"user_id": "bob", "state": "left"}) {
+            break;
+        }
+    }
+    let mut dave = a.connect_as("dave").await;
+    let subscribed = dave.subscribe(&["team:t1"]).await.remove(0);
+    let statuses = subscribed["data"]["statuses"].as_array().cloned().unwrap_or_default();
+    assert!(statuses.iter().all(|s| s["user_id"] != "bob"), "{statuses:?}");
 }

@@ -74,8 +74,8 @@ async fn resubscribing_after_the_channel_was_released_works() {
     server.wait_for_metrics("channel released", |m| m["channels"] == 0).await;
     let acks = alice.subscribe(&["conversation:c1"]).await;
     assert_eq!(acks[0]["data"]["presence"], json!(["alice"]));
-    let id = server.publish("conversation:c1", "assistant.token", json!({})).await;
-    assert_eq!(alice.recv_type("assistant.token").await["id"], id.as_str());
+    let id = server.publish("conversation:c1", "demo.token", json!({})).await;
+    assert_eq!(alice.recv_type("demo.token").await["id"], id.as_str());
 }
 
 #[actix_rt::test]
@@ -117,10 +117,10 @@ async fn events_published_while_disconnected_are_not_replayed() {
     assert_eq!(witness.recv_type("channel.presence").await["data"]["state"], "joined");
     alice.close().await;
     assert_eq!(witness.recv_type("channel.presence").await["data"]["state"], "left");
-    let missed = server.publish("conversation:c1", "assistant.token", json!({"n": 1})).await;
-    assert_eq!(witness.recv_type("assistant.token").await["id"], missed.as_str());
+    let missed = server.publish("conversation:c1", "demo.token", json!({"n": 1})).await;
+    assert_eq!(witness.recv_type("demo.token").await["id"], missed.as_str());
 
     let mut again = server.subscriber("alice", &["conversation:c1"]).await;
-    let next = server.publish("conversation:c1", "assistant.token", json!({"n": 2})).await;
-    assert_eq!(again.recv_type("assistant.token").await["id"], next.as_str(), "an old event was replayed");
+    let next = server.publish("conversation:c1", "demo.token", json!({"n": 2})).await;
+    assert_eq!(again.recv_type("demo.token").await["id"], next.as_str(), "an old event was replayed");
 }

@@ -40,8 +40,8 @@ async fn oversize_frame_is_closed_with_1009_and_others_are_unaffected() {
     // bob hears alice leave and keeps receiving events.
     let left = other.recv_type("channel.presence").await;
     assert_eq!(left["data"], json!({"user_id": "alice", "state": "left"}));
-    let id = server.publish("conversation:c1", "assistant.token", json!({"t": 1})).await;
-    assert_eq!(other.recv_type("assistant.token").await["id"], id.as_str());
+    let id = server.publish("conversation:c1", "demo.token", json!({"t": 1})).await;
+    assert_eq!(other.recv_type("demo.token").await["id"], id.as_str());
     other.assert_nothing_pending().await;
 }
 

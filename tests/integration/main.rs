@@ -8,6 +8,7 @@ mod abuse;
 mod auth;
 mod bad_input;
 mod binary;
+mod catalog;
 mod channels;
 mod chat;
 mod cluster;

@@ -18,9 +18,9 @@ async fn published_event_reaches_exactly_the_subscribers() {
     assert_eq!(alice_tab2.recv_type("channel.presence").await["data"]["user_id"], "bob");
 
     let data = json!({"token": "Hel", "index": 3, "nested": {"a": [1, 2]}});
-    let id = server.publish("conversation:c1", "assistant.token", data.clone()).await;
+    let id = server.publish("conversation:c1", "demo.token", data.clone()).await;
     for client in [&mut alice, &mut alice_tab2] {
-        let event = client.recv_type("assistant.token").await;
+        let event = client.recv_type("demo.token").await;
         assert_eq!(event["id"], id.as_str());
         assert_eq!(event["channel"], "conversation:c1");
         assert_eq!(event["data"], data);
@@ -36,13 +36,13 @@ async fn published_frame_has_the_full_envelope() {
     let server = TestServer::start();
     let mut alice = server.subscriber("alice", &["agent:a1"]).await;
     let (status, body) = server
-        .post("/api/publish", json!({"channel": "agent:a1", "type": "agent.status", "data": {"status": "thinking"}}))
+        .post("/api/publish", json!({"channel": "agent:a1", "type": "demo.status", "data": {"status": "thinking"}}))
         .await;
     assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().expect("an id in the 202 answer");
     let event = alice.recv().await;
     assert_eq!(event["id"], id);
-    assert_eq!(event["type"], "agent.status");
+    assert_eq!(event["type"], "demo.status");
     assert_eq!(event["channel"], "agent:a1");
     assert_eq!(event["data"], json!({"status": "thinking"}));
     assert_eq!(event.get("reply_to"), None, "a published event answers no request: {event}");
@@ -73,10 +73,10 @@ async fn events_to_one_channel_arrive_in_publish_order() {
     let mut alice = server.subscriber("alice", &["conversation:c1"]).await;
     let mut ids = Vec::new();
     for seq in 0..60 {
-        ids.push(server.publish("conversation:c1", "assistant.token", json!({"seq": seq})).await);
+        ids.push(server.publish("conversation:c1", "demo.token", json!({"seq": seq})).await);
     }
     for (seq, id) in ids.iter().enumerate() {
-        let event = alice.recv_type("assistant.token").await;
+        let event = alice.recv_type("demo.token").await;
         assert_eq!(event["id"], id.as_str());
         assert_eq!(event["data"]["seq"], seq);
     }
@@ -87,7 +87,7 @@ async fn events_to_one_channel_arrive_in_publish_order() {
 async fn publishing_to_a_channel_without_subscribers_is_accepted() {
     let server = TestServer::start();
     let (status, body) =
-        server.post("/api/publish", json!({"channel": "team:empty", "type": "task_updated", "data": {}})).await;
+        server.post("/api/publish", json!({"channel": "team:empty", "type": "demo.task", "data": {}})).await;
     assert_eq!(status, 202, "{body}");
     assert!(body["id"].as_str().is_some_and(|id| !id.is_empty()), "{body}");
 }
@@ -101,7 +101,7 @@ async fn batch_is_delivered_whole_and_in_order() {
     let events: Vec<Value> = (0..30)
         .map(|i| {
             let channel = if i % 3 == 0 { "team:t1" } else { "conversation:c1" };
-            json!({"channel": channel, "type": "tool.call.progress", "data": {"i": i}})
+            json!({"channel": channel, "type": "demo.progress", "data": {"i": i}})
         })
         .collect();
     let (status, body) = server.post("/api/publish/batch", json!({"events": events})).await;
@@ -113,7 +113,7 @@ async fn batch_is_delivered_whole_and_in_order() {
     let mut got_team = Vec::new();
     let mut got_conv = Vec::new();
     for _ in 0..30 {
-        let event = both.recv_type("tool.call.progress").await;
+        let event = both.recv_type("demo.progress").await;
         let i = event["data"]["i"].as_u64().unwrap() as usize;
         assert_eq!(event["id"], ids[i], "{event}");
         let got = if event["channel"] == "team:t1" { &mut got_team } else { &mut got_conv };
@@ -124,7 +124,7 @@ async fn batch_is_delivered_whole_and_in_order() {
     both.assert_nothing_pending().await;
 
     for i in (0..30).filter(|i| i % 3 == 0) {
-        let event = only_team.recv_type("tool.call.progress").await;
+        let event = only_team.recv_type("demo.progress").await;
         assert_eq!(event["id"], ids[i]);
     }
     only_team.assert_nothing_pending().await;
@@ -135,15 +135,15 @@ async fn batch_with_one_bad_event_publishes_nothing() {
     let server = TestServer::start();
     let mut alice = server.subscriber("alice", &["conversation:c1"]).await;
     let bad_batches = [
-        (json!({"channel": "chat:nope", "type": "assistant.token", "data": {}}), "events[1]"),
+        (json!({"channel": "chat:nope", "type": "demo.token", "data": {}}), "events[1]"),
         (json!({"channel": "conversation:c1", "type": "connection.ack", "data": {}}), "events[1]"),
-        (json!({"channel": "conversation:c1", "type": "assistant.token", "data": [1]}), "events[1]"),
+        (json!({"channel": "conversation:c1", "type": "demo.token", "data": [1]}), "events[1]"),
     ];
     for (bad, place) in bad_batches {
         let events = json!([
-            {"channel": "conversation:c1", "type": "assistant.token", "data": {"n": 0}},
+            {"channel": "conversation:c1", "type": "demo.token", "data": {"n": 0}},
             bad,
-            {"channel": "conversation:c1", "type": "assistant.token", "data": {"n": 2}},
+            {"channel": "conversation:c1", "type": "demo.token", "data": {"n": 2}},
         ]);
         let (status, body) = server.post("/api/publish/batch", json!({"events": events})).await;
         assert_eq!(status, 400, "{body}");
@@ -152,8 +152,8 @@ async fn batch_with_one_bad_event_publishes_nothing() {
         assert!(body["error"]["code"].as_str().is_some_and(|c| !c.is_empty()), "{body}");
     }
     // The next event alice sees is one published after the refused batches.
-    let after = server.publish("conversation:c1", "assistant.token", json!({"n": "after"})).await;
-    let event = alice.recv_type("assistant.token").await;
+    let after = server.publish("conversation:c1", "demo.token", json!({"n": "after"})).await;
+    let event = alice.recv_type("demo.token").await;
     assert_eq!(event["id"], after.as_str(), "an event of a refused batch was delivered: {event}");
     alice.assert_nothing_pending().await;
 }
@@ -162,7 +162,7 @@ async fn batch_with_one_bad_event_publishes_nothing() {
 async fn empty_or_missing_batch_is_refused() {
     let server = TestServer::start();
     let too_many: Vec<Value> =
-        (0..1001).map(|_| json!({"channel": "team:t1", "type": "task_updated", "data": {}})).collect();
+        (0..1001).map(|_| json!({"channel": "team:t1", "type": "demo.task", "data": {}})).collect();
     for body in [json!({"events": []}), json!({}), json!({"events": too_many})] {
         let (status, answer) = server.post("/api/publish/batch", body.clone()).await;
         assert_eq!(status, 400, "{body}: {answer}");
@@ -198,10 +198,10 @@ async fn send_to_user_may_name_a_channel() {
     let server = TestServer::start();
     let mut alice = server.connect_as("alice").await;
     let (status, body) = server
-        .post("/api/users/alice/send", json!({"type": "task_updated", "channel": "team:t1", "data": {"done": true}}))
+        .post("/api/users/alice/send", json!({"type": "demo.task", "channel": "team:t1", "data": {"done": true}}))
         .await;
     assert_eq!(status, 202, "{body}");
-    let event = alice.recv_type("task_updated").await;
+    let event = alice.recv_type("demo.task").await;
     assert_eq!(event["id"], body["id"]);
     assert_eq!(event["channel"], "team:t1", "filed under the channel although not subscribed: {event}");
     assert_eq!(event["data"], json!({"done": true}));

@@ -15,7 +15,7 @@ fn assert_api_error(status: u16, body: &Value, expected_status: u16, code: &str)
 
 /// A valid publish body.
 fn event() -> Value {
-    json!({"channel": "conversation:c1", "type": "assistant.token", "data": {"token": "x"}})
+    json!({"channel": "conversation:c1", "type": "demo.token", "data": {"token": "x"}})
 }
 
 #[actix_rt::test]
@@ -51,8 +51,8 @@ async fn refused_publish_delivers_nothing() {
     assert_eq!(status, 401);
     let (status, _) = server.post_with("/ws/broadcast", json!({"type": "note"}), None).await;
     assert_eq!(status, 401);
-    let later = server.publish("conversation:c1", "assistant.token", json!({"n": 2})).await;
-    assert_eq!(alice.recv_type("assistant.token").await["id"], later.as_str());
+    let later = server.publish("conversation:c1", "demo.token", json!({"n": 2})).await;
+    assert_eq!(alice.recv_type("demo.token").await["id"], later.as_str());
 }
 
 #[actix_rt::test]
@@ -75,10 +75,10 @@ async fn body_that_is_not_json_typed_is_refused() {
 async fn missing_and_unknown_fields_are_400() {
     let server = TestServer::start();
     let cases = [
-        json!({"type": "assistant.token", "data": {}}),
+        json!({"type": "demo.token", "data": {}}),
         json!({"channel": "conversation:c1", "data": {}}),
-        json!({"channel": "conversation:c1", "type": "assistant.token", "data": {}, "extra": 1}),
-        json!({"channel": 5, "type": "assistant.token"}),
+        json!({"channel": "conversation:c1", "type": "demo.token", "data": {}, "extra": 1}),
+        json!({"channel": 5, "type": "demo.token"}),
         json!([event()]),
     ];
     for body in cases {
@@ -95,7 +95,7 @@ async fn bad_channel_name_is_400() {
     let server = TestServer::start();
     for channel in ["bad", "chat:x", "conversation:../x", "conversation:", "team:a b"] {
         let (status, body) =
-            server.post("/api/publish", json!({"channel": channel, "type": "assistant.token", "data": {}})).await;
+            server.post("/api/publish", json!({"channel": channel, "type": "demo.token", "data": {}})).await;
         assert_api_error(status, &body, 400, "invalid_channel");
     }
 }
@@ -138,7 +138,7 @@ async fn non_object_data_is_400() {
     let server = TestServer::start();
     for data in [json!([1, 2]), json!("text"), json!(3), json!(true)] {
         let (status, body) = server
-            .post("/api/publish", json!({"channel": "conversation:c1", "type": "assistant.token", "data": data}))
+            .post("/api/publish", json!({"channel": "conversation:c1", "type": "demo.token", "data": data}))
             .await;
         assert_api_error(status, &body, 400, "invalid_data");
     }
@@ -149,15 +149,14 @@ async fn event_over_the_frame_limit_is_413() {
     let server = TestServer::with(|a| a.max_frame_bytes = Some(4096));
     let mut alice = server.subscriber("alice", &["conversation:c1"]).await;
     let big = json!({"pad": "x".repeat(5000)});
-    let (status, body) = server
-        .post("/api/publish", json!({"channel": "conversation:c1", "type": "assistant.token", "data": big}))
-        .await;
+    let (status, body) =
+        server.post("/api/publish", json!({"channel": "conversation:c1", "type": "demo.token", "data": big})).await;
     assert_api_error(status, &body, 413, "event_too_large");
     let (status, body) = server.post("/ws/broadcast", json!({"type": "note", "data": big})).await;
     assert_api_error(status, &body, 413, "event_too_large");
     let (status, body) = server.post("/api/users/alice/send", json!({"type": "note", "data": big})).await;
     assert_api_error(status, &body, 413, "event_too_large");
-    let events = json!([event(), {"channel": "conversation:c1", "type": "assistant.token", "data": big}]);
+    let events = json!([event(), {"channel": "conversation:c1", "type": "demo.token", "data": big}]);
     let (status, body) = server.post("/api/publish/batch", json!({"events": events})).await;
     assert_api_error(status, &body, 413, "event_too_large");
     assert!(body["error"]["message"].as_str().unwrap().contains("events[1]"), "{body}");
@@ -165,11 +164,11 @@ async fn event_over_the_frame_limit_is_413() {
     let (status, body) = server
         .post(
             "/api/publish",
-            json!({"channel": "conversation:c1", "type": "assistant.token", "data": {"pad": "x".repeat(3900)}}),
+            json!({"channel": "conversation:c1", "type": "demo.token", "data": {"pad": "x".repeat(3900)}}),
         )
         .await;
     assert_eq!(status, 202, "{body}");
-    assert_eq!(alice.recv_type("assistant.token").await["id"], body["id"]);
+    assert_eq!(alice.recv_type("demo.token").await["id"], body["id"]);
 }
 
 #[actix_rt::test]
@@ -267,8 +266,8 @@ async fn metrics_report_counts_rates_and_latency() {
     let mut alice = server.subscriber("alice", &["conversation:c1", "team:t1"]).await;
     let _bob = server.subscriber("bob", &["team:t1"]).await;
     let _ = alice.recv_type("channel.presence").await;
-    server.publish("conversation:c1", "assistant.token", json!({})).await;
-    alice.recv_type("assistant.token").await;
+    server.publish("conversation:c1", "demo.token", json!({})).await;
+    alice.recv_type("demo.token").await;
 
     let m = server.metrics().await;
     assert_eq!(m["connections"], 2, "{m}");
@@ -290,8 +289,8 @@ async fn metrics_report_counts_rates_and_latency() {
     let until = tokio::time::Instant::now() + DEADLINE;
     loop {
         alice.assert_nothing_pending().await;
-        server.publish("conversation:c1", "assistant.token", json!({})).await;
-        alice.recv_type("assistant.token").await;
+        server.publish("conversation:c1", "demo.token", json!({})).await;
+        alice.recv_type("demo.token").await;
         let m = server.metrics().await;
         if m["messages_in_per_sec"].as_f64().unwrap() > 0.0 && m["messages_out_per_sec"].as_f64().unwrap() > 0.0 {
             break;

@@ -65,6 +65,8 @@ pub struct BusConfig {
     pub presence_ttl: Duration,
     /// Largest event accepted from Redis.
     pub max_frame_bytes: usize,
+    /// Refuse external events whose type is not in the catalog.
+    pub strict_events: bool,
     /// The deployment's cluster secret, keyed: seals what this node sends
     /// and checks what others send.
     pub key: ClusterKey,
@@ -220,7 +222,7 @@ impl Bus {
     ) -> Result<(Bus, Outbox), RedisError> {
         let client = Client::open(config.url.as_str())?;
         let keys = Arc::new(Keys::new(&config.prefix));
-        let wire = Arc::new(Wire::new(&node, config.key.clone(), config.max_frame_bytes));
+        let wire = Arc::new(Wire::new(&node, config.key.clone(), config.max_frame_bytes).strict(config.strict_events));
         let (conn_tx, conn_rx) = watch::channel(None);
         let (outbox, writer) = Outbox::new(Arc::clone(&keys), Arc::clone(&wire), Arc::clone(&status), conn_rx);
         let bus = Bus {
@@ -399,7 +401,7 @@ impl Bus {
         if remote {
             self.outbox.presence(&channel, &frame, &note);
         }
-        let inbound = wire::Inbound { frame, presence: Some(note) };
+        let inbound = wire::Inbound { frame, presence: Some(note), status: None };
         self.registry.do_send(Deliver { topic: Topic::Channel(channel), inbound });
     }
 

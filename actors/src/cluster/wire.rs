@@ -23,13 +23,14 @@
 //! every node shows the same id):
 //!
 //! ```json
-//! {"type":"assistant.token","data":{"token":"Hel"},"id":"optional-id"}
+//! {"type":"assistant.token","data":{"stream_id":"s1","chunk":"Hel"},"id":"optional-id"}
 //! ```
 //!
 //! Redis is not trusted: anyone who can publish to it can send anything.
 //! So a message in the nodes' format counts only with a valid seal, and
 //! every event, sealed or not, is checked as a REST publish is (type, the
-//! channel it arrived on, size, depth) before a client sees it. Anything
+//! channel it arrived on, size, depth; an external one also against the
+//! event catalog) before a client sees it. Anything
 //! else is refused with a [`Refused`] reason; the bus logs it, counts it
 //! and drops it.
 
@@ -41,6 +42,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::catalog::{self, Refusal, Sender, TeamPresenceUpdate};
+use crate::channel::StatusNote;
 use crate::cluster::seal::{ClusterKey, SEAL_HEX_LEN};
 use crate::cluster::Topic;
 use crate::protocol::{self, kind, Frame, MAX_DATA_DEPTH};
@@ -104,6 +107,8 @@ pub struct Inbound {
     pub frame: Frame,
     /// Set on `channel.presence` events from other nodes.
     pub presence: Option<PresenceNote>,
+    /// Set on `team.presence.update` events from other nodes.
+    pub status: Option<StatusNote>,
 }
 
 /// What a payload from Redis turned out to be.
@@ -137,6 +142,10 @@ pub enum Refused {
     /// JSON of the right shape breaking a rule of events.
     #[error("{0}")]
     Invalid(String),
+    /// A catalog type with `data` its schema refuses, or one backends may
+    /// not send.
+    #[error("{0}")]
+    Event(#[from] Refusal),
 }
 
 impl Refused {
@@ -230,6 +239,7 @@ pub struct Wire {
     opening: String,
     key: ClusterKey,
     max_frame_bytes: usize,
+    strict_events: bool,
 }
 
 /// Between the sealed bytes and the seal.
@@ -242,7 +252,13 @@ impl Wire {
     /// it accepts.
     pub fn new(id: &str, key: ClusterKey, max_frame_bytes: usize) -> Self {
         let id = serde_json::to_string(id).unwrap_or_else(|_| String::from("\"\""));
-        Wire { opening: format!("{{\"nova\":{VERSION},\"origin\":{id},"), key, max_frame_bytes }
+        Wire { opening: format!("{{\"nova\":{VERSION},\"origin\":{id},"), key, max_frame_bytes, strict_events: false }
+    }
+
+    /// Whether external events must be of a catalog type
+    /// (`NOVA_STRICT_EVENTS`).
+    pub fn strict(self, strict_events: bool) -> Self {
+        Wire { strict_events, ..self }
     }
 
     /// The message that forwards `frame` (encoded once, by its publisher)
@@ -391,7 +407,17 @@ impl Wire {
                 None
             }
         };
-        Ok(Inbound { frame: Frame::from_encoded(event.get()), presence: note })
+        // A member's status on a team channel: the channel keeps a list.
+        let status = match topic {
+            Topic::Channel(name) if view.kind == kind::TEAM_PRESENCE && name.starts_with("team:") => {
+                let update: TeamPresenceUpdate = serde_json::from_str(view.data.get())?;
+                let user = update.user_id.ok_or_else(|| Refused::invalid("a status without its 'user_id'"))?;
+                crate::auth::check_user_id(&user).map_err(|why| Refused::invalid(format!("status user {why}")))?;
+                Some(StatusNote { user: user.into(), status: update.status, text: update.text })
+            }
+            _ => None,
+        };
+        Ok(Inbound { frame: Frame::from_encoded(event.get()), presence: note, status })
     }
 
     /// Checks and encodes an external publisher's event.
@@ -403,6 +429,17 @@ impl Wire {
             Some(data @ Value::Object(_)) => data,
             Some(_) => return Err(Refused::invalid("'data' must be a JSON object")),
         };
+        // Only external events: a node's sealed event was checked by the
+        // node that accepted it, and checking it again on every node would
+        // multiply the cost by the cluster's size.
+        match catalog::check(&kind, Sender::Backend, &data) {
+            Ok(Some(_)) => {}
+            Ok(None) if self.strict_events => {
+                return Err(Refused::invalid(format!("'{kind}' is not in the event catalog (NOVA_STRICT_EVENTS)")));
+            }
+            Ok(None) => {}
+            Err(refusal) => return Err(Refused::Event(refusal)),
+        }
         let id = match p.id {
             Some(id) => {
                 check_id(&id)?;
@@ -422,7 +459,7 @@ impl Wire {
                 self.max_frame_bytes
             )));
         }
-        Ok(Inbound { frame, presence: None })
+        Ok(Inbound { frame, presence: None, status: None })
     }
 }
 
@@ -620,14 +657,28 @@ mod tests {
     }
 
     #[test]
+    fn an_external_catalog_event_with_bad_data_is_refused_and_strict_mode_refuses_unknown_types() {
+        let payload = br#"{"type":"assistant.token","data":{"chunk":"Hi"}}"#;
+        let refused = wire("a").decode(&channel(), CH, payload).unwrap_err();
+        assert!(matches!(refused, Refused::Event(_)), "{refused:?}");
+        assert_eq!(refused.to_string(), "invalid 'assistant.token': data.stream_id: required string");
+        let forbidden = wire("a").decode(&channel(), CH, br#"{"type":"agent.invoke","data":{"input":1}}"#);
+        assert!(matches!(forbidden, Err(Refused::Event(Refusal::NotFrom { .. }))), "{forbidden:?}");
+        let unknown = br#"{"type":"my.thing","data":{}}"#;
+        assert!(wire("a").decode(&channel(), CH, unknown).is_ok());
+        let strict = wire("a").strict(true).decode(&channel(), CH, unknown).unwrap_err();
+        assert!(strict.to_string().contains("not in the event catalog"), "{strict}");
+    }
+
+    #[test]
     fn an_external_event_is_encoded_with_the_channel_of_its_topic() {
-        let payload = br#"{"type":"assistant.token","data":{"token":"Hi"},"id":"e1"}"#;
+        let payload = br#"{"type":"assistant.token","data":{"stream_id":"s1","chunk":"Hi"},"id":"e1"}"#;
         let inbound = event(wire("a").decode(&channel(), CH, payload));
         let v: Value = serde_json::from_str(inbound.frame.text()).unwrap();
         assert_eq!(v["id"], "e1");
         assert_eq!(v["type"], "assistant.token");
         assert_eq!(v["channel"], "team:t1");
-        assert_eq!(v["data"]["token"], "Hi");
+        assert_eq!(v["data"]["chunk"], "Hi");
         let direct = event(wire("a").decode(&Topic::User("u".into()), "nova:user:u", br#"{"type":"note"}"#));
         let v: Value = serde_json::from_str(direct.frame.text()).unwrap();
         assert!(v.get("channel").is_none());
