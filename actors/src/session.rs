@@ -357,6 +357,9 @@ impl Session {
     }
 
     fn handle(&mut self, request: Request, ctx: &mut WebsocketContext<Self>) {
+        if !self.within_quotas(&request, ctx) {
+            return;
+        }
         let reply_to = Some(request.id.as_str());
         match request.action {
             Action::Init(_) => {
@@ -368,6 +371,23 @@ impl Session {
             Action::Subscribe(names) => self.change_subscriptions(true, names, &request.id, ctx),
             Action::Unsubscribe(names) => self.change_subscriptions(false, names, &request.id, ctx),
             Action::Publish { event, channel, data } => self.publish(event, &channel, data, &request.id, ctx),
+        }
+    }
+
+    /// Counts a parsed request against its user's limits (`quota.rs`); a
+    /// refused one is answered with 4004 and not run, and the connection
+    /// stays. Every refusal is answered: a client needs the `retry_after_ms`
+    /// of each request it retries, and the per-connection bucket, which
+    /// every frame has passed before this, bounds how many answers a flood
+    /// can draw.
+    fn within_quotas(&self, request: &Request, ctx: &mut WebsocketContext<Self>) -> bool {
+        let Auth::Ready { identity, .. } = &self.auth else { return true };
+        match self.node.quotas.check(&identity.user_id, request.action.kind()) {
+            Ok(()) => true,
+            Err(refusal) => {
+                self.send(ctx, refusal.frame(&request.id));
+                false
+            }
         }
     }
 
