@@ -11,6 +11,7 @@
 //! - **production** (`--production`): as configured, and real secrets are
 //!   required (a JWT secret of 32+ bytes, an admin token of 16+ characters).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use clap::{ArgAction, Parser};
 use nova_actors::auth::{check_user_id, ApiKey, JwtConfig, DEFAULT_MAX_TOKEN_LIFETIME, DEVELOPMENT_KEY};
 use nova_actors::names::parse_patterns;
 use nova_actors::node::Limits;
+use nova_actors::quota::{check_limited_type, Per, QuotaConfig, Rate, DEFAULT_USER_RATE};
 use serde::{Deserialize, Serialize};
 
 use crate::origins::Origins;
@@ -134,6 +136,15 @@ pub struct Args {
     /// Client frames in a burst [default: 100]
     #[arg(long, env = "NOVA_RATE_BURST")]
     pub message_burst: Option<u32>,
+    /// Requests per second one user may make over all its connections on this node (every request but connection.init and connection.heartbeat); 0: no limit [default: 100]
+    #[arg(long, env = "NOVA_USER_RATE_LIMIT")]
+    pub user_requests_per_second: Option<u32>,
+    /// Requests one user may make in a burst over all its connections on this node [default: 200]
+    #[arg(long, env = "NOVA_USER_RATE_BURST")]
+    pub user_request_burst: Option<u32>,
+    /// Limits per user on request types, comma-separated `type=RATE`; RATE is `5/s`, `10/min` or `100/h`, optionally followed by `burst N` (else the burst is the count), or `off`; each replaces the default for its type (in the file: a map from type to RATE) [default: agent.invoke=10/min,chat.message=5/s,chat.typing=2/s,file.upload.request=10/min]
+    #[arg(long, env = "NOVA_EVENT_RATE_LIMITS")]
+    pub event_rate_limits: Option<EventRateLimits>,
     /// Time a slow consumer gets to close before its socket is shut [default: 5000]
     #[arg(long, env = "NOVA_SLOW_CONSUMER_GRACE_MS")]
     pub slow_consumer_grace_ms: Option<u64>,
@@ -250,16 +261,23 @@ pub fn settings_table() -> String {
 
 impl Args {
     /// These settings (flags and environment) over `file`'s: a setting given
-    /// here replaces the file's, lists included; a flag that is off leaves
-    /// the file's value.
+    /// here replaces the file's, lists included; a map (`event_rate_limits`)
+    /// replaces the file's entry by entry; a flag that is off leaves the
+    /// file's value.
     pub fn over(self, file: Args) -> Result<Args, String> {
         let (config, health_check) = (self.config.clone(), self.health_check);
         let flags = serde_json::to_value(self).map_err(|e| e.to_string())?;
         let mut merged = serde_json::to_value(file).map_err(|e| e.to_string())?;
         if let (Some(flags), Some(merged)) = (flags.as_object(), merged.as_object_mut()) {
             for (key, value) in flags {
-                if !matches!(value, serde_json::Value::Null | serde_json::Value::Bool(false)) {
-                    merged.insert(key.clone(), value.clone());
+                match (merged.get_mut(key), value) {
+                    (_, serde_json::Value::Null | serde_json::Value::Bool(false)) => {}
+                    (Some(serde_json::Value::Object(file)), serde_json::Value::Object(entries)) => {
+                        file.extend(entries.clone())
+                    }
+                    _ => {
+                        merged.insert(key.clone(), value.clone());
+                    }
                 }
             }
         }
@@ -268,6 +286,59 @@ impl Args {
         args.health_check = health_check;
         Ok(args)
     }
+}
+
+/// The limits per request type as configured: request type → rate as
+/// written (`5/s`, `10/min burst 3`, `off`), checked when the configuration
+/// is resolved. In a flag or variable `type=RATE,type=RATE`; in the file a
+/// map.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventRateLimits(
+    /// Request type → rate as written.
+    pub BTreeMap<String, String>,
+);
+
+impl std::str::FromStr for EventRateLimits {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut limits = BTreeMap::new();
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (kind, rate) =
+                entry.split_once('=').ok_or_else(|| format!("'{entry}' is not TYPE=RATE (e.g. chat.message=5/s)"))?;
+            limits.insert(kind.trim().to_owned(), rate.trim().to_owned());
+        }
+        Ok(EventRateLimits(limits))
+    }
+}
+
+/// The per-user limits: the defaults of `quota.rs` with what is configured
+/// over them.
+fn quota_config(
+    per_second: Option<u32>,
+    burst: Option<u32>,
+    events: Option<EventRateLimits>,
+) -> Result<QuotaConfig, String> {
+    let user = match per_second.unwrap_or(DEFAULT_USER_RATE.count()) {
+        0 => None,
+        n => Some(
+            Rate::new(n, Per::Second, burst.unwrap_or(DEFAULT_USER_RATE.burst()))
+                .map_err(|why| format!("user_request_burst (NOVA_USER_RATE_BURST): {why}"))?,
+        ),
+    };
+    let mut quotas = QuotaConfig { user, ..QuotaConfig::default() };
+    for (kind, rate) in events.unwrap_or_default().0 {
+        let context = |why: String| format!("event_rate_limits (NOVA_EVENT_RATE_LIMITS): {why}");
+        check_limited_type(&kind).map_err(context)?;
+        if rate.trim() == "off" {
+            quotas.events.remove(&kind);
+        } else {
+            let rate: Rate = rate.parse().map_err(|why| context(format!("'{kind}': {why}")))?;
+            quotas.events.insert(kind, rate);
+        }
+    }
+    Ok(quotas)
 }
 
 /// A static API key as configured: `user_id:key` (or a bare key) in a flag
@@ -557,6 +628,7 @@ impl Config {
                 .unwrap_or_else(|| d.max_init_frame_bytes.min(args.max_frame_bytes.unwrap_or(d.max_frame_bytes))),
             max_clients: args.max_connections.unwrap_or(d.max_clients).max(1),
             auth_failure_limit: args.auth_failure_limit.unwrap_or(d.auth_failure_limit),
+            quotas: quota_config(args.user_requests_per_second, args.user_request_burst, args.event_rate_limits)?,
         };
         check_limits(&limits)?;
 
@@ -981,6 +1053,65 @@ mod tests {
         assert!(c.api_keys[1].channels[0].matches("agent:a1"));
         let bad = Args { api_key_channels: Some(vec!["nope:*".into()]), ..Args::default() };
         assert!(Config::resolve(bad, Args::default()).is_err());
+    }
+
+    #[test]
+    fn rate_limits_per_user_and_type_default_and_take_what_is_configured() {
+        let c = Config::resolve(Args::default(), Args::default()).unwrap();
+        assert_eq!(c.limits.quotas, QuotaConfig::default());
+        let rate = |s: &str| s.parse::<Rate>().unwrap();
+        let file: Args = serde_yaml::from_str(
+            "user_requests_per_second: 10\n\
+             event_rate_limits:\n  chat.message: 20/s\n  agent.invoke: 3/min burst 1\n  chat.typing: off\n  \
+             custom.thing: 1/h\n",
+        )
+        .unwrap();
+        let flags = Args::try_parse_from([
+            "nova-realtime",
+            "--user-request-burst",
+            "15",
+            "--event-rate-limits",
+            "chat.message=7/s, file.upload.request=off",
+        ])
+        .unwrap();
+        let q = Config::resolve(flags, file).unwrap().limits.quotas;
+        assert_eq!(q.user, Some(rate("10/s burst 15")));
+        let events: Vec<(&str, Rate)> = q.events.iter().map(|(k, r)| (k.as_str(), *r)).collect();
+        assert_eq!(
+            events,
+            [("agent.invoke", rate("3/min burst 1")), ("chat.message", rate("7/s")), ("custom.thing", rate("1/h"))],
+            "the flag's entries over the file's, the file's over the defaults; 'off' removes one"
+        );
+        let off = Args { user_requests_per_second: Some(0), ..Args::default() };
+        assert_eq!(Config::resolve(off, Args::default()).unwrap().limits.quotas.user, None);
+    }
+
+    #[test]
+    fn bad_rate_limits_are_refused_saying_what_is_wrong() {
+        let with = |events: &str| {
+            let args = Args { event_rate_limits: Some(events.parse().unwrap()), ..Args::default() };
+            Config::resolve(args, Args::default())
+        };
+        for (events, needles) in [
+            ("chat.message=5/x", &["event_rate_limits", "'chat.message'", "'5/x'", "unit"][..]),
+            ("chat.message=fast", &["'chat.message'", "'fast' is not a rate"]),
+            ("agent.invoke=0/min", &["'agent.invoke'", "at least 1"]),
+            ("chat.typing=2/s burst", &["'chat.typing'", "not a rate"]),
+            ("connection.heartbeat=1/s", &["'connection.heartbeat' is exempt"]),
+            ("bad type=1/s", &["'bad type' is not a request type"]),
+        ] {
+            let err = with(events).unwrap_err();
+            for needle in needles {
+                assert!(err.contains(needle), "{events}: '{err}' lacks {needle}");
+            }
+        }
+        let err = Args::try_parse_from(["nova-realtime", "--event-rate-limits", "chat.message"]).unwrap_err();
+        assert!(err.to_string().contains("TYPE=RATE"), "{err}");
+        let file: Args = serde_yaml::from_str("event_rate_limits:\n  chat.message: 5\n").unwrap_or_default();
+        assert!(Config::resolve(Args::default(), file).is_err_and(|e| e.contains("'5' is not a rate")));
+        let args = Args { user_request_burst: Some(0), ..Args::default() };
+        let err = Config::resolve(args, Args::default()).unwrap_err();
+        assert!(err.contains("NOVA_USER_RATE_BURST") && err.contains("at least 1"), "{err}");
     }
 
     #[test]

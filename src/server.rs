@@ -29,6 +29,7 @@ use nova_actors::cluster::BusStatus;
 use nova_actors::codes::Close;
 use nova_actors::metrics::Metrics;
 use nova_actors::node::Node;
+use nova_actors::quota::PRUNE_EVERY;
 use nova_actors::registry::{CloseAll, Cluster, Registry};
 use nova_actors::settings::health::HealthMonitor;
 use nova_actors::settings::store::Store;
@@ -206,7 +207,7 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
     let settings = Arc::new(SettingsState::default());
     let s = &config.settings;
     let store = Arc::new(Store::new(&s.config_dir, &s.prompts_dir, s.backups));
-    {
+    let settings_thread = {
         let thread = Arbiter::new();
         let (registry, state, store) = (registry.clone(), settings.clone(), store.clone());
         let (interval, timeout, window) = (s.health_interval, s.health_timeout, s.debounce);
@@ -216,6 +217,7 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
             let health = HealthMonitor::new(registry.clone(), state.clone(), interval, timeout).start();
             ConfigWatcher::new(store, state, registry, health, bus, window).on_ready(ready_tx).start();
         });
+        let handle = thread.handle();
         hubs.push(thread);
         // Serve only once the files are watched and loaded: a client that
         // connects, or an edit made, right after start-up is then neither
@@ -223,9 +225,21 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
         if ready_rx.recv_timeout(WATCHER_START_TIMEOUT).is_err() {
             log::warn!("the config watcher did not start in time; settings changes may be missed until it does");
         }
-    }
+        handle
+    };
     let auth = Authenticator::new(config.jwt.as_ref(), config.api_keys.clone(), config.development_key);
     let node = Arc::new(Node::new(node_id, registry.clone(), auth, config.limits.clone(), metrics));
+    // A pass over the per-user limits visits every user active lately: on
+    // the settings thread, off the workers and the hubs that serve clients.
+    let quotas = node.clone();
+    settings_thread.spawn(async move {
+        let mut every = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            every.tick().await;
+            let kept = quotas.quotas.prune();
+            log::trace!("rate limits: {kept} entries of users active lately kept");
+        }
+    });
     let state = web::Data::new(AppState {
         node: node.clone(),
         admin_token: config.admin_token.clone(),

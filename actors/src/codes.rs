@@ -20,7 +20,8 @@ pub enum ErrorCode {
     /// The credentials do not allow this channel, or a limit of the
     /// connection forbids it.
     PermissionDenied = 4003,
-    /// The connection sends faster than its rate limit.
+    /// The connection sends faster than its rate limit, or the request is
+    /// over its user's limit (over all requests, or for its type).
     RateLimited = 4004,
     /// Malformed JSON, a missing or mistyped field, an unknown `type`, a
     /// binary frame.

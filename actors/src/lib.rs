@@ -20,6 +20,8 @@
 //! - [`names`]: channel names and access patterns.
 //! - [`auth`]: JWT and API-key authentication.
 //! - [`throttle`]: failed authentications per source address.
+//! - [`quota`]: rate limits per user and per request type, over all of a
+//!   user's connections on the node.
 //! - [`node`]: what every session shares: limits, authenticator, registry.
 //! - [`metrics`]: counters and the latency histogram.
 //!
@@ -40,6 +42,7 @@ pub mod metrics;
 pub mod names;
 pub mod node;
 pub mod protocol;
+pub mod quota;
 pub mod registry;
 pub mod session;
 pub mod settings;

@@ -112,6 +112,11 @@ pub struct Metrics {
     /// Authentication attempts refused because their address failed too
     /// often since start.
     pub auth_throttled: AtomicU64,
+    /// Requests refused by their user's limit over all its requests since
+    /// start (`quota.rs`).
+    pub user_rate_limited: AtomicU64,
+    /// Requests refused by their user's limit for their type since start.
+    pub event_rate_limited: AtomicU64,
     /// Connections that were not yet clients, closed to make room for new
     /// ones since start.
     pub shed_connections: AtomicU64,
@@ -139,6 +144,8 @@ impl Default for Metrics {
             clients: AtomicU64::new(0),
             flood_closes: AtomicU64::new(0),
             auth_throttled: AtomicU64::new(0),
+            user_rate_limited: AtomicU64::new(0),
+            event_rate_limited: AtomicU64::new(0),
             shed_connections: AtomicU64::new(0),
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
@@ -186,6 +193,10 @@ pub struct MetricsSnapshot {
     pub flood_closes: u64,
     /// Authentication attempts refused for an address that failed too often.
     pub auth_throttled: u64,
+    /// Requests refused by the per-user limit since start.
+    pub user_rate_limited: u64,
+    /// Requests refused by a per-user limit of their type since start.
+    pub event_rate_limited: u64,
     /// Not-yet-client connections closed to make room since start.
     pub shed_connections: u64,
     /// Client frames received since start.
@@ -237,6 +248,8 @@ impl Metrics {
             clients: self.clients.load(Relaxed),
             flood_closes: self.flood_closes.load(Relaxed),
             auth_throttled: self.auth_throttled.load(Relaxed),
+            user_rate_limited: self.user_rate_limited.load(Relaxed),
+            event_rate_limited: self.event_rate_limited.load(Relaxed),
             shed_connections: self.shed_connections.load(Relaxed),
             messages_in: self.messages_in.load(Relaxed),
             messages_out: self.messages_out.load(Relaxed),

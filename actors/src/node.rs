@@ -1,6 +1,7 @@
 //! What every session on this node shares: the node's id, the registry's
-//! address, the authenticator, the limits and the metrics. One `Arc<Node>`
-//! per session instead of a copy of each keeps an idle connection small.
+//! address, the authenticator, the limits (with the state of the per-user
+//! ones) and the metrics. One `Arc<Node>` per session instead of a copy of
+//! each keeps an idle connection small.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,10 +12,11 @@ use actix::Addr;
 use crate::auth::Authenticator;
 use crate::link::ConnId;
 use crate::metrics::Metrics;
+use crate::quota::{QuotaConfig, Quotas};
 use crate::registry::Registry;
 use crate::throttle::AuthThrottle;
 
-/// Per-connection limits, all configurable.
+/// Per-connection limits, and the per-user ones, all configurable.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// How often the server pings; two missed intervals drop the connection.
@@ -44,6 +46,9 @@ pub struct Limits {
     /// Time a slow consumer's session gets to close itself before its socket
     /// is shut down.
     pub slow_consumer_grace: Duration,
+    /// Rate limits per user, over all of a user's connections on this node:
+    /// one over all its requests, one per request type (`quota.rs`).
+    pub quotas: QuotaConfig,
 }
 
 impl Default for Limits {
@@ -60,6 +65,7 @@ impl Default for Limits {
             messages_per_second: 50,
             message_burst: 100,
             slow_consumer_grace: Duration::from_secs(5),
+            quotas: QuotaConfig::default(),
         }
     }
 }
@@ -78,6 +84,8 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     /// Failed authentications per address.
     pub auth_throttle: AuthThrottle,
+    /// The per-user limits and the state of the users that used them lately.
+    pub quotas: Quotas,
     next_conn: AtomicU64,
 }
 
@@ -91,7 +99,8 @@ impl Node {
         metrics: Arc<Metrics>,
     ) -> Self {
         let auth_throttle = AuthThrottle::new(limits.auth_failure_limit);
-        Node { id, registry, auth, limits, metrics, auth_throttle, next_conn: AtomicU64::new(1) }
+        let quotas = Quotas::new(&limits.quotas, metrics.clone());
+        Node { id, registry, auth, limits, metrics, auth_throttle, quotas, next_conn: AtomicU64::new(1) }
     }
 
     /// A number for a new connection, unique on this node.

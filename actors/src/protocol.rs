@@ -194,6 +194,27 @@ pub fn rejection_frame(rejection: &Rejection, channel: Option<&str>) -> Frame {
     encode(kind::ERROR, channel, &data, rejection.reply_to.as_deref())
 }
 
+#[derive(Serialize)]
+struct ErrorDataWith<'a, E: Serialize + ?Sized> {
+    code: u16,
+    message: &'a str,
+    #[serde(flatten)]
+    extra: &'a E,
+}
+
+/// An `error` frame whose `data` carries, beside `code` and `message`, the
+/// fields of `extra` (a struct or map; its own `code` or `message` would
+/// repeat those keys, so it has none).
+pub fn error_frame_with<E: Serialize + ?Sized>(
+    code: ErrorCode,
+    message: &str,
+    channel: Option<&str>,
+    reply_to: Option<&str>,
+    extra: &E,
+) -> Frame {
+    encode(kind::ERROR, channel, &ErrorDataWith { code: code.as_u16(), message, extra }, reply_to)
+}
+
 /// A request the server refuses, with what to tell the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -316,6 +337,22 @@ pub enum Action {
         /// `message_id`) before it goes out.
         data: Map<String, Value>,
     },
+}
+
+impl Action {
+    /// The request's wire `type`, by which the limits per type name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Init(_) => kind::INIT,
+            Action::Heartbeat => kind::HEARTBEAT,
+            Action::Subscribe(_) => kind::SUBSCRIBE,
+            Action::Unsubscribe(_) => kind::UNSUBSCRIBE,
+            Action::Publish { event, .. } => event.kind(),
+            Action::Reconnect(_) => kind::RECONNECT,
+            Action::TeamStatus { .. } => kind::TEAM_PRESENCE,
+            Action::ForAgent { kind, .. } => kind,
+        }
+    }
 }
 
 /// A client frame that passed validation.
@@ -620,6 +657,34 @@ mod tests {
         let over = nested(MAX_DATA_DEPTH + 1);
         assert!(data_too_deep(over.as_bytes()));
         assert!(rejected(&over).message.contains("deeper than 64"));
+    }
+
+    #[test]
+    fn every_action_names_the_type_it_was_parsed_from() {
+        for frame in [
+            r#"{"id":"1","type":"connection.init","data":{"token":"t"}}"#,
+            r#"{"id":"1","type":"connection.heartbeat"}"#,
+            r#"{"id":"1","type":"channel.subscribe","data":{"channels":["team:a"]}}"#,
+            r#"{"id":"1","type":"channel.unsubscribe","data":{"channels":["team:a"]}}"#,
+            r#"{"id":"1","type":"chat.message","channel":"team:a","data":{"content":"x"}}"#,
+            r#"{"id":"1","type":"chat.typing","channel":"team:a"}"#,
+        ] {
+            let sent: Value = serde_json::from_str(frame).unwrap();
+            assert_eq!(parse_request(frame).unwrap().action.kind(), sent["type"], "{frame}");
+        }
+    }
+
+    #[test]
+    fn an_error_frame_may_carry_more_fields() {
+        let extra = serde_json::json!({"retry_after_ms": 5, "limit": {"scope": "user"}});
+        let frame = error_frame_with(ErrorCode::RateLimited, "slow down", None, Some("4"), &extra);
+        let v: Value = serde_json::from_str(frame.text()).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["reply_to"], "4");
+        assert_eq!(
+            v["data"],
+            serde_json::json!({"code": 4004, "message": "slow down", "retry_after_ms": 5, "limit": {"scope": "user"}})
+        );
     }
 
     #[test]

@@ -356,6 +356,9 @@ impl Session {
     }
 
     fn handle(&mut self, request: Request, ctx: &mut WebsocketContext<Self>) {
+        if !self.within_quotas(&request, ctx) {
+            return;
+        }
         let reply_to = Some(request.id.as_str());
         match request.action {
             Action::Init(_) => {
@@ -425,6 +428,23 @@ impl Session {
             text: update.text,
             reply_to,
         });
+    }
+
+    /// Counts a parsed request against its user's limits (`quota.rs`); a
+    /// refused one is answered with 4004 and not run, and the connection
+    /// stays. Every refusal is answered: a client needs the `retry_after_ms`
+    /// of each request it retries, and the per-connection bucket, which
+    /// every frame has passed before this, bounds how many answers a flood
+    /// can draw.
+    fn within_quotas(&self, request: &Request, ctx: &mut WebsocketContext<Self>) -> bool {
+        let Auth::Ready { identity, .. } = &self.auth else { return true };
+        match self.node.quotas.check(&identity.user_id, request.action.kind()) {
+            Ok(()) => true,
+            Err(refusal) => {
+                self.send(ctx, refusal.frame(&request.id));
+                false
+            }
+        }
     }
 
     /// `channel.subscribe` / `channel.unsubscribe`: every name is checked

@@ -41,6 +41,9 @@ pub async fn metrics(_: Admin, state: web::Data<AppState>) -> Result<HttpRespons
         map.insert("connections".into(), stats.connections.into());
         map.insert("users".into(), stats.users.into());
         map.insert("channels".into(), stats.channels.into());
+        let quotas = &state.node.quotas;
+        map.insert("event_rate_limited_by_type".into(), json!(quotas.refused_by_type()));
+        map.insert("rate_limit_entries".into(), quotas.tracked().into());
         if let Some(bus) = &state.bus {
             let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
             let redis = json!({

@@ -100,7 +100,7 @@ impl Process {
     }
 
     /// Waits for the process to exit, without blocking the runtime.
-    async fn exit_status(&mut self) -> ExitStatus {
+    pub(crate) async fn exit_status(&mut self) -> ExitStatus {
         let until = Instant::now() + DEADLINE;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -112,7 +112,7 @@ impl Process {
     }
 
     /// All of stderr once the process has exited.
-    fn stderr(&mut self) -> String {
+    pub(crate) fn stderr(&mut self) -> String {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.seen.push(line);
         }

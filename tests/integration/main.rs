@@ -20,6 +20,7 @@ mod load;
 mod origins;
 mod presence;
 mod publish;
+mod rate_limits;
 mod rest;
 mod settings;
 mod shutdown;
