@@ -44,6 +44,10 @@ pub struct Limits {
     /// Time a slow consumer's session gets to close itself before its socket
     /// is shut down.
     pub slow_consumer_grace: Duration,
+    /// How long before a JWT's `exp` its connection gets
+    /// `connection.expiring`, so the client can refresh in time; zero: no
+    /// warning.
+    pub expiry_warning: Duration,
 }
 
 impl Default for Limits {
@@ -60,6 +64,7 @@ impl Default for Limits {
             messages_per_second: 50,
             message_burst: 100,
             slow_consumer_grace: Duration::from_secs(5),
+            expiry_warning: Duration::from_secs(60),
         }
     }
 }

@@ -19,6 +19,7 @@ mod load;
 mod origins;
 mod presence;
 mod publish;
+mod refresh;
 mod rest;
 mod settings;
 mod shutdown;
