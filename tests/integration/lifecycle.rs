@@ -42,6 +42,7 @@ async fn a_client_speaking_1_and_2_is_given_1() {
     let mut client = server.connect().await;
     let ack = init_with(&mut client, json!({"protocol": [1, 2], "capabilities": ["some_future_thing"]})).await;
     assert_eq!(ack["data"]["protocol_version"], 1, "{ack}");
+    assert_eq!(ack["data"]["capabilities"], json!(CAPABILITIES), "{ack}");
     client.subscribe(&["conversation:c1"]).await;
 }
 
