@@ -7,6 +7,11 @@ use serde_json::{json, Value};
 
 use crate::common::{jwt, now_ms, parse_timestamp, Client, TestServer};
 
+/// The warning period of the tests that wait for `connection.expiring`:
+/// short, so they are quick, and long enough that a warning a busy machine
+/// delivers late still comes before `exp`.
+const WARNING_MS: u64 = 2000;
+
 /// Seconds since the epoch, now.
 fn now_secs() -> i64 {
     now_ms() / 1000
@@ -110,27 +115,28 @@ async fn an_invalid_or_expired_refresh_token_leaves_the_connection_working() {
 
 #[actix_rt::test]
 async fn a_token_near_its_exp_is_warned_in_time() {
-    let server = TestServer::with(|a| a.token_expiry_warning_ms = Some(1000));
-    let exp = now_secs() + 2;
+    let server = TestServer::with(|a| a.token_expiry_warning_ms = Some(WARNING_MS));
+    let exp = now_secs() + 3;
     let (mut client, _) = connect_with(&server, &token("alice", exp, &[])).await;
-    expect_expiring(&mut client, exp, 1000).await;
+    expect_expiring(&mut client, exp, WARNING_MS as i64).await;
     client.assert_nothing_pending().await;
 }
 
 #[actix_rt::test]
 async fn a_refresh_rearms_the_warning_for_the_new_exp() {
-    let server = TestServer::with(|a| a.token_expiry_warning_ms = Some(1000));
-    // A long token: no warning for a minute, until a refresh makes it short.
+    let server = TestServer::with(|a| a.token_expiry_warning_ms = Some(WARNING_MS));
+    // A long token: no warning for ten minutes, until a refresh makes it
+    // short.
     let (mut client, _) = connect_with(&server, &token("alice", now_secs() + 600, &[])).await;
-    let exp = now_secs() + 2;
+    let exp = now_secs() + 3;
     let id = refresh(&mut client, &token("alice", exp, &[])).await;
     assert_eq!(expect_refreshed(&mut client, &id).await, exp * 1000);
-    expect_expiring(&mut client, exp, 1000).await;
+    expect_expiring(&mut client, exp, WARNING_MS as i64).await;
     // Warned already: a refresh starts the count again for its own token.
-    let exp = now_secs() + 2;
+    let exp = now_secs() + 3;
     let id = refresh(&mut client, &token("alice", exp, &[])).await;
     assert_eq!(expect_refreshed(&mut client, &id).await, exp * 1000);
-    expect_expiring(&mut client, exp, 1000).await;
+    expect_expiring(&mut client, exp, WARNING_MS as i64).await;
     client.assert_nothing_pending().await;
 }
 
