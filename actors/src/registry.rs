@@ -554,7 +554,7 @@ impl Handler<Reauthorize> for Registry {
             std::mem::take(&mut entry.channels).into_iter().partition(|c| msg.identity.may_subscribe(c));
         entry.channels = kept;
         for channel in revoked {
-            log::debug!("connection {}: '{channel}' no longer granted", msg.conn);
+            log::debug!("connection {}: '{channel}' no longer granted", connection_id(&self.node_id, msg.conn));
             let reply = Some((Arc::clone(&link), msg.reply_to.clone()));
             self.leave(msg.conn, &channel, reply, Some(PERMISSION_REVOKED));
         }

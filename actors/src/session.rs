@@ -64,7 +64,7 @@ pub const WRITE_QUANTUM: usize = 64 * 1024;
 /// The message of the input error a transport reports when a client frame
 /// declares more than the frame limit; the session closes with 1009.
 /// actix-web-actors hands input errors to the session as their text only
-/// (see [`Session::on_protocol_error`]), so this text is the contract.
+/// (see `Session::on_protocol_error`), so this text is the contract.
 pub const FRAME_TOO_LARGE: &str = "websocket frame over the size limit";
 
 /// Versions `data.protocol` of `connection.init` may list at most.
