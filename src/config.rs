@@ -79,6 +79,9 @@ pub struct Args {
     /// Longest a client JWT may still be valid for (its `exp` from now), seconds; 0: no limit [default: 86400]
     #[arg(long, env = "NOVA_JWT_MAX_LIFETIME_SECS")]
     pub jwt_max_lifetime_secs: Option<u64>,
+    /// Time before a client JWT's `exp` when its connection is sent `connection.expiring`, ms; 0: no warning [default: 60000]
+    #[arg(long, env = "NOVA_TOKEN_EXPIRY_WARNING_MS")]
+    pub token_expiry_warning_ms: Option<u64>,
     /// Bearer token for the admin REST API (at least 16 characters in production) [default: dev-admin-token in development]
     #[arg(long, env = "NOVA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -629,6 +632,7 @@ impl Config {
             max_clients: args.max_connections.unwrap_or(d.max_clients).max(1),
             auth_failure_limit: args.auth_failure_limit.unwrap_or(d.auth_failure_limit),
             quotas: quota_config(args.user_requests_per_second, args.user_request_burst, args.event_rate_limits)?,
+            expiry_warning: ms(args.token_expiry_warning_ms, d.expiry_warning),
         };
         check_limits(&limits)?;
 
@@ -1112,6 +1116,16 @@ mod tests {
         let args = Args { user_request_burst: Some(0), ..Args::default() };
         let err = Config::resolve(args, Args::default()).unwrap_err();
         assert!(err.contains("NOVA_USER_RATE_BURST") && err.contains("at least 1"), "{err}");
+    }
+
+    #[test]
+    fn the_expiry_warning_is_a_setting() {
+        let c = Config::resolve(Args::default(), Args::default()).unwrap();
+        assert_eq!(c.limits.expiry_warning, Duration::from_secs(60));
+        let args = Args { token_expiry_warning_ms: Some(1500), ..Args::default() };
+        assert_eq!(Config::resolve(args, Args::default()).unwrap().limits.expiry_warning, Duration::from_millis(1500));
+        let file: Args = serde_yaml::from_str("token_expiry_warning_ms: 0\n").unwrap();
+        assert_eq!(Config::resolve(Args::default(), file).unwrap().limits.expiry_warning, Duration::ZERO);
     }
 
     #[test]

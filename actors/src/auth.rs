@@ -8,6 +8,10 @@
 //! its user id and patterns. In development mode the key `development` is
 //! accepted too, grants every channel and lets the client pick its user id,
 //! so two browser tabs can act as two users without minting tokens.
+//!
+//! A JWT connection may later present a new token for the same user
+//! ([`Authenticator::refresh`]); its permissions and expiry become the new
+//! token's, its user never changes.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +22,7 @@ use serde::Deserialize;
 
 use crate::names::{parse_patterns, ChannelPattern};
 use crate::protocol::Credentials;
+use crate::settings::SETTINGS_CHANNEL;
 
 /// The API key accepted in development mode.
 pub const DEVELOPMENT_KEY: &str = "development";
@@ -27,6 +32,10 @@ pub const DEVELOPMENT_USER: &str = "developer";
 
 /// Clock skew tolerated on `exp`.
 const LEEWAY_SECS: u64 = 5;
+
+/// How long after its `exp` a token is still honoured (clock skew between
+/// the issuer and this server): a connection ends this long after `exp`.
+pub const EXPIRY_LEEWAY: Duration = Duration::from_secs(LEEWAY_SECS);
 
 /// Who a connection is and what it may do.
 #[derive(Debug, Clone)]
@@ -39,6 +48,9 @@ pub struct Identity {
     admin: bool,
     /// The JWT's `exp`; the session closes with 4002 once it passes.
     pub expires_at: Option<SystemTime>,
+    /// Whether it came from a JWT (an API key's identity cannot be
+    /// refreshed).
+    jwt: bool,
 }
 
 impl Identity {
@@ -47,23 +59,61 @@ impl Identity {
         self.admin || self.grants.iter().any(|p| p.matches(channel))
     }
 
+    /// Whether this identity may subscribe to `channel`: what it may access,
+    /// and the settings channel, which every authenticated client may
+    /// follow (but none publish to).
+    pub fn may_subscribe(&self, channel: &str) -> bool {
+        self.may_access(channel) || channel == SETTINGS_CHANNEL
+    }
+
+    /// Whether it came from a JWT.
+    pub fn is_jwt(&self) -> bool {
+        self.jwt
+    }
+
+    /// When a connection with this identity ends: `exp` plus the leeway;
+    /// `None` when it never does.
+    pub fn ends_at(&self) -> Option<SystemTime> {
+        self.expires_at.and_then(|exp| exp.checked_add(EXPIRY_LEEWAY))
+    }
+
     /// Whether the JWT has expired by `now`.
     pub fn expired(&self, now: SystemTime) -> bool {
-        self.expires_at.and_then(|exp| exp.checked_add(Duration::from_secs(LEEWAY_SECS))).is_some_and(|exp| now > exp)
+        self.ends_at().is_some_and(|end| now > end)
     }
 }
 
 /// Why authentication failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// Bad signature, malformed token, unknown key, bad claims: 4001.
+    #[error("{0}")]
     Invalid(String),
     /// A JWT past its `exp`: 4002.
+    #[error("token expired")]
     Expired,
     /// A genuine token this server will not take (valid for longer than
     /// the configured maximum): 4001, but not a guess, so the throttle of
     /// failed authentications does not count it.
+    #[error("{0}")]
     Refused(String),
+}
+
+/// Why `connection.refresh` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefreshError {
+    /// The connection authenticated with an API key: it has no expiry and
+    /// nothing to refresh (4005; the connection stays as it is).
+    #[error("this connection authenticated with an API key, which does not expire: there is nothing to refresh")]
+    NotRefreshable,
+    /// The token is valid but names another user (4001, and the connection
+    /// is closed: a connection's user never changes).
+    #[error("the token's 'sub' is not this connection's user; a connection's user never changes")]
+    OtherUser,
+    /// The token itself was refused (4001, or 4002 when expired); the
+    /// current credentials stay in force.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 /// A static API key and what it grants.
@@ -160,6 +210,22 @@ impl Authenticator {
         }
     }
 
+    /// Checks the token of a `connection.refresh` on a connection that
+    /// authenticated as `current`: the identity the connection has from now
+    /// on. Failures are not counted by the throttle of failed
+    /// authentications: the connection is authenticated already and its
+    /// frames are rate-limited.
+    pub fn refresh(&self, current: &Identity, token: &str) -> Result<Identity, RefreshError> {
+        if !current.jwt {
+            return Err(RefreshError::NotRefreshable);
+        }
+        let next = self.verify_jwt(token)?;
+        if next.user_id != current.user_id {
+            return Err(RefreshError::OtherUser);
+        }
+        Ok(next)
+    }
+
     fn verify_jwt(&self, token: &str) -> Result<Identity, AuthError> {
         let (key, validation) =
             self.jwt.as_ref().ok_or_else(|| AuthError::Invalid("JWT authentication is not configured".into()))?;
@@ -192,6 +258,7 @@ impl Authenticator {
             admin: claims.role.as_deref() == Some("admin"),
             // Beyond what SystemTime holds: the token does not expire.
             expires_at: UNIX_EPOCH.checked_add(Duration::from_secs(claims.exp)),
+            jwt: true,
         })
     }
 
@@ -200,7 +267,13 @@ impl Authenticator {
             let user = user_id.unwrap_or(DEVELOPMENT_USER);
             check_user_id(user).map_err(|why| AuthError::Invalid(format!("'data.user_id': {why}")))?;
             let all = ChannelPattern::parse("*:*").map_err(|e| AuthError::Invalid(e.to_string()))?;
-            return Ok(Identity { user_id: Arc::from(user), grants: vec![all], admin: false, expires_at: None });
+            return Ok(Identity {
+                user_id: Arc::from(user),
+                grants: vec![all],
+                admin: false,
+                expires_at: None,
+                jwt: false,
+            });
         }
         // Compare against every key so the time taken does not tell which
         // prefix matched.
@@ -220,6 +293,7 @@ impl Authenticator {
             grants: api_key.channels.clone(),
             admin: false,
             expires_at: None,
+            jwt: false,
         })
     }
 }
@@ -398,6 +472,50 @@ mod tests {
             a.authenticate(&token(json!({"sub":"a","exp":now()+60}), SECRET)),
             Err(AuthError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_refresh_keeps_the_user_and_takes_the_new_grants_and_expiry() {
+        let a = auth();
+        let current =
+            a.authenticate(&token(json!({"sub":"alice","exp":now()+60,"channels":["team:*"]}), SECRET)).unwrap();
+        let Credentials::Token(next) =
+            token(json!({"sub":"alice","exp":now()+600,"channels":["conversation:*"]}), SECRET)
+        else {
+            unreachable!()
+        };
+        let next = a.refresh(&current, &next).unwrap();
+        assert!(next.may_access("conversation:c1") && !next.may_access("team:t1"));
+        assert!(next.expires_at > current.expires_at);
+        assert!(next.may_subscribe(SETTINGS_CHANNEL) && !next.may_access(SETTINGS_CHANNEL));
+    }
+
+    #[test]
+    fn a_refresh_is_refused_for_another_user_a_bad_token_and_an_api_key() {
+        let a = auth();
+        let alice = a.authenticate(&token(json!({"sub":"alice","exp":now()+60}), SECRET)).unwrap();
+        let raw = |claims: serde_json::Value, secret: &[u8]| match token(claims, secret) {
+            Credentials::Token(t) => t,
+            Credentials::ApiKey { .. } => unreachable!(),
+        };
+        let other = a.refresh(&alice, &raw(json!({"sub":"bob","exp":now()+60}), SECRET));
+        assert_eq!(other.unwrap_err(), RefreshError::OtherUser);
+        let expired = a.refresh(&alice, &raw(json!({"sub":"alice","exp":now()-3600}), SECRET));
+        assert_eq!(expired.unwrap_err(), RefreshError::Auth(AuthError::Expired));
+        let forged = a.refresh(&alice, &raw(json!({"sub":"alice","exp":now()+60}), b"another-secret"));
+        assert!(matches!(forged, Err(RefreshError::Auth(AuthError::Invalid(_)))), "{forged:?}");
+        let service = a.authenticate(&Credentials::ApiKey { key: "k-123".into(), user_id: None }).unwrap();
+        let svc_token = raw(json!({"sub":"svc","exp":now()+60}), SECRET);
+        assert_eq!(a.refresh(&service, &svc_token).unwrap_err(), RefreshError::NotRefreshable);
+        assert!(!service.is_jwt() && alice.is_jwt());
+    }
+
+    #[test]
+    fn a_connection_ends_the_leeway_after_exp() {
+        let id = auth().authenticate(&token(json!({"sub":"a","exp":now()+60}), SECRET)).unwrap();
+        let exp = id.expires_at.unwrap();
+        assert_eq!(id.ends_at(), Some(exp + EXPIRY_LEEWAY));
+        assert!(!id.expired(exp + EXPIRY_LEEWAY) && id.expired(exp + EXPIRY_LEEWAY + Duration::from_millis(1)));
     }
 
     #[test]

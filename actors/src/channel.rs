@@ -59,9 +59,19 @@ pub struct Join {
 pub struct Leave {
     /// The connection.
     pub conn: ConnId,
-    /// The session and the `channel.unsubscribe` request's id; `None` when
-    /// the connection is gone.
+    /// The session and the id of the request that caused the leave
+    /// (`channel.unsubscribe`, or `connection.refresh`); `None` when the
+    /// connection is gone.
     pub reply: Option<(Arc<Link>, String)>,
+    /// Why the server, not the client, ended the subscription: sent as
+    /// `data.reason` of `channel.unsubscribed`.
+    pub reason: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct UnsubscribedData {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
 }
 
 /// An encoded event for every member.
@@ -402,7 +412,8 @@ impl Handler<Leave> for Channel {
             }
         }
         if let Some((link, reply_to)) = leave.reply {
-            let frame = protocol::encode(kind::UNSUBSCRIBED, Some(&self.name), &serde_json::json!({}), Some(&reply_to));
+            let data = UnsubscribedData { reason: leave.reason };
+            let frame = protocol::encode(kind::UNSUBSCRIBED, Some(&self.name), &data, Some(&reply_to));
             self.deliver(&link, &Batch::one(frame));
         }
     }

@@ -3,9 +3,10 @@
 //!
 //! Error codes 4001–4007 are the application team's catalog (seeds document
 //! 004). Where an error ends the connection, the same number is used as the
-//! close code, so a client reads one table. The close codes in the 4008+ range
-//! are this server's own additions; [`Close::reconnect`] tells a client what to
-//! do after each one.
+//! close code, so a client reads one table. The codes in the 4008+ range are
+//! this server's own additions; [`Close::reconnect`] tells a client what to
+//! do after each close. Before every close it initiates, the server sends a
+//! `connection.error` naming the close code (see `session.rs`).
 
 use std::fmt;
 
@@ -30,6 +31,9 @@ pub enum ErrorCode {
     ChannelNotFound = 4006,
     /// Reserved for `agent.invoke`: the agent cannot take the request.
     AgentUnavailable = 4007,
+    /// `connection.init` asked only for protocol versions this server does
+    /// not speak.
+    UnsupportedVersion = 4010,
 }
 
 impl ErrorCode {
@@ -53,7 +57,8 @@ pub enum Close {
     /// The server is shutting down or restarting: reconnect, possibly to
     /// another node.
     ServiceRestart,
-    /// Authentication failed, timed out, or was not the first frame.
+    /// Authentication failed, timed out, or was not the first frame; or a
+    /// `connection.refresh` presented a token for another user.
     InvalidToken,
     /// The JWT expired, at `connection.init` or while connected.
     TokenExpired,
@@ -71,6 +76,11 @@ pub enum Close {
     /// The node has as many authenticated connections as it may hold:
     /// reconnect later, or to another node (RFC 6455 "try again later").
     TryAgainLater,
+    /// `connection.init` asked only for protocol versions this server does
+    /// not speak: the client must change before it reconnects. A code of
+    /// this server's own rather than 1002, which names WebSocket framing
+    /// errors, so a client can tell "upgrade me" from "you are broken".
+    UnsupportedVersion,
 }
 
 impl Close {
@@ -89,6 +99,7 @@ impl Close {
             Close::PolicyViolation => 1008,
             Close::AuthThrottled => 4004,
             Close::TryAgainLater => 1013,
+            Close::UnsupportedVersion => 4010,
         }
     }
 
@@ -107,13 +118,27 @@ impl Close {
             Close::PolicyViolation => "policy violation: frames far over the rate limit",
             Close::AuthThrottled => "too many failed authentications from this address",
             Close::TryAgainLater => "server full, try again later",
+            Close::UnsupportedVersion => "unsupported protocol version",
         }
     }
 
     /// Whether a client should reconnect after this close (with backoff).
-    /// Auth closes need fresh credentials first, so they say no.
+    /// Auth closes need fresh credentials first, and an unsupported version
+    /// a changed client, so they say no.
     pub fn reconnect(self) -> bool {
-        !matches!(self, Close::InvalidToken | Close::TokenExpired | Close::AuthThrottled)
+        !matches!(self, Close::InvalidToken | Close::TokenExpired | Close::AuthThrottled | Close::UnsupportedVersion)
+    }
+
+    /// The error code that tells of this close in an `error` reply, for the
+    /// closes a request can cause.
+    pub fn error_code(self) -> Option<ErrorCode> {
+        match self {
+            Close::InvalidToken => Some(ErrorCode::InvalidToken),
+            Close::TokenExpired => Some(ErrorCode::TokenExpired),
+            Close::AuthThrottled => Some(ErrorCode::RateLimited),
+            Close::UnsupportedVersion => Some(ErrorCode::UnsupportedVersion),
+            _ => None,
+        }
     }
 }
 
@@ -141,6 +166,10 @@ mod tests {
         assert_eq!(ErrorCode::InvalidToken.as_u16(), Close::InvalidToken.code());
         assert_eq!(ErrorCode::RateLimited.as_u16(), Close::AuthThrottled.code());
         assert_eq!(ErrorCode::TokenExpired.as_u16(), Close::TokenExpired.code());
+        assert_eq!(ErrorCode::UnsupportedVersion.as_u16(), Close::UnsupportedVersion.code());
+        for close in [Close::InvalidToken, Close::TokenExpired, Close::AuthThrottled, Close::UnsupportedVersion] {
+            assert_eq!(close.error_code().map(ErrorCode::as_u16), Some(close.code()), "{close}");
+        }
     }
 
     #[test]
@@ -149,5 +178,6 @@ mod tests {
         assert!(Close::SlowConsumer.reconnect());
         assert!(!Close::InvalidToken.reconnect());
         assert!(!Close::TokenExpired.reconnect());
+        assert!(!Close::UnsupportedVersion.reconnect());
     }
 }

@@ -49,6 +49,10 @@ pub struct Limits {
     /// Rate limits per user, over all of a user's connections on this node:
     /// one over all its requests, one per request type (`quota.rs`).
     pub quotas: QuotaConfig,
+    /// How long before a JWT's `exp` its connection gets
+    /// `connection.expiring`, so the client can refresh in time; zero: no
+    /// warning.
+    pub expiry_warning: Duration,
 }
 
 impl Default for Limits {
@@ -66,6 +70,7 @@ impl Default for Limits {
             message_burst: 100,
             slow_consumer_grace: Duration::from_secs(5),
             quotas: QuotaConfig::default(),
+            expiry_warning: Duration::from_secs(60),
         }
     }
 }

@@ -20,6 +20,32 @@ use crate::codes::ErrorCode;
 /// Sent in `connection.ack` so clients can tell protocol revisions apart.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Every protocol version this server speaks; `connection.init` may ask for
+/// any of them (`data.protocol`) and gets the highest it shares.
+pub const SUPPORTED_PROTOCOL_VERSIONS: &[u32] = &[PROTOCOL_VERSION];
+
+/// What this server does beyond the basics of its protocol version, named in
+/// `connection.ack` (`data.capabilities`) so a client can tell what to rely
+/// on. Only what is implemented is listed.
+pub mod capability {
+    /// `connection.refresh` / `connection.refreshed`: a JWT connection takes
+    /// a new token without reconnecting.
+    pub const TOKEN_REFRESH: &str = "token_refresh";
+    /// `connection.expiring`: a JWT connection is warned before its token
+    /// runs out.
+    pub const EXPIRY_WARNING: &str = "expiry_warning";
+    /// `connection.error`: every close the server initiates is announced
+    /// with its code and reason first.
+    pub const CONNECTION_ERROR: &str = "connection_error";
+    /// `channel.presence` and the presence list of `channel.subscribed`.
+    pub const PRESENCE: &str = "presence";
+    /// `message.received`: a receipt for every `chat.message`.
+    pub const RECEIPTS: &str = "receipts";
+
+    /// All of them, as `connection.ack` lists them.
+    pub const ALL: &[&str] = &[TOKEN_REFRESH, EXPIRY_WARNING, CONNECTION_ERROR, PRESENCE, RECEIPTS];
+}
+
 /// Longest `id` a client may put on a request.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -35,6 +61,14 @@ pub mod kind {
     pub const INIT: &str = "connection.init";
     /// Server → client: authentication succeeded.
     pub const ACK: &str = "connection.ack";
+    /// Client → server: new credentials (a JWT) for the same user.
+    pub const REFRESH: &str = "connection.refresh";
+    /// Server → client: the new credentials are in force.
+    pub const REFRESHED: &str = "connection.refreshed";
+    /// Server → client: the JWT runs out soon; refresh it.
+    pub const EXPIRING: &str = "connection.expiring";
+    /// Server → client: the server is about to close the connection, and why.
+    pub const CONNECTION_ERROR: &str = "connection.error";
     /// Both ways: application-level keep-alive.
     pub const HEARTBEAT: &str = "connection.heartbeat";
     /// Client → server: join channels.
@@ -300,7 +334,17 @@ impl ClientEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// `connection.init`.
-    Init(Credentials),
+    Init {
+        /// The credentials.
+        credentials: Credentials,
+        /// `data.protocol` as sent: the versions the client accepts. The
+        /// session checks and negotiates it.
+        protocol: Option<Value>,
+        /// `data.capabilities` as sent: what the client understands.
+        capabilities: Option<Value>,
+    },
+    /// `connection.refresh` with its `data.token`.
+    Refresh(String),
     /// `connection.heartbeat`.
     Heartbeat,
     /// `channel.subscribe` with the names as sent (each is checked on its
@@ -343,7 +387,8 @@ impl Action {
     /// The request's wire `type`, by which the limits per type name it.
     pub fn kind(&self) -> &'static str {
         match self {
-            Action::Init(_) => kind::INIT,
+            Action::Init { .. } => kind::INIT,
+            Action::Refresh(_) => kind::REFRESH,
             Action::Heartbeat => kind::HEARTBEAT,
             Action::Subscribe(_) => kind::SUBSCRIBE,
             Action::Unsubscribe(_) => kind::UNSUBSCRIBE,
@@ -460,7 +505,14 @@ pub fn parse_request(text: &str) -> Result<Request, Rejection> {
     }
 
     let action = match (event.name, channel) {
-        (kind::INIT, _) => Action::Init(credentials(reply_to, data)?),
+        (kind::INIT, _) => {
+            let (protocol, capabilities) = (data.get("protocol").cloned(), data.get("capabilities").cloned());
+            Action::Init { credentials: credentials(reply_to, data)?, protocol, capabilities }
+        }
+        (kind::REFRESH, _) => match data.get("token") {
+            Some(Value::String(token)) => Action::Refresh(token.clone()),
+            _ => return Err(Rejection::invalid(reply_to, "'connection.refresh' needs a string 'data.token'")),
+        },
         (kind::HEARTBEAT, _) => Action::Heartbeat,
         (kind::SUBSCRIBE, _) => Action::Subscribe(channel_list(reply_to, data)?),
         (kind::UNSUBSCRIBE, _) => Action::Unsubscribe(channel_list(reply_to, data)?),
@@ -550,9 +602,42 @@ mod tests {
     #[test]
     fn parses_init_with_token_or_key() {
         let r = parse_request(r#"{"id":"1","type":"connection.init","data":{"token":"t"}}"#).unwrap();
-        assert_eq!(r, Request { id: "1".into(), action: Action::Init(Credentials::Token("t".into())) });
+        let init = Action::Init { credentials: Credentials::Token("t".into()), protocol: None, capabilities: None };
+        assert_eq!(r, Request { id: "1".into(), action: init });
         let r = parse_request(r#"{"id":"1","type":"connection.init","data":{"api_key":"k","user_id":"u"}}"#).unwrap();
-        assert_eq!(r.action, Action::Init(Credentials::ApiKey { key: "k".into(), user_id: Some("u".into()) }));
+        let key = Credentials::ApiKey { key: "k".into(), user_id: Some("u".into()) };
+        assert_eq!(r.action, Action::Init { credentials: key, protocol: None, capabilities: None });
+    }
+
+    #[test]
+    fn init_carries_protocol_and_capabilities_as_sent() {
+        let text = r#"{"id":"1","type":"connection.init","data":{"token":"t","protocol":[1,2],"capabilities":["x"]}}"#;
+        let Action::Init { protocol, capabilities, .. } = parse_request(text).unwrap().action else {
+            panic!("not an init")
+        };
+        assert_eq!(protocol, Some(serde_json::json!([1, 2])));
+        assert_eq!(capabilities, Some(serde_json::json!(["x"])), "names are checked by the session");
+        // Their types are the catalog's: a malformed init is a failed one.
+        let text = r#"{"id":"1","type":"connection.init","data":{"token":"t","capabilities":"x"}}"#;
+        let r = parse_request(text).unwrap_err();
+        assert_eq!(
+            (r.code, r.message.as_str()),
+            (ErrorCode::InvalidToken, "invalid 'connection.init': data.capabilities: must be an array")
+        );
+    }
+
+    #[test]
+    fn refresh_needs_a_string_token() {
+        let r = parse_request(r#"{"id":"2","type":"connection.refresh","data":{"token":"t"}}"#).unwrap();
+        assert_eq!(r.action, Action::Refresh("t".into()));
+        for bad in [
+            r#"{"id":"2","type":"connection.refresh"}"#,
+            r#"{"id":"2","type":"connection.refresh","data":{"token":1}}"#,
+        ] {
+            let r = rejected(bad);
+            assert_eq!((r.code, r.reply_to.as_deref()), (ErrorCode::InvalidMessage, Some("2")));
+            assert!(r.message.contains("data.token"), "{}", r.message);
+        }
     }
 
     #[test]

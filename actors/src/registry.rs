@@ -3,8 +3,9 @@
 //! It maps channel names to channel actors (creating one on its first
 //! subscriber and letting it go after the last), indexes connections by id
 //! and by user for direct messages and broadcasts, keeps each connection's
-//! subscriptions (so a disconnect leaves every channel), and routes events
-//! from the publish API and client publishes to the channel actors.
+//! subscriptions (so a disconnect leaves every channel, and a refreshed token
+//! that no longer grants a channel leaves it: [`Reauthorize`]), and routes
+//! events from the publish API and client publishes to the channel actors.
 //!
 //! With a bus (several nodes), every event published here also goes to the
 //! outbox for the other nodes, the bus learns of each channel's and user's
@@ -27,6 +28,7 @@ use std::time::{Duration, SystemTime};
 use actix::prelude::*;
 use serde::Serialize;
 
+use crate::auth::Identity;
 use crate::catalog::PresenceStatus;
 use crate::channel::{self, Channel, StatusNote};
 use crate::cluster::bus::{Bus, Interest};
@@ -96,6 +98,25 @@ pub struct Unsubscribe {
     /// Valid channel names.
     pub channels: Vec<Arc<str>>,
     /// The request's id for the replies.
+    pub reply_to: String,
+}
+
+/// The `data.reason` of a `channel.unsubscribed` the server sends because
+/// the connection's refreshed token no longer grants the channel.
+pub const PERMISSION_REVOKED: &str = "permission_revoked";
+
+/// A connection's credentials changed (`connection.refresh`): it leaves
+/// every channel `identity` does not grant. Each gets a
+/// `channel.unsubscribed` with `data.reason` [`PERMISSION_REVOKED`] and
+/// `reply_to` the refresh, after everything the channel still had for it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reauthorize {
+    /// The connection.
+    pub conn: ConnId,
+    /// Its identity from now on.
+    pub identity: Identity,
+    /// The `connection.refresh` request's id.
     pub reply_to: String,
 }
 
@@ -379,9 +400,15 @@ impl Registry {
 
     /// Leaves `channel` for a member: forwards the leave and lets the
     /// channel actor go when it was the last member.
-    fn leave(&mut self, conn: ConnId, channel: &Arc<str>, reply: Option<(Arc<Link>, String)>) {
+    fn leave(
+        &mut self,
+        conn: ConnId,
+        channel: &Arc<str>,
+        reply: Option<(Arc<Link>, String)>,
+        reason: Option<&'static str>,
+    ) {
         let Some(entry) = self.channels.get_mut(channel) else { return };
-        entry.addr.do_send(channel::Leave { conn, reply });
+        entry.addr.do_send(channel::Leave { conn, reply, reason });
         entry.members -= 1;
         if entry.members == 0 {
             // Dropping the address stops the actor after it has handled the
@@ -463,7 +490,7 @@ impl Handler<Disconnect> for Registry {
         self.arriving.remove(&msg.conn);
         let Some(entry) = self.conns.remove(&msg.conn) else { return };
         for channel in &entry.channels {
-            self.leave(msg.conn, channel, None);
+            self.leave(msg.conn, channel, None, None);
         }
         if let Some(conns) = self.users.get_mut(entry.link.user()) {
             conns.retain(|c| *c != msg.conn);
@@ -520,17 +547,34 @@ impl Handler<Unsubscribe> for Registry {
             let reply = Some((Arc::clone(&link), msg.reply_to.clone()));
             if let Some(i) = entry.channels.iter().position(|c| *c == name) {
                 entry.channels.swap_remove(i);
-                self.leave(msg.conn, &name, reply);
+                self.leave(msg.conn, &name, reply, None);
             } else if let Some(channel) = self.channels.get(&name) {
                 // Not a member, but the channel may still be delivering to
                 // it: its reply comes after those deliveries.
-                channel.addr.do_send(channel::Leave { conn: msg.conn, reply });
+                channel.addr.do_send(channel::Leave { conn: msg.conn, reply, reason: None });
             } else {
                 // Unsubscribing is idempotent.
                 let frame =
                     protocol::encode(kind::UNSUBSCRIBED, Some(&name), &serde_json::json!({}), Some(&msg.reply_to));
                 self.deliver(&link, &Batch::one(frame), ctx);
             }
+        }
+    }
+}
+
+impl Handler<Reauthorize> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reauthorize, _: &mut Self::Context) {
+        let Some(entry) = self.conns.get_mut(&msg.conn) else { return };
+        let link = Arc::clone(&entry.link);
+        let (kept, revoked): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut entry.channels).into_iter().partition(|c| msg.identity.may_subscribe(c));
+        entry.channels = kept;
+        for channel in revoked {
+            log::debug!("connection {}: '{channel}' no longer granted", connection_id(&self.node_id, msg.conn));
+            let reply = Some((Arc::clone(&link), msg.reply_to.clone()));
+            self.leave(msg.conn, &channel, reply, Some(PERMISSION_REVOKED));
         }
     }
 }

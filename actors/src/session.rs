@@ -23,6 +23,18 @@
 //! `max_init_frame_bytes` only (the transport refuses larger ones at the
 //! header), and an address with too many failed authentications is refused
 //! before its credentials are looked at (see `throttle.rs`).
+//!
+//! The lifecycle: `connection.init` negotiates the protocol version
+//! ([`negotiate`]) and authenticates; a JWT connection is warned with
+//! `connection.expiring` [`Limits::expiry_warning`] before its `exp`, may
+//! take a new token for the same user with `connection.refresh` (channels
+//! the new token does not grant are left, through the registry), and is
+//! closed with 4002 once its (latest) `exp` has passed. Every close the
+//! server initiates is announced first with `connection.error` naming the
+//! close code: replies to requests stay `error` frames, so a refused
+//! `connection.init` gets its `error` and then the `connection.error`.
+//!
+//! [`Limits::expiry_warning`]: crate::node::Limits::expiry_warning
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -30,7 +42,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use actix_http::ws::Item;
@@ -38,24 +50,112 @@ use actix_web_actors::ws::{self, ProtocolError, WebsocketContext};
 use bytes::BytesMut;
 use serde_json::{json, Map, Value};
 
-use crate::auth::{AuthError, Identity};
+use crate::auth::{AuthError, Identity, RefreshError};
 use crate::catalog::TeamPresenceUpdate;
 use crate::codes::{Close, ErrorCode};
 use crate::link::{Batch, ConnId, Hangup, Link};
 use crate::names::parse_channel;
 use crate::node::{connection_id, Node};
-use crate::protocol::{self, kind, Action, ClientEvent, Credentials, Request};
+use crate::protocol::{self, capability, kind, Action, ClientEvent, Credentials, Request};
 use crate::registry;
-use crate::settings::SETTINGS_CHANNEL;
 
 /// Delivered bytes a session writes before it lets the transport flush.
 pub const WRITE_QUANTUM: usize = 64 * 1024;
 
 /// The message of the input error a transport reports when a client frame
-/// declares more than the frame limit. actix-web-actors passes input errors
-/// on as their text only, so the text is the contract; the session closes
-/// with 1009.
+/// declares more than the frame limit; the session closes with 1009.
+/// actix-web-actors hands input errors to the session as their text only
+/// (see `Session::on_protocol_error`), so this text is the contract.
 pub const FRAME_TOO_LARGE: &str = "websocket frame over the size limit";
+
+/// Versions `data.protocol` of `connection.init` may list at most.
+pub const MAX_PROTOCOL_VERSIONS: usize = 16;
+
+/// Names `data.capabilities` of `connection.init` may list at most...
+pub const MAX_CAPABILITIES: usize = 32;
+
+/// ...each of at most this many bytes.
+pub const MAX_CAPABILITY_LEN: usize = 64;
+
+/// Longest a lifecycle timer waits at once: a token valid for years is
+/// looked at again now and then rather than given a timer the runtime would
+/// have to clamp.
+const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
+
+/// Why `connection.init`'s `data.protocol` or `data.capabilities` was
+/// refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HelloError {
+    /// `data.protocol` is not a version or a list of versions (4001, like
+    /// any malformed `connection.init`).
+    #[error(
+        "'data.protocol' must be a protocol version (an integer from 1) or a list of 1 to \
+         {MAX_PROTOCOL_VERSIONS} of them"
+    )]
+    BadProtocol,
+    /// `data.capabilities` is not a short list of short names (4001).
+    #[error(
+        "'data.capabilities' must be a list of at most {MAX_CAPABILITIES} names, each 1 to \
+         {MAX_CAPABILITY_LEN} letters, digits or _ . -"
+    )]
+    BadCapabilities,
+    /// No version the client accepts is one this server speaks (4010).
+    #[error("protocol version {} not supported: this server speaks {}", versions(asked), versions(supported))]
+    Unsupported {
+        /// What the client asked for.
+        asked: Vec<u64>,
+        /// What this server speaks.
+        supported: Vec<u64>,
+    },
+}
+
+fn versions(list: &[u64]) -> String {
+    list.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// Checks `connection.init`'s `data.protocol` and `data.capabilities` and
+/// picks the version: the highest one both sides speak; version 1 when the
+/// client names none (`null` is none). The client's capabilities are only
+/// checked: the server's behaviour does not depend on them today (a client
+/// ignores frames it does not know), so they are not kept.
+pub fn negotiate(protocol: Option<&Value>, capabilities: Option<&Value>) -> Result<u32, HelloError> {
+    let version = |v: &Value| v.as_u64().filter(|n| *n >= 1);
+    let asked: Vec<u64> = match protocol {
+        None | Some(Value::Null) => vec![u64::from(protocol::PROTOCOL_VERSION)],
+        Some(Value::Array(list)) if !list.is_empty() && list.len() <= MAX_PROTOCOL_VERSIONS => {
+            list.iter().map(version).collect::<Option<_>>().ok_or(HelloError::BadProtocol)?
+        }
+        Some(one) => vec![version(one).ok_or(HelloError::BadProtocol)?],
+    };
+    let name = |v: &Value| {
+        v.as_str().is_some_and(|s| {
+            !s.is_empty()
+                && s.len() <= MAX_CAPABILITY_LEN
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        })
+    };
+    match capabilities {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) if list.len() <= MAX_CAPABILITIES && list.iter().all(name) => {}
+        Some(_) => return Err(HelloError::BadCapabilities),
+    }
+    let supported = protocol::SUPPORTED_PROTOCOL_VERSIONS;
+    supported
+        .iter()
+        .copied()
+        .filter(|v| asked.contains(&u64::from(*v)))
+        .max()
+        .ok_or_else(|| HelloError::Unsupported { asked, supported: supported.iter().copied().map(u64::from).collect() })
+}
+
+/// `t` as RFC 3339 in UTC with milliseconds, the format of every
+/// `timestamp`; `None` past the year 9999, which the format cannot write.
+pub fn rfc3339(t: SystemTime) -> Option<String> {
+    use std::fmt::Write;
+    let mut text = String::new();
+    // The formatter fails (rather than panics) past the year 9999.
+    write!(text, "{}", humantime::format_rfc3339_millis(t)).ok().map(|()| text)
+}
 
 /// A connection sending more than this many times its sustained rate
 /// limit...
@@ -84,8 +184,10 @@ enum Auth {
     /// (behind a trusted proxy, the one it forwarded), for the throttle of
     /// failed authentications.
     Waiting { timer: SpawnHandle, deadline: Instant, peer: Option<IpAddr> },
-    /// Authenticated and known to the registry.
-    Ready { identity: Identity, link: Arc<Link> },
+    /// Authenticated and known to the registry. `expiry` is the timer of
+    /// the next step of a JWT's life (warning, then close); `warned`,
+    /// whether `connection.expiring` went out for the current token.
+    Ready { identity: Identity, link: Arc<Link>, expiry: SpawnHandle, warned: bool },
 }
 
 /// A message being reassembled from continuation frames.
@@ -170,22 +272,35 @@ impl Session {
         self.send(ctx, protocol::error_frame(code, message, channel, reply_to));
     }
 
+    /// Closes the connection with `close`, announced by a `connection.error`
+    /// giving the close's own reason.
     fn close(&mut self, ctx: &mut WebsocketContext<Self>, close: Close) {
-        log::debug!("connection {} closing: {close}", self.conn);
+        self.close_with(ctx, close, close.reason());
+    }
+
+    /// Sends `connection.error` (`message` says why) and the close frame.
+    /// Both go after what the session has written already and before
+    /// anything still in its mailbox: for a slow consumer, past the backlog.
+    /// Once the session is stopping it sends nothing more, so a connection
+    /// gets one `connection.error` however many reasons to close pile up.
+    fn close_with(&mut self, ctx: &mut WebsocketContext<Self>, close: Close, message: &str) {
+        if ctx.state().stopping() {
+            return;
+        }
+        log::debug!("connection {} closing: {close}: {message}", self.conn);
+        let data = json!({ "code": close.code(), "message": message, "reconnect": close.reconnect() });
+        self.send(ctx, protocol::encode(kind::CONNECTION_ERROR, None, &data, None));
         ctx.close(Some(close.into()));
         ctx.stop();
     }
 
-    /// Sends an `error` frame and closes with the same code: for auth
-    /// failures.
+    /// Answers a request with an `error` and closes: for auth failures. The
+    /// `error` has the close's code (4001 for closes without one of their
+    /// own).
     fn refuse(&mut self, ctx: &mut WebsocketContext<Self>, close: Close, message: &str, reply_to: Option<&str>) {
-        let code = match close {
-            Close::TokenExpired => ErrorCode::TokenExpired,
-            Close::AuthThrottled => ErrorCode::RateLimited,
-            _ => ErrorCode::InvalidToken,
-        };
+        let code = close.error_code().unwrap_or(ErrorCode::InvalidToken);
         self.send_error(ctx, code, message, None, reply_to);
-        self.close(ctx, close);
+        self.close_with(ctx, close, message);
     }
 
     /// Takes `n` tokens if there are that many.
@@ -243,21 +358,65 @@ impl Session {
         let interval = self.node.limits.heartbeat_interval;
         if self.last_seen.elapsed() >= interval * 2 {
             log::info!("connection {} missed two heartbeats", self.conn);
-            return self.close(ctx, Close::HeartbeatTimeout);
+            let message =
+                format!("nothing from the client for two heartbeat intervals ({} ms)", interval.as_millis() * 2);
+            return self.close_with(ctx, Close::HeartbeatTimeout, &message);
         }
-        if let Auth::Ready { identity, .. } = &self.auth {
-            if identity.expired(SystemTime::now()) {
-                return self.refuse(ctx, Close::TokenExpired, "token expired", None);
-            }
+        // The expiry timer runs on the monotonic clock; this catches a wall
+        // clock that jumped past `exp` in the meantime.
+        if matches!(&self.auth, Auth::Ready { identity, .. } if identity.expired(SystemTime::now())) {
+            return self.expired(ctx);
         }
         ctx.ping(b"");
+    }
+
+    fn expired(&mut self, ctx: &mut WebsocketContext<Self>) {
+        let Auth::Ready { identity, .. } = &self.auth else { return };
+        let at = identity.expires_at.and_then(rfc3339).unwrap_or_default();
+        let message = format!("token expired at {at}: reconnect with a new one (refresh it before it expires)");
+        self.close_with(ctx, Close::TokenExpired, &message);
+    }
+
+    /// The next step of a JWT connection's life, when its time has come:
+    /// `connection.expiring` once the token is within the warning period of
+    /// its `exp`, the 4002 close once `exp` and the leeway have passed. Then
+    /// sets the timer for the step after. A refresh cancels the timer and
+    /// starts again here with the new token.
+    fn expiry_step(&mut self, ctx: &mut WebsocketContext<Self>) {
+        let now = SystemTime::now();
+        let warning = self.node.limits.expiry_warning;
+        let Auth::Ready { identity, warned, .. } = &self.auth else { return };
+        let (Some(exp), Some(end)) = (identity.expires_at, identity.ends_at()) else { return };
+        if now > end {
+            return self.expired(ctx);
+        }
+        let mut warned = *warned || warning.is_zero();
+        let warn_at = exp.checked_sub(warning).unwrap_or(UNIX_EPOCH);
+        if !warned && now >= warn_at {
+            let expires_in_ms = exp.duration_since(now).unwrap_or_default().as_millis() as u64;
+            self.send(ctx, protocol::encode(kind::EXPIRING, None, &json!({ "expires_in_ms": expires_in_ms }), None));
+            warned = true;
+        }
+        let next = if warned { end } else { warn_at };
+        // The close is due once `now > end`: a millisecond past it.
+        let delay = next.duration_since(now).unwrap_or_default().min(MAX_TIMER) + Duration::from_millis(1);
+        let timer = ctx.run_later(delay, |act, ctx| act.expiry_step(ctx));
+        if let Auth::Ready { expiry, warned: was_warned, .. } = &mut self.auth {
+            *expiry = timer;
+            *was_warned = warned;
+        }
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut WebsocketContext<Self>) {
         self.node.metrics.messages_in.fetch_add(1, Relaxed);
         if matches!(self.auth, Auth::Waiting { .. }) {
             return match protocol::parse_request(text) {
-                Ok(Request { id, action: Action::Init(credentials) }) => self.authenticate(&id, &credentials, ctx),
+                Ok(Request { id, action: Action::Init { credentials, protocol, capabilities } }) => {
+                    match negotiate(protocol.as_ref(), capabilities.as_ref()) {
+                        Ok(version) => self.authenticate(&id, &credentials, version, ctx),
+                        Err(refused) => self.refuse_hello(&id, &refused, ctx),
+                    }
+                }
                 Ok(request) => self.refuse(
                     ctx,
                     Close::InvalidToken,
@@ -276,7 +435,22 @@ impl Session {
         }
     }
 
-    fn authenticate(&mut self, id: &str, credentials: &Credentials, ctx: &mut WebsocketContext<Self>) {
+    /// Refuses a `connection.init` whose `protocol` or `capabilities` will
+    /// not do: 4010 when the server speaks none of the versions asked for
+    /// (the `error` lists those it speaks, in `data.protocol_versions`),
+    /// 4001 when they are malformed, as for malformed credentials.
+    fn refuse_hello(&mut self, id: &str, refused: &HelloError, ctx: &mut WebsocketContext<Self>) {
+        let message = refused.to_string();
+        let HelloError::Unsupported { supported, .. } = refused else {
+            return self.refuse(ctx, Close::InvalidToken, &message, Some(id));
+        };
+        let code = ErrorCode::UnsupportedVersion.as_u16();
+        let data = json!({ "code": code, "message": message, "protocol_versions": supported });
+        self.send(ctx, protocol::encode(kind::ERROR, None, &data, Some(id)));
+        self.close_with(ctx, Close::UnsupportedVersion, &message);
+    }
+
+    fn authenticate(&mut self, id: &str, credentials: &Credentials, version: u32, ctx: &mut WebsocketContext<Self>) {
         let peer = match self.auth {
             Auth::Waiting { peer, .. } => peer,
             Auth::Ready { .. } => None,
@@ -314,7 +488,7 @@ impl Session {
             self.node.metrics.clients.fetch_sub(1, Relaxed);
             let message = format!("this node holds {} connections, its limit: reconnect later", limits.max_clients);
             self.send_error(ctx, ErrorCode::PermissionDenied, &message, None, Some(id));
-            return self.close(ctx, Close::TryAgainLater);
+            return self.close_with(ctx, Close::TryAgainLater, &message);
         }
         if let Auth::Waiting { timer, .. } = self.auth {
             ctx.cancel_future(timer);
@@ -341,7 +515,9 @@ impl Session {
             "user_id": &*identity.user_id,
             "client_id": self.client_id.as_deref(),
             "heartbeat_interval_ms": limits.heartbeat_interval.as_millis() as u64,
-            "protocol_version": protocol::PROTOCOL_VERSION,
+            "protocol_version": version,
+            "capabilities": capability::ALL,
+            "expires_at": identity.expires_at.and_then(rfc3339),
             "limits": {
                 "max_frame_bytes": limits.max_frame_bytes,
                 "max_outbound_bytes": limits.max_outbound_bytes,
@@ -352,7 +528,46 @@ impl Session {
         });
         self.send(ctx, protocol::encode(kind::ACK, None, &data, Some(id)));
         log::debug!("connection {} authenticated as '{}'", self.conn, identity.user_id);
-        self.auth = Auth::Ready { identity, link };
+        self.auth = Auth::Ready { identity, link, expiry: SpawnHandle::default(), warned: false };
+        self.expiry_step(ctx);
+    }
+
+    /// `connection.refresh`: a new JWT for the same user. On success its
+    /// grants and expiry replace the old ones (channels it does not grant
+    /// are left, by the registry, which knows the subscriptions). A token
+    /// for another user closes the connection; any other refusal leaves the
+    /// current credentials in force.
+    fn refresh(&mut self, token: &str, id: &str, ctx: &mut WebsocketContext<Self>) {
+        let reply_to = Some(id);
+        let Auth::Ready { identity, .. } = &self.auth else { return };
+        let next = match self.node.auth.refresh(identity, token) {
+            Ok(next) => next,
+            Err(RefreshError::OtherUser) => {
+                log::info!("connection {} presented a token for another user: closed", self.conn);
+                return self.refuse(ctx, Close::InvalidToken, &RefreshError::OtherUser.to_string(), reply_to);
+            }
+            Err(e @ RefreshError::NotRefreshable) => {
+                return self.send_error(ctx, ErrorCode::InvalidMessage, &e.to_string(), None, reply_to);
+            }
+            Err(RefreshError::Auth(e)) => {
+                let code = if e == AuthError::Expired { ErrorCode::TokenExpired } else { ErrorCode::InvalidToken };
+                let message = format!("{e}: the connection keeps its current credentials until they expire");
+                return self.send_error(ctx, code, &message, None, reply_to);
+            }
+        };
+        self.node.registry.do_send(registry::Reauthorize {
+            conn: self.conn,
+            identity: next.clone(),
+            reply_to: id.to_owned(),
+        });
+        let data = json!({ "expires_at": next.expires_at.and_then(rfc3339) });
+        if let Auth::Ready { identity, expiry, warned, .. } = &mut self.auth {
+            ctx.cancel_future(*expiry);
+            *identity = next;
+            *warned = false;
+        }
+        self.send(ctx, protocol::encode(kind::REFRESHED, None, &data, reply_to));
+        self.expiry_step(ctx);
     }
 
     fn handle(&mut self, request: Request, ctx: &mut WebsocketContext<Self>) {
@@ -361,9 +576,10 @@ impl Session {
         }
         let reply_to = Some(request.id.as_str());
         match request.action {
-            Action::Init(_) => {
+            Action::Init { .. } => {
                 self.send_error(ctx, ErrorCode::InvalidMessage, "already authenticated", None, reply_to);
             }
+            Action::Refresh(token) => self.refresh(&token, &request.id, ctx),
             Action::Heartbeat => {
                 self.send(ctx, protocol::encode(kind::HEARTBEAT, None, &json!({}), reply_to));
             }
@@ -473,8 +689,7 @@ impl Session {
         for name in names {
             match parse_channel(&name) {
                 Err(e) => self.send_error(ctx, ErrorCode::ChannelNotFound, &e.to_string(), Some(&name), reply_to),
-                // Every authenticated client may follow the settings.
-                Ok(channel) if subscribe && !identity.may_access(&channel) && &*channel != SETTINGS_CHANNEL => {
+                Ok(channel) if subscribe && !identity.may_subscribe(&channel) => {
                     let message = format!("not allowed to subscribe to '{channel}'");
                     self.send_error(ctx, ErrorCode::PermissionDenied, &message, Some(&channel), reply_to);
                 }
@@ -592,7 +807,7 @@ impl Actor for Session {
             let timer = ctx.run_later(deadline.saturating_duration_since(Instant::now()), |act, ctx| {
                 if matches!(act.auth, Auth::Waiting { .. }) {
                     let message = format!("no 'connection.init' within {:?}", act.node.limits.auth_timeout);
-                    act.refuse(ctx, Close::InvalidToken, &message, None);
+                    act.close_with(ctx, Close::InvalidToken, &message);
                 }
             });
             self.auth = Auth::Waiting { timer, deadline, peer };
@@ -692,12 +907,24 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
 }
 
 impl Session {
+    /// Closes for an error of the input: 1009, 1007 or 1002.
+    ///
+    /// Two of them are known by their text only. actix-web-actors 4.3
+    /// (`WsStream::poll_next` in its `ws.rs`) rebuilds every error of the
+    /// input stream as `io::Error::new(ErrorKind::Other, format!("{err}"))`,
+    /// and a text frame that is not UTF-8 the same way from the
+    /// `Utf8Error`: the typed error is gone before the session sees it
+    /// (`get_ref` finds only the string; the unit test
+    /// `input_errors_reach_the_session_as_text_only` checks this). So the
+    /// contract is two substrings: [`FRAME_TOO_LARGE`], which this crate
+    /// defines and the transport (`FrameAligned`) reports, and `"utf-8"`,
+    /// which every `std::str::Utf8Error` message holds ("invalid utf-8
+    /// sequence …", "incomplete utf-8 byte sequence …"). The integration
+    /// tests of the 1009 and 1007 closes fail if either stops matching.
     fn on_protocol_error(&mut self, error: ProtocolError, ctx: &mut WebsocketContext<Self>) {
         match error {
             ProtocolError::Overflow => self.close(ctx, Close::MessageTooBig),
             ProtocolError::Io(e) if e.to_string().contains(FRAME_TOO_LARGE) => self.close(ctx, Close::MessageTooBig),
-            // actix-web-actors reports a text frame that is not UTF-8 as an
-            // I/O error carrying the UTF-8 error's message.
             ProtocolError::Io(e) if e.to_string().contains("utf-8") => self.close(ctx, Close::InvalidPayload),
             e => {
                 log::debug!("connection {}: websocket error: {e}", self.conn);
@@ -721,5 +948,86 @@ impl Future for YieldOnce {
         self.0 = true;
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::error::PayloadError;
+    use futures_util::StreamExt;
+    use serde_json::json;
+
+    #[test]
+    fn the_highest_shared_version_is_chosen() {
+        assert_eq!(negotiate(None, None), Ok(1));
+        assert_eq!(negotiate(Some(&Value::Null), Some(&Value::Null)), Ok(1));
+        assert_eq!(negotiate(Some(&json!(1)), None), Ok(1));
+        assert_eq!(negotiate(Some(&json!([1])), Some(&json!(["token_refresh", "x.y-z_1"]))), Ok(1));
+        assert_eq!(negotiate(Some(&json!([2, 1, 7])), Some(&json!([]))), Ok(1));
+    }
+
+    #[test]
+    fn versions_the_server_lacks_are_named_with_those_it_speaks() {
+        let refused = negotiate(Some(&json!([2, 3])), None).unwrap_err();
+        assert_eq!(refused, HelloError::Unsupported { asked: vec![2, 3], supported: vec![1] });
+        assert_eq!(refused.to_string(), "protocol version 2, 3 not supported: this server speaks 1");
+        assert!(matches!(negotiate(Some(&json!(2)), None), Err(HelloError::Unsupported { .. })));
+    }
+
+    #[test]
+    fn malformed_protocol_or_capabilities_are_refused() {
+        let too_many: Vec<u32> = (1..=MAX_PROTOCOL_VERSIONS as u32 + 1).collect();
+        for bad in [json!("1"), json!(0), json!(-1), json!(1.5), json!([]), json!([1, "2"]), json!({}), json!(too_many)]
+        {
+            assert_eq!(negotiate(Some(&bad), None), Err(HelloError::BadProtocol), "{bad}");
+        }
+        let long = "c".repeat(MAX_CAPABILITY_LEN + 1);
+        let many: Vec<String> = (0..=MAX_CAPABILITIES).map(|i| format!("c{i}")).collect();
+        for bad in [json!("presence"), json!([1]), json!([""]), json!(["a b"]), json!([long]), json!(many), json!({})] {
+            assert_eq!(negotiate(None, Some(&bad)), Err(HelloError::BadCapabilities), "{bad}");
+        }
+    }
+
+    #[test]
+    fn expiry_times_are_written_as_timestamps_are() {
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(86_400)).as_deref(), Some("1970-01-02T00:00:00.000Z"));
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(300_000_000_000)), None, "past the year 9999");
+    }
+
+    /// The error the probe below feeds in as if from the transport.
+    #[derive(Debug, thiserror::Error)]
+    #[error("typed marker")]
+    struct Marker;
+
+    /// Reports what an input error looks like once it reaches a session.
+    struct Probe(std::sync::mpsc::Sender<(bool, String)>);
+
+    impl Actor for Probe {
+        type Context = WebsocketContext<Self>;
+    }
+
+    impl StreamHandler<Result<ws::Message, ProtocolError>> for Probe {
+        fn handle(&mut self, msg: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+            if let Err(ProtocolError::Io(e)) = msg {
+                let typed = e.get_ref().is_some_and(|inner| inner.is::<Marker>());
+                let _ = self.0.send((typed, e.to_string()));
+            }
+            ctx.stop();
+        }
+    }
+
+    /// Why [`Session::on_protocol_error`] matches text: if this fails, the
+    /// library keeps the typed error now, and the session should downcast.
+    #[actix::test]
+    async fn input_errors_reach_the_session_as_text_only() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let error = PayloadError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, Marker));
+        let input = futures_util::stream::iter([Err::<bytes::Bytes, _>(error)]);
+        let mut output = Box::pin(WebsocketContext::create(Probe(tx), input));
+        while output.next().await.is_some() {}
+        let (typed, text) = rx.try_recv().expect("the probe saw the error");
+        assert!(!typed, "the typed error reaches the session now: match it instead of its text");
+        assert!(text.contains("typed marker"), "{text}");
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{frame_header, masked_frame, RawClient, TestServer, DEADLINE};
+use crate::common::{assert_connection_error, frame_header, masked_frame, RawClient, TestServer, DEADLINE};
 
 #[actix_rt::test]
 async fn a_frame_declaring_a_gigabyte_is_refused_at_its_header() {
@@ -19,6 +19,7 @@ async fn a_frame_declaring_a_gigabyte_is_refused_at_its_header() {
     let mut bytes = frame_header(0x1, 1 << 30, [1, 2, 3, 4]);
     bytes.extend(std::iter::repeat_n(b'x', 2048));
     liar.send(&bytes).await;
+    assert_connection_error(&liar.next_text().await.expect("a connection.error"), 1009);
     assert_eq!(liar.close_code().await, Some(1009));
     let id = server.publish("team:t", "note", json!({})).await;
     assert_eq!(witness.recv_type("note").await["id"], id.as_str());
@@ -44,6 +45,7 @@ async fn a_flood_of_control_frames_is_paced_then_closed_and_everyone_else_is_ser
     let id = server.publish("team:t", "note", json!({})).await;
     assert_eq!(witness.recv_type("note").await["id"], id.as_str());
     let mut flooder = tokio::time::timeout(DEADLINE, writer).await.expect("the flood ends in time").expect("writer");
+    assert_connection_error(&flooder.next_text().await.expect("a connection.error"), 1008);
     assert_eq!(flooder.close_code().await, Some(1008));
 }
 

@@ -7,13 +7,14 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::common::{assert_fresh_timestamp, jwt, now_ms, Client, TestServer, JWT_SECRET};
 
 /// Sends `connection.init` with `data` and asserts the refusal the protocol
-/// promises: an `error` frame with `code` answering the request, then a close
-/// with the same code.
+/// promises: an `error` frame with `code` answering the request, then a
+/// `connection.error` announcing the close, then a close with the same code.
 async fn assert_init_refused(client: &mut Client, data: Value, code: u16) -> Value {
     let id = client.request("connection.init", None, data).await;
     let error = client.expect_error(code).await;
     assert_eq!(error["reply_to"], id.as_str(), "{error}");
-    assert_eq!(client.expect_close().await, code);
+    let notice = client.expect_closed_with(code).await;
+    assert_eq!(notice["data"]["message"], error["data"]["message"], "{notice}");
     error
 }
 
@@ -38,7 +39,7 @@ async fn api_key_connection_is_acknowledged() {
 async fn valid_jwt_is_acknowledged_with_its_subject() {
     let server = TestServer::start();
     let mut client = server.connect().await;
-    let ack = client.init(json!({"token": jwt("bob", 60, json!({"channels": ["conversation:*"]}))})).await;
+    let ack = client.init(json!({"token": jwt("bob", 600, json!({"channels": ["conversation:*"]}))})).await;
     assert_eq!(ack["data"]["user_id"], "bob");
 }
 
@@ -53,7 +54,7 @@ async fn ack_reports_the_configured_heartbeat_and_limits() {
         a.message_burst = Some(22);
     });
     let mut client = server.connect().await;
-    let ack = client.init(json!({"token": jwt("carol", 60, json!({}))})).await;
+    let ack = client.init(json!({"token": jwt("carol", 600, json!({}))})).await;
     let data = &ack["data"];
     assert_eq!(data["user_id"], "carol");
     assert_eq!(data["heartbeat_interval_ms"], 12_345);
@@ -124,14 +125,17 @@ async fn expired_jwt_is_refused_with_4002() {
 #[actix_rt::test]
 async fn jwt_expiring_while_connected_is_closed_with_4002() {
     // The server allows 5 s of clock skew on `exp`, so a token that expired
-    // 3 s ago is still accepted and runs out 2 s later; the heartbeat (every
-    // 100 ms) notices. The client keeps reading, so it answers every ping.
-    let server = TestServer::with(|a| a.heartbeat_interval_ms = Some(100));
+    // 3 s ago is still accepted and runs out 2 s later. It is within the
+    // warning period at once, so `connection.expiring` comes first; the close
+    // is announced with `connection.error` (not an `error`: it answers no
+    // request).
+    let server = TestServer::start();
     let mut client = server.connect().await;
     client.init(json!({"token": jwt("bob", -3, json!({"channels": ["conversation:*"]}))})).await;
-    let error = client.expect_error(4002).await;
-    assert_eq!(error.get("reply_to"), None, "{error}");
-    assert_eq!(client.expect_close().await, 4002);
+    assert_eq!(client.recv_type("connection.expiring").await["data"], json!({"expires_in_ms": 0}));
+    let notice = client.expect_closed_with(4002).await;
+    assert!(notice["data"]["message"].as_str().unwrap().contains("expired"), "{notice}");
+    assert_eq!(notice["data"]["reconnect"], false, "{notice}");
 }
 
 #[actix_rt::test]
@@ -163,7 +167,8 @@ async fn no_init_within_the_auth_timeout_is_closed_with_4001() {
     let server = TestServer::with(|a| a.auth_timeout_ms = Some(200));
     let mut client = server.connect().await;
     let started = std::time::Instant::now();
-    assert_eq!(client.expect_close().await, 4001);
+    let notice = client.expect_closed_with(4001).await;
+    assert!(notice["data"]["message"].as_str().unwrap().contains("connection.init"), "{notice}");
     assert!(started.elapsed() >= std::time::Duration::from_millis(150), "closed before the auth timeout");
 }
 
@@ -174,7 +179,7 @@ async fn another_request_before_init_is_refused_with_4001() {
     let id = client.request("channel.subscribe", None, json!({"channels": ["conversation:c1"]})).await;
     let error = client.expect_error(4001).await;
     assert_eq!(error["reply_to"], id.as_str());
-    assert_eq!(client.expect_close().await, 4001);
+    client.expect_closed_with(4001).await;
 }
 
 #[actix_rt::test]
@@ -183,7 +188,7 @@ async fn heartbeat_before_init_is_refused_with_4001() {
     let mut client = server.connect().await;
     client.request("connection.heartbeat", None, json!({})).await;
     client.expect_error(4001).await;
-    assert_eq!(client.expect_close().await, 4001);
+    client.expect_closed_with(4001).await;
 }
 
 #[actix_rt::test]
@@ -192,7 +197,7 @@ async fn malformed_json_before_init_is_refused_with_4001() {
     let mut client = server.connect().await;
     client.send_text("{\"id\":\"1\",\"type\":").await;
     client.expect_error(4001).await;
-    assert_eq!(client.expect_close().await, 4001);
+    client.expect_closed_with(4001).await;
 }
 
 #[actix_rt::test]
@@ -201,7 +206,7 @@ async fn binary_frame_before_init_is_refused_with_4001() {
     let mut client = server.connect().await;
     client.send_message(Message::binary(br#"{"id":"1","type":"connection.init"}"#.to_vec())).await;
     client.expect_error(4001).await;
-    assert_eq!(client.expect_close().await, 4001);
+    client.expect_closed_with(4001).await;
 }
 
 #[actix_rt::test]
@@ -251,15 +256,15 @@ async fn static_api_key_cannot_choose_its_user() {
 #[actix_rt::test]
 async fn malformed_credentials_are_refused_with_4001() {
     let server = TestServer::start();
-    let token = jwt("bob", 60, json!({}));
+    let token = jwt("bob", 600, json!({}));
     let cases = [
         json!({"token": token, "api_key": "development"}),
         json!({"token": 42}),
         json!({"api_key": "development", "user_id": 7}),
         json!({"api_key": "development", "user_id": ""}),
         json!({"api_key": "development", "user_id": "a\nb"}),
-        json!({"token": jwt("", 60, json!({}))}),
-        json!({"token": jwt("bob", 60, json!({"channels": ["nope:*"]}))}),
+        json!({"token": jwt("", 600, json!({}))}),
+        json!({"token": jwt("bob", 600, json!({"channels": ["nope:*"]}))}),
     ];
     for data in cases {
         let mut client = server.connect().await;
@@ -271,7 +276,7 @@ async fn malformed_credentials_are_refused_with_4001() {
 async fn non_admin_role_grants_nothing_extra() {
     let server = TestServer::start();
     let mut client = server.connect().await;
-    client.init(json!({"token": jwt("bob", 60, json!({"role": "user", "channels": ["team:t1"]}))})).await;
+    client.init(json!({"token": jwt("bob", 600, json!({"role": "user", "channels": ["team:t1"]}))})).await;
     client.subscribe(&["team:t1"]).await;
     client.request("channel.subscribe", None, json!({"channels": ["system:ops"]})).await;
     client.expect_error(4003).await;

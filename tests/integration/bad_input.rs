@@ -141,5 +141,5 @@ async fn text_frame_that_is_not_utf8_is_closed_with_1007() {
     let mut client = server.connect_as("alice").await;
     let invalid = Bytes::from_static(&[b'{', 0xff, 0xfe, b'}']);
     client.send_message(Message::Frame(Frame::message(invalid, OpCode::Data(Data::Text), true))).await;
-    assert_eq!(client.expect_close().await, 1007);
+    client.expect_closed_with(1007).await;
 }

@@ -167,13 +167,13 @@ async fn sigterm_closes_clients_with_1012_and_exits_cleanly() {
     assert_ne!(port, 0, "the real port is logged, not 0: {line}");
 
     let mut client = Client::connect(&format!("ws://{addr}/ws")).await;
-    let ack = client.init(json!({"token": crate::common::jwt("alice", 60, json!({"channels": ["team:*"]}))})).await;
+    let ack = client.init(json!({"token": crate::common::jwt("alice", 600, json!({"channels": ["team:*"]}))})).await;
     assert_eq!(ack["data"]["user_id"], "alice");
     client.subscribe(&["team:t1"]).await;
 
     let killed = Command::new("kill").args(["-TERM", &process.child.id().to_string()]).status().expect("run kill");
     assert!(killed.success());
-    assert_eq!(client.expect_close().await, 1012);
+    client.expect_closed_with(1012).await;
     let status = process.exit_status().await;
     let stderr = process.stderr();
     assert!(status.success(), "exit status {status:?}; stderr:\n{stderr}");

@@ -65,7 +65,15 @@ fn error_codes(frames: &[Value]) -> Vec<u64> {
 
 #[actix_rt::test]
 async fn every_client_type_is_validated_and_answered() {
-    let server = TestServer::start();
+    // Some 200 requests at once: over the default rate limits, which the
+    // rate limit tests cover.
+    let server = TestServer::with(|a| {
+        a.messages_per_second = Some(10_000);
+        a.message_burst = Some(10_000);
+        a.user_requests_per_second = Some(0);
+        a.event_rate_limits =
+            Some("chat.message=off,chat.typing=off,agent.invoke=off,file.upload.request=off".parse().expect("limits"));
+    });
     let mut alice = server.subscriber("alice", CHANNELS).await;
     let mut n = 0;
     for event in catalog::events() {
@@ -100,6 +108,14 @@ async fn every_client_type_is_validated_and_answered() {
             }
             match event.handling {
                 Handling::Agent => assert_eq!(error_codes(&got), [4007], "{}: {got:?}", event.name),
+                // The refresh tests cover JWTs; an API key has no expiry.
+                _ if event.name == "connection.refresh" => {
+                    assert_eq!(error_codes(&got), [4005], "{got:?}");
+                    assert!(errors(&got)[0]["data"]["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("nothing to refresh"));
+                }
                 _ => assert!(error_codes(&got).is_empty(), "a valid '{}' was refused: {got:?}", event.name),
             }
         }

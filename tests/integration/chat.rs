@@ -70,7 +70,7 @@ async fn jwt_user_is_the_sender() {
     let server = TestServer::start();
     let mut bob = server.subscriber("bob", &["conversation:c1"]).await;
     let mut erin = server.connect().await;
-    erin.init(json!({"token": jwt("erin", 60, json!({"channels": ["conversation:c1"]}))})).await;
+    erin.init(json!({"token": jwt("erin", 600, json!({"channels": ["conversation:c1"]}))})).await;
     erin.request("chat.message", Some("conversation:c1"), json!({"content": "x", "sender_id": "bob"})).await;
     erin.recv_type("message.received").await;
     assert_eq!(bob.recv_type("chat.message").await["data"]["sender_id"], "erin");
@@ -108,7 +108,7 @@ async fn publishing_to_a_forbidden_channel_is_refused_with_4003() {
     let server = TestServer::start();
     let mut bob = server.subscriber("bob", &["team:t1"]).await;
     let mut erin = server.connect().await;
-    erin.init(json!({"token": jwt("erin", 60, json!({"channels": ["conversation:*"]}))})).await;
+    erin.init(json!({"token": jwt("erin", 600, json!({"channels": ["conversation:*"]}))})).await;
     for kind in ["chat.message", "chat.typing"] {
         let id = erin.request(kind, Some("team:t1"), json!({"content": "sneaky"})).await;
         let error = erin.expect_error(4003).await;

@@ -487,23 +487,32 @@ impl Client {
     /// already buffered are not seen, so call it on a client whose last read
     /// was a reply the server sent on its own.
     pub async fn ended_raw(&mut self) -> Ended {
+        self.drain_raw().await.1
+    }
+
+    /// [`Client::ended_raw`], with the text frames read on the way (JSON).
+    pub async fn drain_raw(&mut self) -> (Vec<Value>, Ended) {
         let MaybeTlsStream::Plain(stream) = self.ws.get_mut() else { panic!("plain TCP expected") };
         let until = tokio::time::Instant::now() + DEADLINE;
         let mut buf: Vec<u8> = Vec::new();
+        let mut frames = Vec::new();
         let mut chunk = vec![0u8; 256 * 1024];
         loop {
             let mut at = 0;
             while let Some((opcode, payload, len)) = raw_frame(&buf[at..]) {
                 if opcode == 0x8 {
                     let code = if payload.len() >= 2 { u16::from_be_bytes([payload[0], payload[1]]) } else { 1005 };
-                    return Ended::Closed(code);
+                    return (frames, Ended::Closed(code));
+                }
+                if opcode == 0x1 {
+                    frames.push(serde_json::from_slice(payload).expect("frame is JSON"));
                 }
                 at += len;
             }
             buf.drain(..at);
             match tokio::time::timeout_at(until, stream.read(&mut chunk)).await.expect("the connection to end in time")
             {
-                Ok(0) | Err(_) => return Ended::Dropped,
+                Ok(0) | Err(_) => return (frames, Ended::Dropped),
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
@@ -538,6 +547,17 @@ impl Client {
         }
     }
 
+    /// The end the server announces: the next frame must be a
+    /// `connection.error` with `data.code == code` and a message, and the
+    /// connection must then close with `code`. Returns the
+    /// `connection.error`.
+    pub async fn expect_closed_with(&mut self, code: u16) -> Value {
+        let notice = self.recv_type("connection.error").await;
+        assert_connection_error(&notice, code);
+        assert_eq!(self.expect_close().await, code, "after {notice}");
+        notice
+    }
+
     /// Reads until a close frame and returns its code; skips other frames.
     pub async fn expect_close(&mut self) -> u16 {
         match self.ended().await {
@@ -563,6 +583,16 @@ fn raw_frame(buf: &[u8]) -> Option<(u8, &[u8], usize)> {
     };
     let end = header + len;
     (buf.len() >= end).then(|| (opcode, &buf[header..end], end))
+}
+
+/// Asserts `frame` is the `connection.error` announcing close `code`.
+pub fn assert_connection_error(frame: &Value, code: u16) {
+    assert_eq!(frame["type"], "connection.error", "{frame}");
+    assert_eq!(frame["data"]["code"], code, "{frame}");
+    assert!(frame["data"]["message"].as_str().is_some_and(|m| !m.is_empty()), "no message: {frame}");
+    assert!(frame["data"]["reconnect"].is_boolean(), "{frame}");
+    assert_eq!(frame.get("reply_to"), None, "a connection.error answers no request: {frame}");
+    assert_fresh_timestamp(frame);
 }
 
 /// Milliseconds since the Unix epoch now.

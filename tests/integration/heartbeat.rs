@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::{assert_fresh_timestamp, Ended, TestServer, DEADLINE};
+use crate::common::{assert_connection_error, assert_fresh_timestamp, Ended, TestServer, DEADLINE};
 
 #[actix_rt::test]
 async fn heartbeat_is_answered_with_reply_to() {
@@ -41,7 +41,12 @@ async fn silent_client_is_closed_with_4009() {
     let mut client = server.connect_as("alice").await;
     // From here on the client does not touch its socket: no pong, no frame.
     server.wait_for_connections(0).await;
-    assert_eq!(client.ended_raw().await, Ended::Closed(4009));
+    // The close is announced first, as the last text frame.
+    let (frames, ended) = client.drain_raw().await;
+    assert_eq!(ended, Ended::Closed(4009));
+    let notice = frames.last().unwrap_or_else(|| panic!("no connection.error before the close"));
+    assert_connection_error(notice, 4009);
+    assert_eq!(notice["data"]["reconnect"], true, "{notice}");
 }
 
 #[actix_rt::test]

@@ -1,14 +1,121 @@
-//! The life of a connection at the WebSocket level: control frames, client
-//! closes, fragmentation rules, and what the server forgets when a client
-//! leaves.
+//! The life of a connection: protocol version negotiation and capabilities
+//! at `connection.init`, control frames, client closes, fragmentation rules,
+//! the `connection.error` before a close the server initiates, and what the
+//! server forgets when a client leaves.
 
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
-use crate::common::TestServer;
+use crate::common::{Client, TestServer};
+
+/// What the server says it does, exactly.
+const CAPABILITIES: [&str; 5] = ["token_refresh", "expiry_warning", "connection_error", "presence", "receipts"];
+
+/// Authenticates with the development key as `alice`, with `extra` added
+/// to `data`; the `connection.ack`.
+async fn init_with(client: &mut Client, extra: Value) -> Value {
+    let mut data = json!({"api_key": "development", "user_id": "alice"});
+    if let (Some(d), Some(e)) = (data.as_object_mut(), extra.as_object()) {
+        d.extend(e.clone());
+    }
+    client.init(data).await
+}
+
+#[actix_rt::test]
+async fn protocol_1_alone_or_in_a_list_is_acknowledged_with_the_servers_capabilities() {
+    let server = TestServer::start();
+    for protocol in [json!(1), json!([1])] {
+        let mut client = server.connect().await;
+        let ack = init_with(&mut client, json!({"protocol": protocol, "capabilities": ["token_refresh"]})).await;
+        assert_eq!(ack["data"]["protocol_version"], 1, "{ack}");
+        assert_eq!(ack["data"]["capabilities"], json!(CAPABILITIES), "{ack}");
+        client.assert_nothing_pending().await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_client_speaking_1_and_2_is_given_1() {
+    let server = TestServer::start();
+    let mut client = server.connect().await;
+    let ack = init_with(&mut client, json!({"protocol": [1, 2], "capabilities": ["some_future_thing"]})).await;
+    assert_eq!(ack["data"]["protocol_version"], 1, "{ack}");
+    assert_eq!(ack["data"]["capabilities"], json!(CAPABILITIES), "{ack}");
+    client.subscribe(&["conversation:c1"]).await;
+}
+
+#[actix_rt::test]
+async fn a_client_naming_no_version_gets_1_and_api_key_connections_no_expiry() {
+    let server = TestServer::start();
+    let mut client = server.connect().await;
+    let ack = init_with(&mut client, json!({})).await;
+    assert_eq!(ack["data"]["protocol_version"], 1, "{ack}");
+    assert_eq!(ack["data"]["capabilities"], json!(CAPABILITIES), "{ack}");
+    assert_eq!(ack["data"]["expires_at"], Value::Null, "an API key does not expire: {ack}");
+}
+
+#[actix_rt::test]
+async fn only_versions_the_server_lacks_are_refused_with_4010() {
+    let server = TestServer::start();
+    for protocol in [json!([2]), json!(2), json!([3, 2])] {
+        let mut client = server.connect().await;
+        let id = client.request("connection.init", None, json!({"api_key": "development", "protocol": protocol})).await;
+        let error = client.expect_error(4010).await;
+        assert_eq!(error["reply_to"], id.as_str(), "{error}");
+        assert_eq!(error["data"]["protocol_versions"], json!([1]), "{error}");
+        let message = error["data"]["message"].as_str().unwrap();
+        assert!(message.contains("not supported") && message.contains("speaks 1"), "{message}");
+        let notice = client.expect_closed_with(4010).await;
+        assert_eq!(notice["data"]["reconnect"], false, "{notice}");
+    }
+    server.wait_for_connections(0).await;
+}
+
+#[actix_rt::test]
+async fn malformed_protocol_or_capabilities_are_refused_with_4001_naming_the_field() {
+    let server = TestServer::start();
+    let too_many: Vec<u32> = (1..=17).collect();
+    let many_names: Vec<String> = (0..33).map(|i| format!("c{i}")).collect();
+    let cases = [
+        (json!({"protocol": "1"}), "'data.protocol'"),
+        (json!({"protocol": 0}), "'data.protocol'"),
+        (json!({"protocol": 1.5}), "'data.protocol'"),
+        (json!({"protocol": []}), "'data.protocol'"),
+        (json!({"protocol": [1, "2"]}), "'data.protocol'"),
+        (json!({"protocol": too_many}), "'data.protocol'"),
+        (json!({"capabilities": "presence"}), "'data.capabilities'"),
+        (json!({"capabilities": [1]}), "'data.capabilities'"),
+        (json!({"capabilities": ["has space"]}), "'data.capabilities'"),
+        (json!({"capabilities": ["x".repeat(65)]}), "'data.capabilities'"),
+        (json!({"capabilities": many_names}), "'data.capabilities'"),
+    ];
+    for (extra, field) in cases {
+        let mut client = server.connect().await;
+        let mut data = json!({"api_key": "development"});
+        data.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let id = client.request("connection.init", None, data.clone()).await;
+        let error = client.expect_error(4001).await;
+        assert_eq!(error["reply_to"], id.as_str(), "{data}: {error}");
+        // The catalog's schema names the field (`data.protocol: …`); the
+        // finer rules of the session quote it (`'data.capabilities'`).
+        let message = error["data"]["message"].as_str().unwrap();
+        assert!(message.contains(field.trim_matches('\'')), "{data}: {error}");
+        client.expect_closed_with(4001).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_full_node_answers_4003_and_announces_its_1013_close() {
+    let server = TestServer::with(|a| a.max_connections = Some(1));
+    let _first = server.connect_as("alice").await;
+    let mut second = server.connect().await;
+    let id = second.request("connection.init", None, json!({"api_key": "development", "user_id": "bob"})).await;
+    assert_eq!(second.expect_error(4003).await["reply_to"], id.as_str());
+    let notice = second.expect_closed_with(1013).await;
+    assert_eq!(notice["data"]["reconnect"], true, "{notice}");
+}
 
 fn fragment(text: &str, opcode: Data, last: bool) -> Message {
     Message::Frame(Frame::message(Bytes::from(text.to_owned()), OpCode::Data(opcode), last))
@@ -97,7 +204,7 @@ async fn continuation_without_a_first_fragment_is_closed_with_1002() {
     let server = TestServer::start();
     let mut client = server.connect_as("alice").await;
     client.send_message(fragment(r#"{"id":"x"}"#, Data::Continue, true)).await;
-    assert_eq!(client.expect_close().await, 1002);
+    client.expect_closed_with(1002).await;
 }
 
 #[actix_rt::test]
@@ -106,7 +213,7 @@ async fn new_message_inside_a_fragmented_one_is_closed_with_1002() {
     let mut client = server.connect_as("alice").await;
     client.send_message(fragment(r#"{"id":"a","#, Data::Text, false)).await;
     client.send_message(fragment(r#"{"id":"b","type":"connection.heartbeat"}"#, Data::Text, true)).await;
-    assert_eq!(client.expect_close().await, 1002);
+    client.expect_closed_with(1002).await;
 }
 
 #[actix_rt::test]

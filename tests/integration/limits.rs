@@ -36,7 +36,7 @@ async fn oversize_frame_is_closed_with_1009_and_others_are_unaffected() {
     let mut client = server.subscriber("alice", &["conversation:c1"]).await;
     let _ = other.recv_type("channel.presence").await; // alice joined
     client.send_text(&padded_frame(5000)).await;
-    assert_eq!(client.expect_close().await, 1009);
+    client.expect_closed_with(1009).await;
     // bob hears alice leave and keeps receiving events.
     let left = other.recv_type("channel.presence").await;
     assert_eq!(left["data"], json!({"user_id": "alice", "state": "left"}));
@@ -60,7 +60,7 @@ async fn oversize_fragmented_message_is_closed_with_1009() {
             break;
         }
     }
-    assert_eq!(client.expect_close().await, 1009);
+    client.expect_closed_with(1009).await;
 }
 
 #[actix_rt::test]

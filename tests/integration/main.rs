@@ -21,6 +21,7 @@ mod origins;
 mod presence;
 mod publish;
 mod rate_limits;
+mod refresh;
 mod rest;
 mod settings;
 mod shutdown;

@@ -59,7 +59,7 @@ async fn production_allows_only_configured_origins() {
     assert_refused(&server, "http://localhost:5173").await;
     match server.try_connect("/ws", &[("Origin", "https://app.example.com")]).await {
         Ok(mut client) => {
-            let token = crate::common::jwt("alice", 60, json!({}));
+            let token = crate::common::jwt("alice", 600, json!({}));
             client.init(json!({"token": token})).await;
         }
         Err((status, body)) => panic!("configured origin refused with {status}: {body}"),
@@ -74,7 +74,7 @@ async fn request_without_origin_is_accepted() {
         a.allowed_origins = Some(vec!["https://app.example.com".into()]);
     });
     let mut client = server.connect().await;
-    client.init(json!({"token": crate::common::jwt("service", 60, json!({}))})).await;
+    client.init(json!({"token": crate::common::jwt("service", 600, json!({}))})).await;
 }
 
 /// A CORS preflight for `POST /api/publish` from `origin`: status and the

@@ -437,7 +437,7 @@ async fn every_client_may_follow_settings_but_not_publish_there() {
     // whenever it lands, and this test expects nothing else to arrive.
     let s = Settings::start("", "", |_| {});
     let mut client = s.server.connect().await;
-    client.init(json!({"token": jwt("viewer", 60, json!({"channels": ["conversation:*"]}))})).await;
+    client.init(json!({"token": jwt("viewer", 600, json!({"channels": ["conversation:*"]}))})).await;
     client.subscribe(&["system:settings"]).await;
     client.request("chat.message", Some("system:settings"), json!({"content": "hi"})).await;
     client.expect_error(4003).await;

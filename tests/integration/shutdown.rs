@@ -13,7 +13,8 @@ async fn shutdown_closes_every_client_with_1012() {
     let shutdown = actix_rt::spawn(async move { control.shutdown().await });
 
     for client in [&mut alice, &mut alice_tab2, &mut bob] {
-        assert_eq!(client.expect_close().await, 1012);
+        let notice = client.expect_closed_with(1012).await;
+        assert_eq!(notice["data"]["reconnect"], true, "{notice}");
     }
     tokio::time::timeout(DEADLINE, shutdown).await.expect("shutdown finishes in time").expect("shutdown task");
     // The server no longer accepts connections.
@@ -28,7 +29,8 @@ async fn shutdown_closes_unauthenticated_sockets_with_1012_too() {
     let mut alice = server.connect_as("alice").await;
     let control = server.control();
     let shutdown = actix_rt::spawn(async move { control.shutdown().await });
-    assert_eq!(alice.expect_close().await, 1012);
-    assert_eq!(anonymous.expect_close().await, 1012, "a socket that has not authenticated yet is a client too");
+    alice.expect_closed_with(1012).await;
+    // A socket that has not authenticated yet is a client too.
+    anonymous.expect_closed_with(1012).await;
     tokio::time::timeout(DEADLINE, shutdown).await.expect("shutdown finishes in time").expect("shutdown task");
 }

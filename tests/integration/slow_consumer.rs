@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{Client, Ended, TestServer};
+use crate::common::{assert_connection_error, Client, Ended, TestServer};
 
 const CHANNEL: &str = "conversation:bulk";
 /// Events per published batch: 10 × ~4 KB stays well under the 64 KiB budget
@@ -107,10 +107,14 @@ async fn slow_consumer_is_closed_with_4008_while_others_receive_everything() {
     }
 
     // The slow client, reading at last, gets an in-order prefix of the events
-    // and then the 4008 close (the grace period is long, so the server is
-    // still waiting for it to read the close frame).
+    // and then the 4008 close, announced by a `connection.error` right before
+    // it, past the events the server never queued (the grace period is long,
+    // so the server is still waiting for it to read the close frame).
     let (frames, ended) = slow.drain().await;
     assert_eq!(ended, Ended::Closed(4008), "after {} frames", frames.len());
+    let notice = frames.last().expect("frames before the close");
+    assert_connection_error(notice, 4008);
+    assert_eq!(frames.iter().filter(|f| f["type"] == "connection.error").count(), 1, "one connection.error");
     let ids: Vec<&str> = frames.iter().filter(|f| f["type"] == "bulk").map(|f| f["id"].as_str().unwrap()).collect();
     assert!(ids.len() < published.len(), "the slow client cannot have received everything");
     let prefix: Vec<&str> = published[..ids.len()].iter().map(String::as_str).collect();

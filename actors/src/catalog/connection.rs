@@ -53,9 +53,12 @@ struct AckData {
     heartbeat_interval_ms: u64,
     /// The protocol version chosen.
     protocol_version: u32,
-    /// What the server implements.
+    /// What the server implements (docs/protocol.md lists each).
     #[serde(default)]
     capabilities: Option<Vec<String>>,
+    /// When the JWT expires, RFC 3339; null for API keys.
+    #[serde(default)]
+    expires_at: Option<String>,
     /// This connection's limits.
     limits: AckLimits,
 }
@@ -138,6 +141,12 @@ struct ErrorData {
     /// broke.
     #[serde(default)]
     fields: Option<Vec<FieldRule>>,
+    /// With 4010: the protocol versions the server speaks.
+    #[serde(default)]
+    protocol_versions: Option<Vec<u32>>,
+    /// On `connection.error`: whether reconnecting (with backoff) may work.
+    #[serde(default)]
+    reconnect: Option<bool>,
 }
 
 /// A field and the rule it broke.
@@ -181,7 +190,7 @@ pub(super) const EVENTS: &[Event] = &[
         "The token expires soon: refresh it or be closed with 4002.", {"expires_in_ms": 60000}),
     event!("connection.error", from::SERVER, Delivered, None, ErrorData,
         "Why the server is about to close the connection (code = the close code).",
-        {"code": 4009, "message": "no heartbeat for 60 s"}),
+        {"code": 4009, "message": "no heartbeat for 60 s", "reconnect": true}),
     event!("error", from::SERVER, Delivered, Optional, ErrorData,
         "A request failed (reply_to = its id); the connection stays unless a connection.error follows.",
         {"code": 4005, "message": "invalid 'chat.message': data.content: required string"}),
