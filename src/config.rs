@@ -18,7 +18,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser};
 use nova_actors::auth::{check_user_id, ApiKey, JwtConfig, DEFAULT_MAX_TOKEN_LIFETIME, DEVELOPMENT_KEY};
-use nova_actors::names::parse_patterns;
+use nova_actors::names::{check_tenant, parse_patterns};
 use nova_actors::node::Limits;
 use nova_actors::quota::{check_limited_type, Per, QuotaConfig, Rate, DEFAULT_USER_RATE};
 use serde::{Deserialize, Serialize};
@@ -85,7 +85,7 @@ pub struct Args {
     /// Bearer token for the admin REST API (at least 16 characters in production) [default: dev-admin-token in development]
     #[arg(long, env = "NOVA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// Static API keys, comma-separated, each `key` or `user_id:key` (in the file also `{key, user_id, channels}`) [default: none]
+    /// Static API keys, comma-separated, each `key` or `user_id:key` (in the file also `{key, user_id, channels, tenant}`) [default: none]
     #[arg(long, env = "NOVA_API_KEYS", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Option<Vec<ApiKeyEntry>>,
     /// Channel patterns granted to the static API keys, comma-separated [default: none]
@@ -360,6 +360,9 @@ pub enum ApiKeyEntry {
         /// Channel patterns it grants.
         #[serde(default)]
         channels: Vec<String>,
+        /// The tenant its connections belong to (default: the default one).
+        #[serde(default)]
+        tenant: Option<String>,
     },
 }
 
@@ -540,11 +543,14 @@ impl Config {
                     }
                     let (user_id, key) = entry.split_once(':').unwrap_or((DEFAULT_API_KEY_USER, entry));
                     let channels = channels.clone();
-                    api_keys.push(ApiKey { key: key.to_owned(), user_id: user_id.to_owned(), channels });
+                    api_keys.push(ApiKey { key: key.to_owned(), user_id: user_id.to_owned(), channels, tenant: None });
                 }
-                ApiKeyEntry::Full { key, user_id, channels } => {
+                ApiKeyEntry::Full { key, user_id, channels, tenant } => {
                     let patterns = parse_patterns(&channels).map_err(|e| format!("api_keys ({user_id}): {e}"))?;
-                    api_keys.push(ApiKey { key, user_id, channels: patterns });
+                    if let Some(tenant) = &tenant {
+                        check_tenant(tenant).map_err(|why| format!("api_keys ({user_id}): tenant '{tenant}' {why}"))?;
+                    }
+                    api_keys.push(ApiKey { key, user_id, channels: patterns, tenant });
                 }
             }
         }

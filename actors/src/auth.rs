@@ -20,7 +20,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::names::{parse_patterns, ChannelPattern};
+use crate::names::{check_tenant, parse_patterns, ChannelPattern};
 use crate::protocol::Credentials;
 use crate::settings::SETTINGS_CHANNEL;
 
@@ -51,6 +51,10 @@ pub struct Identity {
     /// Whether it came from a JWT (an API key's identity cannot be
     /// refreshed).
     jwt: bool,
+    /// The tenant (the JWT's `tenant` claim, the API key's configured
+    /// one); `None` is the default tenant. Channels, presence, user sends
+    /// and broadcasts are the tenant's own.
+    pub tenant: Option<Arc<str>>,
 }
 
 impl Identity {
@@ -110,6 +114,9 @@ pub enum RefreshError {
     /// is closed: a connection's user never changes).
     #[error("the token's 'sub' is not this connection's user; a connection's user never changes")]
     OtherUser,
+    /// The new token is for another tenant.
+    #[error("the token's 'tenant' is not this connection's tenant; a connection's tenant never changes")]
+    OtherTenant,
     /// The token itself was refused (4001, or 4002 when expired); the
     /// current credentials stay in force.
     #[error(transparent)]
@@ -119,6 +126,8 @@ pub enum RefreshError {
 /// A static API key and what it grants.
 #[derive(Debug, Clone)]
 pub struct ApiKey {
+    /// The tenant its connections belong to; `None`: the default one.
+    pub tenant: Option<String>,
     /// The secret key.
     pub key: String,
     /// The user id connections with this key act as.
@@ -135,6 +144,8 @@ struct Claims {
     channels: Option<Vec<String>>,
     #[serde(default)]
     role: Option<String>,
+    #[serde(default)]
+    tenant: Option<String>,
 }
 
 /// How client JWTs are verified.
@@ -223,6 +234,9 @@ impl Authenticator {
         if next.user_id != current.user_id {
             return Err(RefreshError::OtherUser);
         }
+        if next.tenant != current.tenant {
+            return Err(RefreshError::OtherTenant);
+        }
         Ok(next)
     }
 
@@ -252,6 +266,9 @@ impl Authenticator {
         }
         let grants = parse_patterns(claims.channels.as_deref().unwrap_or_default())
             .map_err(|e| AuthError::Invalid(format!("token 'channels': {e}")))?;
+        if let Some(tenant) = &claims.tenant {
+            check_tenant(tenant).map_err(|why| AuthError::Invalid(format!("token 'tenant' {why}")))?;
+        }
         Ok(Identity {
             user_id: Arc::from(claims.sub),
             grants,
@@ -259,6 +276,7 @@ impl Authenticator {
             // Beyond what SystemTime holds: the token does not expire.
             expires_at: UNIX_EPOCH.checked_add(Duration::from_secs(claims.exp)),
             jwt: true,
+            tenant: claims.tenant.map(Arc::from),
         })
     }
 
@@ -273,6 +291,7 @@ impl Authenticator {
                 admin: false,
                 expires_at: None,
                 jwt: false,
+                tenant: None,
             });
         }
         // Compare against every key so the time taken does not tell which
@@ -294,6 +313,7 @@ impl Authenticator {
             admin: false,
             expires_at: None,
             jwt: false,
+            tenant: api_key.tenant.as_deref().map(Arc::from),
         })
     }
 }
@@ -347,7 +367,12 @@ mod tests {
     }
 
     fn auth() -> Authenticator {
-        let key = ApiKey { key: "k-123".into(), user_id: "svc".into(), channels: parse_patterns(&["team:*"]).unwrap() };
+        let key = ApiKey {
+            key: "k-123".into(),
+            user_id: "svc".into(),
+            channels: parse_patterns(&["team:*"]).unwrap(),
+            tenant: None,
+        };
         Authenticator::new(Some(&jwt_config()), vec![key], false)
     }
 

@@ -28,6 +28,7 @@ use crate::cluster::bus::{Bus, LoadPresence, PresenceChange};
 use crate::cluster::wire::{PresenceNote, SeqOrder};
 use crate::link::{Batch, ConnId, Delivery, Link};
 use crate::metrics::Metrics;
+use crate::names;
 use crate::protocol::{self, kind, Frame};
 use crate::registry::{Registry, SlowConsumer};
 
@@ -200,7 +201,7 @@ impl Channel {
     pub fn new(name: Arc<str>, registry: Addr<Registry>, metrics: Arc<Metrics>, bus: Option<Addr<Bus>>) -> Self {
         Channel {
             has_presence: !name.starts_with("system:"),
-            statuses: name.starts_with("team:").then(HashMap::new),
+            statuses: names::visible(&name).starts_with("team:").then(HashMap::new),
             name,
             members: Vec::new(),
             index: HashMap::new(),
@@ -264,7 +265,7 @@ impl Channel {
                 statuses.remove(user);
             }
             if self.users.len() <= MAX_PRESENCE_LIST {
-                self.to_others(except, presence_frame(&self.name, user, joined));
+                self.to_others(except, presence_frame(names::visible(&self.name), user, joined));
             }
             return;
         };
@@ -321,7 +322,7 @@ impl Channel {
         if size.max(self.present_count()) > MAX_PRESENCE_LIST {
             return;
         }
-        let batch = Batch::one(frame.unwrap_or_else(|| presence_frame(&self.name, user, joined)));
+        let batch = Batch::one(frame.unwrap_or_else(|| presence_frame(names::visible(&self.name), user, joined)));
         for link in self.members.iter().filter(|l| l.user() != user) {
             self.deliver(link, &batch);
         }
@@ -343,7 +344,10 @@ impl Channel {
             });
             SubscribedData { presence, presence_count: self.present_count(), statuses }
         };
-        self.deliver(link, &Batch::one(protocol::encode(kind::SUBSCRIBED, Some(&self.name), &data, Some(reply_to))));
+        self.deliver(
+            link,
+            &Batch::one(protocol::encode(kind::SUBSCRIBED, Some(names::visible(&self.name)), &data, Some(reply_to))),
+        );
     }
 }
 
@@ -413,7 +417,7 @@ impl Handler<Leave> for Channel {
         }
         if let Some((link, reply_to)) = leave.reply {
             let data = UnsubscribedData { reason: leave.reason };
-            let frame = protocol::encode(kind::UNSUBSCRIBED, Some(&self.name), &data, Some(&reply_to));
+            let frame = protocol::encode(kind::UNSUBSCRIBED, Some(names::visible(&self.name)), &data, Some(&reply_to));
             self.deliver(&link, &Batch::one(frame));
         }
     }

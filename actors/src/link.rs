@@ -130,6 +130,8 @@ impl Hangup {
 pub struct Link {
     id: ConnId,
     user: Arc<str>,
+    /// The user's tenant; `None` is the default one.
+    tenant: Option<Arc<str>>,
     session: Recipient<Push>,
     pending: AtomicUsize,
     budget: usize,
@@ -154,7 +156,26 @@ impl Link {
         budget: usize,
         hangup: Option<Arc<Hangup>>,
     ) -> Self {
-        Link { id, user, session, pending: AtomicUsize::new(0), budget, overflowed: AtomicBool::new(false), hangup }
+        Link {
+            id,
+            user,
+            tenant: None,
+            session,
+            pending: AtomicUsize::new(0),
+            budget,
+            overflowed: AtomicBool::new(false),
+            hangup,
+        }
+    }
+
+    /// The same link for a user of `tenant`.
+    pub fn in_tenant(self, tenant: Option<Arc<str>>) -> Self {
+        Link { tenant, ..self }
+    }
+
+    /// The user's tenant; `None` is the default one.
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
     }
 
     /// The connection's id.

@@ -9,6 +9,12 @@
 //! A pattern has the same two segments, where a segment may be `*` to match
 //! any one segment: `conversation:*` grants every conversation, `*:*` grants
 //! everything. Access is denied unless some pattern matches.
+//!
+//! Tenants. Inside the server a channel is known by its key: the name in the
+//! default tenant, `{tenant}/{name}` in another (a name holds no `/`, a
+//! tenant id neither, so a key reads back one way only). Every actor routes
+//! by key; clients only ever see the name. `system:` channels carry the
+//! server's own events (settings) and are shared by every tenant.
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,6 +23,12 @@ use std::sync::Arc;
 pub const NAMESPACES: &[&str] = &["conversation", "team", "document", "agent", "system"];
 
 const MAX_ID_LEN: usize = 128;
+
+/// Longest tenant id.
+pub const MAX_TENANT_LEN: usize = 64;
+
+/// Between a tenant and a channel name in a channel's key.
+const TENANT_SEPARATOR: char = '/';
 
 /// Why a channel name or pattern was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +58,49 @@ pub fn parse_channel(name: &str) -> Result<Arc<str>, NameError> {
     }
     check_id(id).map_err(|why| NameError(format!("channel '{}': {why}", printable(name))))?;
     Ok(Arc::from(name))
+}
+
+/// A tenant id is 1–64 characters of `A–Z a–z 0–9 _ . -`: it becomes part of
+/// channel keys and Redis channel names.
+pub fn check_tenant(tenant: &str) -> Result<(), &'static str> {
+    if tenant.is_empty() || tenant.len() > MAX_TENANT_LEN {
+        return Err("must be 1 to 64 characters");
+    }
+    if !tenant.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+        return Err("may hold only letters, digits and _ . -");
+    }
+    Ok(())
+}
+
+/// The key of channel `name` (valid) in `tenant` (`None`: the default one).
+pub fn channel_key(tenant: Option<&str>, name: &Arc<str>) -> Arc<str> {
+    match tenant {
+        Some(tenant) if !name.starts_with("system:") => Arc::from(format!("{tenant}{TENANT_SEPARATOR}{name}")),
+        _ => Arc::clone(name),
+    }
+}
+
+/// The name clients see of a channel key.
+pub fn visible(key: &str) -> &str {
+    key.split_once(TENANT_SEPARATOR).map_or(key, |(_, name)| name)
+}
+
+/// The tenant of a channel key, `None` for the default one.
+pub fn tenant_of(key: &str) -> Option<&str> {
+    key.split_once(TENANT_SEPARATOR).map(|(tenant, _)| tenant)
+}
+
+/// Checks a channel key (as a Redis channel carries it): a valid name,
+/// after a valid tenant when there is one.
+pub fn parse_key(key: &str) -> Result<Arc<str>, NameError> {
+    if let Some((tenant, name)) = key.split_once(TENANT_SEPARATOR) {
+        check_tenant(tenant).map_err(|why| NameError(format!("tenant '{}' {why}", printable(tenant))))?;
+        if parse_channel(name)?.starts_with("system:") {
+            return Err(NameError("'system:' channels belong to no tenant".into()));
+        }
+        return Ok(Arc::from(key));
+    }
+    parse_channel(key)
 }
 
 fn check_id(id: &str) -> Result<(), &'static str> {
@@ -147,6 +202,24 @@ pub fn parse_patterns<S: AsRef<str>>(patterns: &[S]) -> Result<Vec<ChannelPatter
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channel_keys_carry_the_tenant_and_read_back_one_way() {
+        let name: Arc<str> = Arc::from("conversation:c1");
+        assert_eq!(&*channel_key(None, &name), "conversation:c1");
+        let key = channel_key(Some("acme"), &name);
+        assert_eq!(&*key, "acme/conversation:c1");
+        assert_eq!((visible(&key), tenant_of(&key)), ("conversation:c1", Some("acme")));
+        assert_eq!((visible(&name), tenant_of(&name)), ("conversation:c1", None));
+        assert_eq!(parse_key(&key).as_deref(), Ok("acme/conversation:c1"));
+        let settings: Arc<str> = Arc::from("system:settings");
+        assert_eq!(&*channel_key(Some("acme"), &settings), "system:settings", "shared by every tenant");
+        for bad in ["acme/system:settings", "a b/team:t1", "/team:t1", "acme/team:../x", "acme/x/team:t1"] {
+            assert!(parse_key(bad).is_err(), "{bad}");
+        }
+        assert!(check_tenant(&"t".repeat(65)).is_err());
+        assert!(check_tenant("acme-eu.1").is_ok());
+    }
 
     #[test]
     fn accepts_well_formed_names() {

@@ -38,6 +38,7 @@ use crate::cluster::Topic;
 use crate::codes::{Close, ErrorCode};
 use crate::link::{Batch, ConnId, Delivery, Link};
 use crate::metrics::Metrics;
+use crate::names;
 use crate::node::connection_id;
 use crate::protocol::{self, kind, Frame};
 use crate::session::Push;
@@ -162,16 +163,30 @@ pub struct SetStatus {
 pub struct SendToUser {
     /// The user id.
     pub user: String,
+    /// The user's tenant; `None` is the default one.
+    pub tenant: Option<Arc<str>>,
     /// The event.
     pub frame: Frame,
 }
 
-/// An encoded event for every authenticated connection; returns how many.
+/// An encoded event for every authenticated connection of a tenant, or of
+/// every tenant; returns how many.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct Broadcast {
     /// The event.
     pub frame: Frame,
+    /// Who gets it.
+    pub audience: Audience,
+}
+
+/// Whom a broadcast reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// The connections of one tenant (`None`: the default one).
+    Tenant(Option<Arc<str>>),
+    /// Every connection: the server's own ping.
+    Everyone,
 }
 
 /// An event from another node (or this node's bus): for local subscribers
@@ -233,6 +248,8 @@ pub struct ConnectionInfo {
     pub connection_id: String,
     /// The user.
     pub user_id: String,
+    /// The user's tenant; `None` is the default one.
+    pub tenant: Option<String>,
     /// From `/ws/{client_id}`.
     pub client_id: Option<String>,
     /// Subscribed channels.
@@ -295,7 +312,11 @@ pub struct Registry {
     hubs: Vec<ArbiterHandle>,
     channels: HashMap<Arc<str>, ChannelEntry>,
     conns: HashMap<ConnId, ConnEntry>,
-    users: HashMap<Arc<str>, Vec<ConnId>>,
+    /// Connections by user, keyed by the user's topic (user and tenant).
+    users: HashMap<Topic, Vec<ConnId>>,
+    /// Connections per tenant other than the default one, so the node
+    /// listens to a tenant's broadcasts while it has connections of it.
+    tenants: HashMap<Arc<str>, usize>,
     /// Connections still before `connection.init`.
     arriving: HashMap<ConnId, Recipient<Push>>,
     /// Set by [`CloseAll`]: the node is shutting down.
@@ -324,6 +345,7 @@ impl Registry {
             channels: HashMap::new(),
             conns: HashMap::new(),
             users: HashMap::new(),
+            tenants: HashMap::new(),
             arriving: HashMap::new(),
             closing: None,
             cluster,
@@ -344,7 +366,7 @@ impl Registry {
         }
     }
 
-    fn deliver_to_user(&self, user: &str, batch: &Arc<Batch>, ctx: &mut Context<Self>) -> usize {
+    fn deliver_to_user(&self, user: &Topic, batch: &Arc<Batch>, ctx: &mut Context<Self>) -> usize {
         let Some(conns) = self.users.get(user) else { return 0 };
         let mut reached = 0;
         for entry in conns.iter().filter_map(|c| self.conns.get(c)) {
@@ -354,11 +376,19 @@ impl Registry {
         reached
     }
 
-    fn deliver_to_all(&self, batch: &Arc<Batch>, ctx: &mut Context<Self>) -> usize {
+    fn deliver_to_all(&self, audience: &Audience, batch: &Arc<Batch>, ctx: &mut Context<Self>) -> usize {
+        let mut reached = 0;
         for entry in self.conns.values() {
-            self.deliver(&entry.link, batch, ctx);
+            let included = match audience {
+                Audience::Everyone => true,
+                Audience::Tenant(tenant) => entry.link.tenant() == tenant.as_deref(),
+            };
+            if included {
+                self.deliver(&entry.link, batch, ctx);
+                reached += 1;
+            }
         }
-        self.conns.len()
+        reached
     }
 
     fn deliver(&self, link: &Arc<Link>, batch: &Arc<Batch>, ctx: &mut Context<Self>) {
@@ -466,10 +496,18 @@ impl Handler<Connect> for Registry {
         if let Some(close) = self.closing {
             return msg.link.close(close);
         }
-        let user_conns = self.users.entry(Arc::clone(msg.link.user())).or_default();
+        let user = Topic::user(msg.link.tenant(), msg.link.user());
+        let user_conns = self.users.entry(user.clone()).or_default();
         user_conns.push(conn);
         if user_conns.len() == 1 {
-            self.interest(Topic::User(Arc::clone(msg.link.user())), true);
+            self.interest(user, true);
+        }
+        if let Some(tenant) = msg.link.tenant() {
+            let count = self.tenants.entry(Arc::from(tenant)).or_default();
+            *count += 1;
+            if *count == 1 {
+                self.interest(Topic::Broadcast(Some(Arc::from(tenant))), true);
+            }
         }
         self.conns.insert(
             conn,
@@ -492,11 +530,21 @@ impl Handler<Disconnect> for Registry {
         for channel in &entry.channels {
             self.leave(msg.conn, channel, None, None);
         }
-        if let Some(conns) = self.users.get_mut(entry.link.user()) {
+        let user = Topic::user(entry.link.tenant(), entry.link.user());
+        if let Some(conns) = self.users.get_mut(&user) {
             conns.retain(|c| *c != msg.conn);
             if conns.is_empty() {
-                self.users.remove(entry.link.user());
-                self.interest(Topic::User(Arc::clone(entry.link.user())), false);
+                self.users.remove(&user);
+                self.interest(user, false);
+            }
+        }
+        if let Some(tenant) = entry.link.tenant() {
+            if let Some(count) = self.tenants.get_mut(tenant) {
+                *count -= 1;
+                if *count == 0 {
+                    self.tenants.remove(tenant);
+                    self.interest(Topic::Broadcast(Some(Arc::from(tenant))), false);
+                }
             }
         }
     }
@@ -513,8 +561,12 @@ impl Handler<Subscribe> for Registry {
             if !entry.channels.contains(&name) {
                 if entry.channels.len() >= self.max_channels_per_connection {
                     let message = format!("channel limit reached: {} per connection", self.max_channels_per_connection);
-                    let frame =
-                        protocol::error_frame(ErrorCode::PermissionDenied, &message, Some(&name), Some(&msg.reply_to));
+                    let frame = protocol::error_frame(
+                        ErrorCode::PermissionDenied,
+                        &message,
+                        Some(names::visible(&name)),
+                        Some(&msg.reply_to),
+                    );
                     self.deliver(&link, &Batch::one(frame), ctx);
                     continue;
                 }
@@ -554,8 +606,12 @@ impl Handler<Unsubscribe> for Registry {
                 channel.addr.do_send(channel::Leave { conn: msg.conn, reply, reason: None });
             } else {
                 // Unsubscribing is idempotent.
-                let frame =
-                    protocol::encode(kind::UNSUBSCRIBED, Some(&name), &serde_json::json!({}), Some(&msg.reply_to));
+                let frame = protocol::encode(
+                    kind::UNSUBSCRIBED,
+                    Some(names::visible(&name)),
+                    &serde_json::json!({}),
+                    Some(&msg.reply_to),
+                );
                 self.deliver(&link, &Batch::one(frame), ctx);
             }
         }
@@ -568,8 +624,9 @@ impl Handler<Reauthorize> for Registry {
     fn handle(&mut self, msg: Reauthorize, _: &mut Self::Context) {
         let Some(entry) = self.conns.get_mut(&msg.conn) else { return };
         let link = Arc::clone(&entry.link);
-        let (kept, revoked): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut entry.channels).into_iter().partition(|c| msg.identity.may_subscribe(c));
+        let (kept, revoked): (Vec<_>, Vec<_>) = std::mem::take(&mut entry.channels)
+            .into_iter()
+            .partition(|c| msg.identity.may_subscribe(names::visible(c)));
         entry.channels = kept;
         for channel in revoked {
             log::debug!("connection {}: '{channel}' no longer granted", connection_id(&self.node_id, msg.conn));
@@ -599,13 +656,14 @@ impl Handler<SetStatus> for Registry {
         let Some(entry) = self.conns.get(&msg.conn) else { return };
         let link = Arc::clone(&entry.link);
         if !entry.channels.contains(&msg.channel) {
-            let message = format!("subscribe to '{}' before setting a status there", msg.channel);
+            let visible = names::visible(&msg.channel);
+            let message = format!("subscribe to '{visible}' before setting a status there");
             let frame =
-                protocol::error_frame(ErrorCode::PermissionDenied, &message, Some(&msg.channel), Some(&msg.reply_to));
+                protocol::error_frame(ErrorCode::PermissionDenied, &message, Some(visible), Some(&msg.reply_to));
             return self.deliver(&link, &Batch::one(frame), ctx);
         }
         let note = StatusNote { user: Arc::clone(link.user()), status: msg.status, text: msg.text };
-        let frame = channel::status_frame(&msg.channel, &note);
+        let frame = channel::status_frame(names::visible(&msg.channel), &note);
         self.metrics.published.fetch_add(1, Ordering::Relaxed);
         self.forward(&Topic::Channel(Arc::clone(&msg.channel)), &frame);
         if let Some(channel) = self.channels.get(&msg.channel) {
@@ -628,10 +686,11 @@ impl Handler<SendToUser> for Registry {
     type Result = usize;
 
     fn handle(&mut self, msg: SendToUser, ctx: &mut Self::Context) -> usize {
+        let user = Topic::user(msg.tenant.as_deref(), &msg.user);
         if self.cluster.is_some() {
-            self.forward(&Topic::User(Arc::from(msg.user.as_str())), &msg.frame);
+            self.forward(&user, &msg.frame);
         }
-        self.deliver_to_user(&msg.user, &Batch::one(msg.frame), ctx)
+        self.deliver_to_user(&user, &Batch::one(msg.frame), ctx)
     }
 }
 
@@ -639,8 +698,14 @@ impl Handler<Broadcast> for Registry {
     type Result = usize;
 
     fn handle(&mut self, msg: Broadcast, ctx: &mut Self::Context) -> usize {
-        self.forward(&Topic::Broadcast, &msg.frame);
-        self.deliver_to_all(&Batch::one(msg.frame), ctx)
+        // The ping goes out as a default-tenant broadcast: other nodes know
+        // a heartbeat there is for everyone (see `Inbound::everyone`).
+        let topic = match &msg.audience {
+            Audience::Tenant(tenant) => Topic::Broadcast(tenant.clone()),
+            Audience::Everyone => Topic::Broadcast(None),
+        };
+        self.forward(&topic, &msg.frame);
+        self.deliver_to_all(&msg.audience, &Batch::one(msg.frame), ctx)
     }
 }
 
@@ -658,7 +723,7 @@ impl Handler<Deliver> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        let Inbound { frame, presence, status } = msg.inbound;
+        let Inbound { frame, presence, status, everyone } = msg.inbound;
         match msg.topic {
             Topic::Channel(name) => {
                 let Some(channel) = self.channels.get(&name) else { return };
@@ -667,11 +732,12 @@ impl Handler<Deliver> for Registry {
                     None => channel.addr.do_send(channel::Publish { frame, status }),
                 }
             }
-            Topic::User(user) => {
+            user @ (Topic::User(_) | Topic::TenantUser { .. }) => {
                 self.deliver_to_user(&user, &Batch::one(frame), ctx);
             }
-            Topic::Broadcast => {
-                self.deliver_to_all(&Batch::one(frame), ctx);
+            Topic::Broadcast(tenant) => {
+                let audience = if everyone { Audience::Everyone } else { Audience::Tenant(tenant) };
+                self.deliver_to_all(&audience, &Batch::one(frame), ctx);
             }
         }
     }
@@ -712,8 +778,9 @@ impl Handler<ListConnections> for Registry {
             .map(|e| ConnectionInfo {
                 connection_id: connection_id(&self.node_id, e.link.id()),
                 user_id: e.link.user().to_string(),
+                tenant: e.link.tenant().map(str::to_owned),
                 client_id: e.client_id.as_deref().map(str::to_owned),
-                channels: e.channels.iter().map(|c| c.to_string()).collect(),
+                channels: e.channels.iter().map(|c| names::visible(c).to_owned()).collect(),
                 connected_at: humantime::format_rfc3339_millis(e.connected_at).to_string(),
                 pending_bytes: e.link.pending(),
             })

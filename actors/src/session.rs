@@ -54,7 +54,7 @@ use crate::auth::{AuthError, Identity, RefreshError};
 use crate::catalog::TeamPresenceUpdate;
 use crate::codes::{Close, ErrorCode};
 use crate::link::{Batch, ConnId, Hangup, Link};
-use crate::names::parse_channel;
+use crate::names::{channel_key, parse_channel};
 use crate::node::{connection_id, Node};
 use crate::protocol::{self, capability, kind, Action, ClientEvent, Credentials, Request};
 use crate::registry;
@@ -498,13 +498,16 @@ impl Session {
             // counts this connection among those that are not clients yet.
             hangup.mark_authenticated();
         }
-        let link = Arc::new(Link::new(
-            self.conn,
-            identity.user_id.clone(),
-            ctx.address().recipient(),
-            limits.max_outbound_bytes,
-            self.hangup.take(),
-        ));
+        let link = Arc::new(
+            Link::new(
+                self.conn,
+                identity.user_id.clone(),
+                ctx.address().recipient(),
+                limits.max_outbound_bytes,
+                self.hangup.take(),
+            )
+            .in_tenant(identity.tenant.clone()),
+        );
         self.node.registry.do_send(registry::Connect {
             link: link.clone(),
             client_id: self.client_id.clone(),
@@ -513,6 +516,7 @@ impl Session {
         let data = json!({
             "connection_id": connection_id(&self.node.id, self.conn),
             "user_id": &*identity.user_id,
+            "tenant": identity.tenant.as_deref(),
             "client_id": self.client_id.as_deref(),
             "heartbeat_interval_ms": limits.heartbeat_interval.as_millis() as u64,
             "protocol_version": version,
@@ -542,9 +546,9 @@ impl Session {
         let Auth::Ready { identity, .. } = &self.auth else { return };
         let next = match self.node.auth.refresh(identity, token) {
             Ok(next) => next,
-            Err(RefreshError::OtherUser) => {
-                log::info!("connection {} presented a token for another user: closed", self.conn);
-                return self.refuse(ctx, Close::InvalidToken, &RefreshError::OtherUser.to_string(), reply_to);
+            Err(e @ (RefreshError::OtherUser | RefreshError::OtherTenant)) => {
+                log::info!("connection {} presented a token for another user or tenant: closed", self.conn);
+                return self.refuse(ctx, Close::InvalidToken, &e.to_string(), reply_to);
             }
             Err(e @ RefreshError::NotRefreshable) => {
                 return self.send_error(ctx, ErrorCode::InvalidMessage, &e.to_string(), None, reply_to);
@@ -639,7 +643,7 @@ impl Session {
         let (conn, reply_to) = (self.conn, id.to_owned());
         self.node.registry.do_send(registry::SetStatus {
             conn,
-            channel,
+            channel: self.key(&channel),
             status: update.status,
             text: update.text,
             reply_to,
@@ -699,6 +703,7 @@ impl Session {
         if channels.is_empty() {
             return;
         }
+        let channels = channels.iter().map(|c| self.key(c)).collect();
         let (conn, reply_to) = (self.conn, id.to_owned());
         if subscribe {
             self.node.registry.do_send(registry::Subscribe { conn, channels, reply_to });
@@ -736,7 +741,16 @@ impl Session {
             let receipt = json!({ "message_id": message_id, "channel": &*channel });
             self.send(ctx, protocol::encode(kind::MESSAGE_RECEIVED, Some(&channel), &receipt, reply_to));
         }
-        self.node.registry.do_send(registry::Publish { channel, frame });
+        self.node.registry.do_send(registry::Publish { channel: self.key(&channel), frame });
+    }
+
+    /// The key of a channel the client names, in its tenant (`names.rs`):
+    /// what the registry and the channels route by.
+    fn key(&self, channel: &Arc<str>) -> Arc<str> {
+        match &self.auth {
+            Auth::Ready { identity, .. } => channel_key(identity.tenant.as_deref(), channel),
+            Auth::Waiting { .. } => Arc::clone(channel),
+        }
     }
 
     /// A fragment of a message; `admitted` is whether it was within the

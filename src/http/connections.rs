@@ -3,12 +3,12 @@
 
 use actix_web::{web, HttpResponse};
 use nova_actors::protocol::{self, kind};
-use nova_actors::registry::{Broadcast, GetStats, ListConnections};
+use nova_actors::registry::{Audience, Broadcast, GetStats, ListConnections};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::publish::{encode_event, DirectRequest};
+use super::publish::{encode_event, tenant, DirectRequest, TenantQuery};
 use super::{Admin, AppState};
 
 /// Connections listed by default, and at most.
@@ -67,13 +67,15 @@ pub async fn metrics(_: Admin, state: web::Data<AppState>) -> Result<HttpRespons
 pub async fn broadcast(
     _: Admin,
     state: web::Data<AppState>,
+    query: web::Query<TenantQuery>,
     body: web::Json<DirectRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let DirectRequest { kind, data, channel } = body.into_inner();
+    let DirectRequest { kind, data, channel, tenant: named } = body.into_inner();
+    let audience = Audience::Tenant(tenant(named, &query)?);
     let event = encode_event(&state, channel.as_deref(), &kind, data)?;
     state.node.metrics.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let connections =
-        state.node.registry.send(Broadcast { frame: event.frame }).await.map_err(ApiError::unavailable)?;
+        state.node.registry.send(Broadcast { frame: event.frame, audience }).await.map_err(ApiError::unavailable)?;
     Ok(HttpResponse::Accepted().json(json!({ "id": event.id, "connections": connections })))
 }
 
@@ -82,6 +84,11 @@ pub async fn broadcast(
 pub async fn ping(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let id = protocol::new_id();
     let frame = protocol::encode_with_id(&id, kind::HEARTBEAT, None, &json!({}), None);
-    let connections = state.node.registry.send(Broadcast { frame }).await.map_err(ApiError::unavailable)?;
+    let connections = state
+        .node
+        .registry
+        .send(Broadcast { frame, audience: Audience::Everyone })
+        .await
+        .map_err(ApiError::unavailable)?;
     Ok(HttpResponse::Accepted().json(json!({ "id": id, "connections": connections })))
 }

@@ -12,7 +12,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use nova_actors::auth::check_user_id;
 use nova_actors::catalog::{self, Sender};
-use nova_actors::names::parse_channel;
+use nova_actors::names::{channel_key, check_tenant, parse_channel};
 use nova_actors::protocol::{self, Frame};
 use nova_actors::registry;
 use serde::Deserialize;
@@ -33,6 +33,8 @@ pub struct PublishRequest {
     kind: String,
     #[serde(default)]
     data: Option<Value>,
+    #[serde(default)]
+    tenant: Option<String>,
 }
 
 /// `POST /api/publish/batch`.
@@ -55,6 +57,34 @@ pub struct DirectRequest {
     /// Optional: lets the client file the event under a channel.
     #[serde(default)]
     pub channel: Option<String>,
+    /// The tenant whose connections get it (also `?tenant=`); absent: the
+    /// default tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// `?tenant=` on the publishing endpoints: the tenant, for callers that
+/// prefer it in the URL.
+#[derive(Deserialize, Default)]
+pub struct TenantQuery {
+    #[serde(default)]
+    tenant: Option<String>,
+}
+
+/// The tenant a call names, in its body or its query (absent: the default
+/// tenant, `None`). Both naming different tenants is refused rather than
+/// guessed.
+pub fn tenant(body: Option<String>, query: &TenantQuery) -> Result<Option<Arc<str>>, ApiError> {
+    let tenant = match (body, query.tenant.as_deref()) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::bad_request("invalid_tenant", "the body and the query name different tenants"));
+        }
+        (Some(t), _) => t,
+        (None, Some(t)) => t.to_owned(),
+        (None, None) => return Ok(None),
+    };
+    check_tenant(&tenant).map_err(|why| ApiError::bad_request("invalid_tenant", format!("tenant {why}")))?;
+    Ok(Some(Arc::from(tenant)))
 }
 
 /// An event checked and encoded, ready for the registry.
@@ -126,11 +156,14 @@ fn publish_to_registry(state: &AppState, events: Vec<registry::Publish>) -> Resu
 pub async fn publish(
     _: Admin,
     state: web::Data<AppState>,
+    query: web::Query<TenantQuery>,
     body: web::Json<PublishRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let PublishRequest { channel, kind, data } = body.into_inner();
+    let PublishRequest { channel, kind, data, tenant: named } = body.into_inner();
+    let tenant = tenant(named, &query)?;
     let event = encode_event(&state, Some(&channel), &kind, data)?;
     if let Some(channel) = event.channel {
+        let channel = channel_key(tenant.as_deref(), &channel);
         publish_to_registry(&state, vec![registry::Publish { channel, frame: event.frame }])?;
     }
     Ok(HttpResponse::Accepted().json(json!({ "id": event.id })))
@@ -141,6 +174,7 @@ pub async fn publish(
 pub async fn publish_batch(
     _: Admin,
     state: web::Data<AppState>,
+    query: web::Query<TenantQuery>,
     body: web::Json<BatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let events = body.into_inner().events;
@@ -148,14 +182,19 @@ pub async fn publish_batch(
         return Err(ApiError::bad_request("invalid_batch", format!("'events' must hold 1 to {MAX_BATCH} events")));
     }
     let mut encoded = Vec::with_capacity(events.len());
-    for (i, PublishRequest { channel, kind, data }) in events.into_iter().enumerate() {
-        let event = encode_event(&state, Some(&channel), &kind, data).map_err(|e| e.within(&format!("events[{i}]")))?;
-        encoded.push(event);
+    for (i, PublishRequest { channel, kind, data, tenant: named }) in events.into_iter().enumerate() {
+        let within = |e: ApiError| e.within(&format!("events[{i}]"));
+        let tenant = tenant(named, &query).map_err(within)?;
+        let event = encode_event(&state, Some(&channel), &kind, data).map_err(within)?;
+        encoded.push((tenant, event));
     }
-    let ids: Vec<String> = encoded.iter().map(|e| e.id.clone()).collect();
+    let ids: Vec<String> = encoded.iter().map(|(_, e)| e.id.clone()).collect();
     let events = encoded
         .into_iter()
-        .filter_map(|e| e.channel.map(|channel| registry::Publish { channel, frame: e.frame }))
+        .filter_map(|(tenant, e)| {
+            e.channel
+                .map(|channel| registry::Publish { channel: channel_key(tenant.as_deref(), &channel), frame: e.frame })
+        })
         .collect();
     publish_to_registry(&state, events)?;
     Ok(HttpResponse::Accepted().json(json!({ "ids": ids })))
@@ -166,16 +205,18 @@ pub async fn send_to_user(
     _: Admin,
     state: web::Data<AppState>,
     user_id: web::Path<String>,
+    query: web::Query<TenantQuery>,
     body: web::Json<DirectRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let user = user_id.into_inner();
     check_user_id(&user).map_err(|why| ApiError::bad_request("invalid_user_id", format!("user id {why}")))?;
-    let DirectRequest { kind, data, channel } = body.into_inner();
+    let DirectRequest { kind, data, channel, tenant: named } = body.into_inner();
+    let tenant = tenant(named, &query)?;
     let event = encode_event(&state, channel.as_deref(), &kind, data)?;
     state
         .node
         .registry
-        .try_send(registry::SendToUser { user, frame: event.frame })
+        .try_send(registry::SendToUser { user, tenant, frame: event.frame })
         .map_err(|_| ApiError::overloaded())?;
     state.node.metrics.published.fetch_add(1, Ordering::Relaxed);
     Ok(HttpResponse::Accepted().json(json!({ "id": event.id })))

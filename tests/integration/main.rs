@@ -26,4 +26,5 @@ mod rest;
 mod settings;
 mod shutdown;
 mod slow_consumer;
+mod tenants;
 mod transport;

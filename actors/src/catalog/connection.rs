@@ -47,6 +47,10 @@ struct AckData {
     connection_id: String,
     /// The authenticated user.
     user_id: String,
+    /// The user's tenant (the JWT's `tenant` claim, an API key's configured
+    /// one); null for the default tenant.
+    #[serde(default)]
+    tenant: Option<String>,
     /// From `/ws/{client_id}`, when the client gave one.
     client_id: Option<String>,
     /// How often the server pings.

@@ -401,7 +401,7 @@ impl Bus {
         if remote {
             self.outbox.presence(&channel, &frame, &note);
         }
-        let inbound = wire::Inbound { frame, presence: Some(note), status: None };
+        let inbound = wire::Inbound { frame, presence: Some(note), status: None, everyone: false };
         self.registry.do_send(Deliver { topic: Topic::Channel(channel), inbound });
     }
 

@@ -84,17 +84,36 @@ pub enum Topic {
     Channel(std::sync::Arc<str>),
     /// A user's connections.
     User(std::sync::Arc<str>),
-    /// Every connection.
-    Broadcast,
+    /// A user's connections in a tenant other than the default one.
+    TenantUser {
+        /// The tenant.
+        tenant: std::sync::Arc<str>,
+        /// The user.
+        user: std::sync::Arc<str>,
+    },
+    /// Every connection of the default tenant (`None`) or of a tenant.
+    Broadcast(Option<std::sync::Arc<str>>),
 }
 
 impl Topic {
-    /// Its Redis channel name.
+    /// The topic of `user`'s connections in `tenant`.
+    pub fn user(tenant: Option<&str>, user: &str) -> Topic {
+        match tenant {
+            None => Topic::User(user.into()),
+            Some(tenant) => Topic::TenantUser { tenant: tenant.into(), user: user.into() },
+        }
+    }
+
+    /// Its Redis channel name: a tenant's users and broadcasts have their
+    /// own (`{prefix}tuser:{tenant}/{user}`, `{prefix}broadcast:{tenant}`;
+    /// a tenant id holds no `/` or `:`).
     pub fn key(&self, keys: &Keys) -> String {
         match self {
             Topic::Channel(c) => keys.channel(c),
             Topic::User(u) => keys.user(u),
-            Topic::Broadcast => keys.broadcast(),
+            Topic::TenantUser { tenant, user } => format!("{}tuser:{tenant}/{user}", keys.prefix()),
+            Topic::Broadcast(None) => keys.broadcast(),
+            Topic::Broadcast(Some(tenant)) => format!("{}:{tenant}", keys.broadcast()),
         }
     }
 
@@ -102,12 +121,20 @@ impl Topic {
     /// ours.
     pub fn parse(keys: &Keys, name: &str) -> Option<Topic> {
         let rest = name.strip_prefix(keys.prefix())?;
+        use crate::names::check_tenant;
         if let Some(channel) = rest.strip_prefix("ch:") {
-            crate::names::parse_channel(channel).ok().map(Topic::Channel)
+            crate::names::parse_key(channel).ok().map(Topic::Channel)
         } else if let Some(user) = rest.strip_prefix("user:") {
             crate::auth::check_user_id(user).ok().map(|_| Topic::User(user.into()))
+        } else if let Some(scoped) = rest.strip_prefix("tuser:") {
+            let (tenant, user) = scoped.split_once('/')?;
+            check_tenant(tenant).ok()?;
+            crate::auth::check_user_id(user).ok()?;
+            Some(Topic::TenantUser { tenant: tenant.into(), user: user.into() })
         } else if rest == "broadcast" {
-            Some(Topic::Broadcast)
+            Some(Topic::Broadcast(None))
+        } else if let Some(tenant) = rest.strip_prefix("broadcast:") {
+            check_tenant(tenant).ok().map(|_| Topic::Broadcast(Some(tenant.into())))
         } else {
             None
         }
@@ -168,7 +195,14 @@ mod tests {
     #[test]
     fn topics_round_trip_through_their_keys() {
         let keys = Keys::new("nova:");
-        for topic in [Topic::Channel("team:t1".into()), Topic::User("alice@example".into()), Topic::Broadcast] {
+        for topic in [
+            Topic::Channel("team:t1".into()),
+            Topic::Channel("acme/team:t1".into()),
+            Topic::User("alice@example".into()),
+            Topic::user(Some("acme"), "al/ice"),
+            Topic::Broadcast(None),
+            Topic::Broadcast(Some("acme".into())),
+        ] {
             assert_eq!(Topic::parse(&keys, &topic.key(&keys)), Some(topic));
         }
     }

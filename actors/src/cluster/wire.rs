@@ -46,6 +46,7 @@ use crate::catalog::{self, Refusal, Sender, TeamPresenceUpdate};
 use crate::channel::StatusNote;
 use crate::cluster::seal::{ClusterKey, SEAL_HEX_LEN};
 use crate::cluster::Topic;
+use crate::names;
 use crate::protocol::{self, kind, Frame, MAX_DATA_DEPTH};
 
 /// The version of the nodes' format; a node refuses others.
@@ -109,6 +110,8 @@ pub struct Inbound {
     pub presence: Option<PresenceNote>,
     /// Set on `team.presence.update` events from other nodes.
     pub status: Option<StatusNote>,
+    /// A broadcast for every tenant: the server's ping.
+    pub everyone: bool,
 }
 
 /// What a payload from Redis turned out to be.
@@ -372,7 +375,7 @@ impl Wire {
             return Err(Refused::invalid("'data' must be a JSON object"));
         }
         match (topic, view.channel.as_deref()) {
-            (Topic::Channel(name), Some(channel)) if **name == *channel => {}
+            (Topic::Channel(key), Some(channel)) if names::visible(key) == channel => {}
             (Topic::Channel(name), claimed) => {
                 let claimed: String = claimed.unwrap_or("none").chars().take(140).collect();
                 return Err(Refused::invalid(format!("event of channel '{claimed}' on the Redis channel of '{name}'")));
@@ -401,7 +404,7 @@ impl Wire {
             }
             // The server's ping (`POST /ws/ping`) goes to every connection
             // of every node.
-            None if view.kind == kind::HEARTBEAT && matches!(topic, Topic::Broadcast) => None,
+            None if view.kind == kind::HEARTBEAT && matches!(topic, Topic::Broadcast(_)) => None,
             None => {
                 protocol::check_publish_type(&view.kind).map_err(Refused::Invalid)?;
                 None
@@ -409,7 +412,7 @@ impl Wire {
         };
         // A member's status on a team channel: the channel keeps a list.
         let status = match topic {
-            Topic::Channel(name) if view.kind == kind::TEAM_PRESENCE && name.starts_with("team:") => {
+            Topic::Channel(key) if view.kind == kind::TEAM_PRESENCE && names::visible(key).starts_with("team:") => {
                 let update: TeamPresenceUpdate = serde_json::from_str(view.data.get())?;
                 let user = update.user_id.ok_or_else(|| Refused::invalid("a status without its 'user_id'"))?;
                 crate::auth::check_user_id(&user).map_err(|why| Refused::invalid(format!("status user {why}")))?;
@@ -417,7 +420,8 @@ impl Wire {
             }
             _ => None,
         };
-        Ok(Inbound { frame: Frame::from_encoded(event.get()), presence: note, status })
+        let everyone = view.kind == kind::HEARTBEAT && matches!(topic, Topic::Broadcast(None));
+        Ok(Inbound { frame: Frame::from_encoded(event.get()), presence: note, status, everyone })
     }
 
     /// Checks and encodes an external publisher's event.
@@ -448,8 +452,8 @@ impl Wire {
             None => protocol::new_id(),
         };
         let channel = match topic {
-            Topic::Channel(c) => Some(&**c),
-            Topic::User(_) | Topic::Broadcast => None,
+            Topic::Channel(key) => Some(names::visible(key)),
+            Topic::User(_) | Topic::TenantUser { .. } | Topic::Broadcast(_) => None,
         };
         let frame = protocol::encode_with_id(&id, &kind, channel, &data, None);
         if frame.len() > self.max_frame_bytes {
@@ -459,7 +463,7 @@ impl Wire {
                 self.max_frame_bytes
             )));
         }
-        Ok(Inbound { frame, presence: None, status: None })
+        Ok(Inbound { frame, presence: None, status: None, everyone: false })
     }
 }
 
@@ -533,7 +537,7 @@ mod tests {
     fn the_server_ping_crosses_nodes_as_a_broadcast_only() {
         let ping = protocol::encode(kind::HEARTBEAT, None, &json!({}), None);
         let on = |topic: &Topic, name: &str| wire("m").decode(topic, name, &wire("n").event(name, &ping));
-        assert!(matches!(on(&Topic::Broadcast, "nova:broadcast"), Ok(Decoded::Event(_))));
+        assert!(matches!(on(&Topic::Broadcast(None), "nova:broadcast"), Ok(Decoded::Event(_))));
         assert!(matches!(on(&Topic::User("u".into()), "nova:user:u"), Err(Refused::Invalid(_))));
     }
 
