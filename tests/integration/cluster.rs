@@ -652,6 +652,11 @@ async fn a_team_status_reaches_every_node_and_is_forgotten_when_its_user_leaves(
     let (a, b) = pair(&redis).await;
     let mut alice = a.subscriber("alice", &["team:t1"]).await;
     let mut bob = b.subscriber("bob", &["team:t1"]).await;
+    // Node A knows bob is present before his status comes: the two travel
+    // by different paths (the presence script, the event outbox), and a
+    // newcomer's list shows statuses of present users only.
+    let joined = alice.recv_type("channel.presence").await;
+    assert_eq!(joined["data"], json!({"user_id": "bob", "state": "joined"}));
 
     bob.request("team.presence.update", Some("team:t1"), json!({"status": "away", "text": "lunch"})).await;
     let seen = recv_event(&mut alice, "team.presence.update").await;

@@ -393,7 +393,11 @@ impl Client {
         loop {
             let next = tokio::time::timeout_at(until, self.ws.next()).await.expect("a frame in time");
             match next {
-                Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).expect("frame is JSON"),
+                Some(Ok(Message::Text(text))) => {
+                    let frame: Value = serde_json::from_str(&text).expect("frame is JSON");
+                    assert_matches_catalog(&frame);
+                    return frame;
+                }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 other => panic!("expected a text frame, got {other:?}"),
             }
@@ -505,7 +509,9 @@ impl Client {
                     return (frames, Ended::Closed(code));
                 }
                 if opcode == 0x1 {
-                    frames.push(serde_json::from_slice(payload).expect("frame is JSON"));
+                    let frame: Value = serde_json::from_slice(payload).expect("frame is JSON");
+                    assert_matches_catalog(&frame);
+                    frames.push(frame);
                 }
                 at += len;
             }
@@ -525,7 +531,11 @@ impl Client {
         let mut frames = Vec::new();
         loop {
             match tokio::time::timeout_at(until, self.ws.next()).await.expect("the connection to end in time") {
-                Some(Ok(Message::Text(text))) => frames.push(serde_json::from_str(&text).expect("frame is JSON")),
+                Some(Ok(Message::Text(text))) => {
+                    let frame: Value = serde_json::from_str(&text).expect("frame is JSON");
+                    assert_matches_catalog(&frame);
+                    frames.push(frame);
+                }
                 Some(Ok(Message::Close(Some(frame)))) => return (frames, Ended::Closed(u16::from(frame.code))),
                 Some(Ok(Message::Close(None))) => return (frames, Ended::Closed(u16::from(CloseCode::Status))),
                 Some(Ok(_)) => continue,
@@ -593,6 +603,21 @@ pub fn assert_connection_error(frame: &Value, code: u16) {
     assert!(frame["data"]["reconnect"].is_boolean(), "{frame}");
     assert_eq!(frame.get("reply_to"), None, "a connection.error answers no request: {frame}");
     assert_fresh_timestamp(frame);
+}
+
+/// Every frame a client receives whose type is in the event catalog must
+/// match its schema: the server's own frames included, so every test checks
+/// the server keeps the contract it publishes.
+pub fn assert_matches_catalog(frame: &Value) {
+    use nova_actors::catalog::{self, Sender};
+    let Some(kind) = frame["type"].as_str() else { panic!("a frame without a type: {frame}") };
+    let Some(event) = catalog::find(kind) else { return };
+    let data = frame.get("data").cloned().unwrap_or(Value::Null);
+    let sender = [Sender::Server, Sender::Backend].into_iter().find(|s| event.sent_by(*s));
+    let Some(sender) = sender else { panic!("a client received '{kind}', which only clients send: {frame}") };
+    if let Err(refusal) = catalog::check(kind, sender, &data) {
+        panic!("the server sent a '{kind}' its own catalog refuses ({refusal}): {frame}");
+    }
 }
 
 /// Milliseconds since the Unix epoch now.
