@@ -142,6 +142,8 @@ impl Running {
 /// Builds the node on `listener` with `config`.
 pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
     let addr = listener.local_addr()?;
+    // Compiled here, once, rather than by the first frame on a worker.
+    nova_actors::catalog::init();
     let metrics = Arc::new(Metrics::default());
     let node_id: Arc<str> = Arc::from(config.node_id.as_str());
 

@@ -200,7 +200,7 @@ impl Channel {
     /// An empty channel; `bus` makes its presence the cluster's.
     pub fn new(name: Arc<str>, registry: Addr<Registry>, metrics: Arc<Metrics>, bus: Option<Addr<Bus>>) -> Self {
         Channel {
-            has_presence: !name.starts_with("system:"),
+            has_presence: !names::visible(&name).starts_with("system:"),
             statuses: names::visible(&name).starts_with("team:").then(HashMap::new),
             name,
             members: Vec::new(),

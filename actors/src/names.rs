@@ -13,8 +13,9 @@
 //! Tenants. Inside the server a channel is known by its key: the name in the
 //! default tenant, `{tenant}/{name}` in another (a name holds no `/`, a
 //! tenant id neither, so a key reads back one way only). Every actor routes
-//! by key; clients only ever see the name. `system:` channels carry the
-//! server's own events (settings) and are shared by every tenant.
+//! by key; clients only ever see the name. `system:settings` carries the
+//! server's own events and is shared by every tenant; other `system:`
+//! channels (a backend's alerts) are each tenant's own.
 
 use std::fmt;
 use std::sync::Arc;
@@ -72,10 +73,13 @@ pub fn check_tenant(tenant: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The one channel every tenant shares: the server's settings events.
+pub const SHARED_CHANNEL: &str = "system:settings";
+
 /// The key of channel `name` (valid) in `tenant` (`None`: the default one).
 pub fn channel_key(tenant: Option<&str>, name: &Arc<str>) -> Arc<str> {
     match tenant {
-        Some(tenant) if !name.starts_with("system:") => Arc::from(format!("{tenant}{TENANT_SEPARATOR}{name}")),
+        Some(tenant) if &**name != SHARED_CHANNEL => Arc::from(format!("{tenant}{TENANT_SEPARATOR}{name}")),
         _ => Arc::clone(name),
     }
 }
@@ -95,8 +99,8 @@ pub fn tenant_of(key: &str) -> Option<&str> {
 pub fn parse_key(key: &str) -> Result<Arc<str>, NameError> {
     if let Some((tenant, name)) = key.split_once(TENANT_SEPARATOR) {
         check_tenant(tenant).map_err(|why| NameError(format!("tenant '{}' {why}", printable(tenant))))?;
-        if parse_channel(name)?.starts_with("system:") {
-            return Err(NameError("'system:' channels belong to no tenant".into()));
+        if &*parse_channel(name)? == SHARED_CHANNEL {
+            return Err(NameError(format!("'{SHARED_CHANNEL}' belongs to no tenant")));
         }
         return Ok(Arc::from(key));
     }
@@ -214,6 +218,8 @@ mod tests {
         assert_eq!(parse_key(&key).as_deref(), Ok("acme/conversation:c1"));
         let settings: Arc<str> = Arc::from("system:settings");
         assert_eq!(&*channel_key(Some("acme"), &settings), "system:settings", "shared by every tenant");
+        let alerts: Arc<str> = Arc::from("system:alerts");
+        assert_eq!(&*channel_key(Some("acme"), &alerts), "acme/system:alerts", "the tenant's own");
         for bad in ["acme/system:settings", "a b/team:t1", "/team:t1", "acme/team:../x", "acme/x/team:t1"] {
             assert!(parse_key(bad).is_err(), "{bad}");
         }

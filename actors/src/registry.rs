@@ -13,7 +13,9 @@
 //! what it needs), and events from other nodes arrive as [`Deliver`], which
 //! reaches local subscribers only.
 //!
-//! It never encodes an event: publishers hand it finished [`Frame`]s. Channel
+//! It encodes no published event: publishers hand it finished [`Frame`]s
+//! (only its own small replies, and a team status, which it stamps with the
+//! user it knows, are encoded here, once each). Channel
 //! actors run on a pool of hub threads (by a hash of their name), so fan-out
 //! uses as many cores as there are hubs while the registry itself only
 //! looks names up.

@@ -658,7 +658,14 @@ impl Session {
     /// can draw.
     fn within_quotas(&self, request: &Request, ctx: &mut WebsocketContext<Self>) -> bool {
         let Auth::Ready { identity, .. } = &self.auth else { return true };
-        match self.node.quotas.check(&identity.user_id, request.action.kind()) {
+        // A user's limits are their tenant's: `alice` of one tenant must not
+        // spend `alice`'s of another. User ids hold no control character,
+        // so the key cannot be forged from the default tenant.
+        let key = match &identity.tenant {
+            None => Arc::clone(&identity.user_id),
+            Some(tenant) => Arc::from(format!("{tenant}\u{1}{}", identity.user_id)),
+        };
+        match self.node.quotas.check(&key, request.action.kind()) {
             Ok(()) => true,
             Err(refusal) => {
                 self.send(ctx, refusal.frame(&request.id));

@@ -40,8 +40,11 @@ fn frame(id: &str, event: &Event, data: Value) -> Value {
     frame
 }
 
-/// Sends every frame's answers until the heartbeat reply that follows it,
-/// so each check sees exactly what one request drew.
+/// Sends `frame`, then a heartbeat, and returns what came before the
+/// heartbeat's reply: every answer the session gives itself (errors,
+/// refusals). Answers that come through the registry or a channel may come
+/// later and spill into the next call's frames, so callers judge only the
+/// `error`s, which this test's requests all draw from the session.
 async fn answers(client: &mut Client, frame: Value) -> Vec<Value> {
     client.send(frame).await;
     let id = client.request("connection.heartbeat", None, json!({})).await;

@@ -146,20 +146,31 @@ async fn malformed_requests_do_not_count_against_their_types_limit() {
 async fn after_retry_after_ms_the_same_request_passes() {
     let server = TestServer::with(|a| a.event_rate_limits = Some("chat.message=4/s burst 2".parse().expect("limits")));
     let mut alice = server.connect_as("alice").await;
-    chat(&mut alice, "conversation:c1", "one").await;
-    chat(&mut alice, "conversation:c1", "two").await;
+    // Requests back to back until one is refused: a stall of the machine
+    // that refills a cell between two of them only makes the loop longer.
     let request =
-        json!({"id": "again", "type": "chat.message", "channel": "conversation:c1", "data": {"content": "3"}});
-    alice.send(request.clone()).await;
+        |id: &str| json!({"id": id, "type": "chat.message", "channel": "conversation:c1", "data": {"content": id}});
+    let mut refused = None;
+    for n in 0..20 {
+        let id = format!("m{n}");
+        alice.send(request(&id)).await;
+        let answer = alice.recv().await;
+        if answer["type"] == "error" {
+            refused = Some((id, answer));
+            break;
+        }
+        assert_eq!(answer["type"], "message.received", "{answer}");
+    }
+    let (id, answer) = refused.expect("4/s with bursts of 2 refuses one of 20 requests sent back to back");
     let limit = json!({"scope": "event", "type": "chat.message", "rate": "4/s", "burst": 2});
-    let ms = refusal(&alice.recv().await, "again", limit);
+    let ms = refusal(&answer, &id, limit);
     assert!((1..=250).contains(&ms), "4/s: a cell every 250 ms, got {ms}");
     // Waiting what the server said is what this test is about.
     tokio::time::sleep(Duration::from_millis(ms)).await;
-    alice.send(request).await;
+    alice.send(request(&id)).await;
     let receipt = alice.recv().await;
     assert_eq!(receipt["type"], "message.received", "not admitted after retry_after_ms: {receipt}");
-    assert_eq!(receipt["reply_to"], "again");
+    assert_eq!(receipt["reply_to"], id.as_str());
 }
 
 /// `configs/server.yaml`-style file in a directory of the test's own.

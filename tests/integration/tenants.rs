@@ -148,6 +148,7 @@ async fn tenants_stay_apart_across_nodes() {
     // Ann joined alice's channel (same tenant) from the other node; bob's is another.
     let joined = alice_on_a.recv_type("channel.presence").await;
     assert_eq!(joined["data"], json!({"user_id": "ann", "state": "joined"}));
+    assert_eq!(joined["channel"], "team:t1", "the name, never the tenant's key");
     // Each tenant's channel, user and broadcast is its own Redis channel.
     for (name, nodes) in [
         ("nova:ch:acme/team:t1", 2),
@@ -180,4 +181,39 @@ async fn tenants_stay_apart_across_nodes() {
     let id = publish_in(&b, Some("acme"), "team:t1", "demo.marker").await;
     assert_eq!(alice_on_a.recv_type("demo.marker").await["id"], id.as_str());
     assert_eq!(ann_on_b.recv_type("demo.marker").await["id"], id.as_str());
+
+    // Ann leaves: node A hears it from node B, under the name alice knows.
+    ann_on_b.close().await;
+    let left = alice_on_a.recv_type("channel.presence").await;
+    assert_eq!(
+        (left["channel"].clone(), left["data"].clone()),
+        (json!("team:t1"), json!({"user_id": "ann", "state": "left"}))
+    );
+    for node in [&a, &b] {
+        let metrics = node.metrics().await;
+        assert_eq!(metrics["redis"]["malformed"], 0, "a node refused another's message: {metrics}");
+    }
+}
+
+#[actix_rt::test]
+async fn a_users_rate_limits_are_their_tenants() {
+    let server = TestServer::with(|a| {
+        a.user_requests_per_second = Some(1);
+        a.user_request_burst = Some(2);
+    });
+    let mut globex = member(&server, "alice", Some("globex"), &[]).await;
+    let mut acme = member(&server, "alice", Some("acme"), &[]).await;
+    // Globex's alice spends her burst, and more.
+    let mut refused = false;
+    for _ in 0..4 {
+        globex.request("channel.subscribe", None, json!({"channels": ["conversation:g"]})).await;
+        let answer = globex.recv().await;
+        refused |= answer["type"] == "error" && answer["data"]["code"] == 4004;
+    }
+    assert!(refused, "4 requests at once, over a burst of 2");
+    // Acme's alice has hers whole.
+    for _ in 0..2 {
+        let id = acme.request("channel.subscribe", None, json!({"channels": ["conversation:a"]})).await;
+        assert_eq!(acme.recv_type("channel.subscribed").await["reply_to"], id.as_str());
+    }
 }

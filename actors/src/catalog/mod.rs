@@ -308,12 +308,42 @@ pub fn check(kind: &str, sender: Sender, data: &Value) -> Result<Option<&'static
         let allowed = event.senders.iter().map(|s| format!("a {}", s.as_str())).collect::<Vec<_>>().join(" or ");
         return Err(Refusal::NotFrom { kind: event.name, sender: sender.as_str(), allowed });
     }
-    if entry.validator.is_valid(data) {
-        return Ok(Some(event));
-    }
-    let violations =
-        entry.validator.iter_errors(data).take(MAX_VIOLATIONS).map(|e| violation(&e, &entry.schema)).collect();
+    // `validate` stops at the first error; `iter_errors` collects every
+    // one before handing out the first, which on a list of a hundred
+    // thousand wrong items costs a hundred thousand errors. So only a small
+    // `data` is told all it got wrong.
+    let first = match entry.validator.validate(data) {
+        Ok(()) => return Ok(Some(event)),
+        Err(error) => violation(&error, &entry.schema),
+    };
+    let violations = if fewer_nodes_than(data, SMALL_DATA_NODES) {
+        entry.validator.iter_errors(data).take(MAX_VIOLATIONS).map(|e| violation(&e, &entry.schema)).collect()
+    } else {
+        vec![first]
+    };
     Err(Refusal::Invalid { kind: event.name, violations })
+}
+
+/// Up to this many values in `data`, a refusal names every field at fault
+/// (at most [`MAX_VIOLATIONS`]); beyond, the first only.
+const SMALL_DATA_NODES: usize = 256;
+
+/// Whether `value` holds fewer than `budget` values, counted without
+/// walking more than that.
+fn fewer_nodes_than(value: &Value, budget: usize) -> bool {
+    fn walk(value: &Value, left: &mut usize) -> bool {
+        if *left == 0 {
+            return false;
+        }
+        *left -= 1;
+        match value {
+            Value::Array(items) => items.iter().all(|v| walk(v, left)),
+            Value::Object(map) => map.values().all(|v| walk(v, left)),
+            _ => true,
+        }
+    }
+    let mut left = budget;
+    walk(value, &mut left)
 }
 
 /// Turns a validator error into `field: rule`, in the words a client
@@ -475,6 +505,18 @@ mod tests {
     #[test]
     fn types_outside_the_catalog_are_left_to_the_caller() {
         assert!(matches!(check("my_app.thing", Sender::Backend, &json!({"x": 1})), Ok(None)));
+    }
+
+    #[test]
+    fn a_huge_invalid_data_costs_one_error_not_one_per_item() {
+        let data = json!({"channels": vec![0; 200_000]});
+        let err = check("channel.subscribe", Sender::Client, &data).unwrap_err();
+        let Refusal::Invalid { violations, .. } = err else { panic!("{err:?}") };
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert_eq!(violations[0].field, "data.channels.0", "the first only, not ten of 200,000");
+        let small = check("assistant.token", Sender::Backend, &json!({"index": "x"})).unwrap_err();
+        let Refusal::Invalid { violations, .. } = small else { panic!() };
+        assert_eq!(violations.len(), 3, "a small data is told everything: {violations:?}");
     }
 
     #[test]
