@@ -211,6 +211,10 @@ impl Server {
             // The load program authenticates with the development key.
             .env("NOVA_DEVELOPMENT", "true")
             .env("NOVA_MAX_OUTBOUND_BYTES", (4 * 1024 * 1024).to_string())
+            // The subscribers are one user: the per-user rate limit (bursts
+            // of 200 requests over a user's connections) would refuse the
+            // thousandth subscribe. Fan-out is measured, not that limit.
+            .env("NOVA_USER_RATE_LIMIT", "0")
             .current_dir(std::env::temp_dir())
             .stderr(Stdio::piped())
             .spawn()
