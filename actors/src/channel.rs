@@ -24,7 +24,8 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use crate::catalog::PresenceStatus;
-use crate::cluster::bus::{Bus, LoadPresence, PresenceChange};
+use crate::catalog::TeamPresenceUpdate;
+use crate::cluster::bus::{Bus, LoadPresence, LoadStatuses, PresenceChange};
 use crate::cluster::wire::{PresenceNote, SeqOrder};
 use crate::link::{Batch, ConnId, Delivery, Link};
 use crate::metrics::Metrics;
@@ -363,6 +364,20 @@ impl Actor for Channel {
             let users = users.ok().flatten().unwrap_or_default();
             act.set_cluster_users(users.into_iter().map(Arc::from).collect());
         }));
+        if self.statuses.is_some() {
+            // Statuses set before this node opened the channel.
+            let load = bus.send(LoadStatuses { channel: Arc::clone(&self.name) });
+            ctx.wait(load.into_actor(self).map(|statuses, act, _| {
+                let Some(map) = &mut act.statuses else { return };
+                for (user, json) in statuses.ok().flatten().unwrap_or_default() {
+                    // Written by a node, but Redis is not trusted: a value
+                    // that is not a status is skipped.
+                    if let Ok(update) = serde_json::from_str::<TeamPresenceUpdate>(&json) {
+                        map.insert(Arc::from(user), (update.status, update.text));
+                    }
+                }
+            }));
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {

@@ -33,7 +33,7 @@ use serde::Serialize;
 use crate::auth::Identity;
 use crate::catalog::PresenceStatus;
 use crate::channel::{self, Channel, StatusNote};
-use crate::cluster::bus::{Bus, Interest};
+use crate::cluster::bus::{Bus, Interest, StoreStatus};
 use crate::cluster::outbox::Outbox;
 use crate::cluster::wire::Inbound;
 use crate::cluster::Topic;
@@ -666,6 +666,11 @@ impl Handler<SetStatus> for Registry {
         }
         let note = StatusNote { user: Arc::clone(link.user()), status: msg.status, text: msg.text };
         let frame = channel::status_frame(names::visible(&msg.channel), &note);
+        if let Some(cluster) = &self.cluster {
+            let json = serde_json::json!({ "status": note.status, "text": note.text }).to_string();
+            let user = Arc::clone(&note.user);
+            cluster.bus.do_send(StoreStatus { channel: Arc::clone(&msg.channel), user, json });
+        }
         self.metrics.published.fetch_add(1, Ordering::Relaxed);
         self.forward(&Topic::Channel(Arc::clone(&msg.channel)), &frame);
         if let Some(channel) = self.channels.get(&msg.channel) {

@@ -668,6 +668,18 @@ async fn a_team_status_reaches_every_node_and_is_forgotten_when_its_user_leaves(
     let subscribed = carol.subscribe(&["team:t1"]).await.remove(0);
     let statuses = subscribed["data"]["statuses"].as_array().cloned().unwrap_or_default();
     assert!(statuses.contains(&json!({"user_id": "bob", "status": "away", "text": "lunch"})), "{statuses:?}");
+    // So does one on a node that opens the channel only now: Redis kept it
+    // (node B writes it beside publishing the event; awaited, not raced).
+    let stored = |r: &RedisServer| -> bool {
+        redis::cmd("HEXISTS").arg("nova:status:team:t1").arg("bob").query(&mut r.connection()).unwrap_or(false)
+    };
+    redis.wait_for("bob's status in Redis", stored, |kept| *kept).await;
+    let c = TestServer::node(&redis, "node-c");
+    c.wait_for_redis("up").await;
+    let mut erin = c.connect_as("erin").await;
+    let subscribed = erin.subscribe(&["team:t1"]).await.remove(0);
+    let statuses = subscribed["data"]["statuses"].as_array().cloned().unwrap_or_default();
+    assert!(statuses.contains(&json!({"user_id": "bob", "status": "away", "text": "lunch"})), "{statuses:?}");
 
     // Bob's last connection goes: `left` everywhere, and his status with it.
     bob.close().await;
@@ -687,4 +699,7 @@ async fn a_team_status_reaches_every_node_and_is_forgotten_when_its_user_leaves(
     let statuses = subscribed["data"]["statuses"].as_array().cloned().unwrap_or_default();
     assert!(statuses.contains(&json!({"user_id": "bob", "status": "online"})), "{statuses:?}");
     bob.assert_nothing_pending().await;
+    let kept: Vec<String> =
+        redis::cmd("HKEYS").arg("nova:status:team:t1").query(&mut redis.connection()).expect("HKEYS");
+    assert!(kept.is_empty(), "statuses kept in Redis for users gone: {kept:?}");
 }

@@ -96,6 +96,29 @@ pub struct PresenceChange {
     pub joined: bool,
 }
 
+/// Keeps a status a user set on a team channel in Redis, so a node that
+/// opens the channel later lists it (`presence.rs` deletes it with the
+/// user's presence).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StoreStatus {
+    /// The channel's key.
+    pub channel: Arc<str>,
+    /// The user.
+    pub user: Arc<str>,
+    /// `{"status","text"?}`.
+    pub json: String,
+}
+
+/// The statuses kept for a team channel: user → `{"status","text"?}`;
+/// `None` while Redis is down or does not answer.
+#[derive(Message)]
+#[rtype(result = "Option<Vec<(String, String)>>")]
+pub struct LoadStatuses {
+    /// The channel's key.
+    pub channel: Arc<str>,
+}
+
 /// The users present in a channel on every node; `None` while Redis is
 /// down or does not answer.
 #[derive(Message)]
@@ -652,6 +675,47 @@ impl Handler<LoadPresence> for Bus {
                 Ok(Ok(users)) => Some(users),
                 Ok(Err(e)) => {
                     log::warn!("redis: reading presence failed: {e}");
+                    None
+                }
+                Err(_) => None,
+            }
+        })
+    }
+}
+
+impl Handler<StoreStatus> for Bus {
+    type Result = ();
+
+    fn handle(&mut self, msg: StoreStatus, ctx: &mut Self::Context) {
+        // Without Redis the status still reaches the nodes that have the
+        // channel open (it is an event); only late openers miss it.
+        let Some(link) = &self.link else { return };
+        let mut conn = link.conn.clone();
+        let mut hset = redis::cmd("HSET");
+        hset.arg(self.keys.status(&msg.channel)).arg(&*msg.user).arg(msg.json);
+        ctx.spawn(actix::fut::wrap_future(async move {
+            match tokio::time::timeout(REDIS_TIMEOUT, hset.query_async::<i64>(&mut conn)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => log::warn!("redis: storing a team status failed: {e}"),
+                Err(_) => log::warn!("redis: storing a team status timed out"),
+            }
+        }));
+    }
+}
+
+impl Handler<LoadStatuses> for Bus {
+    type Result = ResponseFuture<Option<Vec<(String, String)>>>;
+
+    fn handle(&mut self, msg: LoadStatuses, _: &mut Self::Context) -> Self::Result {
+        let Some(link) = &self.link else { return Box::pin(async { None }) };
+        let mut conn = link.conn.clone();
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg(self.keys.status(&msg.channel));
+        Box::pin(async move {
+            match tokio::time::timeout(REDIS_TIMEOUT, hgetall.query_async::<Vec<(String, String)>>(&mut conn)).await {
+                Ok(Ok(statuses)) => Some(statuses),
+                Ok(Err(e)) => {
+                    log::warn!("redis: reading team statuses failed: {e}");
                     None
                 }
                 Err(_) => None,

@@ -65,6 +65,13 @@ impl Keys {
         format!("{}presence:{channel}", self.prefix)
     }
 
+    /// Hash of the statuses set on a team channel: `{prefix}status:{channel}`
+    /// (user → `{"status","text"?}`); a user's entry goes with their
+    /// presence.
+    pub fn status(&self, channel: &str) -> String {
+        format!("{}status:{channel}", self.prefix)
+    }
+
     /// Set of the presence a node has counted: `{prefix}node:{id}:presence`.
     pub fn node_presence(&self, node: &str) -> String {
         format!("{}node:{node}:presence", self.prefix)

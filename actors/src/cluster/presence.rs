@@ -12,6 +12,10 @@
 //! - `nodes`, a sorted set: node id → when its heartbeat expires, in
 //!   milliseconds of the Redis clock (so node clocks do not matter).
 //!
+//! - `status:{channel}`, a hash: user → the status they set on a team
+//!   channel (`{"status","text"?}`), written by the node that took it and
+//!   deleted here with the user's presence, so a status lasts exactly as
+//!   long as its user is present anywhere.
 //! - `presence_seq:{channel}`, a hash: user → how many joins and leaves of
 //!   theirs have been decided. Each announcement carries its number, so a
 //!   node that receives two about one user out of order (each node
@@ -79,6 +83,7 @@ local function count(set, prefix, member, add, out)
   elseif redis.call("SREM", set, member) == 1 then
     if redis.call("HINCRBY", hash, user, -1) <= 0 then
       redis.call("HDEL", hash, user)
+      redis.call("HDEL", prefix .. "status:" .. channel, user)
       op = "-"
     end
   end
