@@ -691,7 +691,7 @@ async fn a_team_status_reaches_every_node_and_is_forgotten_when_its_user_leaves(
     }
     // Back on node B, bob is `online` again on node A: his old status went
     // with his `left` there.
-    let mut bob = b.subscriber("bob", &["team:t1"]).await;
+    let _bob = b.subscriber("bob", &["team:t1"]).await;
     // Erin's join (from node C) may reach carol before or after bob's
     // leave: nodes announce on paths of their own.
     loop {
@@ -704,7 +704,6 @@ async fn a_team_status_reaches_every_node_and_is_forgotten_when_its_user_leaves(
     let subscribed = dave.subscribe(&["team:t1"]).await.remove(0);
     let statuses = subscribed["data"]["statuses"].as_array().cloned().unwrap_or_default();
     assert!(statuses.contains(&json!({"user_id": "bob", "status": "online"})), "{statuses:?}");
-    bob.assert_nothing_pending().await;
     let kept: Vec<String> =
         redis::cmd("HKEYS").arg("nova:status:team:t1").query(&mut redis.connection()).expect("HKEYS");
     assert!(kept.is_empty(), "statuses kept in Redis for users gone: {kept:?}");
