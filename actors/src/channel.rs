@@ -106,10 +106,11 @@ struct StatusData<'a> {
     text: Option<&'a str>,
 }
 
-/// The `team.presence.update` event telling `channel` of `note`.
-pub fn status_frame(channel: &str, note: &StatusNote) -> Frame {
+/// The `team.presence.update` event telling channel `key` (or name) of
+/// `note`; the frame names the channel as clients know it.
+pub fn status_frame(key: &str, note: &StatusNote) -> Frame {
     let data = StatusData { user_id: &note.user, status: note.status, text: note.text.as_deref() };
-    protocol::encode(kind::TEAM_PRESENCE, Some(channel), &data, None)
+    protocol::encode(kind::TEAM_PRESENCE, Some(names::visible(key)), &data, None)
 }
 
 /// A join or leave for the whole cluster, from the bus (this node's users)
@@ -156,10 +157,11 @@ struct PresenceData<'a> {
     state: &'a str,
 }
 
-/// The `channel.presence` event for `user` joining or leaving `channel`.
-pub fn presence_frame(channel: &str, user: &str, joined: bool) -> Frame {
+/// The `channel.presence` event for `user` joining or leaving channel `key`
+/// (or name); the frame names the channel as clients know it.
+pub fn presence_frame(key: &str, user: &str, joined: bool) -> Frame {
     let state = if joined { "joined" } else { "left" };
-    protocol::encode(kind::PRESENCE, Some(channel), &PresenceData { user_id: user, state }, None)
+    protocol::encode(kind::PRESENCE, Some(names::visible(key)), &PresenceData { user_id: user, state }, None)
 }
 
 /// A status and its note.
@@ -266,7 +268,7 @@ impl Channel {
                 statuses.remove(user);
             }
             if self.users.len() <= MAX_PRESENCE_LIST {
-                self.to_others(except, presence_frame(names::visible(&self.name), user, joined));
+                self.to_others(except, presence_frame(&self.name, user, joined));
             }
             return;
         };
@@ -323,7 +325,7 @@ impl Channel {
         if size.max(self.present_count()) > MAX_PRESENCE_LIST {
             return;
         }
-        let batch = Batch::one(frame.unwrap_or_else(|| presence_frame(names::visible(&self.name), user, joined)));
+        let batch = Batch::one(frame.unwrap_or_else(|| presence_frame(&self.name, user, joined)));
         for link in self.members.iter().filter(|l| l.user() != user) {
             self.deliver(link, &batch);
         }

@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 use actix::Recipient;
 use futures_util::task::AtomicWaker;
 
+use crate::cluster::Topic;
 use crate::codes::Close;
 use crate::protocol::Frame;
 use crate::session::Push;
@@ -174,8 +175,17 @@ impl Link {
     }
 
     /// The user's tenant; `None` is the default one.
-    pub fn tenant(&self) -> Option<&str> {
-        self.tenant.as_deref()
+    pub fn tenant(&self) -> Option<&Arc<str>> {
+        self.tenant.as_ref()
+    }
+
+    /// The topic of this connection's user (user and tenant), sharing the
+    /// link's strings.
+    pub fn user_topic(&self) -> Topic {
+        match &self.tenant {
+            None => Topic::User(Arc::clone(&self.user)),
+            Some(tenant) => Topic::TenantUser { tenant: Arc::clone(tenant), user: Arc::clone(&self.user) },
+        }
     }
 
     /// The connection's id.

@@ -292,6 +292,8 @@ impl Rejection {
                 let code = if kind == kind::INIT { ErrorCode::InvalidToken } else { ErrorCode::InvalidMessage };
                 Rejection { reply_to, code, message, fields: violations }
             }
+            // Only published events are refused for being unknown.
+            Refusal::Unknown(_) => Rejection::invalid(reply_to.as_deref(), message),
         }
     }
 }

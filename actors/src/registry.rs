@@ -383,7 +383,7 @@ impl Registry {
         for entry in self.conns.values() {
             let included = match audience {
                 Audience::Everyone => true,
-                Audience::Tenant(tenant) => entry.link.tenant() == tenant.as_deref(),
+                Audience::Tenant(tenant) => entry.link.tenant() == tenant.as_ref(),
             };
             if included {
                 self.deliver(&entry.link, batch, ctx);
@@ -498,17 +498,17 @@ impl Handler<Connect> for Registry {
         if let Some(close) = self.closing {
             return msg.link.close(close);
         }
-        let user = Topic::user(msg.link.tenant(), msg.link.user());
+        let user = msg.link.user_topic();
         let user_conns = self.users.entry(user.clone()).or_default();
         user_conns.push(conn);
         if user_conns.len() == 1 {
             self.interest(user, true);
         }
         if let Some(tenant) = msg.link.tenant() {
-            let count = self.tenants.entry(Arc::from(tenant)).or_default();
+            let count = self.tenants.entry(Arc::clone(tenant)).or_default();
             *count += 1;
             if *count == 1 {
-                self.interest(Topic::Broadcast(Some(Arc::from(tenant))), true);
+                self.interest(Topic::Broadcast(Some(Arc::clone(tenant))), true);
             }
         }
         self.conns.insert(
@@ -532,7 +532,7 @@ impl Handler<Disconnect> for Registry {
         for channel in &entry.channels {
             self.leave(msg.conn, channel, None, None);
         }
-        let user = Topic::user(entry.link.tenant(), entry.link.user());
+        let user = entry.link.user_topic();
         if let Some(conns) = self.users.get_mut(&user) {
             conns.retain(|c| *c != msg.conn);
             if conns.is_empty() {
@@ -545,7 +545,7 @@ impl Handler<Disconnect> for Registry {
                 *count -= 1;
                 if *count == 0 {
                     self.tenants.remove(tenant);
-                    self.interest(Topic::Broadcast(Some(Arc::from(tenant))), false);
+                    self.interest(Topic::Broadcast(Some(Arc::clone(tenant))), false);
                 }
             }
         }
@@ -665,7 +665,7 @@ impl Handler<SetStatus> for Registry {
             return self.deliver(&link, &Batch::one(frame), ctx);
         }
         let note = StatusNote { user: Arc::clone(link.user()), status: msg.status, text: msg.text };
-        let frame = channel::status_frame(names::visible(&msg.channel), &note);
+        let frame = channel::status_frame(&msg.channel, &note);
         if let Some(cluster) = &self.cluster {
             let json = serde_json::json!({ "status": note.status, "text": note.text }).to_string();
             let user = Arc::clone(&note.user);
@@ -785,7 +785,7 @@ impl Handler<ListConnections> for Registry {
             .map(|e| ConnectionInfo {
                 connection_id: connection_id(&self.node_id, e.link.id()),
                 user_id: e.link.user().to_string(),
-                tenant: e.link.tenant().map(str::to_owned),
+                tenant: e.link.tenant().map(|t| t.to_string()),
                 client_id: e.client_id.as_deref().map(str::to_owned),
                 channels: e.channels.iter().map(|c| names::visible(c).to_owned()).collect(),
                 connected_at: humantime::format_rfc3339_millis(e.connected_at).to_string(),

@@ -42,8 +42,8 @@ impl ApiError {
     }
 
     /// 400 for an event the catalog refuses: `invalid_event` with the
-    /// fields at fault, or `forbidden_event` for a type backends may not
-    /// send.
+    /// fields at fault, `forbidden_event` for a type backends may not send,
+    /// `unknown_event` for a type outside it in strict mode.
     pub fn refused_event(refusal: Refusal) -> Self {
         match refusal {
             Refusal::Invalid { ref violations, .. } => ApiError {
@@ -51,6 +51,7 @@ impl ApiError {
                 ..ApiError::bad_request("invalid_event", refusal.to_string())
             },
             Refusal::NotFrom { .. } => ApiError::bad_request("forbidden_event", refusal.to_string()),
+            Refusal::Unknown(_) => ApiError::bad_request("unknown_event", refusal.to_string()),
         }
     }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use nova_actors::auth::check_user_id;
-use nova_actors::catalog::{self, Sender};
+use nova_actors::catalog;
 use nova_actors::names::{channel_key, check_tenant, parse_channel};
 use nova_actors::protocol::{self, Frame};
 use nova_actors::registry;
@@ -122,15 +122,7 @@ pub fn encode_event(
         return Err(ApiError::bad_request("invalid_data", message));
     }
     // Once per event, before any recipient sees it.
-    match catalog::check(kind, Sender::Backend, &data) {
-        Ok(Some(_)) => {}
-        Ok(None) if state.strict_events => {
-            let message = format!("'{kind}' is not in the event catalog, and NOVA_STRICT_EVENTS is on");
-            return Err(ApiError::bad_request("unknown_event", message));
-        }
-        Ok(None) => {}
-        Err(refusal) => return Err(ApiError::refused_event(refusal)),
-    }
+    catalog::check_published(kind, &data, state.strict_events).map_err(ApiError::refused_event)?;
     let limit = state.node.limits.max_frame_bytes;
     if frame.len() > limit {
         return Err(ApiError::new(

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{event, from, Event};
+use super::{event, from, Event, Violation};
 
 /// `connection.init`: the first frame of every connection.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -144,22 +144,13 @@ struct ErrorData {
     /// With 4005 for invalid `data`: each field at fault and the rule it
     /// broke.
     #[serde(default)]
-    fields: Option<Vec<FieldRule>>,
+    fields: Option<Vec<Violation>>,
     /// With 4010: the protocol versions the server speaks.
     #[serde(default)]
     protocol_versions: Option<Vec<u32>>,
     /// On `connection.error`: whether reconnecting (with backoff) may work.
     #[serde(default)]
     reconnect: Option<bool>,
-}
-
-/// A field and the rule it broke.
-#[derive(Serialize, Deserialize, JsonSchema)]
-struct FieldRule {
-    /// `data.stream_id`.
-    field: String,
-    /// `required string`.
-    rule: String,
 }
 
 /// The events of this family.

@@ -81,18 +81,6 @@ pub enum Handling {
     Delivered,
 }
 
-impl Handling {
-    /// How the documents name it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Handling::Server => "handled by the server",
-            Handling::Relayed => "relayed to the channel",
-            Handling::Agent => "for an agent (4007 until the gateway routes it)",
-            Handling::Delivered => "delivered to clients",
-        }
-    }
-}
-
 /// One event type of the catalog.
 pub struct Event {
     /// The wire `type`.
@@ -254,7 +242,7 @@ pub fn init() {
 }
 
 /// One rule a `data` broke.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, JsonSchema)]
 pub struct Violation {
     /// Where: `data`, `data.stream_id`, `data.items.0.name`.
     pub field: String,
@@ -281,6 +269,10 @@ pub enum Refusal {
         /// Who may.
         allowed: String,
     },
+    /// A published type outside the catalog, refused because
+    /// `NOVA_STRICT_EVENTS` is on.
+    #[error("'{0}' is not in the event catalog, and NOVA_STRICT_EVENTS is on")]
+    Unknown(String),
     /// `data` does not match the type's schema.
     #[error("invalid '{kind}': {}", join(.violations))]
     Invalid {
@@ -344,6 +336,17 @@ fn fewer_nodes_than(value: &Value, budget: usize) -> bool {
     }
     let mut left = budget;
     walk(value, &mut left)
+}
+
+/// Checks an event a backend publishes (REST, or Redis from outside): a
+/// catalog type must be one backends send, with valid `data`; another type
+/// passes unless `strict` (`NOVA_STRICT_EVENTS`), because the application
+/// adds events faster than servers are redeployed.
+pub fn check_published(kind: &str, data: &Value, strict: bool) -> Result<(), Refusal> {
+    match check(kind, Sender::Backend, data)? {
+        None if strict => Err(Refusal::Unknown(kind.chars().take(64).collect())),
+        _ => Ok(()),
+    }
 }
 
 /// Turns a validator error into `field: rule`, in the words a client

@@ -37,7 +37,6 @@ use crate::cluster::presence::{self, Transition};
 use crate::cluster::seal::ClusterKey;
 use crate::cluster::wire::{self, Decoded, Refused, Wire};
 use crate::cluster::{BusStatus, Keys, Topic};
-use crate::names;
 use crate::registry::{Deliver, RefreshPresence, Registry};
 
 /// Time to connect, and to wait for any one answer from Redis.
@@ -421,7 +420,7 @@ impl Bus {
     /// Announces a presence change to this node's subscribers, and with
     /// `remote` to every other node too.
     fn announce(&self, Transition { channel, note }: Transition, remote: bool) {
-        let frame = presence_frame(names::visible(&channel), &note.user, note.joined);
+        let frame = presence_frame(&channel, &note.user, note.joined);
         if remote {
             self.outbox.presence(&channel, &frame, &note);
         }
@@ -457,11 +456,7 @@ impl Bus {
                         act.announce(transition, true);
                     } else {
                         let Transition { channel, note } = transition;
-                        act.outbox.presence(
-                            &channel,
-                            &presence_frame(names::visible(&channel), &note.user, note.joined),
-                            &note,
-                        );
+                        act.outbox.presence(&channel, &presence_frame(&channel, &note.user, note.joined), &note);
                     }
                 }
             }
@@ -776,7 +771,7 @@ impl Handler<Retire> for Bus {
                 let mut pipe = redis::pipe();
                 pipe.cmd("ZREM").arg(keys.nodes()).arg(&*node).ignore();
                 for Transition { channel, note } in presence::transitions(left) {
-                    let frame = presence_frame(names::visible(&channel), &note.user, note.joined);
+                    let frame = presence_frame(&channel, &note.user, note.joined);
                     let name = keys.channel(&channel);
                     let payload = wire.presence(&name, &frame, &note);
                     pipe.cmd("PUBLISH").arg(name).arg(payload).ignore();

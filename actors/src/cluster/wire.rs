@@ -42,7 +42,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::catalog::{self, Refusal, Sender, TeamPresenceUpdate};
+use crate::catalog::{self, Refusal, TeamPresenceUpdate};
 use crate::channel::StatusNote;
 use crate::cluster::seal::{ClusterKey, SEAL_HEX_LEN};
 use crate::cluster::Topic;
@@ -436,14 +436,7 @@ impl Wire {
         // Only external events: a node's sealed event was checked by the
         // node that accepted it, and checking it again on every node would
         // multiply the cost by the cluster's size.
-        match catalog::check(&kind, Sender::Backend, &data) {
-            Ok(Some(_)) => {}
-            Ok(None) if self.strict_events => {
-                return Err(Refused::invalid(format!("'{kind}' is not in the event catalog (NOVA_STRICT_EVENTS)")));
-            }
-            Ok(None) => {}
-            Err(refusal) => return Err(Refused::Event(refusal)),
-        }
+        catalog::check_published(&kind, &data, self.strict_events)?;
         let id = match p.id {
             Some(id) => {
                 check_id(&id)?;
