@@ -170,7 +170,7 @@ pub struct Args {
     /// (at least 32 bytes; required with Redis unless in development) [default: a public one in development]
     #[arg(long, env = "NOVA_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
-    /// Directory of mcp_servers.yaml and its backups [default: configs]
+    /// Directory of mcp_servers.yaml, agents.yaml and their backups [default: configs]
     #[arg(long, env = "NOVA_CONFIG_DIR")]
     pub config_dir: Option<PathBuf>,
     /// Directory of NOVA_SYSTEM_PROMPT.md [default: prompts]
@@ -185,6 +185,24 @@ pub struct Args {
     /// Timeout of one health check, ms [default: 2000]
     #[arg(long, env = "NOVA_MCP_HEALTH_TIMEOUT_MS")]
     pub mcp_health_timeout_ms: Option<u64>,
+    /// Approximate length each agent's Redis stream ({prefix}inbound:{agent}) is trimmed to (XADD MAXLEN ~); a stream agent whose consumer group lags this far is unavailable [default: 10000]
+    #[arg(long, env = "NOVA_AGENT_STREAM_MAXLEN")]
+    pub agent_stream_maxlen: Option<usize>,
+    /// How long a client request id is remembered, so a resend gets the first receipt and the agent sees the record once, ms [default: 300000]
+    #[arg(long, env = "NOVA_AGENT_IDEMPOTENCY_MS")]
+    pub agent_idempotency_ms: Option<u64>,
+    /// How recently an agent must have shown life (a stream consumer read, a webhook delivery or health check succeeded) to be available, ms [default: 30000]
+    #[arg(long, env = "NOVA_AGENT_IDLE_MS")]
+    pub agent_idle_ms: Option<u64>,
+    /// How often agents' availability is checked (stream consumers, webhook health_url), ms [default: 1000]
+    #[arg(long, env = "NOVA_AGENT_CHECK_INTERVAL_MS")]
+    pub agent_check_interval_ms: Option<u64>,
+    /// Records a webhook agent's queue holds, unless its entry sets queue [default: 1000]
+    #[arg(long, env = "NOVA_AGENT_QUEUE")]
+    pub agent_queue: Option<usize>,
+    /// Time one webhook POST (or health check) may take, ms [default: 5000]
+    #[arg(long, env = "NOVA_AGENT_TIMEOUT_MS")]
+    pub agent_timeout_ms: Option<u64>,
     /// Backups kept per settings file [default: 20]
     #[arg(long, env = "NOVA_CONFIG_BACKUPS")]
     pub config_backups: Option<usize>,
@@ -430,6 +448,25 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// Live settings.
     pub settings: SettingsConfig,
+    /// The agent gateway.
+    pub gateway: GatewaySettings,
+}
+
+/// How the agent gateway delivers (docs/gateway.md).
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Approximate MAXLEN of each agent's stream.
+    pub stream_maxlen: usize,
+    /// How long a request id is remembered.
+    pub idempotency: Duration,
+    /// How recently an agent must have shown life.
+    pub idle: Duration,
+    /// How often availability is checked.
+    pub check_interval: Duration,
+    /// A webhook agent's default queue.
+    pub queue: usize,
+    /// Time one webhook POST may take.
+    pub timeout: Duration,
 }
 
 /// Where the settings files are and how they are watched and checked.
@@ -706,6 +743,14 @@ impl Config {
             strict_events: args.strict_events,
             redis,
             settings,
+            gateway: GatewaySettings {
+                stream_maxlen: args.agent_stream_maxlen.unwrap_or(10_000).max(1),
+                idempotency: Duration::from_millis(args.agent_idempotency_ms.unwrap_or(300_000).max(1)),
+                idle: Duration::from_millis(args.agent_idle_ms.unwrap_or(30_000).max(1)),
+                check_interval: Duration::from_millis(args.agent_check_interval_ms.unwrap_or(1_000).max(10)),
+                queue: args.agent_queue.unwrap_or(1_000).clamp(1, nova_actors::settings::agents::MAX_QUEUE),
+                timeout: Duration::from_millis(args.agent_timeout_ms.unwrap_or(5_000).max(10)),
+            },
         })
     }
 

@@ -27,6 +27,7 @@ use nova_actors::cluster::bus::{Bus, BusConfig, Retire};
 use nova_actors::cluster::seal::ClusterKey;
 use nova_actors::cluster::BusStatus;
 use nova_actors::codes::Close;
+use nova_actors::gateway::{Gateway, GatewayConfig, GatewayStats};
 use nova_actors::metrics::Metrics;
 use nova_actors::node::Node;
 use nova_actors::quota::PRUNE_EVERY;
@@ -160,7 +161,7 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
     let bus_addr = Addr::new(bus_tx);
     let (registry_tx, registry_rx) = channel::channel::<Registry>(16);
     let registry = Addr::new(registry_tx);
-    let (bus, cluster, bus_status) = match &config.redis {
+    let (bus, cluster, bus_status): (Option<Bus>, _, _) = match &config.redis {
         None => (None, None, None),
         Some(redis) => {
             let status = Arc::new(BusStatus::default());
@@ -193,6 +194,8 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
             Context::with_receiver(registry_rx).run(registry);
         });
     }
+    // The gateway writes records on the bus's connection.
+    let redis_conn = bus.as_ref().map(Bus::connection);
     if let Some(bus) = bus {
         // Redis work on a thread of its own: a slow Redis never holds up
         // the registry or a channel.
@@ -204,6 +207,30 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
     }
     let bus_addr = config.redis.as_ref().map(|_| bus_addr);
 
+    // The agent gateway on a thread of its own: webhook deliveries and
+    // Redis writes never hold up the hubs or the settings thread.
+    let gateway_stats = Arc::new(GatewayStats::default());
+    let gateway = {
+        let g = &config.gateway;
+        let gateway_config = GatewayConfig {
+            node: node_id.clone(),
+            prefix: config.redis.as_ref().map_or_else(|| "nova:".to_owned(), |r| r.prefix.clone()),
+            stream_maxlen: g.stream_maxlen,
+            idempotency: g.idempotency,
+            idle: g.idle,
+            check_interval: g.check_interval,
+            queue: g.queue,
+            timeout: g.timeout,
+        };
+        let (registry, stats) = (registry.clone(), gateway_stats.clone());
+        let thread = Arbiter::new();
+        let gateway = Gateway::start_in_arbiter(&thread.handle(), move |_| {
+            Gateway::new(gateway_config, registry, stats, redis_conn)
+        });
+        hubs.push(thread);
+        gateway
+    };
+
     // Live settings: the watcher and the health monitor share a thread;
     // neither is on a path that serves clients.
     let settings = Arc::new(SettingsState::default());
@@ -214,10 +241,11 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
         let (registry, state, store) = (registry.clone(), settings.clone(), store.clone());
         let (interval, timeout, window) = (s.health_interval, s.health_timeout, s.debounce);
         let bus = bus_addr.clone();
+        let gateway = gateway.clone().recipient();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         thread.spawn_fn(move || {
             let health = HealthMonitor::new(registry.clone(), state.clone(), interval, timeout).start();
-            ConfigWatcher::new(store, state, registry, health, bus, window).on_ready(ready_tx).start();
+            ConfigWatcher::new(store, state, registry, health, gateway, bus, window).on_ready(ready_tx).start();
         });
         let handle = thread.handle();
         hubs.push(thread);
@@ -230,7 +258,7 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
         handle
     };
     let auth = Authenticator::new(config.jwt.as_ref(), config.api_keys.clone(), config.development_key);
-    let node = Arc::new(Node::new(node_id, registry.clone(), auth, config.limits.clone(), metrics));
+    let node = Arc::new(Node::new(node_id, registry.clone(), gateway.clone(), auth, config.limits.clone(), metrics));
     // A pass over the per-user limits visits every user active lately: on
     // the settings thread, off the workers and the hubs that serve clients.
     let quotas = node.clone();
@@ -253,6 +281,7 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
         store,
         restart: http::admin::Restart::new(&config),
         strict_events: config.strict_events,
+        gateway: gateway_stats,
     });
     let transport = Arc::new(Transport {
         node: node.clone(),

@@ -37,6 +37,7 @@ pub mod catalog;
 pub mod channel;
 pub mod cluster;
 pub mod codes;
+pub mod gateway;
 pub mod link;
 pub mod metrics;
 pub mod names;

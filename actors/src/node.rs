@@ -10,6 +10,7 @@ use std::time::Duration;
 use actix::Addr;
 
 use crate::auth::Authenticator;
+use crate::gateway::Gateway;
 use crate::link::ConnId;
 use crate::metrics::Metrics;
 use crate::quota::{QuotaConfig, Quotas};
@@ -81,6 +82,8 @@ pub struct Node {
     pub id: Arc<str>,
     /// Routes subscriptions and events.
     pub registry: Addr<Registry>,
+    /// Takes requests for agents.
+    pub gateway: Addr<Gateway>,
     /// Verifies `connection.init`.
     pub auth: Authenticator,
     /// Per-connection limits.
@@ -99,13 +102,14 @@ impl Node {
     pub fn new(
         id: Arc<str>,
         registry: Addr<Registry>,
+        gateway: Addr<Gateway>,
         auth: Authenticator,
         limits: Limits,
         metrics: Arc<Metrics>,
     ) -> Self {
         let auth_throttle = AuthThrottle::new(limits.auth_failure_limit);
         let quotas = Quotas::new(&limits.quotas, metrics.clone());
-        Node { id, registry, auth, limits, metrics, auth_throttle, quotas, next_conn: AtomicU64::new(1) }
+        Node { id, registry, gateway, auth, limits, metrics, auth_throttle, quotas, next_conn: AtomicU64::new(1) }
     }
 
     /// A number for a new connection, unique on this node.

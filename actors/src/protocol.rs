@@ -39,7 +39,8 @@ pub mod capability {
     pub const CONNECTION_ERROR: &str = "connection_error";
     /// `channel.presence` and the presence list of `channel.subscribed`.
     pub const PRESENCE: &str = "presence";
-    /// `message.received`: a receipt for every `chat.message`.
+    /// `message.received`: a receipt for every `chat.message` and every
+    /// request for an agent, once it is accepted for delivery.
     pub const RECEIPTS: &str = "receipts";
 
     /// All of them, as `connection.ack` lists them.
@@ -93,6 +94,13 @@ pub mod kind {
     pub const RECONNECT: &str = "connection.reconnect";
     /// Both ways: a member's status on a team channel.
     pub const TEAM_PRESENCE: &str = "team.presence.update";
+    /// Client → agent: run an agent (channel `agent:{name}`).
+    pub const AGENT_INVOKE: &str = "agent.invoke";
+    /// Client → agent: the user's answer to an interactive tool call.
+    pub const TOOL_CALL_RESPONSE: &str = "tool.call.response";
+    /// Backend → client: a tool call begins (naming its agent, for the
+    /// routing of the response).
+    pub const TOOL_CALL_START: &str = "tool.call.start";
 }
 
 /// An encoded frame, ready to write, with the moment it was made so the

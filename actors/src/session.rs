@@ -53,6 +53,8 @@ use serde_json::{json, Map, Value};
 use crate::auth::{AuthError, Identity, RefreshError};
 use crate::catalog::TeamPresenceUpdate;
 use crate::codes::{Close, ErrorCode};
+use crate::gateway::record::Record;
+use crate::gateway::{Answer, Relay, Submit, Target};
 use crate::link::{Batch, ConnId, Hangup, Link};
 use crate::names::{channel_key, parse_channel};
 use crate::node::{connection_id, Node};
@@ -593,7 +595,7 @@ impl Session {
             Action::Unsubscribe(names) => self.change_subscriptions(false, names, &request.id, ctx),
             Action::Publish { event, channel, data } => self.publish(event, &channel, data, &request.id, ctx),
             Action::TeamStatus { channel, update } => self.team_status(&channel, update, &request.id, ctx),
-            Action::ForAgent { kind, channel, .. } => self.for_agent(kind, channel.as_deref(), &request.id, ctx),
+            Action::ForAgent { kind, channel, data } => self.for_agent(kind, channel.as_deref(), data, request.id, ctx),
         }
     }
 
@@ -618,18 +620,90 @@ impl Session {
         Some(channel)
     }
 
-    /// A valid request meant for an agent: until the agent gateway routes
-    /// these, the answer is 4007, never silence.
-    fn for_agent(&mut self, kind: &str, channel: Option<&str>, id: &str, ctx: &mut WebsocketContext<Self>) {
+    /// A valid request meant for an agent: its channel checked (4006,
+    /// 4003), its record made and handed to the gateway, which answers
+    /// with the receipt or the refusal (see the `Answer` handler).
+    fn for_agent(
+        &mut self,
+        kind: &'static str,
+        channel: Option<&str>,
+        data: Map<String, Value>,
+        id: String,
+        ctx: &mut WebsocketContext<Self>,
+    ) {
         let channel = match channel {
-            Some(name) => match self.granted_channel(name, id, ctx) {
+            Some(name) => match self.granted_channel(name, &id, ctx) {
                 Some(channel) => Some(channel),
                 None => return,
             },
             None => None,
         };
-        let message = format!("agent not available: no agent receives '{kind}' on this server yet");
-        self.send_error(ctx, ErrorCode::AgentUnavailable, &message, channel.as_deref(), Some(id));
+        let target = if kind == kind::AGENT_INVOKE {
+            match channel.as_deref().and_then(|c| c.strip_prefix("agent:")) {
+                Some(name) => Target::Named(name.to_owned()),
+                None => {
+                    let message = format!("'{kind}' goes to a channel 'agent:{{name}}' naming the agent");
+                    return self.send_error(ctx, ErrorCode::InvalidMessage, &message, channel.as_deref(), Some(&id));
+                }
+            }
+        } else {
+            Target::ByType
+        };
+        let call_id = (kind == kind::TOOL_CALL_RESPONSE)
+            .then(|| data.get("call_id").and_then(Value::as_str).map(str::to_owned))
+            .flatten();
+        let message_id: Arc<str> = Arc::from(protocol::new_id());
+        self.submit(kind, channel, target, call_id, message_id, &data, None, id, ctx);
+    }
+
+    /// Hands a request to the agent gateway: the record (the authenticated
+    /// user, never the client's word), serialized once here.
+    #[allow(clippy::too_many_arguments)]
+    fn submit(
+        &mut self,
+        kind: &'static str,
+        channel: Option<Arc<str>>,
+        target: Target,
+        call_id: Option<String>,
+        message_id: Arc<str>,
+        data: &Map<String, Value>,
+        relay: Option<Relay>,
+        request_id: String,
+        ctx: &mut WebsocketContext<Self>,
+    ) {
+        let Auth::Ready { identity, .. } = &self.auth else { return };
+        let timestamp = rfc3339(SystemTime::now()).unwrap_or_default();
+        let connection = connection_id(&self.node.id, self.conn);
+        let record = Record {
+            id: &message_id,
+            kind,
+            channel: channel.as_deref(),
+            data,
+            user_id: &identity.user_id,
+            tenant: identity.tenant.as_deref(),
+            connection_id: &connection,
+            client_id: self.client_id.as_deref(),
+            node_id: &self.node.id,
+            timestamp: &timestamp,
+        };
+        let record: Arc<str> = Arc::from(record.to_json());
+        let lane = match &channel {
+            Some(channel) => self.key(channel),
+            None => Arc::from(""),
+        };
+        self.node.gateway.do_send(Submit {
+            kind,
+            request_id,
+            user: user_key(identity).to_string(),
+            channel,
+            lane,
+            target,
+            call_id,
+            id: message_id,
+            record,
+            relay,
+            reply: ctx.address().recipient(),
+        });
     }
 
     /// `team.presence.update`: the user's status on a team channel they
@@ -658,14 +732,7 @@ impl Session {
     /// can draw.
     fn within_quotas(&self, request: &Request, ctx: &mut WebsocketContext<Self>) -> bool {
         let Auth::Ready { identity, .. } = &self.auth else { return true };
-        // A user's limits are their tenant's: `alice` of one tenant must not
-        // spend `alice`'s of another. User ids hold no control character,
-        // so the key cannot be forged from the default tenant.
-        let key = match &identity.tenant {
-            None => Arc::clone(&identity.user_id),
-            Some(tenant) => Arc::from(format!("{tenant}\u{1}{}", identity.user_id)),
-        };
-        match self.node.quotas.check(&key, request.action.kind()) {
+        match self.node.quotas.check(&user_key(identity), request.action.kind()) {
             Ok(()) => true,
             Err(refusal) => {
                 self.send(ctx, refusal.frame(&request.id));
@@ -729,6 +796,7 @@ impl Session {
         ctx: &mut WebsocketContext<Self>,
     ) {
         let reply_to = Some(id);
+        let reply_to_owned = id.to_owned();
         let Some(channel) = self.granted_channel(channel, id, ctx) else { return };
         let Auth::Ready { identity, .. } = &self.auth else { return };
         let message_id = protocol::new_id();
@@ -744,11 +812,24 @@ impl Session {
             return self.send_error(ctx, ErrorCode::InvalidMessage, &message, Some(&channel), reply_to);
         }
         self.node.metrics.published.fetch_add(1, Relaxed);
-        if event == ClientEvent::ChatMessage {
-            let receipt = json!({ "message_id": message_id, "channel": &*channel });
-            self.send(ctx, protocol::encode(kind::MESSAGE_RECEIVED, Some(&channel), &receipt, reply_to));
+        if event == ClientEvent::ChatTyping {
+            return self.node.registry.do_send(registry::Publish { channel: self.key(&channel), frame });
         }
-        self.node.registry.do_send(registry::Publish { channel: self.key(&channel), frame });
+        // A chat message goes to its channel and to the agents that take
+        // it, once the gateway has accepted it: the receipt means both.
+        let relay = Relay { key: self.key(&channel), frame };
+        let id = Arc::from(message_id.as_str());
+        self.submit(
+            kind::CHAT_MESSAGE,
+            Some(channel),
+            Target::ByType,
+            None,
+            id,
+            &data,
+            Some(relay),
+            reply_to_owned,
+            ctx,
+        );
     }
 
     /// The key of a channel the client names, in its tenant (`names.rs`):
@@ -812,6 +893,17 @@ impl Session {
     }
 }
 
+/// A user as the per-user limits and the gateway's idempotency know them:
+/// qualified by tenant, since `alice` of one tenant is not `alice` of
+/// another. User ids hold no control character, so the key cannot be forged
+/// from the default tenant.
+fn user_key(identity: &Identity) -> Arc<str> {
+    match &identity.tenant {
+        None => Arc::clone(&identity.user_id),
+        Some(tenant) => Arc::from(format!("{tenant}\u{1}{}", identity.user_id)),
+    }
+}
+
 /// Refused frames a connection may accumulate beyond its flood rate.
 fn flood_allowance(limits: &crate::node::Limits) -> f32 {
     (FLOOD_FACTOR - 1) as f32 * limits.messages_per_second.max(1) as f32 * FLOOD_WINDOW.as_secs_f32()
@@ -841,6 +933,23 @@ impl Actor for Session {
             self.node.metrics.clients.fetch_sub(1, Relaxed);
         }
         self.node.registry.do_send(registry::Disconnect { conn: self.conn });
+    }
+}
+
+impl Handler<Answer> for Session {
+    type Result = ();
+
+    /// The gateway's answer: the receipt, or why there is none.
+    fn handle(&mut self, answer: Answer, ctx: &mut Self::Context) {
+        let channel = answer.channel.as_deref();
+        let reply_to = Some(answer.reply_to.as_str());
+        match answer.result {
+            Ok(message_id) => {
+                let receipt = json!({ "message_id": &*message_id, "channel": channel });
+                self.send(ctx, protocol::encode(kind::MESSAGE_RECEIVED, channel, &receipt, reply_to));
+            }
+            Err(refused) => self.send_error(ctx, refused.code, &refused.message, channel, reply_to),
+        }
     }
 }
 

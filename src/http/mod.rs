@@ -9,6 +9,7 @@
 //!   `POST /ws/broadcast`, `POST /ws/ping`.
 //! - [`health`]: `GET /health`, `GET /api/health/redis`.
 //! - [`settings`]: `GET /api/mcp`, `PUT /api/mcp/{name}/toggle`,
+//!   `GET /api/agents`, `PUT /api/agents/{name}/toggle`,
 //!   `POST /api/config/validate`, `GET /api/config/backups`,
 //!   `POST /api/config/restore/{backup_id}`, `GET|PUT /api/prompt`.
 //! - [`admin`]: `POST /api/admin/restart/{service}` (development only).
@@ -67,6 +68,8 @@ pub struct AppState {
     pub restart: admin::Restart,
     /// Refuse published events whose type is not in the catalog.
     pub strict_events: bool,
+    /// The agent gateway's counters (its address is the node's).
+    pub gateway: Arc<nova_actors::gateway::GatewayStats>,
 }
 
 /// Proof that a request carried the admin bearer token; take it as a
@@ -138,6 +141,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/users/{user_id}/send").route(web::post().to(publish::send_to_user)))
         .service(resource("/api/mcp").route(web::get().to(settings::list_mcp)))
         .service(resource("/api/mcp/{name}/toggle").route(web::put().to(settings::toggle_mcp)))
+        .service(resource("/api/agents").route(web::get().to(settings::list_agents)))
+        .service(resource("/api/agents/{name}/toggle").route(web::put().to(settings::toggle_agent)))
         .service(
             resource("/api/config/validate")
                 .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))

@@ -1,4 +1,5 @@
-//! The settings page's REST API: the MCP servers with live health, toggles,
+//! The settings page's REST API: the MCP servers with live health, the
+//! agents with live availability, toggles,
 //! validation without saving, backups and restores, and the system prompt.
 //!
 //! Writes go through the store (atomic, backed up first, one at a time) and
@@ -9,9 +10,10 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use nova_actors::settings::mcp;
+use nova_actors::gateway::ListAgents;
 use nova_actors::settings::store::{SettingsFile, StoreError};
 use nova_actors::settings::Health;
+use nova_actors::settings::{agents, mcp};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -70,6 +72,15 @@ pub async fn list_mcp(_: Admin, state: web::Data<AppState>) -> Result<HttpRespon
     Ok(HttpResponse::Ok().json(json!({ "servers": servers, "valid": errors.is_empty(), "errors": errors })))
 }
 
+/// `GET /api/agents`: the agents of the last good `agents.yaml`, each with
+/// its live availability (and, for webhooks, its queue), and whether the
+/// file on disk is valid. Secrets are never shown.
+pub async fn list_agents(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let agents = state.node.gateway.send(ListAgents).await.map_err(ApiError::unavailable)?;
+    let errors = state.settings.agents_errors.read().map(|e| e.clone()).unwrap_or_default();
+    Ok(HttpResponse::Ok().json(json!({ "agents": agents, "valid": errors.is_empty(), "errors": errors })))
+}
+
 /// The optional body of a toggle.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,38 +96,84 @@ pub async fn toggle_mcp(
     name: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let wanted = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        let body: ToggleBody = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("invalid_json", format!("expected {{\"enabled\": true|false}}: {e}")))?;
-        Some(body.enabled)
+    let toggle = Toggle {
+        file: SettingsFile::Mcp,
+        what: "MCP server",
+        enabled: |text, name| {
+            let config = mcp::parse(text).map_err(|errors| invalid_file(SettingsFile::Mcp, &errors))?;
+            Ok(config.get(name).map(|server| server.enabled))
+        },
+        edit: mcp::set_enabled,
     };
-    let name = name.into_inner();
-    let store = state.store.clone();
-    let (target, changed) = {
-        let name = name.clone();
-        blocking(move || {
-            let mut outcome = (false, false);
-            store.update(SettingsFile::Mcp, |text| {
-                let config = mcp::parse(text).map_err(|errors| {
-                    let first = errors.first().map(ToString::to_string).unwrap_or_default();
-                    StoreError::Invalid(format!("mcp_servers.yaml is invalid, fix it first: {first}"))
-                })?;
-                let server =
-                    config.get(&name).ok_or_else(|| StoreError::NotFound(format!("no MCP server '{name}'")))?;
-                let enabled = wanted.unwrap_or(!server.enabled);
-                outcome = (enabled, enabled != server.enabled);
-                if !outcome.1 {
-                    return Ok(text.to_owned());
-                }
-                mcp::set_enabled(text, &name, enabled).map_err(|e| StoreError::Invalid(e.to_string()))
+    toggle.run(&state, name.into_inner(), &body).await
+}
+
+/// `PUT /api/agents/{name}/toggle`: as the MCP toggle, for `agents.yaml`.
+pub async fn toggle_agent(
+    _: Admin,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let toggle = Toggle {
+        file: SettingsFile::Agents,
+        what: "agent",
+        enabled: |text, name| {
+            let config = agents::parse(text).map_err(|errors| invalid_file(SettingsFile::Agents, &errors))?;
+            Ok(config.get(name).map(|agent| agent.enabled))
+        },
+        edit: agents::set_enabled,
+    };
+    toggle.run(&state, name.into_inner(), &body).await
+}
+
+fn invalid_file(file: SettingsFile, errors: &[mcp::ConfigError]) -> StoreError {
+    let first = errors.first().map(ToString::to_string).unwrap_or_default();
+    StoreError::Invalid(format!("{} is invalid, fix it first: {first}", file.name()))
+}
+
+/// The one toggle of the settings files: an entry's `enabled`, flipped or
+/// set, by editing its one line.
+struct Toggle {
+    file: SettingsFile,
+    what: &'static str,
+    /// The entry's `enabled` in the file's text; `None` when there is no
+    /// such entry.
+    enabled: fn(&str, &str) -> Result<Option<bool>, StoreError>,
+    edit: fn(&str, &str, bool) -> Result<String, mcp::ConfigError>,
+}
+
+impl Toggle {
+    async fn run(self, state: &AppState, name: String, body: &[u8]) -> Result<HttpResponse, ApiError> {
+        let wanted = if body.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            let body: ToggleBody = serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request("invalid_json", format!("expected {{\"enabled\": true|false}}: {e}"))
             })?;
-            Ok(outcome)
-        })
-        .await?
-    };
-    Ok(HttpResponse::Ok().json(json!({ "name": name, "enabled": target, "changed": changed })))
+            Some(body.enabled)
+        };
+        let store = state.store.clone();
+        let (target, changed) = {
+            let name = name.clone();
+            blocking(move || {
+                let mut outcome = (false, false);
+                store.update(self.file, |text| {
+                    let current = (self.enabled)(text, &name)?
+                        .ok_or_else(|| StoreError::NotFound(format!("no {} '{name}'", self.what)))?;
+                    let enabled = wanted.unwrap_or(!current);
+                    outcome = (enabled, enabled != current);
+                    if !outcome.1 {
+                        return Ok(text.to_owned());
+                    }
+                    (self.edit)(text, &name, enabled).map_err(|e| StoreError::Invalid(e.to_string()))
+                })?;
+                Ok(outcome)
+            })
+            .await?
+        };
+        Ok(HttpResponse::Ok().json(json!({ "name": name, "enabled": target, "changed": changed })))
+    }
 }
 
 /// `POST /api/config/validate`: checks the posted YAML (the body, as text)
@@ -157,6 +214,10 @@ pub async fn restore(_: Admin, state: web::Data<AppState>, id: web::Path<String>
         blocking(move || {
             store.restore(&id, |file, text| match file {
                 SettingsFile::Mcp => mcp::parse(text).map(|_| ()).map_err(|errors| {
+                    let first = errors.first().map(ToString::to_string).unwrap_or_default();
+                    StoreError::Invalid(format!("the backup does not validate: {first}"))
+                }),
+                SettingsFile::Agents => agents::parse(text).map(|_| ()).map_err(|errors| {
                     let first = errors.first().map(ToString::to_string).unwrap_or_default();
                     StoreError::Invalid(format!("the backup does not validate: {first}"))
                 }),

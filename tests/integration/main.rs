@@ -12,6 +12,7 @@ mod catalog;
 mod channels;
 mod chat;
 mod cluster;
+mod gateway;
 mod heartbeat;
 mod hostile;
 mod lifecycle;

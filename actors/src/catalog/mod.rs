@@ -74,8 +74,8 @@ pub enum Handling {
     /// Relayed to the subscribers of its channel, the sender set by the
     /// server (`chat.message`, `chat.typing`).
     Relayed,
-    /// Meant for an agent. Validated now; answered with 4007 "agent not
-    /// available" until the agent gateway routes it.
+    /// Meant for an agent: validated, then handed to the agent gateway
+    /// (`gateway/`), which delivers it to the agents configured for it.
     Agent,
     /// Not sent by clients: delivered to clients by a backend or the server.
     Delivered,

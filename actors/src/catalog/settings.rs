@@ -10,12 +10,16 @@ use super::{event, from, Event};
 /// `config_validated`.
 #[derive(Serialize, Deserialize, JsonSchema)]
 struct ValidatedData {
-    /// The file (`mcp_servers.yaml`).
+    /// The file (`mcp_servers.yaml` or `agents.yaml`).
     file: String,
     /// Whether it is in force.
     valid: bool,
-    /// Servers in the config in force.
-    servers: u64,
+    /// `mcp_servers.yaml`: servers in the config in force.
+    #[serde(default)]
+    servers: Option<u64>,
+    /// `agents.yaml`: agents in the config in force.
+    #[serde(default)]
+    agents: Option<u64>,
     /// When valid: what changed.
     #[serde(default)]
     changes: Option<Vec<Change>>,
@@ -24,9 +28,10 @@ struct ValidatedData {
     errors: Option<Vec<ConfigError>>,
 }
 
-/// One server that changed.
+/// One server (or agent) that changed.
 #[derive(Serialize, Deserialize, JsonSchema)]
 struct Change {
+    /// The server's name; in `agents.yaml`, the agent's.
     server: String,
     change: ChangeKind,
     fields: Vec<String>,
@@ -57,6 +62,39 @@ struct ToggledData {
     name: String,
     /// Its new `enabled`.
     enabled: bool,
+}
+
+/// `agent_availability`.
+#[derive(Serialize, Deserialize, JsonSchema)]
+struct AgentStatusData {
+    /// The agent (`configs/agents.yaml`).
+    name: String,
+    /// Whether requests for it are accepted now.
+    status: Availability,
+    /// What it was before.
+    previous: Previous,
+    /// Why, for a person: what showed it alive, or what is missing.
+    reason: String,
+    /// When this node saw the change, RFC 3339.
+    #[serde(default)]
+    checked_at: Option<String>,
+}
+
+/// An agent's availability.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum Availability {
+    Available,
+    Unavailable,
+}
+
+/// An agent's availability before a change.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum Previous {
+    Available,
+    Unavailable,
+    Unknown,
 }
 
 /// `prompt_updated`.
@@ -127,10 +165,16 @@ struct TaskData {
 /// The events of this family.
 pub(super) const EVENTS: &[Event] = &[
     event!("config_validated", from::SERVER, Delivered, Required, ValidatedData,
-        "mcp_servers.yaml was reloaded: valid with its changes, or invalid with its errors (the last good one stays).",
+        "mcp_servers.yaml or agents.yaml was reloaded: valid with its changes, or invalid with its errors (the last good one stays).",
         {"file": "mcp_servers.yaml", "valid": true, "servers": 2, "changes": [{"server": "search", "change": "modified", "fields": ["url"]}]}),
     event!("mcp_toggled", from::SERVER, Delivered, Required, ToggledData,
         "An MCP server was enabled or disabled.", {"name": "search", "enabled": false}),
+    event!("agent_toggled", from::SERVER, Delivered, Required, ToggledData,
+        "An agent of agents.yaml was enabled or disabled.", {"name": "researcher", "enabled": false}),
+    event!("agent_availability", from::SERVER, Delivered, Required, AgentStatusData,
+        "An agent became available or unavailable to the gateway (each node tells its own clients).",
+        {"name": "chat", "status": "available", "previous": "unavailable", "reason": "a consumer read its stream 120 ms ago",
+         "checked_at": "2026-12-06T09:00:00.000Z"}),
     event!("prompt_updated", from::SERVER, Delivered, Required, PromptData,
         "The system prompt changed.",
         {"file": "NOVA_SYSTEM_PROMPT.md", "hash": "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae",

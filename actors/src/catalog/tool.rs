@@ -23,6 +23,10 @@ struct StartData {
     /// Whether the tool waits for a `tool.call.response` from the user.
     #[serde(default)]
     interactive: Option<bool>,
+    /// The agent that made the call (`configs/agents.yaml`): a
+    /// `tool.call.response` with this `call_id` is routed to it.
+    #[serde(default)]
+    agent: Option<String>,
 }
 
 /// `tool.call.progress`.

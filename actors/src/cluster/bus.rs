@@ -280,6 +280,12 @@ impl Bus {
         Ok((bus, outbox))
     }
 
+    /// The connection to Redis as it comes and goes (`None` while down),
+    /// for the agent gateway, which writes records on it.
+    pub fn connection(&self) -> watch::Receiver<Conn> {
+        self.conn_tx.subscribe()
+    }
+
     fn connect(&mut self, ctx: &mut Context<Self>) {
         if self.connecting || self.link.is_some() {
             return;

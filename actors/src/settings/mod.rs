@@ -1,5 +1,5 @@
-//! Live settings: the MCP server list (`configs/mcp_servers.yaml`) and the
-//! system prompt (`prompts/NOVA_SYSTEM_PROMPT.md`), watched on disk, checked,
+//! Live settings: the MCP server list (`configs/mcp_servers.yaml`), the
+//! agents (`configs/agents.yaml`) and the system prompt (`prompts/NOVA_SYSTEM_PROMPT.md`), watched on disk, checked,
 //! written safely, and announced to every client the moment they change.
 //!
 //! - [`watcher`]: the config watcher actor. Watches both directories,
@@ -8,6 +8,7 @@
 //! - [`health`]: the health monitor actor. Polls each enabled server's
 //!   `health_url` and publishes `system_health` when a status changes.
 //! - [`mcp`]: the YAML model, its validation and the one-line toggle edit.
+//! - [`agents`]: the agents file, read with the MCP file's machinery.
 //! - [`prompt`]: the prompt's hash, version and what its event carries.
 //! - [`store`]: atomic writes, timestamped backups and restores.
 //!
@@ -18,6 +19,7 @@
 //! node, see `watcher.rs`); health is each node's own observation and goes
 //! to that node's clients. docs/settings.md is the contract.
 
+pub mod agents;
 pub mod health;
 pub mod mcp;
 pub mod prompt;
@@ -44,6 +46,9 @@ pub const SOURCE: &str = "nova-realtime";
 /// The MCP config's file name, in the config directory.
 pub const MCP_FILE: &str = "mcp_servers.yaml";
 
+/// The agents' file name, in the config directory.
+pub const AGENTS_FILE: &str = "agents.yaml";
+
 /// The system prompt's file name, in the prompts directory.
 pub const PROMPT_FILE: &str = "NOVA_SYSTEM_PROMPT.md";
 
@@ -57,6 +62,10 @@ pub mod kind {
     pub const PROMPT_UPDATED: &str = "prompt_updated";
     /// A server's health status changed.
     pub const SYSTEM_HEALTH: &str = "system_health";
+    /// An agent's `enabled` changed.
+    pub const AGENT_TOGGLED: &str = "agent_toggled";
+    /// An agent became available or unavailable.
+    pub const AGENT_AVAILABILITY: &str = "agent_availability";
 }
 
 /// One server's health as the monitor last saw it.
@@ -87,6 +96,10 @@ pub struct SettingsState {
     /// The errors of the file on disk when it is invalid (the config above
     /// is then the last good one).
     pub mcp_errors: RwLock<Vec<mcp::ConfigError>>,
+    /// The last valid agents config.
+    pub agents: RwLock<agents::AgentsConfig>,
+    /// The errors of `agents.yaml` on disk when it is invalid.
+    pub agents_errors: RwLock<Vec<mcp::ConfigError>>,
     /// The current prompt.
     pub prompt: RwLock<prompt::Prompt>,
     /// Health by server name.

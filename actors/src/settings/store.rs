@@ -20,9 +20,9 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::{MCP_FILE, PROMPT_FILE};
+use super::{AGENTS_FILE, MCP_FILE, PROMPT_FILE};
 
-/// The two files the API writes.
+/// The files the API writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum SettingsFile {
     /// `mcp_servers.yaml`.
@@ -31,6 +31,9 @@ pub enum SettingsFile {
     /// `NOVA_SYSTEM_PROMPT.md`.
     #[serde(rename = "NOVA_SYSTEM_PROMPT.md")]
     Prompt,
+    /// `agents.yaml`.
+    #[serde(rename = "agents.yaml")]
+    Agents,
 }
 
 impl SettingsFile {
@@ -39,11 +42,14 @@ impl SettingsFile {
         match self {
             SettingsFile::Mcp => MCP_FILE,
             SettingsFile::Prompt => PROMPT_FILE,
+            SettingsFile::Agents => AGENTS_FILE,
         }
     }
 
     fn from_backup_id(id: &str) -> Option<SettingsFile> {
-        [SettingsFile::Mcp, SettingsFile::Prompt].into_iter().find(|f| id.ends_with(&format!("-{}", f.name())))
+        [SettingsFile::Mcp, SettingsFile::Prompt, SettingsFile::Agents]
+            .into_iter()
+            .find(|f| id.ends_with(&format!("-{}", f.name())))
     }
 }
 
@@ -137,6 +143,7 @@ impl Store {
         match file {
             SettingsFile::Mcp => self.config_dir.join(MCP_FILE),
             SettingsFile::Prompt => self.prompts_dir.join(PROMPT_FILE),
+            SettingsFile::Agents => self.config_dir.join(AGENTS_FILE),
         }
     }
 

@@ -44,12 +44,14 @@ use actix::prelude::*;
 use notify::{RecursiveMode, Watcher as _};
 use serde_json::json;
 
+use super::agents::{self, AgentsConfig};
 use super::health::{HealthMonitor, Servers};
 use super::mcp::{self, ConfigError, McpConfig};
 use super::prompt::hash;
 use super::store::{SettingsFile, Store};
-use super::{frame, kind, publish, Shared, MCP_FILE, PROMPT_FILE};
+use super::{frame, kind, publish, Shared, AGENTS_FILE, MCP_FILE, PROMPT_FILE};
 use crate::cluster::bus::{Bus, Claim};
+use crate::gateway::Configure;
 use crate::protocol::Frame;
 use crate::registry::Registry;
 
@@ -63,12 +65,13 @@ struct FsEvent {
     paths: Vec<PathBuf>,
 }
 
-/// The MCP config as a reload found it, read and checked off the actor.
-struct McpRead {
+/// A YAML config (MCP servers, agents) as a reload found it, read and
+/// checked off the actor.
+struct YamlRead<C> {
     /// The text's hash; `None` when the file is missing.
     hash: Option<String>,
     /// The config, or everything wrong with it.
-    parsed: Result<McpConfig, Vec<ConfigError>>,
+    parsed: Result<C, Vec<ConfigError>>,
     /// Missing, empty or invalid: maybe caught mid-save.
     suspicious: bool,
     /// Taken just after the read.
@@ -91,8 +94,17 @@ type Stamp = (u64, u128);
 
 /// What one read of the files found, for those that were asked for.
 struct Found {
-    mcp: Option<io::Result<McpRead>>,
+    mcp: Option<io::Result<YamlRead<McpConfig>>>,
+    agents: Option<io::Result<YamlRead<AgentsConfig>>>,
     prompt: Option<io::Result<PromptRead>>,
+}
+
+/// Which file.
+#[derive(Clone, Copy)]
+enum Which {
+    Mcp,
+    Agents,
+    Prompt,
 }
 
 /// What to do with what a read found.
@@ -104,6 +116,7 @@ pub struct ConfigWatcher {
     state: Shared,
     registry: Addr<Registry>,
     health: Addr<HealthMonitor>,
+    gateway: Recipient<Configure>,
     bus: Option<Addr<Bus>>,
     config_dir: PathBuf,
     prompts_dir: PathBuf,
@@ -113,6 +126,7 @@ pub struct ConfigWatcher {
     timer: Option<SpawnHandle>,
     /// Hashes of the files' text at the last reload, valid or not.
     mcp_seen: Option<String>,
+    agents_seen: Option<String>,
     prompt_seen: Option<String>,
     /// Told once the files are watched and loaded.
     ready: Option<std::sync::mpsc::Sender<()>>,
@@ -125,21 +139,24 @@ pub struct ConfigWatcher {
 #[derive(Default)]
 struct Dirty {
     mcp: bool,
+    agents: bool,
     prompt: bool,
     since: Option<Instant>,
     /// The files already given one more window for looking mid-save.
     mcp_waited: bool,
+    agents_waited: bool,
     prompt_waited: bool,
 }
 
 impl ConfigWatcher {
-    /// A watcher of `store`'s files, debouncing with `window`; with `bus`,
-    /// one of several nodes.
+    /// A watcher of `store`'s files, debouncing with `window`, handing
+    /// valid agents to `gateway`; with `bus`, one of several nodes.
     pub fn new(
         store: Arc<Store>,
         state: Shared,
         registry: Addr<Registry>,
         health: Addr<HealthMonitor>,
+        gateway: Recipient<Configure>,
         bus: Option<Addr<Bus>>,
         window: Duration,
     ) -> Self {
@@ -150,6 +167,7 @@ impl ConfigWatcher {
             state,
             registry,
             health,
+            gateway,
             bus,
             config_dir,
             prompts_dir,
@@ -158,6 +176,7 @@ impl ConfigWatcher {
             dirty: Dirty::default(),
             timer: None,
             mcp_seen: None,
+            agents_seen: None,
             prompt_seen: None,
             ready: None,
             in_flight: false,
@@ -175,11 +194,14 @@ impl ConfigWatcher {
 
     /// Reads the files asked for on the blocking pool, then hands what
     /// was found to `then` on the actor.
-    fn read_off_thread(&mut self, mcp: bool, prompt: bool, then: Then, ctx: &mut Context<Self>) {
+    fn read_off_thread(&mut self, mcp: bool, agents: bool, prompt: bool, then: Then, ctx: &mut Context<Self>) {
         self.in_flight = true;
-        let (mcp_path, prompt_path) = (self.store.path(SettingsFile::Mcp), self.store.path(SettingsFile::Prompt));
+        let mcp_path = self.store.path(SettingsFile::Mcp);
+        let agents_path = self.store.path(SettingsFile::Agents);
+        let prompt_path = self.store.path(SettingsFile::Prompt);
         let task = tokio::task::spawn_blocking(move || Found {
-            mcp: mcp.then(|| read_mcp(&mcp_path)),
+            mcp: mcp.then(|| read_yaml(&mcp_path, MCP_FILE, mcp::parse)),
+            agents: agents.then(|| read_yaml(&agents_path, AGENTS_FILE, agents::parse)),
             prompt: prompt.then(|| read_prompt(&prompt_path)),
         });
         ctx.spawn(task.into_actor(self).map(move |found, act, ctx| {
@@ -201,7 +223,7 @@ impl ConfigWatcher {
     /// The state at start, without events: nobody is connected yet.
     fn load(&mut self, found: Found, _: &mut Context<Self>) {
         match found.mcp {
-            Some(Ok(McpRead { hash: Some(seen), parsed, .. })) => {
+            Some(Ok(YamlRead { hash: Some(seen), parsed, .. })) => {
                 self.mcp_seen = Some(seen);
                 match parsed {
                     Ok(config) => self.use_config(config),
@@ -211,10 +233,27 @@ impl ConfigWatcher {
                     }
                 }
             }
-            Some(Ok(McpRead { hash: None, .. })) => {
+            Some(Ok(YamlRead { hash: None, .. })) => {
                 log::info!("no {} yet", self.store.path(SettingsFile::Mcp).display())
             }
             Some(Err(e)) => log::warn!("cannot read {MCP_FILE}: {e}"),
+            None => {}
+        }
+        match found.agents {
+            Some(Ok(YamlRead { hash: Some(seen), parsed, .. })) => {
+                self.agents_seen = Some(seen);
+                match parsed {
+                    Ok(config) => self.use_agents(config),
+                    Err(errors) => {
+                        log::warn!("{AGENTS_FILE} is invalid, no agents in use: {}", summary(&errors));
+                        self.set_agent_errors(errors);
+                    }
+                }
+            }
+            Some(Ok(YamlRead { hash: None, .. })) => {
+                log::info!("no {} yet: no agents", self.store.path(SettingsFile::Agents).display())
+            }
+            Some(Err(e)) => log::warn!("cannot read {AGENTS_FILE}: {e}"),
             None => {}
         }
         match found.prompt {
@@ -237,6 +276,20 @@ impl ConfigWatcher {
         }
         self.set_errors(Vec::new());
         self.health.do_send(Servers(enabled));
+    }
+
+    fn use_agents(&self, config: AgentsConfig) {
+        if let Ok(mut current) = self.state.agents.write() {
+            *current = config.clone();
+        }
+        self.set_agent_errors(Vec::new());
+        self.gateway.do_send(Configure(config));
+    }
+
+    fn set_agent_errors(&self, errors: Vec<ConfigError>) {
+        if let Ok(mut current) = self.state.agents_errors.write() {
+            *current = errors;
+        }
     }
 
     fn set_errors(&self, errors: Vec<ConfigError>) {
@@ -298,9 +351,10 @@ impl ConfigWatcher {
         }
         self.dirty.since = None;
         let mcp = std::mem::take(&mut self.dirty.mcp);
+        let agents = std::mem::take(&mut self.dirty.agents);
         let prompt = std::mem::take(&mut self.dirty.prompt);
-        if mcp || prompt {
-            self.read_off_thread(mcp, prompt, Self::apply, ctx);
+        if mcp || agents || prompt {
+            self.read_off_thread(mcp, agents, prompt, Self::apply, ctx);
         }
     }
 
@@ -309,6 +363,11 @@ impl ConfigWatcher {
         match found.mcp {
             Some(Ok(read)) => self.apply_mcp(read, ctx),
             Some(Err(e)) => log::warn!("cannot read {MCP_FILE}: {e}"),
+            None => {}
+        }
+        match found.agents {
+            Some(Ok(read)) => self.apply_agents(read, ctx),
+            Some(Err(e)) => log::warn!("cannot read {AGENTS_FILE}: {e}"),
             None => {}
         }
         match found.prompt {
@@ -320,11 +379,11 @@ impl ConfigWatcher {
 
     /// Gives a file that looks mid-save one more window; returns whether
     /// it did.
-    fn wait_once(&mut self, mcp: bool, ctx: &mut Context<Self>) -> bool {
-        let (waited, dirty) = if mcp {
-            (&mut self.dirty.mcp_waited, &mut self.dirty.mcp)
-        } else {
-            (&mut self.dirty.prompt_waited, &mut self.dirty.prompt)
+    fn wait_once(&mut self, which: Which, ctx: &mut Context<Self>) -> bool {
+        let (waited, dirty) = match which {
+            Which::Mcp => (&mut self.dirty.mcp_waited, &mut self.dirty.mcp),
+            Which::Agents => (&mut self.dirty.agents_waited, &mut self.dirty.agents),
+            Which::Prompt => (&mut self.dirty.prompt_waited, &mut self.dirty.prompt),
         };
         if std::mem::replace(waited, true) {
             *waited = false;
@@ -364,8 +423,8 @@ impl ConfigWatcher {
         );
     }
 
-    fn apply_mcp(&mut self, read: McpRead, ctx: &mut Context<Self>) {
-        if read.suspicious && self.wait_once(true, ctx) {
+    fn apply_mcp(&mut self, read: YamlRead<McpConfig>, ctx: &mut Context<Self>) {
+        if read.suspicious && self.wait_once(Which::Mcp, ctx) {
             return;
         }
         self.dirty.mcp_waited = false;
@@ -413,14 +472,62 @@ impl ConfigWatcher {
         self.announce(SettingsFile::Mcp, read.stamp, named.as_deref(), frames, ctx);
     }
 
+    /// Like [`Self::apply_mcp`], for `agents.yaml`: `config_validated`
+    /// (with `agents`), an `agent_toggled` per flip, and the gateway gets
+    /// the agents.
+    fn apply_agents(&mut self, read: YamlRead<AgentsConfig>, ctx: &mut Context<Self>) {
+        if read.suspicious && self.wait_once(Which::Agents, ctx) {
+            return;
+        }
+        self.dirty.agents_waited = false;
+        let seen_hash = read.hash;
+        if seen_hash.is_some() && seen_hash == self.agents_seen {
+            return;
+        }
+        let previous = std::mem::replace(&mut self.agents_seen, seen_hash.clone());
+        let mut frames = Vec::new();
+        match read.parsed {
+            Ok(config) => {
+                let old = self.state.agents.read().map(|c| c.clone()).unwrap_or_default();
+                let changes = agents::diff(&old, &config);
+                log::info!("{AGENTS_FILE} reloaded: {} agents, {} changed", config.agents.len(), changes.len());
+                let data = json!({
+                    "file": AGENTS_FILE,
+                    "valid": true,
+                    "agents": config.agents.len(),
+                    "changes": changes,
+                });
+                frames.push(frame(kind::CONFIG_VALIDATED, &data));
+                let flipped: HashSet<&str> = changes
+                    .iter()
+                    .filter(|c| c.fields.iter().any(|f| f == "enabled"))
+                    .map(|c| c.server.as_str())
+                    .collect();
+                for agent in config.agents.iter().filter(|a| flipped.contains(a.name.as_str())) {
+                    frames.push(frame(kind::AGENT_TOGGLED, &json!({ "name": agent.name, "enabled": agent.enabled })));
+                }
+                self.use_agents(config);
+            }
+            Err(errors) => {
+                log::warn!("{AGENTS_FILE} is invalid, keeping the last good one: {}", summary(&errors));
+                let count = self.state.agents.read().map(|c| c.agents.len()).unwrap_or(0);
+                let data = json!({ "file": AGENTS_FILE, "valid": false, "agents": count, "errors": errors });
+                frames.push(frame(kind::CONFIG_VALIDATED, &data));
+                self.set_agent_errors(errors);
+            }
+        }
+        let named = seen_hash.or(previous);
+        self.announce(SettingsFile::Agents, read.stamp, named.as_deref(), frames, ctx);
+    }
+
     fn apply_prompt(&mut self, read: PromptRead, ctx: &mut Context<Self>) {
         let Some((text, seen)) = read.text else {
-            if !self.wait_once(false, ctx) {
+            if !self.wait_once(Which::Prompt, ctx) {
                 log::warn!("{PROMPT_FILE} is missing; the last prompt stays in use");
             }
             return;
         };
-        if read.blank && self.wait_once(false, ctx) {
+        if read.blank && self.wait_once(Which::Prompt, ctx) {
             return;
         }
         self.dirty.prompt_waited = false;
@@ -472,26 +579,26 @@ fn read_capped(path: &Path, cap: usize) -> io::Result<Option<String>> {
     String::from_utf8(bytes).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-/// Reads, hashes and checks the MCP config; blocking work.
-fn read_mcp(path: &Path) -> io::Result<McpRead> {
+/// Reads, hashes and checks a YAML config with `parse`; blocking work.
+fn read_yaml<C>(path: &Path, name: &str, parse: fn(&str) -> Result<C, Vec<ConfigError>>) -> io::Result<YamlRead<C>> {
     let text = read_capped(path, crate::settings::mcp::MAX_BYTES)?;
     let stamp = stamp(path);
     Ok(match text {
-        None => McpRead {
+        None => YamlRead {
             hash: None,
             parsed: Err(vec![ConfigError {
                 server: None,
                 field: None,
                 line: None,
-                message: format!("{MCP_FILE} is missing; the last good config stays in use"),
+                message: format!("{name} is missing; the last good config stays in use"),
             }]),
             suspicious: true,
             stamp,
         },
         Some(text) => {
-            let parsed = mcp::parse(&text);
+            let parsed = parse(&text);
             let suspicious = parsed.is_err() || text.trim().is_empty();
-            McpRead { hash: Some(hash(&text)), parsed, suspicious, stamp }
+            YamlRead { hash: Some(hash(&text)), parsed, suspicious, stamp }
         }
     })
 }
@@ -520,7 +627,7 @@ impl Actor for ConfigWatcher {
         // Watching starts first: an edit made while the files are loaded
         // is then seen as a change, where the other order could miss it.
         self.start_watching(ctx);
-        self.read_off_thread(true, true, Self::load, ctx);
+        self.read_off_thread(true, true, true, Self::load, ctx);
     }
 }
 
@@ -532,6 +639,7 @@ impl Handler<FsEvent> for ConfigWatcher {
         for path in &msg.paths {
             match path.file_name().and_then(|n| n.to_str()) {
                 Some(MCP_FILE) => self.dirty.mcp = true,
+                Some(AGENTS_FILE) => self.dirty.agents = true,
                 Some(PROMPT_FILE) => self.dirty.prompt = true,
                 _ => continue,
             }

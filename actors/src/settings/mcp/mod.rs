@@ -41,11 +41,11 @@
 //!
 //! This file holds the public types and the three entry points.
 
-mod edit;
-mod layout;
-mod limits;
-mod tree;
-mod validate;
+pub(in crate::settings) mod edit;
+pub(in crate::settings) mod layout;
+pub(in crate::settings) mod limits;
+pub(in crate::settings) mod tree;
+pub(in crate::settings) mod validate;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -206,7 +206,7 @@ pub fn parse(text: &str) -> Result<McpConfig, Vec<ConfigError>> {
 }
 
 /// Keeps the first [`MAX_ERRORS`] errors and counts the rest in one more.
-fn cap(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
+pub(in crate::settings) fn cap(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
     if errors.len() > MAX_ERRORS {
         let more = errors.len() - MAX_ERRORS;
         errors.truncate(MAX_ERRORS);
@@ -262,22 +262,36 @@ fn by_name(config: &McpConfig) -> HashMap<&str, &McpServer> {
 /// Servers written in flow style (`name: {url: …}`) or as an alias are
 /// refused.
 pub fn set_enabled(text: &str, name: &str, enabled: bool) -> Result<String, ConfigError> {
+    set_entry_enabled(text, name, enabled, parse, |config: &mut McpConfig, name| {
+        config.servers.iter_mut().find(|server| server.name == name).map(|server| &mut server.enabled)
+    })
+}
+
+/// [`set_enabled`] for any file of this layout (top-level names, each a
+/// block of fields with an `enabled` flag): `parse` reads the file and
+/// `flag` finds an entry's `enabled` in what it read. The agents file
+/// shares it.
+pub(in crate::settings) fn set_entry_enabled<C: Clone + PartialEq>(
+    text: &str,
+    name: &str,
+    enabled: bool,
+    parse: impl Fn(&str) -> Result<C, Vec<ConfigError>>,
+    flag: impl for<'c> Fn(&'c mut C, &str) -> Option<&'c mut bool>,
+) -> Result<String, ConfigError> {
     let config = parse(text).map_err(refuse_invalid)?;
-    let current = config.get(name).ok_or_else(|| ConfigError {
+    let mut expected = config.clone();
+    let current = flag(&mut expected, name).ok_or_else(|| ConfigError {
         server: Some(name.to_string()),
         field: None,
         line: None,
-        message: "no such server".to_string(),
+        message: "no such entry".to_string(),
     })?;
-    if current.enabled == enabled {
+    if *current == enabled {
         return Ok(text.to_string());
     }
-
+    *current = enabled;
     let layout = Layout::scan(text);
     let edited = edit_enabled(text, &layout, name, enabled)?;
-
-    let mut expected = config.clone();
-    expected.servers.iter_mut().filter(|server| server.name == name).for_each(|server| server.enabled = enabled);
     match parse(&edited) {
         Ok(result) if result == expected => Ok(edited),
         _ => Err(ConfigError {
@@ -292,7 +306,7 @@ pub fn set_enabled(text: &str, name: &str, enabled: bool) -> Result<String, Conf
 /// serde_yaml puts the position in its message as well; it is dropped there
 /// since the error carries the line on its own. Other positions in the
 /// message (libyaml's "while parsing … at line N") stay: they add context.
-fn syntax_error(error: &serde_yaml::Error) -> ConfigError {
+pub(in crate::settings) fn syntax_error(error: &serde_yaml::Error) -> ConfigError {
     let mut message = error.to_string();
     let line = error.location().map(|location| {
         let position = format!(" at line {} column {}", location.line(), location.column());
@@ -302,7 +316,7 @@ fn syntax_error(error: &serde_yaml::Error) -> ConfigError {
     ConfigError { server: None, field: None, line, message: format!("invalid YAML: {message}") }
 }
 
-fn refuse_invalid(errors: Vec<ConfigError>) -> ConfigError {
+pub(in crate::settings) fn refuse_invalid(errors: Vec<ConfigError>) -> ConfigError {
     let count = errors.len();
     let mut first = errors.into_iter().next().unwrap_or(ConfigError {
         server: None,
@@ -330,7 +344,7 @@ fn changed_fields(old: &McpServer, new: &McpServer) -> Vec<String> {
 
 /// Quotes a value from the file for a message: escaped, so control
 /// characters cannot forge log lines, and cut when long.
-fn quote(value: &str) -> String {
+pub(in crate::settings) fn quote(value: &str) -> String {
     let mut shown: String = value.chars().take(MAX_QUOTED_CHARS).flat_map(char::escape_debug).collect();
     if value.chars().count() > MAX_QUOTED_CHARS {
         shown.push('…');

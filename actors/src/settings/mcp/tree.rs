@@ -17,13 +17,14 @@ use super::quote;
 /// `serde_yaml::Value` refuses a duplicate key outright, which would hide
 /// every other problem in the file behind it; this keeps them so each can be
 /// reported with its own line.
-pub(super) enum Node {
+pub(in crate::settings) enum Node {
     Null,
     Bool(bool),
     /// The number as written back by serde_yaml; only ever shown, never used.
     Number(String),
     Str(String),
-    Seq,
+    /// A list, with its items.
+    Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
     /// A value with a custom tag (`!name value`), which this file never needs.
     Tagged(String),
@@ -31,13 +32,13 @@ pub(super) enum Node {
 
 impl Node {
     /// For messages: what kind of value this is, with the value when short.
-    pub(super) fn describe(&self) -> String {
+    pub(in crate::settings) fn describe(&self) -> String {
         match self {
             Node::Null => "an empty value".to_string(),
             Node::Bool(flag) => format!("a boolean ({flag})"),
             Node::Number(number) => format!("a number ({number})"),
             Node::Str(text) => format!("a string ({})", quote(text)),
-            Node::Seq => "a list".to_string(),
+            Node::Seq(_) => "a list".to_string(),
             Node::Map(_) => "a mapping".to_string(),
             Node::Tagged(tag) => format!("a value tagged !{tag}"),
         }
@@ -45,7 +46,7 @@ impl Node {
 
     /// The key as it reads in the file, so a non-string key (`123:`) can still
     /// be named in a message and found on its line.
-    pub(super) fn key_text(&self) -> String {
+    pub(in crate::settings) fn key_text(&self) -> String {
         match self {
             Node::Str(text) | Node::Number(text) => text.clone(),
             Node::Bool(flag) => flag.to_string(),
@@ -107,10 +108,14 @@ impl<'de> Visitor<'de> for NodeVisitor {
         Node::deserialize(deserializer)
     }
 
-    /// No list is ever valid here, so its items are only skipped.
+    /// Lists are kept (the agents file has them); their size is bounded by
+    /// the pre-scan of `limits`, which counts list items as entries.
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Node::Seq)
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Node>()? {
+            items.push(item);
+        }
+        Ok(Node::Seq(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {

@@ -14,7 +14,7 @@ use super::{quote, ConfigError, McpServer, FIELDS};
 const MAX_NAME_LEN: usize = 64;
 
 /// Where a server is in the text, so its errors can carry lines.
-pub(super) struct Site<'a> {
+pub(in crate::settings) struct Site<'a> {
     layout: &'a Layout<'a>,
     name: String,
     /// Which occurrence of `name` this is; duplicates are told apart by it.
@@ -27,18 +27,29 @@ pub(super) struct Site<'a> {
 }
 
 impl<'a> Site<'a> {
-    /// Finds the `occurrence`-th server called `name` in the layout.
-    pub(super) fn new(layout: &'a Layout<'a>, name: String, occurrence: usize) -> Self {
+    /// Finds the `occurrence`-th entry called `name` in the layout.
+    pub(in crate::settings) fn new(layout: &'a Layout<'a>, name: String, occurrence: usize) -> Self {
         let line = layout.server_line(&name, occurrence);
         let fields = line.map(|line| layout.fields(layout.block(line))).unwrap_or_default();
         Site { layout, name, occurrence, line, fields }
+    }
+
+    /// Which entry of its name this is: 0 for the first.
+    pub(in crate::settings) fn occurrence(&self) -> usize {
+        self.occurrence
+    }
+
+    /// The line of the first entry of this name, 1-based.
+    pub(in crate::settings) fn first_line(&self) -> Option<usize> {
+        self.layout.server_line(&self.name, 0).map(|i| i + 1)
     }
 
     fn field_line(&self, field: &str, occurrence: usize) -> Option<usize> {
         self.fields.get(field).and_then(|lines| lines.get(occurrence)).copied().or(self.line)
     }
 
-    fn error(&self, field: Option<(&str, usize)>, message: String) -> ConfigError {
+    /// An error at this entry, or at one of its fields.
+    pub(in crate::settings) fn error(&self, field: Option<(&str, usize)>, message: String) -> ConfigError {
         let line = match field {
             Some((field, occurrence)) => self.field_line(field, occurrence),
             None => self.line,
@@ -64,8 +75,13 @@ struct Fields {
 /// Checks one `name: server` entry, adding its problems to `errors`. Returns
 /// the server whenever it has both URLs; whether the file as a whole is
 /// valid is decided by `errors` alone.
-pub(super) fn check_server(site: &Site, key: &Node, value: Node, errors: &mut Vec<ConfigError>) -> Option<McpServer> {
-    if let Err(why) = check_name(key) {
+pub(in crate::settings) fn check_server(
+    site: &Site,
+    key: &Node,
+    value: Node,
+    errors: &mut Vec<ConfigError>,
+) -> Option<McpServer> {
+    if let Err(why) = check_name(key, "server") {
         errors.push(site.error(None, why));
     }
     if site.occurrence > 0 {
@@ -107,7 +123,7 @@ pub(super) fn check_server(site: &Site, key: &Node, value: Node, errors: &mut Ve
 
 /// A field that is present but invalid has been reported already, so only
 /// a field that is absent altogether is reported as missing.
-fn required(
+pub(in crate::settings) fn required(
     site: &Site,
     value: Option<String>,
     present: bool,
@@ -136,7 +152,7 @@ fn take_field(fields: &mut Fields, key: &Node, field: &str, value: Node) -> Resu
     Ok(())
 }
 
-fn url_value(value: Node) -> Result<String, String> {
+pub(in crate::settings) fn url_value(value: Node) -> Result<String, String> {
     match value {
         Node::Str(url) => check_url(&url).map(|()| url),
         other => Err(format!("expected a URL string, found {}", other.describe())),
@@ -145,7 +161,7 @@ fn url_value(value: Node) -> Result<String, String> {
 
 /// An empty value (`description:`) counts as absent: people leave fields
 /// blank meaning "nothing to say".
-fn optional_string(value: Node) -> Result<Option<String>, String> {
+pub(in crate::settings) fn optional_string(value: Node) -> Result<Option<String>, String> {
     match value {
         Node::Str(text) => Ok(Some(text)),
         Node::Null => Ok(None),
@@ -153,7 +169,7 @@ fn optional_string(value: Node) -> Result<Option<String>, String> {
     }
 }
 
-fn optional_bool(value: Node) -> Result<Option<bool>, String> {
+pub(in crate::settings) fn optional_bool(value: Node) -> Result<Option<bool>, String> {
     match value {
         Node::Bool(flag) => Ok(Some(flag)),
         Node::Null => Ok(None),
@@ -163,17 +179,17 @@ fn optional_bool(value: Node) -> Result<Option<bool>, String> {
 
 /// Server names end up in logs, metrics and URLs, so they are kept to a
 /// small, unambiguous alphabet.
-fn check_name(key: &Node) -> Result<(), String> {
+pub(in crate::settings) fn check_name(key: &Node, what: &str) -> Result<(), String> {
     let Node::Str(name) = key else {
-        return Err(format!("a server name must be a string, found {} (quote it)", key.describe()));
+        return Err(format!("a {what} name must be a string, found {} (quote it)", key.describe()));
     };
     let count = name.chars().count();
     if count == 0 || count > MAX_NAME_LEN {
-        return Err(format!("a server name must be 1 to {MAX_NAME_LEN} characters long, this one has {count}"));
+        return Err(format!("a {what} name must be 1 to {MAX_NAME_LEN} characters long, this one has {count}"));
     }
     if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))) {
         return Err(format!(
-            "invalid character {} in server name (allowed: letters, digits, '_', '-', '.')",
+            "invalid character {} in {what} name (allowed: letters, digits, '_', '-', '.')",
             quote(&bad.to_string())
         ));
     }
