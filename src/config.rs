@@ -18,7 +18,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser};
 use nova_actors::auth::{check_user_id, ApiKey, JwtConfig, DEFAULT_MAX_TOKEN_LIFETIME, DEVELOPMENT_KEY};
-use nova_actors::names::{check_tenant, parse_patterns};
+use nova_actors::names::{check_node_id, check_tenant, parse_patterns};
 use nova_actors::node::Limits;
 use nova_actors::quota::{check_limited_type, Per, QuotaConfig, Rate, DEFAULT_USER_RATE};
 use serde::{Deserialize, Serialize};
@@ -684,10 +684,7 @@ impl Config {
             return Err(format!("bind address '{bind}' is not IP:port (e.g. 127.0.0.1:8000 or [::]:8000)"));
         }
         let node_id = args.node_id.unwrap_or_else(random_node_id);
-        if node_id.is_empty() || node_id.len() > 32 || !node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(format!("node id '{node_id}' must be 1 to 32 letters, digits or '-'"));
-        }
+        check_node_id(&node_id).map_err(|why| format!("node id '{node_id}' {why} (1 to 32 letters, digits or '-')"))?;
         let origin_list = args.allowed_origins.unwrap_or_default();
         let redis =
             redis_config(args.redis_url, args.redis_prefix, args.redis_presence_ttl_ms, args.cluster_secret, mode)?;

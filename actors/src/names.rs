@@ -16,9 +16,17 @@
 //! by key; clients only ever see the name. `system:settings` carries the
 //! server's own events and is shared by every tenant; other `system:`
 //! channels (a backend's alerts) are each tenant's own.
+//!
+//! Node and connection ids. A connection id is `{node}-{number}`
+//! (`node::connection_id`); it comes back from outside in
+//! `POST /api/connections/{connection_id}/send` and in Redis channel names,
+//! so both parts are checked here, by the rule the configuration applies to
+//! node ids.
 
 use std::fmt;
 use std::sync::Arc;
+
+use crate::link::ConnId;
 
 /// The channel namespaces this server routes.
 pub const NAMESPACES: &[&str] = &["conversation", "team", "document", "agent", "system"];
@@ -71,6 +79,43 @@ pub fn check_tenant(tenant: &str) -> Result<(), &'static str> {
         return Err("may hold only letters, digits and _ . -");
     }
     Ok(())
+}
+
+/// Longest node id.
+pub const MAX_NODE_ID_LEN: usize = 32;
+
+/// A node id is 1–32 letters, digits or `-` (the rule `--node-id` is held
+/// to): it begins every connection id and is part of Redis channel names,
+/// so it holds no `:`, `/` or glob character.
+pub fn check_node_id(node: &str) -> Result<(), &'static str> {
+    if node.is_empty() || node.len() > MAX_NODE_ID_LEN {
+        return Err("must be 1 to 32 characters");
+    }
+    if !node.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err("may hold only letters, digits and -");
+    }
+    Ok(())
+}
+
+/// A connection's number as its id writes it: decimal digits without a
+/// leading zero, so every number has one spelling and an id reads back to
+/// the connection it was made from, and nothing else.
+pub fn parse_conn_number(number: &str) -> Option<ConnId> {
+    if number.is_empty() || number.starts_with('0') || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    number.parse().ok()
+}
+
+/// Splits a connection id, `{node}-{number}`, into its node and number. A
+/// node id may hold `-` and the number never does, so the id splits at its
+/// last `-`.
+pub fn parse_connection_id(id: &str) -> Result<(&str, ConnId), NameError> {
+    let bad = |why: &str| NameError(format!("connection id '{}' {why}", printable(id)));
+    let (node, number) = id.rsplit_once('-').ok_or_else(|| bad("is not '{node}-{number}'"))?;
+    check_node_id(node).map_err(|why| bad(&format!("names a node id that {why}")))?;
+    let conn = parse_conn_number(number).ok_or_else(|| bad("does not end in a connection number"))?;
+    Ok((node, conn))
 }
 
 /// The one channel every tenant shares: the server's settings events.
@@ -225,6 +270,37 @@ mod tests {
         }
         assert!(check_tenant(&"t".repeat(65)).is_err());
         assert!(check_tenant("acme-eu.1").is_ok());
+    }
+
+    #[test]
+    fn connection_ids_split_at_their_last_dash() {
+        assert_eq!(parse_connection_id("node-a-12"), Ok(("node-a", 12)));
+        assert_eq!(parse_connection_id("a1b2c3d4-1"), Ok(("a1b2c3d4", 1)));
+        assert_eq!(
+            parse_connection_id(&format!("{}-{}", "n".repeat(32), u64::MAX)),
+            Ok(("n".repeat(32).as_str(), u64::MAX))
+        );
+        for bad in [
+            "",
+            "node",
+            "-1",
+            "node-",
+            "node-0",
+            "node-01",
+            "node-+1",
+            "node-1a",
+            "no:de-1",
+            "no/de-1",
+            "no*de-1",
+            "node-18446744073709551616",
+            &format!("{}-1", "n".repeat(33)),
+        ] {
+            assert!(parse_connection_id(bad).is_err(), "{bad}");
+        }
+        // A node id may end in '-' itself.
+        assert_eq!(parse_connection_id("node--1"), Ok(("node-", 1)));
+        assert!(check_node_id("node-a").is_ok());
+        assert!(check_node_id("node_a").is_err());
     }
 
     #[test]

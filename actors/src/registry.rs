@@ -2,7 +2,8 @@
 //!
 //! It maps channel names to channel actors (creating one on its first
 //! subscriber and letting it go after the last), indexes connections by id
-//! and by user for direct messages and broadcasts, keeps each connection's
+//! (for events to one connection) and by user for direct messages and
+//! broadcasts, keeps each connection's
 //! subscriptions (so a disconnect leaves every channel, and a refreshed token
 //! that no longer grants a channel leaves it: [`Reauthorize`]), and routes
 //! events from the publish API and client publishes to the channel actors.
@@ -169,6 +170,34 @@ pub struct SendToUser {
     pub tenant: Option<Arc<str>>,
     /// The event.
     pub frame: Frame,
+}
+
+/// An encoded event for one connection, on this node or, through the bus,
+/// the node `node` names; answers where it went.
+#[derive(Message)]
+#[rtype(result = "SentTo")]
+pub struct SendToConnection {
+    /// The node that holds the connection.
+    pub node: Arc<str>,
+    /// Its number there.
+    pub conn: ConnId,
+    /// The tenant it must be in; `None`: whichever it is in.
+    pub tenant: Option<Arc<str>>,
+    /// The event.
+    pub frame: Frame,
+}
+
+/// Where a [`SendToConnection`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, MessageResponse)]
+pub enum SentTo {
+    /// A connection of this node: queued for it, within its outbound
+    /// budget like every delivery.
+    Local,
+    /// Another node's: published for it through Redis, fire and forget.
+    Forwarded,
+    /// No such connection here (or not in the tenant named), or another
+    /// node's with no bus to reach it.
+    NotFound,
 }
 
 /// An encoded event for every authenticated connection of a tenant, or of
@@ -376,6 +405,23 @@ impl Registry {
             reached += 1;
         }
         reached
+    }
+
+    /// Delivers to connection `conn` if it is here and, when `tenant` is
+    /// named, in that tenant; returns whether it was.
+    fn deliver_to_connection(
+        &self,
+        conn: ConnId,
+        tenant: Option<&Arc<str>>,
+        batch: &Arc<Batch>,
+        ctx: &mut Context<Self>,
+    ) -> bool {
+        let Some(entry) = self.conns.get(&conn) else { return false };
+        if tenant.is_some_and(|tenant| entry.link.tenant() != Some(tenant)) {
+            return false;
+        }
+        self.deliver(&entry.link, batch, ctx);
+        true
     }
 
     fn deliver_to_all(&self, audience: &Audience, batch: &Arc<Batch>, ctx: &mut Context<Self>) -> usize {
@@ -701,6 +747,24 @@ impl Handler<SendToUser> for Registry {
     }
 }
 
+impl Handler<SendToConnection> for Registry {
+    type Result = SentTo;
+
+    fn handle(&mut self, msg: SendToConnection, ctx: &mut Self::Context) -> SentTo {
+        if msg.node == self.node_id {
+            let batch = Batch::one(msg.frame);
+            let found = self.deliver_to_connection(msg.conn, msg.tenant.as_ref(), &batch, ctx);
+            return if found { SentTo::Local } else { SentTo::NotFound };
+        }
+        if self.cluster.is_none() {
+            return SentTo::NotFound;
+        }
+        let topic = Topic::Connection { node: msg.node, conn: msg.conn, tenant: msg.tenant };
+        self.forward(&topic, &msg.frame);
+        SentTo::Forwarded
+    }
+}
+
 impl Handler<Broadcast> for Registry {
     type Result = usize;
 
@@ -745,6 +809,13 @@ impl Handler<Deliver> for Registry {
             Topic::Broadcast(tenant) => {
                 let audience = if everyone { Audience::Everyone } else { Audience::Tenant(tenant) };
                 self.deliver_to_all(&audience, &Batch::one(frame), ctx);
+            }
+            // The bus listens only to this node's connections; another
+            // node's number would name the wrong connection here.
+            Topic::Connection { node, conn, tenant } => {
+                if node == self.node_id {
+                    self.deliver_to_connection(conn, tenant.as_ref(), &Batch::one(frame), ctx);
+                }
             }
         }
     }

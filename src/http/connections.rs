@@ -44,6 +44,19 @@ pub async fn metrics(_: Admin, state: web::Data<AppState>) -> Result<HttpRespons
         let quotas = &state.node.quotas;
         map.insert("event_rate_limited_by_type".into(), json!(quotas.refused_by_type()));
         map.insert("rate_limit_entries".into(), quotas.tracked().into());
+        let gateway = &state.gateway;
+        let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        map.insert(
+            "gateway".into(),
+            json!({
+                "accepted": count(&gateway.accepted),
+                "repeats": count(&gateway.repeats),
+                "refused": count(&gateway.refused),
+                "delivered": count(&gateway.delivered),
+                "failed_attempts": count(&gateway.failed_attempts),
+                "dropped": count(&gateway.dropped),
+            }),
+        );
         if let Some(bus) = &state.bus {
             let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
             let redis = json!({

@@ -4,7 +4,7 @@
 //! - [`ws`]: `GET /ws`, `GET /ws/{client_id}` when the transport left them to
 //!   actix-web: refusals, and upgrades on kept-alive connections.
 //! - [`publish`]: `POST /api/publish`, `/api/publish/batch`,
-//!   `/api/users/{user_id}/send`.
+//!   `/api/users/{user_id}/send`, `/api/connections/{connection_id}/send`.
 //! - [`connections`]: `GET /ws/connections`, `GET /ws/metrics`,
 //!   `POST /ws/broadcast`, `POST /ws/ping`.
 //! - [`health`]: `GET /health`, `GET /api/health/redis`.
@@ -139,6 +139,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/publish").route(web::post().to(publish::publish)))
         .service(resource("/api/publish/batch").route(web::post().to(publish::publish_batch)))
         .service(resource("/api/users/{user_id}/send").route(web::post().to(publish::send_to_user)))
+        .service(resource("/api/connections/{connection_id}/send").route(web::post().to(publish::send_to_connection)))
         .service(resource("/api/mcp").route(web::get().to(settings::list_mcp)))
         .service(resource("/api/mcp/{name}/toggle").route(web::put().to(settings::toggle_mcp)))
         .service(resource("/api/agents").route(web::get().to(settings::list_agents)))

@@ -1,5 +1,6 @@
 //! Publishing from backend services: `POST /api/publish`,
-//! `POST /api/publish/batch` and `POST /api/users/{user_id}/send`.
+//! `POST /api/publish/batch`, `POST /api/users/{user_id}/send` and
+//! `POST /api/connections/{connection_id}/send`.
 //!
 //! Each event is validated, encoded once here on the HTTP worker, and handed
 //! to the registry as finished bytes; the answer is 202 with the event id,
@@ -12,9 +13,9 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use nova_actors::auth::check_user_id;
 use nova_actors::catalog;
-use nova_actors::names::{channel_key, check_tenant, parse_channel};
+use nova_actors::names::{channel_key, check_tenant, parse_channel, parse_connection_id};
 use nova_actors::protocol::{self, Frame};
-use nova_actors::registry;
+use nova_actors::registry::{self, SentTo};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -44,7 +45,8 @@ pub struct BatchRequest {
     events: Vec<PublishRequest>,
 }
 
-/// `POST /api/users/{user_id}/send`, also the body of `POST /ws/broadcast`.
+/// `POST /api/users/{user_id}/send`, also the body of `POST /ws/broadcast`
+/// and `POST /api/connections/{connection_id}/send`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectRequest {
@@ -58,7 +60,7 @@ pub struct DirectRequest {
     #[serde(default)]
     pub channel: Option<String>,
     /// The tenant whose connections get it (also `?tenant=`); absent: the
-    /// default tenant.
+    /// default tenant (for one connection: whichever it is in).
     #[serde(default)]
     pub tenant: Option<String>,
 }
@@ -220,4 +222,41 @@ pub async fn send_to_user(
         .map_err(|_| ApiError::overloaded())?;
     state.node.metrics.published.fetch_add(1, Ordering::Relaxed);
     Ok(HttpResponse::Accepted().json(json!({ "id": event.id })))
+}
+
+/// `POST /api/connections/{connection_id}/send`: one event to one
+/// connection, on whichever node holds it. The id is the one
+/// `connection.ack` reports; its node part says where the connection is.
+/// This node's own: 202 once queued for it, 404 when it has no such
+/// connection (or not in the tenant named). Another node's: published for
+/// that node through Redis, fire and forget (202, `"forwarded": true`),
+/// as a user's direct messages are; without Redis, 404.
+pub async fn send_to_connection(
+    _: Admin,
+    state: web::Data<AppState>,
+    connection_id: web::Path<String>,
+    query: web::Query<TenantQuery>,
+    body: web::Json<DirectRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let connection_id = connection_id.into_inner();
+    let (node, conn) = parse_connection_id(&connection_id)
+        .map_err(|why| ApiError::bad_request("invalid_connection_id", why.to_string()))?;
+    let DirectRequest { kind, data, channel, tenant: named } = body.into_inner();
+    let tenant = tenant(named, &query)?;
+    let event = encode_event(&state, channel.as_deref(), &kind, data)?;
+    let send = registry::SendToConnection { node: Arc::from(node), conn, tenant, frame: event.frame };
+    let forwarded = match state.node.registry.send(send).await.map_err(ApiError::unavailable)? {
+        SentTo::Local => false,
+        SentTo::Forwarded => true,
+        SentTo::NotFound => {
+            let message = if node == &*state.node.id {
+                format!("no connection '{connection_id}' on this node")
+            } else {
+                format!("no connection '{connection_id}' here, and this node has no Redis to reach node '{node}'")
+            };
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "connection_not_found", message));
+        }
+    };
+    state.node.metrics.published.fetch_add(1, Ordering::Relaxed);
+    Ok(HttpResponse::Accepted().json(json!({ "id": event.id, "node": node, "forwarded": forwarded })))
 }

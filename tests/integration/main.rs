@@ -12,6 +12,7 @@ mod catalog;
 mod channels;
 mod chat;
 mod cluster;
+mod connection_send;
 mod gateway;
 mod heartbeat;
 mod hostile;

@@ -16,6 +16,12 @@
 //! whole cluster. A heartbeat keeps this node registered; the node that
 //! first sees another's heartbeat expire takes its presence back.
 //!
+//! Events for one connection (`POST /api/connections/{connection_id}/send`
+//! on another node) come under one pattern per node,
+//! `{prefix}conn:{node}:*`, subscribed once per Redis connection: a
+//! subscription per client connection would cost Redis and this node
+//! memory for every idle client.
+//!
 //! When Redis is unreachable the node serves its own clients as a single
 //! node would (presence included), logs one warning, and retries with
 //! capped exponential backoff. On reconnecting it subscribes again to
@@ -336,8 +342,24 @@ impl Bus {
         } else {
             log::info!("redis: connected (prefix '{}')", self.keys.prefix());
         }
+        self.subscribe_connections(ctx);
         self.flush_subscriptions(ctx);
         self.heartbeat(true, ctx);
+    }
+
+    /// Subscribes the new pub/sub connection to the pattern of this node's
+    /// connections; a new connection has no subscriptions, so this runs on
+    /// every connect.
+    fn subscribe_connections(&mut self, ctx: &mut Context<Self>) {
+        let Some(link) = &self.link else { return };
+        let (mut sink, epoch) = (link.sink.clone(), self.epoch);
+        let pattern = self.keys.connections(&self.node);
+        let subscribe = async move { tokio::time::timeout(REDIS_TIMEOUT, sink.psubscribe(pattern)).await };
+        ctx.spawn(subscribe.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => act.lost(Some(epoch), format!("subscribing to this node's connections failed: {e}"), ctx),
+            Err(_) => act.lost(Some(epoch), "subscribing to this node's connections got no answer".into(), ctx),
+        }));
     }
 
     /// The connection numbered `epoch` (or the attempt to make one, with

@@ -77,6 +77,23 @@ impl Keys {
         format!("{}node:{node}:presence", self.prefix)
     }
 
+    /// The pattern of every connection's channel on node `node`
+    /// (`{prefix}conn:{node}:*`, the prefix's glob characters escaped): the
+    /// node's one `PSUBSCRIBE` for messages to single connections.
+    pub fn connections(&self, node: &str) -> String {
+        let mut pattern = String::with_capacity(self.prefix.len() + node.len() + 8);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str("conn:");
+        pattern.push_str(node);
+        pattern.push_str(":*");
+        pattern
+    }
+
     /// Sorted set of live nodes, scored by when their heartbeat expires
     /// (milliseconds, Redis clock): `{prefix}nodes`.
     pub fn nodes(&self) -> String {
@@ -100,6 +117,15 @@ pub enum Topic {
     },
     /// Every connection of the default tenant (`None`) or of a tenant.
     Broadcast(Option<std::sync::Arc<str>>),
+    /// One connection (`POST /api/connections/{connection_id}/send`).
+    Connection {
+        /// The node that holds it.
+        node: std::sync::Arc<str>,
+        /// Its number on that node.
+        conn: crate::link::ConnId,
+        /// The tenant it must be in; `None`: whichever it is in.
+        tenant: Option<std::sync::Arc<str>>,
+    },
 }
 
 impl Topic {
@@ -113,7 +139,10 @@ impl Topic {
 
     /// Its Redis channel name: a tenant's users and broadcasts have their
     /// own (`{prefix}tuser:{tenant}/{user}`, `{prefix}broadcast:{tenant}`;
-    /// a tenant id holds no `/` or `:`).
+    /// a tenant id holds no `/` or `:`). A connection's is
+    /// `{prefix}conn:{node}:{conn}`, `…/{tenant}` when the sender named
+    /// its tenant: under the one pattern its node listens to
+    /// ([`Keys::connections`]), so a connection costs no subscription.
     pub fn key(&self, keys: &Keys) -> String {
         match self {
             Topic::Channel(c) => keys.channel(c),
@@ -121,6 +150,10 @@ impl Topic {
             Topic::TenantUser { tenant, user } => format!("{}tuser:{tenant}/{user}", keys.prefix()),
             Topic::Broadcast(None) => keys.broadcast(),
             Topic::Broadcast(Some(tenant)) => format!("{}:{tenant}", keys.broadcast()),
+            Topic::Connection { node, conn, tenant: None } => format!("{}conn:{node}:{conn}", keys.prefix()),
+            Topic::Connection { node, conn, tenant: Some(tenant) } => {
+                format!("{}conn:{node}:{conn}/{tenant}", keys.prefix())
+            }
         }
     }
 
@@ -142,6 +175,18 @@ impl Topic {
             Some(Topic::Broadcast(None))
         } else if let Some(tenant) = rest.strip_prefix("broadcast:") {
             check_tenant(tenant).ok().map(|_| Topic::Broadcast(Some(tenant.into())))
+        } else if let Some(addressed) = rest.strip_prefix("conn:") {
+            let (node, rest) = addressed.split_once(':')?;
+            crate::names::check_node_id(node).ok()?;
+            let (number, tenant) = match rest.split_once('/') {
+                Some((number, tenant)) => (number, Some(tenant)),
+                None => (rest, None),
+            };
+            let conn = crate::names::parse_conn_number(number)?;
+            if let Some(tenant) = tenant {
+                check_tenant(tenant).ok()?;
+            }
+            Some(Topic::Connection { node: node.into(), conn, tenant: tenant.map(Into::into) })
         } else {
             None
         }
@@ -209,6 +254,8 @@ mod tests {
             Topic::user(Some("acme"), "al/ice"),
             Topic::Broadcast(None),
             Topic::Broadcast(Some("acme".into())),
+            Topic::Connection { node: "node-a".into(), conn: 7, tenant: None },
+            Topic::Connection { node: "a-b-".into(), conn: u64::MAX, tenant: Some("acme".into()) },
         ] {
             assert_eq!(Topic::parse(&keys, &topic.key(&keys)), Some(topic));
         }
@@ -221,5 +268,14 @@ mod tests {
         assert_eq!(Topic::parse(&keys, "nova:ch:nope:t1"), None);
         assert_eq!(Topic::parse(&keys, "nova:ch:team:../x"), None);
         assert_eq!(Topic::parse(&keys, "nova:nodes"), None);
+        for bad in ["conn:node-a:0", "conn:node-a:07", "conn:node-a:x", "conn:node-a", "conn:no*de:1", "conn:n:1/a b"] {
+            assert_eq!(Topic::parse(&keys, &format!("nova:{bad}")), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_connections_pattern_escapes_the_prefix() {
+        assert_eq!(Keys::new("nova:").connections("node-a"), "nova:conn:node-a:*");
+        assert_eq!(Keys::new("a*b?[c]\\:").connections("n"), "a\\*b\\?\\[c\\]\\\\:conn:n:*");
     }
 }

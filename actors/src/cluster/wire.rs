@@ -446,7 +446,7 @@ impl Wire {
         };
         let channel = match topic {
             Topic::Channel(key) => Some(names::visible(key)),
-            Topic::User(_) | Topic::TenantUser { .. } | Topic::Broadcast(_) => None,
+            Topic::User(_) | Topic::TenantUser { .. } | Topic::Broadcast(_) | Topic::Connection { .. } => None,
         };
         let frame = protocol::encode_with_id(&id, &kind, channel, &data, None);
         if frame.len() > self.max_frame_bytes {
@@ -624,6 +624,23 @@ mod tests {
         direct["channel"] = json!("nope");
         let payload = wire("node-z").event("nova:user:u", &Frame::from_encoded(&direct.to_string()));
         assert!(wire("node-a").decode(&user, "nova:user:u", &payload).is_err());
+    }
+
+    #[test]
+    fn an_event_for_one_connection_is_sealed_to_that_connection() {
+        let keys = crate::cluster::Keys::new("nova:");
+        let to = |conn| Topic::Connection { node: "node-b".into(), conn, tenant: None };
+        let (seven, eight) = (to(7), to(8));
+        let (name, other) = (seven.key(&keys), eight.key(&keys));
+        let frame = protocol::encode("notification", None, &json!({"n": 1}), None);
+        let payload = wire("node-a").event(&name, &frame);
+        assert_eq!(event(wire("node-b").decode(&seven, &name, &payload)).frame.text(), frame.text());
+        // Replayed to another connection: refused.
+        assert!(matches!(wire("node-b").decode(&eight, &other, &payload), Err(Refused::Unsealed)));
+        // An external publisher's, checked as a direct message.
+        let direct = event(wire("node-b").decode(&seven, &name, br#"{"type":"note"}"#));
+        assert!(serde_json::from_str::<Value>(direct.frame.text()).unwrap().get("channel").is_none());
+        assert!(wire("node-b").decode(&seven, &name, br#"{"type":"connection.ack"}"#).is_err());
     }
 
     #[test]

@@ -758,6 +758,15 @@ impl Handler<Configure> for Gateway {
         for agent in config.agents {
             let slot = match old.remove(&agent.name) {
                 Some(mut slot) => {
+                    if matches!(agent.delivery, Delivery::Stream) && !slot.lanes.is_empty() {
+                        // From webhook to stream: the queue has no way out.
+                        let dropped = slot.lanes.clear();
+                        self.stats.dropped.fetch_add(dropped as u64, Relaxed);
+                        log::warn!(
+                            "gateway: agent '{}' now takes a stream; {dropped} records queued for its webhook dropped",
+                            agent.name
+                        );
+                    }
                     if slot.agent.delivery != agent.delivery {
                         // Another way of reaching it: what was learnt of the
                         // old one says nothing.
