@@ -29,7 +29,8 @@ pub enum ErrorCode {
     InvalidMessage = 4005,
     /// A channel name that is not well formed or names no known namespace.
     ChannelNotFound = 4006,
-    /// Reserved for `agent.invoke`: the agent cannot take the request.
+    /// A request for agents that the gateway cannot accept: no agent takes
+    /// it, or one is disabled, unavailable or has a full queue.
     AgentUnavailable = 4007,
     /// `connection.init` asked only for protocol versions this server does
     /// not speak.

@@ -19,6 +19,10 @@ pub fn asyncapi() -> Value {
     let mut channel_messages = Map::new();
     let mut schemas = Map::new();
     let (mut received, mut sent) = (Vec::new(), Vec::new());
+    let mut generator = super::generator();
+    let record = generator.subschema_for::<crate::gateway::record::RecordSchema>().to_value();
+    let mut definitions = generator.take_definitions(true);
+    let record = definitions.remove("RecordSchema").unwrap_or(record);
     for event in events() {
         let key = event.name;
         schemas.insert(key.to_owned(), event.schema());
@@ -32,6 +36,12 @@ pub fn asyncapi() -> Value {
             sent.push(reference);
         }
     }
+    schemas.insert("agentRecord".to_owned(), record);
+    messages.insert(
+        "agentRecord".to_owned(),
+        json!({"name": "agentRecord", "title": "The record an agent receives",
+               "payload": {"$ref": "#/components/schemas/agentRecord"}}),
+    );
     json!({
         "asyncapi": "3.0.0",
         "info": {
@@ -55,6 +65,16 @@ pub fn asyncapi() -> Value {
                 "description": "Every frame is one JSON text frame holding an envelope.",
                 "messages": channel_messages,
             },
+            "agentInbound": {
+                "address": "{prefix}inbound:{agent}",
+                "title": "An agent's records (docs/gateway.md)",
+                "description": "What a client sends for an agent, as the agent receives it: the field `event` \
+                    of an entry of the Redis stream `{prefix}inbound:{agent}` (delivery: stream), or the \
+                    body of a POST to the agent's url (delivery: webhook, signed with X-Nova-Signature).",
+                "parameters": {"prefix": {"description": "NOVA_REDIS_PREFIX, `nova:` by default."},
+                               "agent": {"description": "The agent's name in configs/agents.yaml."}},
+                "messages": {"agentRecord": {"$ref": "#/components/messages/agentRecord"}},
+            },
         },
         "operations": {
             "receiveFromClient": {
@@ -68,6 +88,12 @@ pub fn asyncapi() -> Value {
                 "channel": {"$ref": "#/channels/socket"},
                 "summary": "What a client receives: the server's own events and what backends publish.",
                 "messages": sent,
+            },
+            "deliverToAgent": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/agentInbound"},
+                "summary": "A record for an agent, once a client's request is accepted.",
+                "messages": [{"$ref": "#/channels/agentInbound/messages/agentRecord"}],
             },
         },
         "components": {"messages": messages, "schemas": schemas},
@@ -180,7 +206,7 @@ pub fn protocol_tables() -> String {
 fn short_handling(handling: Handling) -> &'static str {
     match handling {
         Handling::Relayed => "relayed",
-        Handling::Agent => "for an agent: 4007 for now",
+        Handling::Agent => "for an agent (docs/gateway.md)",
         Handling::Server | Handling::Delivered => "",
     }
 }
@@ -273,7 +299,11 @@ mod tests {
         let doc = asyncapi();
         assert_eq!(doc["asyncapi"], "3.0.0");
         let count = |op: &str| doc["operations"][op]["messages"].as_array().map_or(0, Vec::len);
-        assert_eq!(doc["components"]["messages"].as_object().unwrap().len(), events().count());
+        // Every event, and the agents' record.
+        assert_eq!(doc["components"]["messages"].as_object().unwrap().len(), events().count() + 1);
+        let record = &doc["components"]["schemas"]["agentRecord"];
+        assert!(record["properties"]["user_id"]["description"].as_str().is_some_and(|d| d.contains("never")));
+        assert_eq!(doc["operations"]["deliverToAgent"]["channel"]["$ref"], "#/channels/agentInbound");
         assert_eq!(count("receiveFromClient"), events().filter(|e| e.sent_by(Sender::Client)).count());
         let server = doc["components"]["messages"]["assistant.token"].clone();
         assert_eq!(server["x-nova-senders"], json!(["backend"]));

@@ -450,10 +450,13 @@ impl Gateway {
             self.slots[i].lanes.force_push(Arc::clone(&submit.lane), item);
             self.pump(i, ctx);
         }
+        // The receipt first: it is in the sender's mailbox before the relay
+        // even reaches the registry, so a subscribed sender gets its receipt
+        // before its own message, as without agents.
+        self.answer(&submit, Ok(Arc::clone(&submit.id)));
         if let Some(relay) = &submit.relay {
             self.registry.do_send(Publish { channel: Arc::clone(&relay.key), frame: relay.frame.clone() });
         }
-        self.answer(&submit, Ok(Arc::clone(&submit.id)));
     }
 
     /// Posts the oldest record of every idle lane of webhook agent `i`.

@@ -43,6 +43,35 @@ pub struct Record<'a> {
     pub timestamp: &'a str,
 }
 
+/// The record's shape for the documents (`docs/asyncapi.yaml`): the same
+/// fields as [`Record`], owned, with what each means; a test keeps the two
+/// alike.
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(title = "AgentRecord")]
+pub struct RecordSchema {
+    /// The id the client's receipt carries (`message.received`'s `data.message_id`); for a `chat.message` also its `id` as relayed. Retries of the record keep it: deduplicate by it.
+    pub id: String,
+    /// The client's event type (`chat.message`, `agent.invoke`, `tool.call.response`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The channel as the client named it (`agent:{name}` for `agent.invoke`).
+    pub channel: Option<String>,
+    /// The client's `data`, valid by the event catalog's schema of its type.
+    pub data: Map<String, Value>,
+    /// The authenticated user, never the client's word.
+    pub user_id: String,
+    /// The user's tenant; null for the default one.
+    pub tenant: Option<String>,
+    /// The connection that sent it: `POST /api/connections/{connection_id}/send` answers that one tab.
+    pub connection_id: String,
+    /// The client's own name for itself (`/ws/{client_id}`).
+    pub client_id: Option<String>,
+    /// The node that accepted it.
+    pub node_id: String,
+    /// When it was accepted, RFC 3339 with milliseconds.
+    pub timestamp: String,
+}
+
 impl Record<'_> {
     /// The JSON every agent receives.
     pub fn to_json(&self) -> String {
@@ -152,6 +181,9 @@ mod tests {
         };
         let value: Value = serde_json::from_str(&record.to_json()).unwrap();
         let keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
+        let documented = serde_json::to_value(schemars::schema_for!(RecordSchema)).unwrap();
+        let mut documented: Vec<String> = documented["properties"].as_object().unwrap().keys().cloned().collect();
+        documented.sort_unstable();
         let mut expected = vec![
             "id",
             "type",
@@ -168,5 +200,6 @@ mod tests {
         let mut keys = keys;
         keys.sort_unstable();
         assert_eq!(keys, expected);
+        assert_eq!(documented, expected, "RecordSchema documents the record");
     }
 }

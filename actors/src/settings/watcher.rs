@@ -20,6 +20,9 @@
 //! health monitor shares this thread. One reload is in flight at a time;
 //! changes seen meanwhile are reloaded after it, one window later.
 //!
+//! `agents.yaml` is handled as the MCP config is (its valid agents go to the
+//! agent gateway, its flips are `agent_toggled`).
+//!
 //! An invalid MCP config never replaces the last good one: the server keeps
 //! serving the last good config and publishes `config_validated` with
 //! `valid: false` and the errors; a valid change publishes
