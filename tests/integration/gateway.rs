@@ -577,6 +577,11 @@ async fn a_tool_call_response_goes_to_the_agent_that_made_the_call_even_across_n
     let start = json!({"call_id": "call-9", "tool": "confirm", "interactive": true, "agent": "tools"});
     a.publish("conversation:c1", "tool.call.start", start).await;
     alice.recv_type("tool.call.start").await;
+    // Node A keeps the call in Redis beside sending the event: the client
+    // could answer faster than that write lands.
+    let keys =
+        |r: &RedisServer| -> Vec<String> { redis::cmd("KEYS").arg("nova:call:*").query(&mut r.connection()).unwrap() };
+    redis.wait_for("the call kept in Redis", keys, |k| k.len() == 1).await;
     alice
         .request("tool.call.response", Some("conversation:c1"), json!({"call_id": "call-9", "response": {"ok": true}}))
         .await;
