@@ -652,25 +652,21 @@ impl Session {
         let call_id = (kind == kind::TOOL_CALL_RESPONSE)
             .then(|| data.get("call_id").and_then(Value::as_str).map(str::to_owned))
             .flatten();
-        let message_id: Arc<str> = Arc::from(protocol::new_id());
-        self.submit(kind, channel, target, call_id, message_id, &data, None, id, ctx);
+        let id_of_record: Arc<str> = Arc::from(protocol::new_id());
+        let request = ForAgents { kind, channel, target, call_id, id: id_of_record, relay: None };
+        self.submit(request, &data, id, ctx);
     }
 
     /// Hands a request to the agent gateway: the record (the authenticated
     /// user, never the client's word), serialized once here.
-    #[allow(clippy::too_many_arguments)]
     fn submit(
         &mut self,
-        kind: &'static str,
-        channel: Option<Arc<str>>,
-        target: Target,
-        call_id: Option<String>,
-        message_id: Arc<str>,
+        request: ForAgents,
         data: &Map<String, Value>,
-        relay: Option<Relay>,
         request_id: String,
         ctx: &mut WebsocketContext<Self>,
     ) {
+        let ForAgents { kind, channel, target, call_id, id: message_id, relay } = request;
         let Auth::Ready { identity, .. } = &self.auth else { return };
         let timestamp = rfc3339(SystemTime::now()).unwrap_or_default();
         let connection = connection_id(&self.node.id, self.conn);
@@ -817,19 +813,11 @@ impl Session {
         }
         // A chat message goes to its channel and to the agents that take
         // it, once the gateway has accepted it: the receipt means both.
-        let relay = Relay { key: self.key(&channel), frame };
+        let relay = Some(Relay { key: self.key(&channel), frame });
         let id = Arc::from(message_id.as_str());
-        self.submit(
-            kind::CHAT_MESSAGE,
-            Some(channel),
-            Target::ByType,
-            None,
-            id,
-            &data,
-            Some(relay),
-            reply_to_owned,
-            ctx,
-        );
+        let kind = kind::CHAT_MESSAGE;
+        let request = ForAgents { kind, channel: Some(channel), target: Target::ByType, call_id: None, id, relay };
+        self.submit(request, &data, reply_to_owned, ctx);
     }
 
     /// The key of a channel the client names, in its tenant (`names.rs`):
@@ -891,6 +879,20 @@ impl Session {
         }
         self.send_error(ctx, ErrorCode::InvalidMessage, message, None, None);
     }
+}
+
+/// A request for the agent gateway, before its record is made.
+struct ForAgents {
+    kind: &'static str,
+    /// The channel as the client named it.
+    channel: Option<Arc<str>>,
+    target: Target,
+    /// For `tool.call.response`: the call it answers.
+    call_id: Option<String>,
+    /// The record's id, the receipt's `message_id`.
+    id: Arc<str>,
+    /// For `chat.message`: relayed to the channel once accepted.
+    relay: Option<Relay>,
 }
 
 /// A user as the per-user limits and the gateway's idempotency know them:

@@ -67,30 +67,18 @@ pub struct BackupInfo {
 }
 
 /// Why a store operation failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The request was wrong (a bad id, content that does not validate);
     /// nothing changed.
+    #[error("{0}")]
     Invalid(String),
-    /// No such backup.
+    /// No such backup (or entry).
+    #[error("{0}")]
     NotFound(String),
     /// The disk said no.
-    Io(io::Error),
-}
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreError::Invalid(m) | StoreError::NotFound(m) => f.write_str(m),
-            StoreError::Io(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl From<io::Error> for StoreError {
-    fn from(e: io::Error) -> Self {
-        StoreError::Io(e)
-    }
+    #[error(transparent)]
+    Io(#[from] io::Error),
 }
 
 /// The settings files and their backups.
