@@ -53,7 +53,7 @@ use serde_json::{json, Map, Value};
 use crate::auth::{AuthError, Identity, RefreshError};
 use crate::catalog::TeamPresenceUpdate;
 use crate::codes::{Close, ErrorCode};
-use crate::gateway::record::Record;
+use crate::gateway::record::{fingerprint, Record};
 use crate::gateway::{Answer, Relay, Submit, Target};
 use crate::link::{Batch, ConnId, Hangup, Link};
 use crate::names::{channel_key, parse_channel};
@@ -653,7 +653,8 @@ impl Session {
             .then(|| data.get("call_id").and_then(Value::as_str).map(str::to_owned))
             .flatten();
         let id_of_record: Arc<str> = Arc::from(protocol::new_id());
-        let request = ForAgents { kind, channel, target, call_id, id: id_of_record, relay: None };
+        let fingerprint = fingerprint(&id, kind, channel.as_deref(), &data);
+        let request = ForAgents { kind, channel, target, call_id, id: id_of_record, relay: None, fingerprint };
         self.submit(request, &data, id, ctx);
     }
 
@@ -666,7 +667,7 @@ impl Session {
         request_id: String,
         ctx: &mut WebsocketContext<Self>,
     ) {
-        let ForAgents { kind, channel, target, call_id, id: message_id, relay } = request;
+        let ForAgents { kind, channel, target, call_id, id: message_id, relay, fingerprint } = request;
         let Auth::Ready { identity, .. } = &self.auth else { return };
         let timestamp = rfc3339(SystemTime::now()).unwrap_or_default();
         let connection = connection_id(&self.node.id, self.conn);
@@ -690,6 +691,7 @@ impl Session {
         self.node.gateway.do_send(Submit {
             kind,
             request_id,
+            fingerprint,
             user: user_key(identity).to_string(),
             channel,
             lane,
@@ -796,6 +798,9 @@ impl Session {
         let Some(channel) = self.granted_channel(channel, id, ctx) else { return };
         let Auth::Ready { identity, .. } = &self.auth else { return };
         let message_id = protocol::new_id();
+        // Before the server's fields: they differ on every resend.
+        let fingerprint =
+            (event == ClientEvent::ChatMessage).then(|| fingerprint(id, event.kind(), Some(&channel), &data));
         data.insert("sender_id".into(), Value::from(&*identity.user_id));
         match event {
             ClientEvent::ChatMessage => data.insert("message_id".into(), Value::from(message_id.as_str())),
@@ -816,7 +821,9 @@ impl Session {
         let relay = Some(Relay { key: self.key(&channel), frame });
         let id = Arc::from(message_id.as_str());
         let kind = kind::CHAT_MESSAGE;
-        let request = ForAgents { kind, channel: Some(channel), target: Target::ByType, call_id: None, id, relay };
+        let fingerprint = fingerprint.unwrap_or_default();
+        let request =
+            ForAgents { kind, channel: Some(channel), target: Target::ByType, call_id: None, id, relay, fingerprint };
         self.submit(request, &data, reply_to_owned, ctx);
     }
 
@@ -893,6 +900,8 @@ struct ForAgents {
     id: Arc<str>,
     /// For `chat.message`: relayed to the channel once accepted.
     relay: Option<Relay>,
+    /// What makes a resend the same request (`record::fingerprint`).
+    fingerprint: String,
 }
 
 /// A user as the per-user limits and the gateway's idempotency know them:

@@ -84,6 +84,9 @@ impl StreamAgent {
         if let Err(e) = created {
             assert!(e.to_string().contains("BUSYGROUP"), "{e}");
         }
+        // As a real agent does: a group without a consumer is nobody.
+        let _: i64 =
+            redis::cmd("XGROUP").arg("CREATECONSUMER").arg(&key).arg(&group).arg("worker-1").query(&mut conn).unwrap();
         let mut agent = StreamAgent { conn, key, group };
         assert!(agent.read_once(1).is_empty());
         agent
@@ -534,10 +537,17 @@ async fn a_resend_to_another_node_gets_the_first_receipt_and_the_agent_sees_the_
         .await;
     let hers = carol.recv_type("message.received").await;
     assert_ne!(hers["data"]["message_id"], first["data"]["message_id"]);
-    let records = agent.read(2);
+    // The same id with other content (a client whose counter started over)
+    // is a new request, not a repeat.
+    on_a.send(json!({"id": "req-1", "type": "chat.message", "channel": "conversation:c1", "data": {"content": "new"}}))
+        .await;
+    let new = on_a.recv_type("message.received").await;
+    assert_ne!(new["data"]["message_id"], first["data"]["message_id"]);
+    let records = agent.read(3);
     assert_eq!(records[0]["id"], first["data"]["message_id"]);
     assert_eq!(records[1]["id"], hers["data"]["message_id"], "the resend wrote nothing: {records:?}");
     assert_eq!(records[1]["node_id"], "nb");
+    assert_eq!(records[2]["data"]["content"], "new");
 }
 
 #[actix_rt::test]

@@ -13,6 +13,7 @@ mod channels;
 mod chat;
 mod cluster;
 mod connection_send;
+mod examples;
 mod gateway;
 mod heartbeat;
 mod hostile;

@@ -124,9 +124,12 @@ pub struct Relay {
 pub struct Submit {
     /// The event type.
     pub kind: &'static str,
-    /// The client's request id: the receipt's `reply_to`, and with
-    /// `user` the idempotency key.
+    /// The client's request id: the receipt's `reply_to`.
     pub request_id: String,
+    /// What makes a resend the same request: a digest of the request id,
+    /// the type, the channel and the client's `data` (see
+    /// [`record::fingerprint`]). With `user`, the idempotency key.
+    pub fingerprint: String,
     /// The user, qualified by tenant (`names.rs`), for the idempotency key.
     pub user: String,
     /// The channel as the client named it.
@@ -216,6 +219,39 @@ pub struct AgentView {
     pub failed_attempts: u64,
     /// When it last showed life, RFC 3339.
     pub last_seen_at: Option<String>,
+}
+
+/// Whether a stream agent is available, and why, from its stream's consumer
+/// groups: a consumer must exist and no group may lag as far as the stream
+/// keeps. Then, where Redis refreshes a consumer's idle time on every read
+/// (7.2+), a consumer must have read within `idle`; where it refreshes it
+/// only on reads that return something (7.0), an agent waiting on an empty
+/// stream looks idle, so having nothing waiting counts as well.
+pub fn stream_availability(
+    idle_ms: Option<u64>,
+    lag: Option<u64>,
+    every_read: bool,
+    idle: Duration,
+    maxlen: usize,
+) -> (bool, String) {
+    let Some(idle_ms) = idle_ms else {
+        return (false, "its consumer group has no consumer (XGROUP CREATECONSUMER when the agent starts)".into());
+    };
+    if let Some(lag) = lag.filter(|lag| *lag >= maxlen as u64) {
+        return (false, format!("{lag} records in its stream were not read yet (the stream keeps about {maxlen})"));
+    }
+    let recent = Duration::from_millis(idle_ms) <= idle;
+    if recent {
+        return (true, format!("a consumer read its stream {idle_ms} ms ago"));
+    }
+    if !every_read && lag == Some(0) {
+        return (true, "its consumer group has read everything".into());
+    }
+    let waiting = match lag {
+        Some(lag) if !every_read => format!("{lag} records wait in its stream and "),
+        _ => String::new(),
+    };
+    (false, format!("{waiting}no consumer has read its stream for {} s", idle_ms / 1000))
 }
 
 /// One configured agent and what the gateway knows of it.
@@ -333,8 +369,8 @@ impl Gateway {
         format!("{}inbound:{agent}", self.config.prefix)
     }
 
-    fn claim_key(&self, user: &str, request_id: &str) -> String {
-        format!("{}seen:{}", self.config.prefix, digest(&[user, request_id]))
+    fn claim_key(&self, user: &str, fingerprint: &str) -> String {
+        format!("{}seen:{}", self.config.prefix, digest(&[user, fingerprint]))
     }
 
     fn call_key(&self, call_id: &str) -> String {
@@ -409,7 +445,7 @@ impl Gateway {
             let message = format!("no agent takes '{}' on this server", submit.kind);
             return self.refuse(&submit, message);
         }
-        let claim = self.claim_key(&submit.user, &submit.request_id);
+        let claim = self.claim_key(&submit.user, &submit.fingerprint);
         let (streams, webhooks): (Vec<usize>, Vec<usize>) =
             chosen.into_iter().partition(|&i| matches!(self.slots[i].agent.delivery, Delivery::Stream));
         // With Redis up, the claim is made there even when only webhooks
@@ -630,7 +666,7 @@ impl Gateway {
                 slot.seen_at = Some((Instant::now(), SystemTime::now()));
                 slot.reason = "its health check succeeded".into();
             }
-            Ok(Probed::Group { idle_ms, lag }) => {
+            Ok(Probed::Group { idle_ms, lag, every_read }) => {
                 let since = idle_ms.map(Duration::from_millis);
                 if let Some(since) = since {
                     let now = Instant::now();
@@ -638,29 +674,9 @@ impl Gateway {
                     let wall = SystemTime::now().checked_sub(since).unwrap_or(SystemTime::now());
                     slot.seen_at = Some((at, wall));
                 }
-                let recent = since.is_some_and(|since| since <= idle);
-                // Redis 7.0 refreshes a consumer's idle time only when a
-                // read returns something, so an agent waiting on an empty
-                // stream looks idle: nothing waiting for it counts as well.
-                let caught_up = lag == Some(0);
-                let backlog = lag.is_some_and(|lag| lag >= maxlen as u64);
-                slot.available = (recent || caught_up) && !backlog;
-                slot.reason = match (backlog, recent, caught_up) {
-                    (true, _, _) => format!(
-                        "{} records in its stream were not read yet (the stream keeps about {maxlen})",
-                        lag.unwrap_or_default()
-                    ),
-                    (false, true, _) => format!("a consumer read its stream {} ms ago", idle_ms.unwrap_or_default()),
-                    (false, false, true) => "its consumer group has read everything".into(),
-                    (false, false, false) => match idle_ms {
-                        Some(ms) => format!(
-                            "{} records wait in its stream and no consumer has read for {} s",
-                            lag.map_or("some".to_string(), |l| l.to_string()),
-                            ms / 1000
-                        ),
-                        None => "records wait in its stream and no consumer has read any".into(),
-                    },
-                };
+                let (available, reason) = stream_availability(idle_ms, lag, every_read, idle, maxlen);
+                slot.available = available;
+                slot.reason = reason;
             }
             Ok(Probed::Nobody(why)) | Err(why) => {
                 if stream {
@@ -697,7 +713,7 @@ impl Handler<Submit> for Gateway {
     type Result = ();
 
     fn handle(&mut self, submit: Submit, ctx: &mut Self::Context) {
-        let claim = self.claim_key(&submit.user, &submit.request_id);
+        let claim = self.claim_key(&submit.user, &submit.fingerprint);
         if let Some(first) = self.seen.get(&claim) {
             let first = Arc::clone(first);
             return self.answer(&submit, Ok(first));
@@ -831,5 +847,30 @@ impl Handler<ListAgents> for Gateway {
                 })
                 .collect(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_agent_needs_a_consumer_that_reads() {
+        let idle = Duration::from_secs(30);
+        let check = |idle_ms, lag, every_read| stream_availability(idle_ms, lag, every_read, idle, 100).0;
+        assert!(!check(None, Some(0), true), "no consumer");
+        assert!(!check(None, Some(0), false), "no consumer");
+        assert!(check(Some(10), Some(5), true));
+        assert!(check(Some(10), Some(5), false));
+        assert!(!check(Some(10), Some(100), true), "a backlog the stream cannot keep");
+        // Idle for long: on 7.2+ that is a dead consumer ...
+        assert!(!check(Some(60_000), Some(0), true));
+        // ... on 7.0 maybe one waiting on an empty stream: fine while
+        // nothing waits for it.
+        assert!(check(Some(60_000), Some(0), false));
+        assert!(!check(Some(60_000), Some(3), false));
+        assert!(!check(Some(60_000), None, false), "Redis cannot tell the lag");
+        let (_, why) = stream_availability(Some(60_000), Some(3), false, idle, 100);
+        assert_eq!(why, "3 records wait in its stream and no consumer has read its stream for 60 s");
     }
 }

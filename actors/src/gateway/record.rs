@@ -114,6 +114,17 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// What makes a resent request the same request, for idempotency: its id,
+/// type and channel and the client's `data` as the client sent it. A client
+/// that reuses an id for a new request (a counter restarted by a reload)
+/// sends other content, and its request is not taken for a repeat.
+pub fn fingerprint(request_id: &str, kind: &str, channel: Option<&str>, data: &Map<String, Value>) -> String {
+    // A JSON map cannot fail to serialize; its keys come out sorted, so the
+    // same content always makes the same text.
+    let data = serde_json::to_string(data).unwrap_or_default();
+    digest(&[request_id, kind, channel.unwrap_or(""), &data])
+}
+
 /// The first retry of a failed webhook delivery...
 pub const FIRST_RETRY: Duration = Duration::from_millis(100);
 
@@ -156,6 +167,20 @@ mod tests {
         assert_eq!(backoff(1, 1.0), FIRST_RETRY * 3 / 2);
         let j = jitter();
         assert!((0.0..1.0).contains(&j));
+    }
+
+    #[test]
+    fn a_fingerprint_is_the_content_of_the_request() {
+        let data = |v: Value| v.as_object().unwrap().clone();
+        let a = fingerprint("3", "chat.message", Some("c:1"), &data(serde_json::json!({"content": "hi", "x": 1})));
+        let same = fingerprint("3", "chat.message", Some("c:1"), &data(serde_json::json!({"x": 1, "content": "hi"})));
+        assert_eq!(a, same, "key order does not matter");
+        let other = fingerprint("3", "chat.message", Some("c:1"), &data(serde_json::json!({"content": "bye", "x": 1})));
+        assert_ne!(a, other);
+        assert_ne!(
+            a,
+            fingerprint("3", "chat.message", Some("c:2"), &data(serde_json::json!({"content": "hi", "x": 1})))
+        );
     }
 
     #[test]

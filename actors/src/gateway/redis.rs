@@ -49,13 +49,14 @@ return {1, ARGV[1]}
 
 /// A stream agent's consumer groups, in one round trip. KEYS[1]: the
 /// stream. Returns `{0, why}` when there is no group, else `{1, the least
-/// idle time of any consumer in ms (-1: no consumer yet), the largest lag
-/// of any group (-1: unknown)}`.
+/// idle time of any consumer in ms (-1: no consumer), the largest lag of any
+/// group (-1: unknown), 1 when Redis refreshes idle times on every read
+/// (7.2 and later: consumers have an 'inactive' field) else 0}`.
 pub const PROBE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 'no stream yet: no consumer group was created'} end
 local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
 if #groups == 0 then return {0, 'no consumer group on the stream'} end
-local idle, lag = -1, 0
+local idle, lag, every_read = -1, 0, 0
 for _, g in ipairs(groups) do
   local name, group_lag
   for i = 1, #g, 2 do
@@ -66,10 +67,11 @@ for _, g in ipairs(groups) do
   for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], name)) do
     for i = 1, #c, 2 do
       if c[i] == 'idle' and (idle < 0 or c[i + 1] < idle) then idle = c[i + 1] end
+      if c[i] == 'inactive' then every_read = 1 end
     end
   end
 end
-return {1, idle, lag}
+return {1, idle, lag, every_read}
 ";
 
 /// One write for the task.
@@ -244,15 +246,18 @@ async fn run(mut rx: mpsc::Receiver<Op>, conn: watch::Receiver<Conn>, report: Re
 /// What [`probe`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Probed {
-    /// A consumer group reads the stream.
+    /// The stream has a consumer group.
     Group {
-        /// The least idle time of any consumer; `None` before any consumer
-        /// has read (Redis 7.0 makes a consumer on its first read that
-        /// returns something, or on `XGROUP CREATECONSUMER`).
+        /// The least idle time of any consumer; `None` when no group has a
+        /// consumer (Redis makes one on `XGROUP CREATECONSUMER`, or on the
+        /// first read that returns something).
         idle_ms: Option<u64>,
         /// The most records a group has not been handed yet; `None` when
         /// Redis cannot tell.
         lag: Option<u64>,
+        /// Whether every read refreshes a consumer's idle time (Redis 7.2
+        /// and later); before, only a read that returns something does.
+        every_read: bool,
     },
     /// A webhook agent's health check succeeded.
     Healthy,
@@ -277,7 +282,8 @@ pub async fn probe(conn: Conn, stream: String) -> Result<Probed, String> {
         Some(1) => {
             let idle_ms = int(values.next()).and_then(|n| u64::try_from(n).ok());
             let lag = int(values.next()).and_then(|n| u64::try_from(n).ok());
-            Ok(Probed::Group { idle_ms, lag })
+            let every_read = int(values.next()) == Some(1);
+            Ok(Probed::Group { idle_ms, lag, every_read })
         }
         _ => {
             let why = values.next().and_then(|v| redis::from_redis_value::<String>(v).ok()).unwrap_or_default();
