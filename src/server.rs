@@ -213,7 +213,6 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
     let gateway = {
         let g = &config.gateway;
         let gateway_config = GatewayConfig {
-            node: node_id.clone(),
             prefix: config.redis.as_ref().map_or_else(|| "nova:".to_owned(), |r| r.prefix.clone()),
             stream_maxlen: g.stream_maxlen,
             idempotency: g.idempotency,
@@ -258,7 +257,8 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
         handle
     };
     let auth = Authenticator::new(config.jwt.as_ref(), config.api_keys.clone(), config.development_key);
-    let node = Arc::new(Node::new(node_id, registry.clone(), gateway.clone(), auth, config.limits.clone(), metrics));
+    let gateway = (gateway, gateway_stats.clone());
+    let node = Arc::new(Node::new(node_id, registry.clone(), gateway, auth, config.limits.clone(), metrics));
     // A pass over the per-user limits visits every user active lately: on
     // the settings thread, off the workers and the hubs that serve clients.
     let quotas = node.clone();

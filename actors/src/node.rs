@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix::Addr;
 
 use crate::auth::Authenticator;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, GatewayStats};
 use crate::link::ConnId;
 use crate::metrics::Metrics;
 use crate::quota::{QuotaConfig, Quotas};
@@ -84,6 +84,9 @@ pub struct Node {
     pub registry: Addr<Registry>,
     /// Takes requests for agents.
     pub gateway: Addr<Gateway>,
+    /// What sessions read of the gateway's state (whether agents take chat
+    /// messages), and its counters.
+    pub gateway_stats: Arc<GatewayStats>,
     /// Verifies `connection.init`.
     pub auth: Authenticator,
     /// Per-connection limits.
@@ -102,14 +105,26 @@ impl Node {
     pub fn new(
         id: Arc<str>,
         registry: Addr<Registry>,
-        gateway: Addr<Gateway>,
+        gateway: (Addr<Gateway>, Arc<GatewayStats>),
         auth: Authenticator,
         limits: Limits,
         metrics: Arc<Metrics>,
     ) -> Self {
         let auth_throttle = AuthThrottle::new(limits.auth_failure_limit);
         let quotas = Quotas::new(&limits.quotas, metrics.clone());
-        Node { id, registry, gateway, auth, limits, metrics, auth_throttle, quotas, next_conn: AtomicU64::new(1) }
+        let (gateway, gateway_stats) = gateway;
+        Node {
+            id,
+            registry,
+            gateway,
+            gateway_stats,
+            auth,
+            limits,
+            metrics,
+            auth_throttle,
+            quotas,
+            next_conn: AtomicU64::new(1),
+        }
     }
 
     /// A number for a new connection, unique on this node.

@@ -165,6 +165,15 @@ struct Envelope<'a, D: Serialize + ?Sized> {
     source: Option<&'a str>,
 }
 
+/// `t` as RFC 3339 in UTC with milliseconds, the format of every
+/// `timestamp`; `None` past the year 9999, which the format cannot write.
+pub fn rfc3339(t: SystemTime) -> Option<String> {
+    use std::fmt::Write;
+    let mut text = String::new();
+    // The formatter fails (rather than panics) past the year 9999.
+    write!(text, "{}", humantime::format_rfc3339_millis(t)).ok().map(|()| text)
+}
+
 /// A fresh event id (UUID v4).
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()

@@ -58,7 +58,7 @@ use crate::gateway::{Answer, Relay, Submit, Target};
 use crate::link::{Batch, ConnId, Hangup, Link};
 use crate::names::{channel_key, parse_channel};
 use crate::node::{connection_id, Node};
-use crate::protocol::{self, capability, kind, Action, ClientEvent, Credentials, Request};
+use crate::protocol::{self, capability, kind, rfc3339, Action, ClientEvent, Credentials, Request};
 use crate::registry;
 
 /// Delivered bytes a session writes before it lets the transport flush.
@@ -148,15 +148,6 @@ pub fn negotiate(protocol: Option<&Value>, capabilities: Option<&Value>) -> Resu
         .filter(|v| asked.contains(&u64::from(*v)))
         .max()
         .ok_or_else(|| HelloError::Unsupported { asked, supported: supported.iter().copied().map(u64::from).collect() })
-}
-
-/// `t` as RFC 3339 in UTC with milliseconds, the format of every
-/// `timestamp`; `None` past the year 9999, which the format cannot write.
-pub fn rfc3339(t: SystemTime) -> Option<String> {
-    use std::fmt::Write;
-    let mut text = String::new();
-    // The formatter fails (rather than panics) past the year 9999.
-    write!(text, "{}", humantime::format_rfc3339_millis(t)).ok().map(|()| text)
 }
 
 /// A connection sending more than this many times its sustained rate
@@ -684,9 +675,10 @@ impl Session {
             timestamp: &timestamp,
         };
         let record: Arc<str> = Arc::from(record.to_json());
+        // Without a channel, a user's requests are one lane.
         let lane = match &channel {
             Some(channel) => self.key(channel),
-            None => Arc::from(""),
+            None => user_key(identity),
         };
         self.node.gateway.do_send(Submit {
             kind,
@@ -794,13 +786,15 @@ impl Session {
         ctx: &mut WebsocketContext<Self>,
     ) {
         let reply_to = Some(id);
-        let reply_to_owned = id.to_owned();
         let Some(channel) = self.granted_channel(channel, id, ctx) else { return };
         let Auth::Ready { identity, .. } = &self.auth else { return };
         let message_id = protocol::new_id();
-        // Before the server's fields: they differ on every resend.
-        let fingerprint =
-            (event == ClientEvent::ChatMessage).then(|| fingerprint(id, event.kind(), Some(&channel), &data));
+        // With agents for chat messages, a message goes to them too, and is
+        // relayed once the gateway has accepted it; without, the gateway is
+        // not in its way.
+        let to_agents = event == ClientEvent::ChatMessage && self.node.gateway_stats.chat_agents.load(Relaxed);
+        // Before the server's fields, which differ on every resend.
+        let fingerprint = to_agents.then(|| fingerprint(id, event.kind(), Some(&channel), &data));
         data.insert("sender_id".into(), Value::from(&*identity.user_id));
         match event {
             ClientEvent::ChatMessage => data.insert("message_id".into(), Value::from(message_id.as_str())),
@@ -813,18 +807,19 @@ impl Session {
             return self.send_error(ctx, ErrorCode::InvalidMessage, &message, Some(&channel), reply_to);
         }
         self.node.metrics.published.fetch_add(1, Relaxed);
-        if event == ClientEvent::ChatTyping {
+        let Some(fingerprint) = fingerprint else {
+            if event == ClientEvent::ChatMessage {
+                let receipt = json!({ "message_id": message_id, "channel": &*channel });
+                self.send(ctx, protocol::encode(kind::MESSAGE_RECEIVED, Some(&channel), &receipt, reply_to));
+            }
             return self.node.registry.do_send(registry::Publish { channel: self.key(&channel), frame });
-        }
-        // A chat message goes to its channel and to the agents that take
-        // it, once the gateway has accepted it: the receipt means both.
+        };
         let relay = Some(Relay { key: self.key(&channel), frame });
-        let id = Arc::from(message_id.as_str());
-        let kind = kind::CHAT_MESSAGE;
-        let fingerprint = fingerprint.unwrap_or_default();
+        let id_of_record = Arc::from(message_id.as_str());
+        let (kind, target) = (kind::CHAT_MESSAGE, Target::ByType);
         let request =
-            ForAgents { kind, channel: Some(channel), target: Target::ByType, call_id: None, id, relay, fingerprint };
-        self.submit(request, &data, reply_to_owned, ctx);
+            ForAgents { kind, channel: Some(channel), target, call_id: None, id: id_of_record, relay, fingerprint };
+        self.submit(request, &data, id.to_owned(), ctx);
     }
 
     /// The key of a channel the client names, in its tenant (`names.rs`):

@@ -54,11 +54,11 @@ pub async fn metrics(_: Admin, state: web::Data<AppState>) -> Result<HttpRespons
                 "refused": count(&gateway.refused),
                 "delivered": count(&gateway.delivered),
                 "failed_attempts": count(&gateway.failed_attempts),
+                "rejected": count(&gateway.rejected),
                 "dropped": count(&gateway.dropped),
             }),
         );
         if let Some(bus) = &state.bus {
-            let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
             let redis = json!({
                 "status": if bus.is_up() { "up" } else { "down" },
                 "queued": count(&bus.queued),

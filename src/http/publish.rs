@@ -125,14 +125,6 @@ pub fn encode_event(
     }
     // Once per event, before any recipient sees it.
     catalog::check_published(kind, &data, state.strict_events).map_err(ApiError::refused_event)?;
-    if kind == protocol::kind::TOOL_CALL_START {
-        // The agent named in the call gets the user's `tool.call.response`.
-        let field = |name| data.get(name).and_then(Value::as_str);
-        if let (Some(call_id), Some(agent)) = (field("call_id"), field("agent")) {
-            let (call_id, agent) = (call_id.to_owned(), agent.to_owned());
-            state.node.gateway.do_send(nova_actors::gateway::RememberCall { call_id, agent });
-        }
-    }
     let limit = state.node.limits.max_frame_bytes;
     if frame.len() > limit {
         return Err(ApiError::new(
@@ -140,6 +132,14 @@ pub fn encode_event(
             "event_too_large",
             format!("the encoded event is {} bytes, over the frame limit of {limit}", frame.len()),
         ));
+    }
+    if kind == protocol::kind::TOOL_CALL_START {
+        // The agent named in the call gets the user's `tool.call.response`.
+        let field = |name| data.get(name).and_then(Value::as_str);
+        if let (Some(call_id), Some(agent)) = (field("call_id"), field("agent")) {
+            let (call_id, agent) = (call_id.to_owned(), agent.to_owned());
+            state.node.gateway.do_send(nova_actors::gateway::RememberCall { call_id, agent });
+        }
     }
     Ok(Encoded { id, channel, frame })
 }

@@ -204,24 +204,28 @@ pub async fn backups(_: Admin, state: web::Data<AppState>) -> Result<HttpRespons
     Ok(HttpResponse::Ok().json(json!({ "backups": list })))
 }
 
-/// `POST /api/config/restore/{backup_id}`: puts a backup back (an MCP
-/// backup only if it still validates); the file it replaces is backed up.
+/// `POST /api/config/restore/{backup_id}`: puts a backup back (an MCP or
+/// agents backup only if it still validates); the file it replaces is
+/// backed up.
 pub async fn restore(_: Admin, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let store = state.store.clone();
     let restored = {
         let id = id.clone();
         blocking(move || {
-            store.restore(&id, |file, text| match file {
-                SettingsFile::Mcp => mcp::parse(text).map(|_| ()).map_err(|errors| {
-                    let first = errors.first().map(ToString::to_string).unwrap_or_default();
-                    StoreError::Invalid(format!("the backup does not validate: {first}"))
-                }),
-                SettingsFile::Agents => agents::parse(text).map(|_| ()).map_err(|errors| {
-                    let first = errors.first().map(ToString::to_string).unwrap_or_default();
-                    StoreError::Invalid(format!("the backup does not validate: {first}"))
-                }),
-                SettingsFile::Prompt => Ok(()),
+            store.restore(&id, |file, text| {
+                let errors = match file {
+                    SettingsFile::Mcp => mcp::parse(text).err(),
+                    SettingsFile::Agents => agents::parse(text).err(),
+                    SettingsFile::Prompt => None,
+                };
+                match errors {
+                    None => Ok(()),
+                    Some(errors) => {
+                        let first = errors.first().map(ToString::to_string).unwrap_or_default();
+                        Err(StoreError::Invalid(format!("the backup does not validate: {first}")))
+                    }
+                }
             })
         })
         .await?

@@ -2,19 +2,32 @@
 //! are delivered in order while a failing record holds back only the later
 //! records of its own channel.
 //!
-//! Each lane has at most one record in flight: its oldest. The queue is
-//! bounded over all lanes; [`Lanes::push`] refuses past the bound, which the
-//! gateway answers with 4007 instead of a receipt. This file holds the state
-//! only; the gateway does the HTTP and the timers.
+//! Each lane has at most one record out: its oldest, in flight or waiting
+//! for its retry. Every record has a number, and the outcome of an attempt
+//! or a retry timer names the record it is about: one that no longer
+//! matches the lane (the agent was removed and added again, the queue
+//! cleared) changes nothing, so a stale answer can never pop or resend
+//! another record.
+//!
+//! The queue is bounded over all lanes, in records and in bytes;
+//! [`Lanes::has_room`] says whether one more fits, which the gateway checks
+//! before it accepts a request (answering 4007 otherwise). This file holds
+//! the state only; the gateway does the HTTP and the timers.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+/// Bytes of records one webhook agent's queue holds at most, whatever its
+/// record bound: a queue of a thousand megabyte records is a gigabyte.
+pub const MAX_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
 /// One record waiting for its agent.
 #[derive(Debug, Clone)]
 pub struct Queued {
+    /// The gateway's number for it, unique on the node.
+    pub seq: u64,
     /// The record's id (`X-Nova-Event-Id`).
     pub id: Arc<str>,
     /// The record's JSON, shared by every attempt.
@@ -23,27 +36,37 @@ pub struct Queued {
     pub failures: u32,
 }
 
-#[derive(Default)]
+/// What a lane's oldest record is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Out {
+    /// Nothing: the oldest record may go.
+    Idle,
+    /// Record `seq` is being posted.
+    InFlight(u64),
+    /// Record `seq` failed and waits for its retry.
+    Waiting(u64),
+}
+
 struct Lane {
     items: VecDeque<Queued>,
-    /// Its oldest record is being posted or waits for its retry.
-    busy: bool,
+    out: Out,
 }
 
 /// The lanes of one agent.
 pub struct Lanes {
     lanes: HashMap<Arc<str>, Lane>,
     queued: usize,
+    bytes: usize,
     capacity: usize,
 }
 
 impl Lanes {
     /// Empty, holding at most `capacity` records.
     pub fn new(capacity: usize) -> Self {
-        Lanes { lanes: HashMap::new(), queued: 0, capacity: capacity.max(1) }
+        Lanes { lanes: HashMap::new(), queued: 0, bytes: 0, capacity: capacity.max(1) }
     }
 
-    /// Records queued (in flight included).
+    /// Records queued (the ones out included).
     pub fn len(&self) -> usize {
         self.queued
     }
@@ -53,9 +76,10 @@ impl Lanes {
         self.queued == 0
     }
 
-    /// Whether one more record fits.
-    pub fn has_room(&self) -> bool {
-        self.queued < self.capacity
+    /// Whether a record of `bytes` fits beside `reserved` records (of
+    /// `reserved_bytes`) accepted but not queued yet.
+    pub fn has_room(&self, reserved: usize, reserved_bytes: usize, bytes: usize) -> bool {
+        self.queued + reserved < self.capacity && self.bytes + reserved_bytes + bytes <= MAX_QUEUE_BYTES
     }
 
     /// A new bound; records already queued stay.
@@ -63,77 +87,74 @@ impl Lanes {
         self.capacity = capacity.max(1);
     }
 
-    /// Queues a record at the end of its channel's lane; `false` (and
-    /// nothing queued) when the queue is full.
-    pub fn push(&mut self, channel: Arc<str>, item: Queued) -> bool {
-        if !self.has_room() {
-            return false;
-        }
-        self.lanes.entry(channel).or_default().items.push_back(item);
+    /// Queues a record at the end of its channel's lane. The caller checked
+    /// [`Lanes::has_room`] when it accepted the record.
+    pub fn push(&mut self, lane: Arc<str>, item: Queued) {
+        self.bytes += item.body.len();
         self.queued += 1;
-        true
+        self.lanes.entry(lane).or_insert_with(|| Lane { items: VecDeque::new(), out: Out::Idle }).items.push_back(item);
     }
 
-    /// Queues a record whatever the bound: for one accepted while there
-    /// was room, whose write elsewhere (a stream) finished after the queue
-    /// filled.
-    pub fn force_push(&mut self, channel: Arc<str>, item: Queued) {
-        self.lanes.entry(channel).or_default().items.push_back(item);
-        self.queued += 1;
-    }
-
-    /// The oldest record of every lane that has none in flight, marked in
-    /// flight.
+    /// The oldest record of every lane that has none out, now in flight.
     pub fn take_ready(&mut self) -> Vec<(Arc<str>, Queued)> {
         let mut ready = Vec::new();
-        for (channel, lane) in &mut self.lanes {
-            if lane.busy {
+        for (name, lane) in &mut self.lanes {
+            if lane.out != Out::Idle {
                 continue;
             }
             if let Some(front) = lane.items.front() {
-                lane.busy = true;
-                ready.push((Arc::clone(channel), front.clone()));
+                lane.out = Out::InFlight(front.seq);
+                ready.push((Arc::clone(name), front.clone()));
             }
         }
         ready
     }
 
-    /// The lane's record in flight was delivered: the next one may go.
-    pub fn delivered(&mut self, channel: &str) {
-        if let Some(lane) = self.lanes.get_mut(channel) {
-            if lane.items.pop_front().is_some() {
-                self.queued -= 1;
-            }
-            lane.busy = false;
-            if lane.items.is_empty() {
-                self.lanes.remove(channel);
-            }
+    /// Record `seq` of the lane was delivered: the next one may go. Returns
+    /// whether it was the lane's record in flight (a stale answer is not).
+    pub fn delivered(&mut self, lane: &str, seq: u64) -> bool {
+        let Some(l) = self.lanes.get_mut(lane).filter(|l| l.out == Out::InFlight(seq)) else { return false };
+        if let Some(item) = l.items.pop_front() {
+            self.queued -= 1;
+            self.bytes -= item.body.len();
+        }
+        l.out = Out::Idle;
+        if l.items.is_empty() {
+            self.lanes.remove(lane);
+        }
+        true
+    }
+
+    /// Record `seq` of the lane failed; returns its failures so far (`None`
+    /// for a stale answer). It stays out, holding the lane, until
+    /// [`Lanes::retry`].
+    pub fn failed(&mut self, lane: &str, seq: u64) -> Option<u32> {
+        let l = self.lanes.get_mut(lane).filter(|l| l.out == Out::InFlight(seq))?;
+        l.out = Out::Waiting(seq);
+        let front = l.items.front_mut()?;
+        front.failures += 1;
+        Some(front.failures)
+    }
+
+    /// Record `seq`'s retry is due: it may go again. A stale timer does
+    /// nothing.
+    pub fn retry(&mut self, lane: &str, seq: u64) {
+        if let Some(l) = self.lanes.get_mut(lane).filter(|l| l.out == Out::Waiting(seq)) {
+            l.out = Out::Idle;
         }
     }
 
-    /// The lane's record in flight failed; returns its failures so far. It
-    /// stays in flight (holding the lane) until [`Lanes::retry`].
-    pub fn failed(&mut self, channel: &str) -> u32 {
-        match self.lanes.get_mut(channel).and_then(|lane| lane.items.front_mut()) {
-            Some(front) => {
-                front.failures += 1;
-                front.failures
-            }
-            None => 0,
-        }
-    }
-
-    /// The lane's retry is due: its oldest record may go again.
-    pub fn retry(&mut self, channel: &str) {
-        if let Some(lane) = self.lanes.get_mut(channel) {
-            lane.busy = false;
-        }
+    /// Record `seq` of the lane was refused for good by its agent: it is
+    /// dropped and the next one may go.
+    pub fn rejected(&mut self, lane: &str, seq: u64) -> bool {
+        self.delivered(lane, seq)
     }
 
     /// Empties the queue (the agent was removed); returns how many records
     /// were dropped.
     pub fn clear(&mut self) -> usize {
         self.lanes.clear();
+        self.bytes = 0;
         std::mem::take(&mut self.queued)
     }
 }
@@ -142,64 +163,86 @@ impl Lanes {
 mod tests {
     use super::*;
 
-    fn item(id: &str) -> Queued {
-        Queued { id: Arc::from(id), body: Bytes::from(id.to_owned()), failures: 0 }
+    fn item(seq: u64) -> Queued {
+        Queued { seq, id: Arc::from(seq.to_string()), body: Bytes::from(vec![b'x'; 10]), failures: 0 }
     }
 
-    fn ids(ready: &[(Arc<str>, Queued)]) -> Vec<String> {
-        let mut ids: Vec<String> = ready.iter().map(|(_, q)| q.id.to_string()).collect();
-        ids.sort();
-        ids
+    fn seqs(ready: &[(Arc<str>, Queued)]) -> Vec<u64> {
+        let mut seqs: Vec<u64> = ready.iter().map(|(_, q)| q.seq).collect();
+        seqs.sort_unstable();
+        seqs
     }
 
     #[test]
     fn a_lane_sends_one_record_at_a_time_in_order() {
         let mut lanes = Lanes::new(10);
-        for id in ["a1", "a2", "a3"] {
-            assert!(lanes.push(Arc::from("a"), item(id)));
+        for seq in 1..=3 {
+            lanes.push(Arc::from("a"), item(seq));
         }
-        assert_eq!(ids(&lanes.take_ready()), ["a1"]);
-        assert!(lanes.take_ready().is_empty(), "a1 is in flight");
-        lanes.delivered("a");
-        assert_eq!(ids(&lanes.take_ready()), ["a2"]);
-        lanes.delivered("a");
-        assert_eq!(ids(&lanes.take_ready()), ["a3"]);
-        lanes.delivered("a");
+        assert_eq!(seqs(&lanes.take_ready()), [1]);
+        assert!(lanes.take_ready().is_empty(), "1 is in flight");
+        assert!(lanes.delivered("a", 1));
+        assert_eq!(seqs(&lanes.take_ready()), [2]);
+        assert!(lanes.delivered("a", 2));
+        assert_eq!(seqs(&lanes.take_ready()), [3]);
+        assert!(lanes.delivered("a", 3));
         assert!(lanes.is_empty());
     }
 
     #[test]
     fn a_failing_record_holds_back_its_own_channel_only() {
         let mut lanes = Lanes::new(10);
-        lanes.push(Arc::from("a"), item("a1"));
-        lanes.push(Arc::from("a"), item("a2"));
-        lanes.push(Arc::from("b"), item("b1"));
-        assert_eq!(ids(&lanes.take_ready()), ["a1", "b1"]);
-        assert_eq!(lanes.failed("a"), 1);
-        lanes.delivered("b");
-        lanes.push(Arc::from("b"), item("b2"));
-        assert_eq!(ids(&lanes.take_ready()), ["b2"], "a waits for its retry");
-        lanes.retry("a");
-        assert_eq!(ids(&lanes.take_ready()), ["a1"], "the same record again");
-        assert_eq!(lanes.failed("a"), 2);
-        lanes.retry("a");
+        lanes.push(Arc::from("a"), item(1));
+        lanes.push(Arc::from("a"), item(2));
+        lanes.push(Arc::from("b"), item(3));
+        assert_eq!(seqs(&lanes.take_ready()), [1, 3]);
+        assert_eq!(lanes.failed("a", 1), Some(1));
+        assert!(lanes.delivered("b", 3));
+        lanes.push(Arc::from("b"), item(4));
+        assert_eq!(seqs(&lanes.take_ready()), [4], "a waits for its retry");
+        lanes.retry("a", 1);
         let again = lanes.take_ready();
-        assert_eq!(again[0].1.failures, 2);
-        lanes.delivered("a");
-        assert_eq!(ids(&lanes.take_ready()), ["a2"]);
+        assert_eq!(seqs(&again), [1], "the same record again");
+        assert_eq!(again[0].1.failures, 1);
+        assert_eq!(lanes.failed("a", 1), Some(2));
+        lanes.retry("a", 1);
+        lanes.take_ready();
+        assert!(lanes.delivered("a", 1));
+        assert_eq!(seqs(&lanes.take_ready()), [2]);
     }
 
     #[test]
-    fn the_queue_is_bounded_over_all_lanes() {
-        let mut lanes = Lanes::new(2);
-        assert!(lanes.push(Arc::from("a"), item("a1")));
-        assert!(lanes.push(Arc::from("b"), item("b1")));
-        assert!(!lanes.push(Arc::from("c"), item("c1")));
-        assert_eq!(lanes.len(), 2);
+    fn stale_answers_and_timers_change_nothing() {
+        let mut lanes = Lanes::new(10);
+        lanes.push(Arc::from("a"), item(1));
         lanes.take_ready();
-        lanes.delivered("a");
-        assert!(lanes.push(Arc::from("c"), item("c1")));
-        assert_eq!(lanes.clear(), 2);
+        assert_eq!(lanes.clear(), 1, "the agent was removed with 1 in flight");
+        lanes.push(Arc::from("a"), item(2));
+        lanes.push(Arc::from("a"), item(3));
+        assert!(!lanes.delivered("a", 1), "the old answer does not pop 2");
+        assert_eq!(lanes.failed("a", 1), None);
+        assert_eq!(seqs(&lanes.take_ready()), [2]);
+        lanes.retry("a", 1);
+        assert!(lanes.take_ready().is_empty(), "a stale timer does not resend while 2 is in flight");
+        assert_eq!(lanes.failed("a", 2), Some(1));
+        lanes.retry("a", 9);
+        assert!(lanes.take_ready().is_empty(), "nor does a timer of another record");
+        assert_eq!(lanes.len(), 2);
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_records_and_bytes() {
+        let mut lanes = Lanes::new(2);
+        assert!(lanes.has_room(0, 0, 10));
+        lanes.push(Arc::from("a"), item(1));
+        assert!(!lanes.has_room(1, 10, 10), "one queued and one reserved fill it");
+        lanes.push(Arc::from("b"), item(2));
+        assert!(!lanes.has_room(0, 0, 10));
+        lanes.take_ready();
+        assert!(lanes.delivered("a", 1));
+        assert!(lanes.has_room(0, 0, 10));
+        assert!(!lanes.has_room(0, 0, MAX_QUEUE_BYTES), "too many bytes");
+        assert_eq!(lanes.clear(), 1);
         assert!(lanes.is_empty());
     }
 }

@@ -4,71 +4,81 @@
 //!
 //! One gateway actor per node, on a thread of its own. Sessions hand it a
 //! [`Submit`] (a validated client request, its record serialized once) and
-//! get an [`Answer`] back: the receipt's id, or the error to send (4007
+//! get an [`Answer`] back: the receipt's id, or the refusal to send (4007
 //! when no agent takes the request, an agent is disabled or unavailable, or
 //! its queue is full). The agents come from `configs/agents.yaml`
 //! (`settings/agents.rs`), handed over by the config watcher as
 //! [`Configure`] on every valid reload.
 //!
 //! The parts:
+//! - this file: the actor, its messages, and the routing of requests;
+//! - [`webhook`]: posting records to webhook agents, with retries;
+//! - [`availability`]: whether each agent can take requests now;
 //! - [`record`]: the record's shape, the webhook signature, the retry
-//!   schedule.
-//! - [`lanes`]: a webhook agent's bounded queue, one lane per channel.
-//! - [`window`]: the memory of requests seen (idempotency) and of tool
-//!   calls made (routing `tool.call.response`).
+//!   schedule, the request fingerprint;
+//! - [`lanes`]: a webhook agent's bounded queue, one lane per channel;
+//! - [`window`]: the memory of requests seen (idempotency), of tool calls
+//!   made (routing `tool.call.response`) and of writes Redis did not
+//!   confirm;
 //! - [`redis`]: the ordered writer of stream records and claims, and the
-//!   probe of a stream agent's consumers.
+//!   probe of a stream agent's consumer groups.
 //!
-//! Two deliveries: `stream` agents get `XADD {prefix}inbound:{agent}` and
-//! read with consumer groups (any node writes, the agent's workers share
-//! the stream); `webhook` agents get an HTTP POST, retried with jittered
-//! exponential backoff until a 2xx. Idempotency is kept in memory and, with
-//! Redis, in Redis too (the claim is made by the same script that writes
-//! the record), so a request resent to another node is recognised.
+//! Order: requests of one lane (a channel, in its tenant) are handled one
+//! at a time from the moment one needs Redis (a write, or the lookup of a
+//! tool call's agent) until Redis answers it; later requests of that lane
+//! wait in the gateway, in order. So the records of a channel reach the
+//! streams and the webhook queues in the order the client sent them,
+//! whatever Redis does meanwhile. Other lanes are not held up, and their
+//! writes share Redis round trips.
 //!
 //! docs/gateway.md is the contract.
 
+pub mod availability;
 pub mod lanes;
 pub mod record;
 pub mod redis;
+pub mod webhook;
 pub mod window;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
-use bytes::Bytes;
 use serde::Serialize;
 
 use self::lanes::{Lanes, Queued};
-use self::record::{backoff, digest, jitter, signature};
-use self::redis::{Op, Outcome, Probed, Writes, Written};
+use self::record::digest;
+use self::redis::{Claim, Op, Outcome, WriteError, Writes};
 use self::window::Window;
 use crate::cluster::outbox::Conn;
 use crate::codes::ErrorCode;
-use crate::protocol::Frame;
+use crate::protocol::{kind as wire, Frame};
 use crate::registry::{Publish, Registry};
 use crate::settings::agents::{Agent, AgentsConfig, Delivery};
-use crate::settings::{self, kind};
 
-/// Requests remembered for idempotency at most, in memory.
-pub const MAX_REMEMBERED: usize = 1_000_000;
+/// Requests remembered for idempotency at most, in memory (about 150 bytes
+/// each); past it the oldest are forgotten early (Redis, when there is one,
+/// still remembers them).
+pub const MAX_REMEMBERED: usize = 200_000;
 
 /// How long the agent of a tool call is remembered.
 pub const CALL_TTL: Duration = Duration::from_secs(3600);
 
+/// Bytes of records waiting for Redis at most; past it requests are refused
+/// (4007) rather than buffered.
+pub const MAX_REDIS_BYTES: usize = 64 * 1024 * 1024;
+
 /// How the gateway is set up.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
-    /// This node's id, in every record.
-    pub node: Arc<str>,
     /// The Redis key prefix (`nova:`).
     pub prefix: String,
-    /// Approximate MAXLEN of each agent's stream.
+    /// Approximate MAXLEN of each agent's stream; a stream agent with half
+    /// as many records unacknowledged takes no more.
     pub stream_maxlen: usize,
-    /// How long a request id is remembered.
+    /// How long a request is remembered.
     pub idempotency: Duration,
     /// How recently an agent must have shown life to be available.
     pub idle: Duration,
@@ -80,7 +90,7 @@ pub struct GatewayConfig {
     pub timeout: Duration,
 }
 
-/// Counters, shared with the metrics endpoint.
+/// Counters, and what the sessions read of the gateway's state.
 #[derive(Debug, Default)]
 pub struct GatewayStats {
     /// Requests accepted (receipts given for new records).
@@ -93,8 +103,13 @@ pub struct GatewayStats {
     pub delivered: AtomicU64,
     /// Webhook attempts that failed (each is retried).
     pub failed_attempts: AtomicU64,
+    /// Records a webhook agent refused for good (400, 413, 415, 422).
+    pub rejected: AtomicU64,
     /// Records dropped because their agent was removed from the file.
     pub dropped: AtomicU64,
+    /// Whether some agent takes `chat.message`: without one, sessions relay
+    /// chat messages themselves and the gateway is not in their way.
+    pub chat_agents: AtomicBool,
 }
 
 /// Which agents a request is for.
@@ -134,7 +149,8 @@ pub struct Submit {
     pub user: String,
     /// The channel as the client named it.
     pub channel: Option<Arc<str>>,
-    /// The channel's key: records of one key are delivered in order.
+    /// The channel's key (or, without a channel, the user's): records of
+    /// one lane are delivered in order.
     pub lane: Arc<str>,
     /// Which agents.
     pub target: Target,
@@ -151,7 +167,51 @@ pub struct Submit {
     pub reply: Recipient<Answer>,
 }
 
-/// Why a request was refused.
+/// Why the gateway refused a request: the text of the client's 4007.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No configured agent receives the type.
+    #[error("no agent takes '{0}' on this server")]
+    NoAgent(&'static str),
+    /// `agent.invoke` named an agent that is not in the file.
+    #[error("no agent '{0}' is configured")]
+    NotConfigured(String),
+    /// The named agent does not list the type in `receives`.
+    #[error("agent '{name}' does not take '{kind}'")]
+    DoesNotTake {
+        /// The agent.
+        name: String,
+        /// The type.
+        kind: &'static str,
+    },
+    /// The agent is disabled in the file.
+    #[error("agent '{0}' is disabled")]
+    Disabled(String),
+    /// The agent showed no life lately.
+    #[error("agent '{name}' is not available: {reason}")]
+    Unavailable {
+        /// The agent.
+        name: String,
+        /// What is missing.
+        reason: String,
+    },
+    /// The agent's queue (webhook) or backlog (stream) is full.
+    #[error("agent '{name}' has {waiting} records waiting, its limit: try again later")]
+    Full {
+        /// The agent.
+        name: String,
+        /// How many.
+        waiting: u64,
+    },
+    /// Redis did not take the write.
+    #[error("agents are not available: {0}")]
+    Redis(#[from] WriteError),
+    /// Too much is waiting for Redis already.
+    #[error("agents are not available: too many records waiting for redis")]
+    Backpressure,
+}
+
+/// Why the client gets no receipt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     /// The error code (4007).
@@ -160,9 +220,9 @@ pub struct Refused {
     pub message: String,
 }
 
-impl Refused {
-    fn unavailable(message: String) -> Self {
-        Refused { code: ErrorCode::AgentUnavailable, message }
+impl From<Refusal> for Refused {
+    fn from(refusal: Refusal) -> Self {
+        Refused { code: ErrorCode::AgentUnavailable, message: refusal.to_string() }
     }
 }
 
@@ -217,41 +277,10 @@ pub struct AgentView {
     pub delivered: u64,
     /// Failed attempts (webhook).
     pub failed_attempts: u64,
+    /// Records it refused for good (webhook).
+    pub rejected: u64,
     /// When it last showed life, RFC 3339.
     pub last_seen_at: Option<String>,
-}
-
-/// Whether a stream agent is available, and why, from its stream's consumer
-/// groups: a consumer must exist and no group may lag as far as the stream
-/// keeps. Then, where Redis refreshes a consumer's idle time on every read
-/// (7.2+), a consumer must have read within `idle`; where it refreshes it
-/// only on reads that return something (7.0), an agent waiting on an empty
-/// stream looks idle, so having nothing waiting counts as well.
-pub fn stream_availability(
-    idle_ms: Option<u64>,
-    lag: Option<u64>,
-    every_read: bool,
-    idle: Duration,
-    maxlen: usize,
-) -> (bool, String) {
-    let Some(idle_ms) = idle_ms else {
-        return (false, "its consumer group has no consumer (XGROUP CREATECONSUMER when the agent starts)".into());
-    };
-    if let Some(lag) = lag.filter(|lag| *lag >= maxlen as u64) {
-        return (false, format!("{lag} records in its stream were not read yet (the stream keeps about {maxlen})"));
-    }
-    let recent = Duration::from_millis(idle_ms) <= idle;
-    if recent {
-        return (true, format!("a consumer read its stream {idle_ms} ms ago"));
-    }
-    if !every_read && lag == Some(0) {
-        return (true, "its consumer group has read everything".into());
-    }
-    let waiting = match lag {
-        Some(lag) if !every_read => format!("{lag} records wait in its stream and "),
-        _ => String::new(),
-    };
-    (false, format!("{waiting}no consumer has read its stream for {} s", idle_ms / 1000))
 }
 
 /// One configured agent and what the gateway knows of it.
@@ -263,14 +292,21 @@ struct Slot {
     announced: Option<bool>,
     /// Webhook: the queue.
     lanes: Lanes,
-    /// The last sign of life: a delivery, a health check, a consumer.
+    /// Webhook: records accepted, waiting for Redis's claim, not queued yet.
+    reserved: usize,
+    reserved_bytes: usize,
+    /// The last sign of life: a delivery, a health check, a consumer's read.
     seen_at: Option<(Instant, SystemTime)>,
     /// Webhook: the last attempt failed.
     failing: bool,
     /// A probe or health check is running.
     checking: bool,
+    /// Stream: records unacknowledged at the last probe, and written since.
+    backlog: u64,
+    written: u64,
     delivered: u64,
     failed_attempts: u64,
+    rejected: u64,
 }
 
 impl Slot {
@@ -282,16 +318,21 @@ impl Slot {
             reason: "not checked yet".into(),
             announced: None,
             lanes: Lanes::new(capacity),
+            reserved: 0,
+            reserved_bytes: 0,
             seen_at: None,
             failing: false,
             checking: false,
+            backlog: 0,
+            written: 0,
             delivered: 0,
             failed_attempts: 0,
+            rejected: 0,
         }
     }
 
-    fn alive_within(&self, idle: Duration) -> bool {
-        self.seen_at.is_some_and(|(at, _)| at.elapsed() <= idle)
+    fn is_stream(&self) -> bool {
+        matches!(self.agent.delivery, Delivery::Stream)
     }
 }
 
@@ -304,24 +345,25 @@ fn queue_of(agent: &Agent, default: usize) -> usize {
 
 /// A write to Redis waiting for its outcome.
 enum Pending {
-    /// The record's write (or claim); then the webhooks.
-    Write { submit: Submit, claim: String, webhooks: Vec<usize> },
+    /// The record's write (or claim); then the webhooks, by name.
+    Write { submit: Submit, claim: String, webhooks: Vec<String> },
     /// The lookup of a tool call's agent; then the routing.
     Lookup(Submit),
 }
 
-/// One webhook attempt's outcome.
-struct Posted {
-    agent: String,
+/// A write Redis did not confirm, kept so that a resend which finds it was
+/// written after all still queues its webhooks.
+struct Unconfirmed {
+    webhooks: Vec<String>,
+    record: Arc<str>,
     lane: Arc<str>,
-    id: Arc<str>,
-    result: Result<(), String>,
 }
 
-/// A stream probe's or health check's outcome.
-struct Checked {
-    agent: String,
-    result: Result<Probed, String>,
+/// A lane with a request waiting for Redis, and the requests behind it.
+#[derive(Default)]
+struct Held {
+    pending: bool,
+    queue: VecDeque<Submit>,
 }
 
 /// The gateway actor.
@@ -331,11 +373,14 @@ pub struct Gateway {
     stats: Arc<GatewayStats>,
     slots: Vec<Slot>,
     seen: Window<Arc<str>>,
+    unconfirmed: Window<Unconfirmed>,
     calls: Window<String>,
     /// Redis, when the node has it; `conn` feeds the writer task.
     conn: Option<tokio::sync::watch::Receiver<Conn>>,
     writes: Option<Writes>,
     pending: HashMap<u64, Pending>,
+    held: HashMap<Arc<str>, Held>,
+    redis_bytes: usize,
     seq: u64,
     client: Option<awc::Client>,
 }
@@ -349,9 +394,9 @@ impl Gateway {
         stats: Arc<GatewayStats>,
         conn: Option<tokio::sync::watch::Receiver<Conn>>,
     ) -> Self {
-        let seen = Window::new(config.idempotency, MAX_REMEMBERED);
         Gateway {
-            seen,
+            seen: Window::new(config.idempotency, MAX_REMEMBERED),
+            unconfirmed: Window::new(config.idempotency, MAX_REMEMBERED),
             calls: Window::new(CALL_TTL, MAX_REMEMBERED),
             config,
             registry,
@@ -360,9 +405,16 @@ impl Gateway {
             conn,
             writes: None,
             pending: HashMap::new(),
+            held: HashMap::new(),
+            redis_bytes: 0,
             seq: 0,
             client: None,
         }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
     }
 
     fn stream_key(&self, agent: &str) -> String {
@@ -381,6 +433,10 @@ impl Gateway {
         self.slots.iter().position(|s| s.agent.name == name)
     }
 
+    fn redis_up(&self) -> bool {
+        self.writes.as_ref().is_some_and(Writes::is_up)
+    }
+
     fn answer(&self, submit: &Submit, result: Result<Arc<str>, Refused>) {
         match &result {
             Ok(id) if *id == submit.id => self.stats.accepted.fetch_add(1, Relaxed),
@@ -390,329 +446,14 @@ impl Gateway {
         submit.reply.do_send(Answer { reply_to: submit.request_id.clone(), channel: submit.channel.clone(), result });
     }
 
-    fn refuse(&self, submit: &Submit, message: String) {
-        self.answer(submit, Err(Refused::unavailable(message)));
+    fn refuse(&self, submit: &Submit, refusal: Refusal) {
+        self.answer(submit, Err(refusal.into()));
     }
 
-    /// The agents a request goes to, checked: each must be enabled,
-    /// available and (webhook) have room. `Ok(vec![])` when no agent takes
-    /// it.
-    fn targets(&self, submit: &Submit, known_agent: Option<&str>) -> Result<Vec<usize>, String> {
-        let kind = submit.kind;
-        let chosen: Vec<usize> = match (&submit.target, known_agent) {
-            (Target::Named(name), _) => match self.slot(name) {
-                Some(i) if self.slots[i].agent.receives(kind) => vec![i],
-                Some(_) => return Err(format!("agent '{name}' does not take '{kind}'")),
-                None => return Err(format!("no agent '{name}' is configured")),
-            },
-            (Target::ByType, Some(name)) => match self.slot(name) {
-                Some(i) => vec![i],
-                None => return Err(format!("agent '{name}', which made this tool call, is not configured")),
-            },
-            (Target::ByType, None) => {
-                self.slots.iter().enumerate().filter(|(_, s)| s.agent.receives(kind)).map(|(i, _)| i).collect()
-            }
-        };
-        for &i in &chosen {
-            let slot = &self.slots[i];
-            let name = &slot.agent.name;
-            if !slot.agent.enabled {
-                return Err(format!("agent '{name}' is disabled"));
-            }
-            if !slot.available {
-                return Err(format!("agent '{name}' is not available: {}", slot.reason));
-            }
-            if matches!(slot.agent.delivery, Delivery::Webhook { .. }) && !slot.lanes.has_room() {
-                return Err(format!(
-                    "agent '{name}' has {} records waiting, its limit: try again later",
-                    slot.lanes.len()
-                ));
-            }
-            if matches!(slot.agent.delivery, Delivery::Stream) && !self.writes.as_ref().is_some_and(Writes::is_up) {
-                return Err(format!("agent '{name}' is not available: redis is unavailable"));
-            }
-        }
-        Ok(chosen)
-    }
-
-    /// Routes a request whose tool-call agent (if any) is settled.
-    fn route(&mut self, submit: Submit, known_agent: Option<String>, ctx: &mut Context<Self>) {
-        let chosen = match self.targets(&submit, known_agent.as_deref()) {
-            Ok(chosen) => chosen,
-            Err(why) => return self.refuse(&submit, why),
-        };
-        if chosen.is_empty() && submit.relay.is_none() {
-            let message = format!("no agent takes '{}' on this server", submit.kind);
-            return self.refuse(&submit, message);
-        }
-        let claim = self.claim_key(&submit.user, &submit.fingerprint);
-        let (streams, webhooks): (Vec<usize>, Vec<usize>) =
-            chosen.into_iter().partition(|&i| matches!(self.slots[i].agent.delivery, Delivery::Stream));
-        // With Redis up, the claim is made there even when only webhooks
-        // are targeted, so a resend to another node is recognised; a relay
-        // nobody else receives needs no round trip.
-        let redis_up = self.writes.as_ref().is_some_and(Writes::is_up);
-        if redis_up && !(streams.is_empty() && webhooks.is_empty()) {
-            self.seq += 1;
-            let seq = self.seq;
-            let op = Op::Submit {
-                seq,
-                claim: claim.clone(),
-                id: Arc::clone(&submit.id),
-                streams: streams.iter().map(|&i| self.stream_key(&self.slots[i].agent.name)).collect(),
-                record: Arc::clone(&submit.record),
-                ttl: self.config.idempotency,
-                maxlen: self.config.stream_maxlen,
-            };
-            if !self.writes.as_ref().is_some_and(|w| w.send(op)) {
-                return self.refuse(&submit, "agents are not available: too many records waiting for redis".into());
-            }
-            self.pending.insert(seq, Pending::Write { submit, claim, webhooks });
-            return;
-        }
-        self.accepted(submit, claim, webhooks, ctx);
-    }
-
-    /// The record is safe (written, or for webhooks, about to be queued):
-    /// queue it, relay, answer.
-    fn accepted(&mut self, submit: Submit, claim: String, webhooks: Vec<usize>, ctx: &mut Context<Self>) {
-        self.seen.insert(claim, Arc::clone(&submit.id));
-        let body = Bytes::copy_from_slice(submit.record.as_bytes());
-        for i in webhooks {
-            let item = Queued { id: Arc::clone(&submit.id), body: body.clone(), failures: 0 };
-            // Room was checked when the request was routed; a record
-            // written to a stream meanwhile is not refused for a queue that
-            // filled since.
-            self.slots[i].lanes.force_push(Arc::clone(&submit.lane), item);
-            self.pump(i, ctx);
-        }
-        // The receipt first: it is in the sender's mailbox before the relay
-        // even reaches the registry, so a subscribed sender gets its receipt
-        // before its own message, as without agents.
-        self.answer(&submit, Ok(Arc::clone(&submit.id)));
-        if let Some(relay) = &submit.relay {
-            self.registry.do_send(Publish { channel: Arc::clone(&relay.key), frame: relay.frame.clone() });
-        }
-    }
-
-    /// Posts the oldest record of every idle lane of webhook agent `i`.
-    fn pump(&mut self, i: usize, ctx: &mut Context<Self>) {
-        let Some(client) = self.client.clone() else { return };
-        let slot = &mut self.slots[i];
-        let Delivery::Webhook { url, secret, .. } = &slot.agent.delivery else { return };
-        let mut posts = Vec::new();
-        for (lane, item) in slot.lanes.take_ready() {
-            let mut request = client
-                .post(url.as_str())
-                .timeout(self.config.timeout)
-                .insert_header(("content-type", "application/json"))
-                .insert_header(("x-nova-event-id", &*item.id))
-                .insert_header(("x-nova-attempt", (item.failures + 1).to_string()));
-            if let Some(secret) = secret {
-                request = request.insert_header(("x-nova-signature", signature(secret.as_bytes(), &item.body)));
-            }
-            let (agent, id, body) = (slot.agent.name.clone(), item.id, item.body);
-            posts.push(async move {
-                let result = match request.send_body(body).await {
-                    Ok(response) if response.status().is_success() => Ok(()),
-                    Ok(response) => Err(format!("HTTP {}", response.status())),
-                    Err(e) => Err(e.to_string()),
-                };
-                Posted { agent, lane, id, result }
-            });
-        }
-        for post in posts {
-            ctx.spawn(post.into_actor(self).map(|posted, act, ctx| act.posted(posted, ctx)));
-        }
-    }
-
-    fn posted(&mut self, posted: Posted, ctx: &mut Context<Self>) {
-        let Some(i) = self.slot(&posted.agent) else { return };
-        match posted.result {
-            Ok(()) => {
-                let slot = &mut self.slots[i];
-                slot.lanes.delivered(&posted.lane);
-                slot.delivered += 1;
-                slot.failing = false;
-                slot.seen_at = Some((Instant::now(), SystemTime::now()));
-                self.stats.delivered.fetch_add(1, Relaxed);
-                self.update(i);
-                self.pump(i, ctx);
-            }
-            Err(why) => {
-                let slot = &mut self.slots[i];
-                let failures = slot.lanes.failed(&posted.lane);
-                slot.failed_attempts += 1;
-                slot.failing = true;
-                self.stats.failed_attempts.fetch_add(1, Relaxed);
-                let wait = backoff(failures, jitter());
-                // Said once per record's first failure and then at a falling rate.
-                if failures.is_power_of_two() {
-                    log::warn!(
-                        "gateway: delivering {} to agent '{}' failed ({failures} times): {why}; next try in {wait:?}",
-                        posted.id,
-                        posted.agent
-                    );
-                }
-                if slot.agent.health_url().is_none() {
-                    slot.reason = format!("its last delivery failed: {why}");
-                }
-                self.update(i);
-                let (agent, lane) = (posted.agent, posted.lane);
-                ctx.run_later(wait, move |act, ctx| {
-                    if let Some(i) = act.slot(&agent) {
-                        act.slots[i].lanes.retry(&lane);
-                        act.pump(i, ctx);
-                    }
-                });
-            }
-        }
-    }
-
-    /// Recomputes agent `i`'s availability from what is known and
-    /// announces a change.
-    fn update(&mut self, i: usize) {
-        let idle = self.config.idle;
-        let slot = &mut self.slots[i];
-        let available = slot.agent.enabled
-            && match &slot.agent.delivery {
-                // Set by the probe.
-                Delivery::Stream => slot.available,
-                Delivery::Webhook { health_url: Some(_), .. } => slot.alive_within(idle),
-                // Without a health check, a webhook is taken as available
-                // until a delivery fails.
-                Delivery::Webhook { health_url: None, .. } => !slot.failing,
-            };
-        slot.available = available;
-        if !slot.agent.enabled {
-            slot.reason = "disabled".into();
-        } else if available && !matches!(slot.agent.delivery, Delivery::Stream) {
-            slot.reason = "ready".into();
-        }
-        if slot.announced == Some(available) {
-            return;
-        }
-        // The first state of an agent is announced only when it is good
-        // news: "unavailable" before the first check says nothing.
-        let first = slot.announced.is_none();
-        let previous = slot.announced.replace(available);
-        if first && !available {
-            return;
-        }
-        log::info!(
-            "gateway: agent '{}' is {} ({})",
-            slot.agent.name,
-            if available { "available" } else { "unavailable" },
-            slot.reason
-        );
-        let data = serde_json::json!({
-            "name": slot.agent.name,
-            "status": if available { "available" } else { "unavailable" },
-            "previous": match previous { Some(true) => "available", Some(false) => "unavailable", None => "unknown" },
-            "reason": slot.reason,
-            "checked_at": crate::session::rfc3339(SystemTime::now()),
-        });
-        settings::publish_local(&self.registry, settings::frame(kind::AGENT_AVAILABILITY, &data));
-    }
-
-    /// Checks every enabled agent that can be checked: a stream agent's
-    /// consumers, a webhook agent's `health_url`.
-    fn check_all(&mut self, ctx: &mut Context<Self>) {
-        for i in 0..self.slots.len() {
-            self.check(i, ctx);
-        }
-    }
-
-    fn check(&mut self, i: usize, ctx: &mut Context<Self>) {
-        let stream = self.stream_key(&self.slots[i].agent.name);
-        let conn = self.writes.as_ref().map(Writes::connection);
-        let (client, timeout) = (self.client.clone(), self.config.timeout);
-        let slot = &mut self.slots[i];
-        if !slot.agent.enabled || slot.checking {
-            return;
-        }
-        let agent = slot.agent.name.clone();
-        let check: std::pin::Pin<Box<dyn std::future::Future<Output = Result<Probed, String>>>> =
-            match &slot.agent.delivery {
-                Delivery::Stream => match conn {
-                    Some(conn) => Box::pin(redis::probe(conn, stream)),
-                    None => Box::pin(async { Err("stream delivery needs redis (NOVA_REDIS_URL)".to_string()) }),
-                },
-                Delivery::Webhook { health_url: Some(url), .. } => {
-                    let Some(client) = client else { return };
-                    let request = client.get(url.as_str()).timeout(timeout);
-                    Box::pin(async move {
-                        match request.send().await {
-                            Ok(r) if r.status().is_success() => Ok(Probed::Healthy),
-                            Ok(r) => Err(format!("its health check answered HTTP {}", r.status())),
-                            Err(e) => Err(format!("its health check failed: {e}")),
-                        }
-                    })
-                }
-                Delivery::Webhook { health_url: None, .. } => return,
-            };
-        slot.checking = true;
-        ctx.spawn(check.into_actor(self).map(move |result, act, _| act.checked(Checked { agent, result })));
-    }
-
-    fn checked(&mut self, msg: Checked) {
-        let Some(i) = self.slot(&msg.agent) else { return };
-        let (idle, maxlen) = (self.config.idle, self.config.stream_maxlen);
-        let slot = &mut self.slots[i];
-        slot.checking = false;
-        let stream = matches!(slot.agent.delivery, Delivery::Stream);
-        match msg.result {
-            Ok(Probed::Healthy) => {
-                slot.seen_at = Some((Instant::now(), SystemTime::now()));
-                slot.reason = "its health check succeeded".into();
-            }
-            Ok(Probed::Group { idle_ms, lag, every_read }) => {
-                let since = idle_ms.map(Duration::from_millis);
-                if let Some(since) = since {
-                    let now = Instant::now();
-                    let at = now.checked_sub(since).unwrap_or(now);
-                    let wall = SystemTime::now().checked_sub(since).unwrap_or(SystemTime::now());
-                    slot.seen_at = Some((at, wall));
-                }
-                let (available, reason) = stream_availability(idle_ms, lag, every_read, idle, maxlen);
-                slot.available = available;
-                slot.reason = reason;
-            }
-            Ok(Probed::Nobody(why)) | Err(why) => {
-                if stream {
-                    slot.available = false;
-                }
-                slot.reason = why;
-            }
-        }
-        self.update(i);
-    }
-}
-
-impl Actor for Gateway {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        self.client = Some(awc::Client::builder().timeout(self.config.timeout).finish());
-        if let Some(conn) = self.conn.take() {
-            let (writes, task) = Writes::new(conn, ctx.address().recipient());
-            self.writes = Some(writes);
-            ctx.spawn(actix::fut::wrap_future(task));
-        }
-        ctx.run_interval(self.config.check_interval, |act, ctx| act.check_all(ctx));
-        // Idempotency entries expire on their own; this returns their memory.
-        ctx.run_interval(Duration::from_secs(10), |act, _| {
-            let now = Instant::now();
-            act.seen.prune(now);
-            act.calls.prune(now);
-        });
-    }
-}
-
-impl Handler<Submit> for Gateway {
-    type Result = ();
-
-    fn handle(&mut self, submit: Submit, ctx: &mut Self::Context) {
+    /// A request's turn: answered from memory if it is a repeat, else
+    /// routed (after looking up its tool call's agent, when Redis may know
+    /// it and this node does not).
+    fn take(&mut self, submit: Submit, ctx: &mut Context<Self>) {
         let claim = self.claim_key(&submit.user, &submit.fingerprint);
         if let Some(first) = self.seen.get(&claim) {
             let first = Arc::clone(first);
@@ -724,16 +465,260 @@ impl Handler<Submit> for Gateway {
             let agent = agent.clone();
             return self.route(submit, Some(agent), ctx);
         }
-        if !self.writes.as_ref().is_some_and(Writes::is_up) {
+        if !self.redis_up() {
             return self.route(submit, None, ctx);
         }
-        self.seq += 1;
-        let seq = self.seq;
+        let seq = self.next_seq();
         if self.writes.as_ref().is_some_and(|w| w.send(Op::Lookup { seq, key })) {
+            self.hold_lane(&submit.lane);
             self.pending.insert(seq, Pending::Lookup(submit));
         } else {
             self.route(submit, None, ctx);
         }
+    }
+
+    /// The lane waits for Redis: later requests of it are held.
+    fn hold_lane(&mut self, lane: &Arc<str>) {
+        self.held.entry(Arc::clone(lane)).or_default().pending = true;
+    }
+
+    /// Redis answered the lane's request: the requests held behind it take
+    /// their turn, in order, until one of them waits for Redis again.
+    fn release_lane(&mut self, lane: &Arc<str>, ctx: &mut Context<Self>) {
+        if let Some(held) = self.held.get_mut(lane) {
+            held.pending = false;
+        }
+        loop {
+            let Some(held) = self.held.get_mut(lane) else { return };
+            if held.pending {
+                return;
+            }
+            let Some(next) = held.queue.pop_front() else {
+                self.held.remove(lane);
+                return;
+            };
+            self.take(next, ctx);
+        }
+    }
+
+    /// The agents a request goes to, checked: each must be enabled,
+    /// available and have room. Empty when no agent takes it.
+    fn targets(&self, submit: &Submit, known_agent: Option<&str>) -> Result<Vec<usize>, Refusal> {
+        let kind = submit.kind;
+        let chosen: Vec<usize> = match (&submit.target, known_agent) {
+            (Target::Named(name), _) => match self.slot(name) {
+                Some(i) if self.slots[i].agent.receives(kind) => vec![i],
+                Some(_) => return Err(Refusal::DoesNotTake { name: name.clone(), kind }),
+                None => return Err(Refusal::NotConfigured(name.clone())),
+            },
+            (Target::ByType, Some(name)) => match self.slot(name) {
+                Some(i) => vec![i],
+                None => return Err(Refusal::NotConfigured(name.to_owned())),
+            },
+            (Target::ByType, None) => {
+                self.slots.iter().enumerate().filter(|(_, s)| s.agent.receives(kind)).map(|(i, _)| i).collect()
+            }
+        };
+        let bytes = submit.record.len();
+        for &i in &chosen {
+            let slot = &self.slots[i];
+            let name = || slot.agent.name.clone();
+            if !slot.agent.enabled {
+                return Err(Refusal::Disabled(name()));
+            }
+            if !slot.available {
+                return Err(Refusal::Unavailable { name: name(), reason: slot.reason.clone() });
+            }
+            if slot.is_stream() {
+                if !self.redis_up() {
+                    return Err(Refusal::Unavailable { name: name(), reason: WriteError::Down.to_string() });
+                }
+                let waiting = slot.backlog + slot.written;
+                if waiting >= self.backlog_limit() {
+                    return Err(Refusal::Full { name: name(), waiting });
+                }
+            } else if !slot.lanes.has_room(slot.reserved, slot.reserved_bytes, bytes) {
+                let waiting = (slot.lanes.len() + slot.reserved) as u64;
+                return Err(Refusal::Full { name: name(), waiting });
+            }
+        }
+        Ok(chosen)
+    }
+
+    /// Records unacknowledged by a stream agent past which it takes no
+    /// more: half the stream's length, so that trimming (`MAXLEN ~`) takes
+    /// only records every group has acknowledged.
+    fn backlog_limit(&self) -> u64 {
+        (self.config.stream_maxlen as u64 / 2).max(1)
+    }
+
+    /// Routes a request whose tool-call agent (if any) is settled.
+    fn route(&mut self, submit: Submit, known_agent: Option<String>, ctx: &mut Context<Self>) {
+        let chosen = match self.targets(&submit, known_agent.as_deref()) {
+            Ok(chosen) => chosen,
+            Err(refusal) => return self.refuse(&submit, refusal),
+        };
+        if chosen.is_empty() && submit.relay.is_none() {
+            return self.refuse(&submit, Refusal::NoAgent(submit.kind));
+        }
+        let claim = self.claim_key(&submit.user, &submit.fingerprint);
+        let (streams, webhooks): (Vec<usize>, Vec<usize>) =
+            chosen.into_iter().partition(|&i| self.slots[i].is_stream());
+        let webhooks: Vec<String> = webhooks.into_iter().map(|i| self.slots[i].agent.name.clone()).collect();
+        // With Redis up, the claim is made there even when only webhooks
+        // are targeted, so a resend to another node is recognised; a relay
+        // nobody else receives needs no round trip.
+        if !self.redis_up() || (streams.is_empty() && webhooks.is_empty()) {
+            return self.accepted(submit, claim, &webhooks, ctx);
+        }
+        let bytes = submit.record.len();
+        if self.redis_bytes + bytes > MAX_REDIS_BYTES {
+            return self.refuse(&submit, Refusal::Backpressure);
+        }
+        let seq = self.next_seq();
+        let op = Op::Submit {
+            seq,
+            claim: claim.clone(),
+            id: Arc::clone(&submit.id),
+            streams: streams.iter().map(|&i| self.stream_key(&self.slots[i].agent.name)).collect(),
+            record: Arc::clone(&submit.record),
+            ttl: self.config.idempotency,
+            maxlen: self.config.stream_maxlen,
+        };
+        if !self.writes.as_ref().is_some_and(|w| w.send(op)) {
+            return self.refuse(&submit, Refusal::Backpressure);
+        }
+        self.redis_bytes += bytes;
+        for &i in &streams {
+            self.slots[i].written += 1;
+        }
+        for name in &webhooks {
+            if let Some(i) = self.slot(name) {
+                self.slots[i].reserved += 1;
+                self.slots[i].reserved_bytes += bytes;
+            }
+        }
+        self.hold_lane(&submit.lane);
+        self.pending.insert(seq, Pending::Write { submit, claim, webhooks });
+    }
+
+    /// Gives back what a write waiting for Redis held.
+    fn unreserve(&mut self, webhooks: &[String], bytes: usize) {
+        self.redis_bytes = self.redis_bytes.saturating_sub(bytes);
+        for name in webhooks {
+            if let Some(i) = self.slot(name) {
+                let slot = &mut self.slots[i];
+                slot.reserved = slot.reserved.saturating_sub(1);
+                slot.reserved_bytes = slot.reserved_bytes.saturating_sub(bytes);
+            }
+        }
+    }
+
+    /// The record is safe (written, or for webhooks, about to be queued):
+    /// answer, queue it, relay.
+    fn accepted(&mut self, submit: Submit, claim: String, webhooks: &[String], ctx: &mut Context<Self>) {
+        self.seen.insert(claim, Arc::clone(&submit.id));
+        // The receipt first: it is in the sender's mailbox before the relay
+        // even reaches the registry, so a subscribed sender gets its receipt
+        // before its own message, as without agents.
+        self.answer(&submit, Ok(Arc::clone(&submit.id)));
+        if let Some(relay) = &submit.relay {
+            self.registry.do_send(Publish { channel: Arc::clone(&relay.key), frame: relay.frame.clone() });
+        }
+        self.queue(webhooks, &submit.id, &submit.record, &submit.lane, ctx);
+    }
+
+    /// Queues a record for webhook agents (by name: one removed meanwhile
+    /// is skipped, and counted) and starts what can go.
+    fn queue(
+        &mut self,
+        webhooks: &[String],
+        id: &Arc<str>,
+        record: &Arc<str>,
+        lane: &Arc<str>,
+        ctx: &mut Context<Self>,
+    ) {
+        let body = bytes::Bytes::copy_from_slice(record.as_bytes());
+        for name in webhooks {
+            match self.slot(name).filter(|&i| !self.slots[i].is_stream()) {
+                Some(i) => {
+                    let item = Queued { seq: self.next_seq(), id: Arc::clone(id), body: body.clone(), failures: 0 };
+                    self.slots[i].lanes.push(Arc::clone(lane), item);
+                    self.pump(i, ctx);
+                }
+                None => {
+                    self.stats.dropped.fetch_add(1, Relaxed);
+                    log::warn!("gateway: agent '{name}' left agents.yaml before record {id} was queued; dropped");
+                }
+            }
+        }
+    }
+
+    fn written(&mut self, pending: Pending, result: Result<Claim, WriteError>, ctx: &mut Context<Self>) {
+        let Pending::Write { submit, claim, webhooks } = pending else { return };
+        self.unreserve(&webhooks, submit.record.len());
+        let lane = Arc::clone(&submit.lane);
+        match result {
+            Ok(Claim::New) => self.accepted(submit, claim, &webhooks, ctx),
+            Ok(Claim::Repeat(first)) => {
+                let first: Arc<str> = Arc::from(first);
+                // A write of this node that timed out, found written after
+                // all: its webhooks were never queued.
+                if let Some(lost) = self.unconfirmed.take(&claim) {
+                    self.queue(&lost.webhooks, &first, &lost.record, &lost.lane, ctx);
+                }
+                self.seen.insert(claim, Arc::clone(&first));
+                self.answer(&submit, Ok(first));
+            }
+            Err(error) => {
+                if error.uncertain() && !webhooks.is_empty() {
+                    let kept = Unconfirmed { webhooks, record: Arc::clone(&submit.record), lane: Arc::clone(&lane) };
+                    self.unconfirmed.insert(claim, kept);
+                }
+                self.refuse(&submit, Refusal::Redis(error));
+            }
+        }
+        self.release_lane(&lane, ctx);
+    }
+
+    fn settle_chat_agents(&self) {
+        let any = self.slots.iter().any(|s| s.agent.receives(wire::CHAT_MESSAGE));
+        self.stats.chat_agents.store(any, Relaxed);
+    }
+}
+
+impl Actor for Gateway {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // A redirect would turn the POST into a GET without the record,
+        // whose 2xx would count as delivered.
+        self.client = Some(awc::Client::builder().timeout(self.config.timeout).disable_redirects().finish());
+        if let Some(conn) = self.conn.take() {
+            let (writes, task) = Writes::new(conn, ctx.address().recipient());
+            self.writes = Some(writes);
+            ctx.spawn(actix::fut::wrap_future(task));
+        }
+        ctx.run_interval(self.config.check_interval, |act, ctx| act.check_all(ctx));
+        // Entries expire on their own; this returns their memory.
+        ctx.run_interval(Duration::from_secs(10), |act, _| {
+            let now = Instant::now();
+            act.seen.prune(now);
+            act.unconfirmed.prune(now);
+            act.calls.prune(now);
+        });
+    }
+}
+
+impl Handler<Submit> for Gateway {
+    type Result = ();
+
+    fn handle(&mut self, submit: Submit, ctx: &mut Self::Context) {
+        if let Some(held) = self.held.get_mut(&submit.lane) {
+            held.queue.push_back(submit);
+            return;
+        }
+        self.take(submit, ctx);
     }
 }
 
@@ -741,30 +726,25 @@ impl Handler<Outcome> for Gateway {
     type Result = ();
 
     fn handle(&mut self, outcome: Outcome, ctx: &mut Self::Context) {
-        let Some(pending) = self.pending.remove(&outcome.seq) else { return };
-        match (pending, outcome.result) {
-            (Pending::Write { submit, claim, webhooks }, Ok(Written::Accepted)) => {
-                self.accepted(submit, claim, webhooks, ctx)
+        match outcome {
+            Outcome::Submitted { seq, result } => {
+                if let Some(pending) = self.pending.remove(&seq) {
+                    self.written(pending, result, ctx);
+                }
             }
-            (Pending::Write { submit, claim, .. }, Ok(Written::Repeat(first))) => {
-                let first: Arc<str> = Arc::from(first);
-                self.seen.insert(claim, Arc::clone(&first));
-                self.answer(&submit, Ok(first));
-            }
-            (Pending::Write { submit, .. }, Ok(Written::Found(_))) => {
-                self.refuse(&submit, "agents are not available: unexpected answer from redis".into())
-            }
-            (Pending::Write { submit, .. }, Err(why)) => {
-                self.refuse(&submit, format!("agents are not available: {why}"))
-            }
-            (Pending::Lookup(submit), Ok(Written::Found(agent))) => {
+            Outcome::Looked { seq, agent } => {
+                let Some(Pending::Lookup(submit)) = self.pending.remove(&seq) else { return };
                 if let (Some(agent), Some(call)) = (&agent, &submit.call_id) {
                     let key = self.call_key(call);
                     self.calls.insert(key, agent.clone());
                 }
-                self.route(submit, agent, ctx)
+                let lane = Arc::clone(&submit.lane);
+                if let Some(held) = self.held.get_mut(&lane) {
+                    held.pending = false;
+                }
+                self.route(submit, agent, ctx);
+                self.release_lane(&lane, ctx);
             }
-            (Pending::Lookup(submit), _) => self.route(submit, None, ctx),
         }
     }
 }
@@ -786,7 +766,7 @@ impl Handler<Configure> for Gateway {
                             agent.name
                         );
                     }
-                    if slot.agent.delivery != agent.delivery {
+                    if availability::reached_otherwise(&slot.agent, &agent) {
                         // Another way of reaching it: what was learnt of the
                         // old one says nothing.
                         slot.seen_at = None;
@@ -809,6 +789,7 @@ impl Handler<Configure> for Gateway {
                 log::warn!("gateway: agent '{name}' was removed from agents.yaml; {dropped} records for it dropped");
             }
         }
+        self.settle_chat_agents();
         for i in 0..self.slots.len() {
             self.update(i);
             self.check(i, ctx);
@@ -843,34 +824,10 @@ impl Handler<ListAgents> for Gateway {
                     queued: slot.lanes.len(),
                     delivered: slot.delivered,
                     failed_attempts: slot.failed_attempts,
-                    last_seen_at: slot.seen_at.and_then(|(_, at)| crate::session::rfc3339(at)),
+                    rejected: slot.rejected,
+                    last_seen_at: slot.seen_at.and_then(|(_, at)| crate::protocol::rfc3339(at)),
                 })
                 .collect(),
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_stream_agent_needs_a_consumer_that_reads() {
-        let idle = Duration::from_secs(30);
-        let check = |idle_ms, lag, every_read| stream_availability(idle_ms, lag, every_read, idle, 100).0;
-        assert!(!check(None, Some(0), true), "no consumer");
-        assert!(!check(None, Some(0), false), "no consumer");
-        assert!(check(Some(10), Some(5), true));
-        assert!(check(Some(10), Some(5), false));
-        assert!(!check(Some(10), Some(100), true), "a backlog the stream cannot keep");
-        // Idle for long: on 7.2+ that is a dead consumer ...
-        assert!(!check(Some(60_000), Some(0), true));
-        // ... on 7.0 maybe one waiting on an empty stream: fine while
-        // nothing waits for it.
-        assert!(check(Some(60_000), Some(0), false));
-        assert!(!check(Some(60_000), Some(3), false));
-        assert!(!check(Some(60_000), None, false), "Redis cannot tell the lag");
-        let (_, why) = stream_availability(Some(60_000), Some(3), false, idle, 100);
-        assert_eq!(why, "3 records wait in its stream and no consumer has read its stream for 60 s");
     }
 }

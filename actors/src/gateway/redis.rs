@@ -1,15 +1,21 @@
 //! The gateway's Redis half: the ordered writer of records and claims, and
-//! the probe of a stream agent's consumers.
+//! the probe of a stream agent's consumer groups.
 //!
 //! Records are written by one task, in the order the gateway hands them
 //! over, as pipelines of one script call each (up to [`MAX_PIPELINE`] per
 //! round trip); the outcomes are reported back to the gateway actor in the
-//! same order, so the records of a channel reach their streams, and the
-//! webhook queues, in the order the clients sent them. The script
-//! ([`SUBMIT`]) makes the idempotency check and the writes one atomic step:
-//! a request seen within the window gets the id it was given the first
-//! time and writes nothing; otherwise the record is added to every target
-//! stream (`XADD … MAXLEN ~`) and the request remembered (`SET … PX`).
+//! same order. The script ([`SUBMIT`]) makes the idempotency check and the
+//! writes one atomic step: a request seen within the window gets the id it
+//! was given the first time and writes nothing; otherwise the record is
+//! added to every target stream (`XADD … MAXLEN ~`) and the request
+//! remembered (`SET … PX`). A stream that refuses the `XADD` undoes the
+//! ones before it and sets no claim: a request is written to all its
+//! streams or to none.
+//!
+//! Each script's answer is read on its own (the pipeline ignores errors), so
+//! one refused write does not fail the others of its round trip. The script
+//! goes by its hash (`EVALSHA`); when Redis does not know it (after a
+//! restart), the round trip is made again with its text.
 //!
 //! It uses the bus's connection (`cluster/bus.rs`): while the bus has none,
 //! every write fails at once, and the gateway answers 4007 rather than a
@@ -36,12 +42,19 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The idempotency check and the writes of one record, atomically.
 /// KEYS[1]: the request's claim; KEYS[2..]: the target streams. ARGV: the
 /// record's id, the claim's lifetime (ms), the streams' MAXLEN, the record.
-/// Returns `{1, id}` when written, `{0, first id}` for a repeat.
+/// Returns `{1, id}` when written, `{0, first id}` for a repeat, an error
+/// (and nothing written) when a stream refuses.
 pub const SUBMIT: &str = r"
 local first = redis.call('GET', KEYS[1])
 if first then return {0, first} end
+local added = {}
 for i = 2, #KEYS do
-  redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[4])
+  local id = redis.pcall('XADD', KEYS[i], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[4])
+  if type(id) == 'table' and id.err then
+    for _, done in ipairs(added) do redis.call('XDEL', done[1], done[2]) end
+    return redis.error_reply('XADD ' .. KEYS[i] .. ': ' .. id.err)
+  end
+  added[#added + 1] = {KEYS[i], id}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {1, ARGV[1]}
@@ -49,21 +62,27 @@ return {1, ARGV[1]}
 
 /// A stream agent's consumer groups, in one round trip. KEYS[1]: the
 /// stream. Returns `{0, why}` when there is no group, else `{1, the least
-/// idle time of any consumer in ms (-1: no consumer), the largest lag of any
-/// group (-1: unknown), 1 when Redis refreshes idle times on every read
-/// (7.2 and later: consumers have an 'inactive' field) else 0}`.
+/// idle time of any consumer in ms (-1: no consumer), the largest backlog
+/// of any group: records not handed out plus handed out and not
+/// acknowledged (-1: unknown), 1 when Redis refreshes idle times on every
+/// read (7.2 and later: consumers have an 'inactive' field) else 0}`.
 pub const PROBE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 'no stream yet: no consumer group was created'} end
 local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
 if #groups == 0 then return {0, 'no consumer group on the stream'} end
-local idle, lag, every_read = -1, 0, 0
+local idle, backlog, every_read = -1, 0, 0
 for _, g in ipairs(groups) do
-  local name, group_lag
+  local name, lag, pending
   for i = 1, #g, 2 do
     if g[i] == 'name' then name = g[i + 1] end
-    if g[i] == 'lag' then group_lag = g[i + 1] end
+    if g[i] == 'lag' then lag = g[i + 1] end
+    if g[i] == 'pending' then pending = g[i + 1] end
   end
-  if type(group_lag) ~= 'number' then lag = -1 elseif lag >= 0 and group_lag > lag then lag = group_lag end
+  if type(lag) ~= 'number' or type(pending) ~= 'number' then
+    backlog = -1
+  elseif backlog >= 0 and lag + pending > backlog then
+    backlog = lag + pending
+  end
   for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], name)) do
     for i = 1, #c, 2 do
       if c[i] == 'idle' and (idle < 0 or c[i + 1] < idle) then idle = c[i + 1] end
@@ -71,7 +90,7 @@ for _, g in ipairs(groups) do
     end
   end
 end
-return {1, idle, lag, every_read}
+return {1, idle, backlog, every_read}
 ";
 
 /// One write for the task.
@@ -112,25 +131,57 @@ pub enum Op {
     },
 }
 
-/// What a [`Op::Submit`] or [`Op::Lookup`] came to.
-#[derive(Debug)]
-pub enum Written {
-    /// Written; the record's id.
-    Accepted,
-    /// A repeat of a request within the window: the id it got first.
+/// What the claim of a written request found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// A new request: written.
+    New,
+    /// A repeat within the window: the id it got first; nothing written.
     Repeat(String),
-    /// The agent that made the call, if Redis knows it.
-    Found(Option<String>),
+}
+
+/// Why a write did not happen, or may not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// No connection: nothing was sent.
+    #[error("redis is unavailable")]
+    Down,
+    /// Redis refused it (a stream of the wrong type, …): nothing was
+    /// written.
+    #[error("redis refused the write: {0}")]
+    Refused(String),
+    /// No answer in time, or the connection failed under it: it may have
+    /// been written.
+    #[error("redis did not confirm the write: {0}")]
+    Unconfirmed(String),
+}
+
+impl WriteError {
+    /// Whether the write may have happened all the same.
+    pub fn uncertain(&self) -> bool {
+        matches!(self, WriteError::Unconfirmed(_))
+    }
 }
 
 /// An outcome, reported to the gateway in the order of the writes.
 #[derive(actix::Message, Debug)]
 #[rtype(result = "()")]
-pub struct Outcome {
-    /// The write's number.
-    pub seq: u64,
-    /// What happened; an error says why Redis could not take it.
-    pub result: Result<Written, String>,
+pub enum Outcome {
+    /// Of an [`Op::Submit`].
+    Submitted {
+        /// The write's number.
+        seq: u64,
+        /// What the claim found, or why it failed.
+        result: Result<Claim, WriteError>,
+    },
+    /// Of an [`Op::Lookup`]: the agent that made the call, if Redis knows
+    /// it (a failed lookup knows nothing).
+    Looked {
+        /// The lookup's number.
+        seq: u64,
+        /// The agent.
+        agent: Option<String>,
+    },
 }
 
 /// The sending end, owned by the gateway.
@@ -167,78 +218,116 @@ impl Writes {
     }
 }
 
+/// The outcome of `op` when its round trip failed as a whole.
+fn failed(op: &Op, error: &WriteError) -> Option<Outcome> {
+    match op {
+        Op::Submit { seq, .. } => Some(Outcome::Submitted { seq: *seq, result: Err(error.clone()) }),
+        Op::Lookup { seq, .. } => Some(Outcome::Looked { seq: *seq, agent: None }),
+        Op::Remember { .. } => None,
+    }
+}
+
+/// One round trip for `ops`, the script by its hash (`EVALSHA`) or, after
+/// Redis answered NOSCRIPT (it restarted, or flushed its scripts), by its
+/// text (`EVAL`), which also loads it again.
+fn pipeline(ops: &[Op], sha: &str, by_text: bool) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    // Each command's answer on its own: one refusal fails one write.
+    pipe.ignore_errors();
+    for op in ops {
+        match op {
+            Op::Submit { claim, id, streams, record, ttl, maxlen, .. } => {
+                if by_text {
+                    pipe.cmd("EVAL").arg(SUBMIT);
+                } else {
+                    pipe.cmd("EVALSHA").arg(sha);
+                }
+                pipe.arg(1 + streams.len()).arg(claim);
+                for stream in streams {
+                    pipe.arg(stream);
+                }
+                pipe.arg(&**id).arg(ttl.as_millis() as u64).arg(*maxlen).arg(&**record);
+            }
+            Op::Remember { key, agent, ttl } => {
+                pipe.cmd("SET").arg(key).arg(agent).arg("PX").arg(ttl.as_millis() as u64);
+            }
+            Op::Lookup { key, .. } => {
+                pipe.cmd("GET").arg(key);
+            }
+        }
+    }
+    pipe
+}
+
+/// Whether Redis did not know the script: nothing of the pipeline's
+/// scripts ran, and they are sent again by text.
+fn no_script(values: &[Value]) -> bool {
+    values.iter().any(|v| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"))
+}
+
 async fn run(mut rx: mpsc::Receiver<Op>, conn: watch::Receiver<Conn>, report: Recipient<Outcome>) {
+    let sha = redis::Script::new(SUBMIT).get_hash().to_owned();
     let mut batch = Vec::with_capacity(MAX_PIPELINE);
     while rx.recv_many(&mut batch, MAX_PIPELINE).await > 0 {
         let ops: Vec<Op> = std::mem::take(&mut batch);
-        let answered: Vec<u64> = ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::Submit { seq, .. } | Op::Lookup { seq, .. } => Some(*seq),
-                Op::Remember { .. } => None,
-            })
-            .collect();
         let current = conn.borrow().clone();
         let Some((_, mut conn)) = current else {
-            for seq in answered {
-                report.do_send(Outcome { seq, result: Err("redis is unavailable".into()) });
-            }
+            ops.iter().filter_map(|op| failed(op, &WriteError::Down)).for_each(|o| report.do_send(o));
             continue;
         };
-        let mut pipe = redis::pipe();
-        for op in &ops {
-            match op {
-                Op::Submit { claim, id, streams, record, ttl, maxlen, .. } => {
-                    // EVALSHA would save the script's bytes but fail after a
-                    // Redis restart; EVAL is cached by Redis all the same.
-                    pipe.cmd("EVAL").arg(SUBMIT).arg(1 + streams.len()).arg(claim);
-                    for stream in streams {
-                        pipe.arg(stream);
-                    }
-                    pipe.arg(&**id).arg(ttl.as_millis() as u64).arg(*maxlen).arg(&**record);
-                }
-                Op::Remember { key, agent, ttl } => {
-                    pipe.cmd("SET").arg(key).arg(agent).arg("PX").arg(ttl.as_millis() as u64).ignore();
-                }
-                Op::Lookup { key, .. } => {
-                    pipe.cmd("GET").arg(key);
-                }
+        let round_trip = async {
+            let values = pipeline(&ops, &sha, false).query_async::<Vec<Value>>(&mut conn).await?;
+            if !no_script(&values) {
+                return Ok(values);
             }
-        }
-        let outcome = tokio::time::timeout(WRITE_TIMEOUT, pipe.query_async::<Vec<Value>>(&mut conn)).await;
+            // The lookups and remembers ran; doing them again is harmless.
+            pipeline(&ops, &sha, true).query_async::<Vec<Value>>(&mut conn).await
+        };
+        let outcome = tokio::time::timeout(WRITE_TIMEOUT, round_trip).await;
         let values = match outcome {
-            Ok(Ok(values)) if values.len() == answered.len() => values,
+            Ok(Ok(values)) if values.len() == ops.len() => values,
             Ok(Ok(values)) => {
-                let why = format!("redis answered {} of {} writes", values.len(), answered.len());
-                answered.into_iter().for_each(|seq| report.do_send(Outcome { seq, result: Err(why.clone()) }));
+                let error = WriteError::Unconfirmed(format!("{} answers to {} writes", values.len(), ops.len()));
+                ops.iter().filter_map(|op| failed(op, &error)).for_each(|o| report.do_send(o));
                 continue;
             }
             Ok(Err(e)) => {
-                log::warn!("redis: writing {} gateway records failed: {e}", answered.len());
-                let why = format!("redis refused the write: {e}");
-                answered.into_iter().for_each(|seq| report.do_send(Outcome { seq, result: Err(why.clone()) }));
+                log::warn!("redis: writing {} gateway records failed: {e}", ops.len());
+                let error = WriteError::Unconfirmed(e.to_string());
+                ops.iter().filter_map(|op| failed(op, &error)).for_each(|o| report.do_send(o));
                 continue;
             }
             Err(_) => {
-                let why = format!("redis did not answer within {WRITE_TIMEOUT:?}");
-                answered.into_iter().for_each(|seq| report.do_send(Outcome { seq, result: Err(why.clone()) }));
+                let error = WriteError::Unconfirmed(format!("no answer within {WRITE_TIMEOUT:?}"));
+                ops.iter().filter_map(|op| failed(op, &error)).for_each(|o| report.do_send(o));
                 continue;
             }
         };
-        let kinds = ops.iter().filter(|op| !matches!(op, Op::Remember { .. }));
-        for ((op, value), seq) in kinds.zip(values).zip(answered) {
-            let result = match op {
-                Op::Submit { .. } => match redis::from_redis_value::<(i64, String)>(value) {
-                    Ok((1, _)) => Ok(Written::Accepted),
-                    Ok((_, first)) => Ok(Written::Repeat(first)),
-                    Err(e) => Err(format!("unexpected answer from redis: {e}")),
+        for (op, value) in ops.iter().zip(values) {
+            let outcome = match op {
+                Op::Submit { seq, .. } => {
+                    let result = match value {
+                        Value::ServerError(e) => Err(WriteError::Refused(e.to_string())),
+                        value => match redis::from_redis_value::<(i64, String)>(value) {
+                            Ok((1, _)) => Ok(Claim::New),
+                            Ok((_, first)) => Ok(Claim::Repeat(first)),
+                            Err(e) => Err(WriteError::Unconfirmed(format!("unexpected answer: {e}"))),
+                        },
+                    };
+                    Outcome::Submitted { seq: *seq, result }
+                }
+                Op::Lookup { seq, .. } => Outcome::Looked {
+                    seq: *seq,
+                    agent: redis::from_redis_value::<Option<String>>(value).ok().flatten(),
                 },
-                _ => match redis::from_redis_value::<Option<String>>(value) {
-                    Ok(agent) => Ok(Written::Found(agent)),
-                    Err(e) => Err(format!("unexpected answer from redis: {e}")),
-                },
+                Op::Remember { key, .. } => {
+                    if let Value::ServerError(e) = value {
+                        log::warn!("redis: remembering tool call {key} failed: {e}");
+                    }
+                    continue;
+                }
             };
-            report.do_send(Outcome { seq, result });
+            report.do_send(outcome);
         }
     }
 }
@@ -252,9 +341,9 @@ pub enum Probed {
         /// consumer (Redis makes one on `XGROUP CREATECONSUMER`, or on the
         /// first read that returns something).
         idle_ms: Option<u64>,
-        /// The most records a group has not been handed yet; `None` when
-        /// Redis cannot tell.
-        lag: Option<u64>,
+        /// The most records a group has not acknowledged (not handed out,
+        /// or handed out and pending); `None` when Redis cannot tell.
+        backlog: Option<u64>,
         /// Whether every read refreshes a consumer's idle time (Redis 7.2
         /// and later); before, only a read that returns something does.
         every_read: bool,
@@ -267,7 +356,7 @@ pub enum Probed {
 
 /// Looks at a stream's consumer groups.
 pub async fn probe(conn: Conn, stream: String) -> Result<Probed, String> {
-    let Some((_, mut conn)) = conn else { return Err("redis is unavailable".into()) };
+    let Some((_, mut conn)) = conn else { return Err(WriteError::Down.to_string()) };
     let mut call = redis::cmd("EVAL");
     call.arg(PROBE).arg(1).arg(stream);
     let answer = tokio::time::timeout(WRITE_TIMEOUT, call.query_async::<Vec<Value>>(&mut conn)).await;
@@ -281,9 +370,9 @@ pub async fn probe(conn: Conn, stream: String) -> Result<Probed, String> {
     match int(values.next()) {
         Some(1) => {
             let idle_ms = int(values.next()).and_then(|n| u64::try_from(n).ok());
-            let lag = int(values.next()).and_then(|n| u64::try_from(n).ok());
+            let backlog = int(values.next()).and_then(|n| u64::try_from(n).ok());
             let every_read = int(values.next()) == Some(1);
-            Ok(Probed::Group { idle_ms, lag, every_read })
+            Ok(Probed::Group { idle_ms, backlog, every_read })
         }
         _ => {
             let why = values.next().and_then(|v| redis::from_redis_value::<String>(v).ok()).unwrap_or_default();

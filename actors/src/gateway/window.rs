@@ -48,9 +48,11 @@ impl<V> Window<V> {
         self.entries.insert(key, (value, now, self.next));
     }
 
-    /// Removes `key` (a claim given back after a failed write).
-    pub fn remove(&mut self, key: &str) {
-        self.entries.remove(key);
+    /// Removes and returns the value under `key`, unless it expired.
+    pub fn take(&mut self, key: &str) -> Option<V> {
+        let now = Instant::now();
+        let (value, at, _) = self.entries.remove(key)?;
+        (now.duration_since(at) < self.ttl).then_some(value)
     }
 
     /// Drops what has expired.
@@ -106,7 +108,8 @@ mod tests {
         w.insert("b".into(), 2);
         w.insert("c".into(), 3);
         assert_eq!((w.get("a"), w.get("b"), w.get("c")), (None, Some(&2), Some(&3)));
-        w.remove("b");
+        assert_eq!(w.take("b"), Some(3 - 1));
+        assert_eq!(w.take("b"), None);
         assert_eq!(w.len(), 1);
     }
 
