@@ -51,9 +51,9 @@
 //!   `webhook` there is no Redis and this program's own HTTP server answers
 //!   every POST 200 over kept-alive connections. A webhook receipt means
 //!   "queued", so clients can outrun delivery: the agent's queue (1,000)
-//!   fills and requests are refused 4007 "try again later"; a client then
-//!   waits 10 ms before sending again, and what was accepted is what was
-//!   delivered. `roundtrip`: one client
+//!   fills and requests are refused 4007 "try again later"; each refusal
+//!   holds its client's sending back 10 ms more (it reads on meanwhile),
+//!   and what was accepted is what was delivered. `roundtrip`: one client
 //!   subscribed to `conversation:rt` sends `chat.message` requests one at a
 //!   time; an agent in this program answers each record at once with
 //!   `assistant.token {stream_id: <record id>}` through `POST /api/publish`
@@ -1491,10 +1491,10 @@ const RT_WARMUP: usize = 20;
 /// How long one round trip may take before it counts as lost.
 const RT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a throughput client waits after an error (4007 "try again
-/// later": a webhook agent's queue is full) before it sends again, as a
-/// real client would; without it, each refusal frees a place in the window
-/// at once and the refusals, not the records, load the server.
+/// How much longer a throughput client sends nothing for each error (4007
+/// "try again later": a webhook agent's queue is full), as a real client
+/// backs off; without it, each refusal frees a place in the window at once
+/// and the refusals, not the records, load the server.
 const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 /// How `gateway` is run.
@@ -2035,7 +2035,9 @@ fn reply_seq(frame: &[u8]) -> Option<usize> {
 
 /// One throughput client: keeps `window` `chat.message` requests (ids
 /// `{i}-{n}`) outstanding on `conversation:bench-{i}` until `until`, then
-/// waits for the answers still due.
+/// waits for the answers still due. Each error holds its sending back
+/// [`ERROR_PAUSE`] longer (16 errors in a row: 160 ms), but it goes on
+/// reading, so a pause delays no receipt.
 async fn load_client(
     mut ws: Conn,
     i: usize,
@@ -2051,16 +2053,45 @@ async fn load_client(
     };
     let mut sent_at: Vec<Instant> = Vec::with_capacity(4096);
     let mut outstanding = 0;
-    while outstanding < window {
-        sent_at.push(Instant::now());
-        if ws.send_text(&request(sent_at.len() - 1)).await.is_err() {
-            break;
+    // Requests to send, and when sending may go on after an error.
+    let mut due = window;
+    let mut resume_at = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            due = 0;
         }
-        outstanding += 1;
-    }
-    seen.borrow_mut().sent += outstanding as u64;
-    while outstanding > 0 {
-        let Ok(Some(range)) = ws.next_text().await else { break };
+        if now >= resume_at {
+            let mut sent = 0;
+            while due > 0 {
+                sent_at.push(Instant::now());
+                if ws.send_text(&request(sent_at.len() - 1)).await.is_err() {
+                    seen.borrow_mut().done += 1;
+                    return;
+                }
+                due -= 1;
+                sent += 1;
+            }
+            outstanding += sent;
+            seen.borrow_mut().sent += sent as u64;
+        }
+        if outstanding == 0 {
+            if due == 0 {
+                break;
+            }
+            actix_rt::time::sleep(resume_at.saturating_duration_since(Instant::now())).await;
+            continue;
+        }
+        let next = if due > 0 {
+            let wait = resume_at.saturating_duration_since(Instant::now());
+            match actix_rt::time::timeout(wait, ws.next_text()).await {
+                Ok(next) => next,
+                Err(_) => continue,
+            }
+        } else {
+            ws.next_text().await
+        };
+        let Ok(Some(range)) = next else { break };
         let now = Instant::now();
         let frame = &ws.buf[range];
         let receipt = if contains(frame, b"\"type\":\"message.received\"") {
@@ -2070,35 +2101,24 @@ async fn load_client(
         } else {
             continue;
         };
-        {
-            let mut s = seen.borrow_mut();
-            if receipt {
-                s.receipts += 1;
-                if now <= until {
-                    s.in_time += 1;
-                }
-                if let Some(&at) = reply_seq(frame).and_then(|n| sent_at.get(n)) {
-                    s.latencies_us.push(us_since(at, now));
-                }
-            } else {
-                s.errors += 1;
-                if s.samples.len() < 5 {
-                    s.samples.push(String::from_utf8_lossy(frame).chars().take(300).collect());
-                }
+        let mut s = seen.borrow_mut();
+        if receipt {
+            s.receipts += 1;
+            if now <= until {
+                s.in_time += 1;
             }
+            if let Some(&at) = reply_seq(frame).and_then(|n| sent_at.get(n)) {
+                s.latencies_us.push(us_since(at, now));
+            }
+        } else {
+            s.errors += 1;
+            if s.samples.len() < 5 {
+                s.samples.push(String::from_utf8_lossy(frame).chars().take(300).collect());
+            }
+            resume_at = resume_at.max(now) + ERROR_PAUSE;
         }
         outstanding -= 1;
-        if !receipt {
-            actix_rt::time::sleep(ERROR_PAUSE).await;
-        }
-        if Instant::now() < until {
-            sent_at.push(Instant::now());
-            if ws.send_text(&request(sent_at.len() - 1)).await.is_err() {
-                break;
-            }
-            outstanding += 1;
-            seen.borrow_mut().sent += 1;
-        }
+        due += 1;
     }
     seen.borrow_mut().done += 1;
 }
