@@ -1702,14 +1702,17 @@ fn create_group(url: &str) -> Result<(), String> {
         .map_err(|e| format!("XGROUP CREATE: {e}"))
 }
 
-/// Keys in the bench's Redis and the memory it uses (`INFO memory`'s
-/// `used_memory`), bytes.
-fn redis_footprint(url: &str) -> Result<(u64, u64), String> {
+/// Keys in the bench's Redis, the memory it uses (`INFO memory`'s
+/// `used_memory`, bytes), and its own figures for the gateway's script
+/// (`INFO commandstats`' line for EVAL: calls, µs per call).
+fn redis_footprint(url: &str) -> Result<(u64, u64, String), String> {
     let mut conn = redis_connection(url)?;
     let keys: u64 = redis::cmd("DBSIZE").query(&mut conn).map_err(|e| format!("DBSIZE: {e}"))?;
     let info: String = redis::cmd("INFO").arg("memory").query(&mut conn).map_err(|e| format!("INFO: {e}"))?;
     let used = info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok());
-    Ok((keys, used.unwrap_or(0)))
+    let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut conn).map_err(|e| format!("INFO: {e}"))?;
+    let eval = stats.lines().find_map(|l| l.strip_prefix("cmdstat_eval:")).unwrap_or("none").trim().to_owned();
+    Ok((keys, used.unwrap_or(0), eval))
 }
 
 /// Records ever added to the agent's stream (`XINFO STREAM`'s
@@ -2157,10 +2160,10 @@ fn gateway_throughput(args: &Args, delivery: AgentDelivery, opts: &GatewayOpts) 
                 if ok { "match" } else { "MISMATCH" }
             );
             t.checked &= ok;
-            let (keys, used) = footprint?;
+            let (keys, used, eval) = footprint?;
             println!(
                 "    redis after the run: {keys} keys (the stream and one idempotency claim per request, kept \
-                 NOVA_AGENT_IDEMPOTENCY_MS), used_memory {:.1} MiB",
+                 NOVA_AGENT_IDEMPOTENCY_MS), used_memory {:.1} MiB; the gateway's script (EVAL): {eval}",
                 used as f64 / 1048576.0
             );
             Ok(t)
