@@ -1772,8 +1772,8 @@ fn stream_entries(reply: redis::Value) -> Vec<(String, Option<String>)> {
     out
 }
 
-/// A stream agent on a thread of its own: reads the agent's stream with
-/// the bench's consumer group (XREADGROUP BLOCK 100), acknowledges what it
+/// A stream agent on a thread of its own: makes its consumer in the
+/// bench's group, reads the agent's stream (XREADGROUP BLOCK 100), acknowledges what it
 /// read, counts it in `got`, and hands each record to `answer`. Stops once
 /// `stop` is set and a read comes back empty.
 fn stream_agent(
@@ -1786,6 +1786,15 @@ fn stream_agent(
 ) -> std::thread::JoinHandle<Result<(), String>> {
     std::thread::spawn(move || {
         let mut conn = redis_connection(&url)?;
+        // As docs/gateway.md has an agent start: its consumer made at once,
+        // not on its first read that returns something.
+        redis::cmd("XGROUP")
+            .arg("CREATECONSUMER")
+            .arg(AGENT_STREAM)
+            .arg(AGENT_GROUP)
+            .arg(consumer)
+            .query::<i64>(&mut conn)
+            .map_err(|e| format!("XGROUP CREATECONSUMER: {e}"))?;
         loop {
             let reply: redis::Value = redis::cmd("XREADGROUP")
                 .arg("GROUP")
