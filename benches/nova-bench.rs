@@ -38,6 +38,31 @@
 //!   window plus 50 ms. Any loss, or any wrong `prompt_updated` (duplicated,
 //!   unknown content, or fields that do not match the content), makes it
 //!   exit non-zero; a failed latency check alone does not.
+//! - `gateway`: the agent gateway (docs/gateway.md), with one agent `chat`
+//!   receiving `chat.message` (its own `agents.yaml` in a private config
+//!   directory). `throughput`: one node; N clients (one user each, each
+//!   sending on a channel of its own that nobody subscribes to, so there is
+//!   no fan-out) keep W `chat.message` requests outstanding for S seconds;
+//!   reports `message.received` per second (records accepted), errors,
+//!   request → receipt latency, and checks that the agent got exactly one
+//!   record per receipt. With `stream` delivery the run has its own
+//!   `redis-server` (as `cluster`) and a consumer in this program drains
+//!   `nova:inbound:chat` (XREADGROUP COUNT 1000 BLOCK 100 + XACK); with
+//!   `webhook` there is no Redis and this program's own HTTP server answers
+//!   every POST 200 over kept-alive connections. A webhook receipt means
+//!   "queued", so clients can outrun delivery: the agent's queue (1,000)
+//!   fills and requests are refused 4007 "try again later"; each refusal
+//!   holds its client's sending back 10 ms more (it reads on meanwhile),
+//!   and what was accepted is what was delivered. `roundtrip`: one client
+//!   subscribed to `conversation:rt` sends `chat.message` requests one at a
+//!   time; an agent in this program answers each record at once with
+//!   `assistant.token {stream_id: <record id>}` through `POST /api/publish`
+//!   (kept-alive HTTP), and the client times send → that token. Variants:
+//!   stream on one node; stream across two nodes on one Redis (client on
+//!   node B, the agent publishing to node A); webhook on one node. The
+//!   nodes run without per-user and per-type limits (`chat.message=off`)
+//!   and with the per-connection frame limit raised, so the gateway, not a
+//!   limit, is measured. Needs `redis-server` for `stream`.
 //!
 //! ```sh
 //! cargo build --release
@@ -45,13 +70,17 @@
 //! cargo bench --bench nova-bench -- fanout --subscribers 1000 --rate 100 --seconds 10
 //! cargo bench --bench nova-bench -- cluster --subscribers 1000 --rate 100,200,500 --seconds 10
 //! cargo bench --bench nova-bench -- settings --clients 1000 --writes 20
+//! cargo bench --bench nova-bench -- gateway --run throughput --clients 100 --window 16 --seconds 10
+//! cargo bench --bench nova-bench -- gateway --run roundtrip --requests 2000
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
@@ -140,6 +169,57 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
+    /// The agent gateway: records accepted per second, and client -> agent -> first token
+    Gateway {
+        /// What to measure (comma-separated)
+        #[arg(long, value_delimiter = ',', default_value = "throughput,roundtrip")]
+        run: Vec<GatewayPart>,
+        /// How the agent is reached (comma-separated)
+        #[arg(long, value_delimiter = ',', default_value = "stream,webhook")]
+        delivery: Vec<AgentDelivery>,
+        /// Throughput: clients, one user each, each on a channel of its own that nobody subscribes to
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        /// Throughput: requests each client keeps outstanding
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        /// Throughput: seconds of sending
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Size of each chat.message's content, bytes
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Round trip: requests, one at a time, per variant (after 20 not counted)
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+    },
+}
+
+/// What `gateway` measures.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum GatewayPart {
+    /// Records accepted per second
+    Throughput,
+    /// Client -> agent -> first token, one request at a time
+    Roundtrip,
+}
+
+/// How the bench's agent is reached.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AgentDelivery {
+    /// A Redis stream read with a consumer group
+    Stream,
+    /// An HTTP POST to this program's webhook server
+    Webhook,
+}
+
+impl AgentDelivery {
+    fn name(self) -> &'static str {
+        match self {
+            AgentDelivery::Stream => "stream",
+            AgentDelivery::Webhook => "webhook",
+        }
+    }
 }
 
 const ADMIN: &str = "bench-admin-token";
@@ -168,6 +248,10 @@ fn main() {
         Cmd::Cluster { subscribers, ref rate, seconds, size } => cluster(&args, subscribers, rate, seconds, size),
         Cmd::Settings { clients, writes, debounce_ms, timeout } => {
             settings(&args, clients, writes, debounce_ms, Duration::from_secs(timeout))
+        }
+        Cmd::Gateway { ref run, ref delivery, clients, window, seconds, size, requests } => {
+            let opts = GatewayOpts { clients, window: window.max(1), seconds: seconds.max(1), size, requests };
+            gateway(&args, run, delivery, &opts)
         }
     };
     if let Err(e) = result {
@@ -491,8 +575,8 @@ impl Conn {
     }
 }
 
-/// Connects, authenticates as `user` and subscribes to `channel`.
-async fn subscriber(addr: &str, user: &str, channel: &str) -> Result<Conn, String> {
+/// Connects and authenticates as `user`.
+async fn login(addr: &str, user: &str) -> Result<Conn, String> {
     let mut ws = Conn::open(addr).await.map_err(|e| format!("connect: {e}"))?;
     let init = json!({"id":"1","type":"connection.init","data":{"api_key":"development","user_id":user}});
     ws.send_text(&init.to_string()).await.map_err(|e| e.to_string())?;
@@ -500,6 +584,12 @@ async fn subscriber(addr: &str, user: &str, channel: &str) -> Result<Conn, Strin
     if !ack.contains("connection.ack") {
         return Err(format!("no ack: {ack}"));
     }
+    Ok(ws)
+}
+
+/// Connects, authenticates as `user` and subscribes to `channel`.
+async fn subscriber(addr: &str, user: &str, channel: &str) -> Result<Conn, String> {
+    let mut ws = login(addr, user).await?;
     let sub = json!({"id":"2","type":"channel.subscribe","data":{"channels":[channel]}});
     ws.send_text(&sub.to_string()).await.map_err(|e| e.to_string())?;
     loop {
@@ -1385,6 +1475,1045 @@ async fn settings_run(
         return Err(format!("{lost} of {expected} deliveries lost, {wrong} wrong prompt_updated events"));
     }
     Ok(())
+}
+
+/// The bench's agent: its name, the stream it reads and its consumer group.
+const AGENT: &str = "chat";
+const AGENT_STREAM: &str = "nova:inbound:chat";
+const AGENT_GROUP: &str = "bench";
+
+/// The channel of the round trip.
+const RT_CHANNEL: &str = "conversation:rt";
+
+/// Round-trip requests made before the measured ones (connections warm).
+const RT_WARMUP: usize = 20;
+
+/// How long one round trip may take before it counts as lost.
+const RT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How much longer a throughput client sends nothing for each error (4007
+/// "try again later": a webhook agent's queue is full), as a real client
+/// backs off; without it, each refusal frees a place in the window at once
+/// and the refusals, not the records, load the server.
+const ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+/// How `gateway` is run.
+struct GatewayOpts {
+    clients: usize,
+    window: usize,
+    seconds: u64,
+    size: usize,
+    requests: usize,
+}
+
+/// What one throughput run came to, for the summary.
+struct Throughput {
+    delivery: AgentDelivery,
+    per_sec: f64,
+    errors: u64,
+    receipt: Latency,
+    checked: bool,
+}
+
+/// What one round-trip variant came to, for the summary.
+struct RoundTrip {
+    label: &'static str,
+    token: Latency,
+    receipt: Latency,
+    lost: usize,
+}
+
+/// The round-trip variants.
+#[derive(Clone, Copy)]
+enum RtVariant {
+    /// Stream delivery, the client and the agent's publishing on one node.
+    StreamLocal,
+    /// Stream delivery, two nodes on one Redis: the client on node B, the
+    /// agent publishing to node A.
+    StreamCross,
+    /// Webhook delivery on one node.
+    Webhook,
+}
+
+impl RtVariant {
+    fn label(self) -> &'static str {
+        match self {
+            RtVariant::StreamLocal => "stream, one node",
+            RtVariant::StreamCross => "stream, across nodes (client on B, agent publishes to A)",
+            RtVariant::Webhook => "webhook, one node",
+        }
+    }
+}
+
+/// Runs the parts of `gateway` asked for, each on servers of its own, and
+/// prints a summary.
+fn gateway(args: &Args, parts: &[GatewayPart], deliveries: &[AgentDelivery], opts: &GatewayOpts) -> Result<(), String> {
+    let mut throughputs = Vec::new();
+    let mut trips = Vec::new();
+    let mut failures = Vec::new();
+    if parts.contains(&GatewayPart::Throughput) {
+        for &delivery in deliveries {
+            match gateway_throughput(args, delivery, opts) {
+                Ok(t) => throughputs.push(t),
+                Err(e) => failures.push(format!("throughput ({}): {e}", delivery.name())),
+            }
+        }
+    }
+    if parts.contains(&GatewayPart::Roundtrip) {
+        let mut variants = Vec::new();
+        if deliveries.contains(&AgentDelivery::Stream) {
+            variants.extend([RtVariant::StreamLocal, RtVariant::StreamCross]);
+        }
+        if deliveries.contains(&AgentDelivery::Webhook) {
+            variants.push(RtVariant::Webhook);
+        }
+        for variant in variants {
+            match gateway_roundtrip(args, variant, opts) {
+                Ok(t) => trips.push(t),
+                Err(e) => failures.push(format!("round trip ({}): {e}", variant.label())),
+            }
+        }
+    }
+    println!("gateway summary:");
+    for t in &throughputs {
+        println!(
+            "  throughput {:<8} {:>9.0} records/s accepted, {} errors, request->receipt p50 {:.1} ms, p99 {:.1} ms; \
+             agent got one record per receipt: {}",
+            t.delivery.name(),
+            t.per_sec,
+            t.errors,
+            ms(t.receipt.p50),
+            ms(t.receipt.p99),
+            if t.checked { "yes" } else { "NO" },
+        );
+    }
+    for t in &trips {
+        println!(
+            "  round trip {}: client -> agent -> first token p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} \
+             (send -> receipt p50 {:.2} ms, p99 {:.2} ms); {} lost",
+            t.label,
+            ms(t.token.p50),
+            ms(t.token.p99),
+            ms(t.token.max),
+            t.token.got,
+            ms(t.receipt.p50),
+            ms(t.receipt.p99),
+            t.lost,
+        );
+    }
+    if throughputs.iter().any(|t| !t.checked) {
+        failures.push("records and receipts do not match".into());
+    }
+    if trips.iter().any(|t| t.lost > 0) {
+        failures.push("round trips lost".into());
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+/// A private config directory holding an `agents.yaml` with the one agent
+/// [`AGENT`], receiving `chat.message`; with `webhook`, posted to that
+/// port. Returns the directory and its path.
+fn agent_config(webhook: Option<u16>) -> Result<(tempfile::TempDir, String), String> {
+    let dir = tempfile::Builder::new()
+        .prefix("nova-bench-gateway-")
+        .tempdir()
+        .map_err(|e| format!("temporary directory: {e}"))?;
+    let delivery = match webhook {
+        None => "  delivery: stream\n".to_owned(),
+        Some(port) => format!("  delivery: webhook\n  url: http://127.0.0.1:{port}/nova/events\n"),
+    };
+    let yaml = format!("{AGENT}:\n  description: nova-bench agent\n  receives: [chat.message]\n{delivery}");
+    std::fs::write(dir.path().join("agents.yaml"), yaml).map_err(|e| format!("agents.yaml: {e}"))?;
+    let path = dir.path().to_str().map(str::to_owned).ok_or("the temporary directory is not UTF-8")?;
+    Ok((dir, path))
+}
+
+/// A node for the gateway runs: the agents of `config_dir`, and no limit
+/// on a client's frames or `chat.message` requests (the per-user limit is
+/// off for every run, [`Server::start`]).
+fn gateway_server(args: &Args, config_dir: &str, redis_url: Option<&str>, node: &str) -> Server {
+    let mut flags = vec![
+        "--config-dir",
+        config_dir,
+        "--node-id",
+        node,
+        "--messages-per-second",
+        "1000000",
+        "--message-burst",
+        "1000000",
+        "--event-rate-limits",
+        "chat.message=off",
+    ];
+    if let Some(url) = redis_url {
+        flags.extend(["--redis-url", url]);
+    }
+    Server::start(args, &flags)
+}
+
+impl Server {
+    /// Waits until `GET /api/agents` shows agent [`AGENT`] available.
+    async fn wait_agent_available(&self) -> Result<(), String> {
+        let http = awc::Client::builder().timeout(Duration::from_secs(2)).finish();
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let request = http
+                .get(format!("http://{}/api/agents", self.addr))
+                .insert_header(("Authorization", format!("Bearer {ADMIN}")));
+            let last = match request.send().await {
+                Ok(mut res) => {
+                    let body: Value = res.json().await.unwrap_or_default();
+                    let agents = body["agents"].as_array().cloned().unwrap_or_default();
+                    match agents.iter().find(|a| a["name"] == AGENT) {
+                        Some(a) if a["available"] == true => return Ok(()),
+                        Some(a) => a["reason"].to_string(),
+                        None => format!("no agent '{AGENT}': {body}"),
+                    }
+                }
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() > until {
+                return Err(format!("agent '{AGENT}' never became available on {}: {last}", self.addr));
+            }
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A synchronous connection to the bench's Redis.
+fn redis_connection(url: &str) -> Result<redis::Connection, String> {
+    redis::Client::open(url).and_then(|c| c.get_connection()).map_err(|e| format!("redis {url}: {e}"))
+}
+
+/// Creates the agent's consumer group (and stream), reading only what is
+/// added from now on.
+fn create_group(url: &str) -> Result<(), String> {
+    let mut conn = redis_connection(url)?;
+    redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(AGENT_STREAM)
+        .arg(AGENT_GROUP)
+        .arg("$")
+        .arg("MKSTREAM")
+        .query::<()>(&mut conn)
+        .map_err(|e| format!("XGROUP CREATE: {e}"))
+}
+
+/// Keys in the bench's Redis, the memory it uses (`INFO memory`'s
+/// `used_memory`, bytes), and its own figures for the gateway's script
+/// (`INFO commandstats`' line for EVAL: calls, µs per call).
+fn redis_footprint(url: &str) -> Result<(u64, u64, String), String> {
+    let mut conn = redis_connection(url)?;
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut conn).map_err(|e| format!("DBSIZE: {e}"))?;
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut conn).map_err(|e| format!("INFO: {e}"))?;
+    let used = info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok());
+    let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut conn).map_err(|e| format!("INFO: {e}"))?;
+    let eval = stats.lines().find_map(|l| l.strip_prefix("cmdstat_eval:")).unwrap_or("none").trim().to_owned();
+    Ok((keys, used.unwrap_or(0), eval))
+}
+
+/// Records ever added to the agent's stream (`XINFO STREAM`'s
+/// `entries-added`: trimming does not lower it).
+fn entries_added(url: &str) -> Result<u64, String> {
+    let mut conn = redis_connection(url)?;
+    let info: redis::Value =
+        redis::cmd("XINFO").arg("STREAM").arg(AGENT_STREAM).query(&mut conn).map_err(|e| format!("XINFO: {e}"))?;
+    let fields: Vec<(redis::Value, redis::Value)> = match info {
+        redis::Value::Array(items) => {
+            let mut items = items.into_iter();
+            std::iter::from_fn(|| Some((items.next()?, items.next()?))).collect()
+        }
+        redis::Value::Map(pairs) => pairs,
+        other => return Err(format!("XINFO STREAM answered {other:?}")),
+    };
+    fields
+        .into_iter()
+        .find(|(k, _)| redis_text(k).as_deref() == Some("entries-added"))
+        .and_then(|(_, v)| match v {
+            redis::Value::Int(n) => u64::try_from(n).ok(),
+            _ => None,
+        })
+        .ok_or_else(|| "XINFO STREAM has no entries-added (Redis before 7.0?)".into())
+}
+
+fn redis_text(v: &redis::Value) -> Option<String> {
+    match v {
+        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The entries of an XREADGROUP reply (`[[key, [[id, [field, value, …]],
+/// …]]]`): each id with its `event` field.
+fn stream_entries(reply: redis::Value) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    let redis::Value::Array(streams) = reply else { return out };
+    for stream in streams {
+        let redis::Value::Array(parts) = stream else { continue };
+        let Some(redis::Value::Array(items)) = parts.into_iter().nth(1) else { continue };
+        for item in items {
+            let redis::Value::Array(pair) = item else { continue };
+            let Some(id) = pair.first().and_then(redis_text) else { continue };
+            let event = match pair.get(1) {
+                Some(redis::Value::Array(fields)) => fields
+                    .chunks(2)
+                    .find(|kv| redis_text(&kv[0]).as_deref() == Some("event"))
+                    .and_then(|kv| kv.get(1))
+                    .and_then(redis_text),
+                _ => None,
+            };
+            out.push((id, event));
+        }
+    }
+    out
+}
+
+/// A stream agent on a thread of its own: makes its consumer in the
+/// bench's group, reads the agent's stream (XREADGROUP BLOCK 100), acknowledges what it
+/// read, counts it in `got`, and hands each record to `answer`. Stops once
+/// `stop` is set and a read comes back empty.
+fn stream_agent(
+    url: String,
+    consumer: &'static str,
+    count: usize,
+    stop: Arc<AtomicBool>,
+    got: Arc<AtomicU64>,
+    mut answer: impl FnMut(&str) -> Result<(), String> + Send + 'static,
+) -> std::thread::JoinHandle<Result<(), String>> {
+    std::thread::spawn(move || {
+        let mut conn = redis_connection(&url)?;
+        // As docs/gateway.md has an agent start: its consumer made at once,
+        // not on its first read that returns something.
+        redis::cmd("XGROUP")
+            .arg("CREATECONSUMER")
+            .arg(AGENT_STREAM)
+            .arg(AGENT_GROUP)
+            .arg(consumer)
+            .query::<i64>(&mut conn)
+            .map_err(|e| format!("XGROUP CREATECONSUMER: {e}"))?;
+        loop {
+            let reply: redis::Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(AGENT_GROUP)
+                .arg(consumer)
+                .arg("COUNT")
+                .arg(count)
+                .arg("BLOCK")
+                .arg(100)
+                .arg("STREAMS")
+                .arg(AGENT_STREAM)
+                .arg(">")
+                .query(&mut conn)
+                .map_err(|e| format!("XREADGROUP: {e}"))?;
+            let entries = stream_entries(reply);
+            if entries.is_empty() {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                continue;
+            }
+            for (_, event) in &entries {
+                answer(event.as_deref().unwrap_or_default())?;
+            }
+            let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
+            redis::cmd("XACK")
+                .arg(AGENT_STREAM)
+                .arg(AGENT_GROUP)
+                .arg(&ids)
+                .query::<i64>(&mut conn)
+                .map_err(|e| format!("XACK: {e}"))?;
+            got.fetch_add(entries.len() as u64, Ordering::Relaxed);
+        }
+    })
+}
+
+/// The body of the `assistant.token` answering record `record_id`.
+fn token_event(record_id: &str) -> String {
+    json!({"channel": RT_CHANNEL, "type": "assistant.token", "data": {"stream_id": record_id, "chunk": "x", "index": 0}})
+        .to_string()
+}
+
+/// The `id` of a record's JSON.
+fn record_id(record: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Value>(record).ok()?["id"].as_str().map(str::to_owned)
+}
+
+/// A kept-alive HTTP/1.1 connection posting to a node's REST API with the
+/// admin token, for the stream agent's thread.
+struct HttpConn {
+    addr: String,
+    stream: Option<std::net::TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl HttpConn {
+    fn new(addr: &str) -> HttpConn {
+        HttpConn { addr: addr.to_owned(), stream: None, buf: Vec::with_capacity(4096) }
+    }
+
+    /// Posts `body` to `path`; the answer's status. A connection the
+    /// server closed meanwhile is opened again, once.
+    fn post(&mut self, path: &str, body: &str) -> Result<u16, String> {
+        self.try_post(path, body).or_else(|_| {
+            self.stream = None;
+            self.try_post(path, body).map_err(|e| format!("POST {path} to {}: {e}", self.addr))
+        })
+    }
+
+    fn try_post(&mut self, path: &str, body: &str) -> std::io::Result<u16> {
+        use std::io::{Read, Write};
+        if self.stream.is_none() {
+            let stream = std::net::TcpStream::connect(&self.addr)?;
+            stream.set_nodelay(true)?;
+            self.stream = Some(stream);
+        }
+        let Some(stream) = self.stream.as_mut() else { return Err(std::io::Error::other("not connected")) };
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        stream.write_all(request.as_bytes())?;
+        self.buf.clear();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::Error::other("connection closed"));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut response = httparse::Response::new(&mut headers);
+            match response.parse(&self.buf) {
+                Ok(httparse::Status::Complete(head)) => {
+                    if self.buf.len() >= head + content_length(response.headers) {
+                        return Ok(response.code.unwrap_or(0));
+                    }
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            }
+        }
+    }
+}
+
+fn content_length(headers: &[httparse::Header<'_>]) -> usize {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The bench's webhook agent: counts the records POSTed to it and answers
+/// each 200; for the round trip, also publishes each record's
+/// `assistant.token` to a node.
+#[derive(Default)]
+struct Hook {
+    posts: Cell<u64>,
+    /// Connections the server opened to it.
+    connections: Cell<u64>,
+    /// Where each record's token is published, and with what client.
+    publish: Option<(awc::Client, String)>,
+    /// Publishes that failed.
+    failures: Rc<RefCell<Vec<String>>>,
+}
+
+impl Hook {
+    fn received(&self, body: &[u8]) {
+        self.posts.set(self.posts.get() + 1);
+        let Some((client, addr)) = &self.publish else { return };
+        let Some(id) = record_id(body) else {
+            return self.failures.borrow_mut().push("a POST whose body has no record id".into());
+        };
+        let request = client
+            .post(format!("http://{addr}/api/publish"))
+            .insert_header(("Authorization", format!("Bearer {ADMIN}")))
+            .insert_header(("Content-Type", "application/json"));
+        let (body, failures) = (token_event(&id), self.failures.clone());
+        actix_rt::spawn(async move {
+            match request.send_body(body).await {
+                Ok(res) if res.status().as_u16() == 202 => {}
+                Ok(res) => failures.borrow_mut().push(format!("publish answered {}", res.status())),
+                Err(e) => failures.borrow_mut().push(format!("publish: {e}")),
+            }
+        });
+    }
+}
+
+/// Serves the webhook on `listener` until the runtime ends.
+async fn serve_webhook(listener: std::net::TcpListener, hook: Rc<Hook>) {
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+    while let Ok((stream, _)) = listener.accept().await {
+        let _ = stream.set_nodelay(true);
+        hook.connections.set(hook.connections.get() + 1);
+        actix_rt::spawn(webhook_conn(stream, hook.clone()));
+    }
+}
+
+/// One kept-alive connection of the webhook: each complete request is
+/// answered 200 with an empty body.
+async fn webhook_conn(mut stream: TcpStream, hook: Rc<Hook>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut out = Vec::new();
+    loop {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut request = httparse::Request::new(&mut headers);
+            let (head, len) = match request.parse(&buf) {
+                Ok(httparse::Status::Complete(head)) => (head, content_length(request.headers)),
+                Ok(httparse::Status::Partial) => break,
+                Err(_) => return,
+            };
+            if buf.len() < head + len {
+                break;
+            }
+            hook.received(&buf[head..head + len]);
+            buf.drain(..head + len);
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        }
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// What the throughput clients saw, shared by their tasks.
+#[derive(Default)]
+struct LoadSeen {
+    /// Requests sent.
+    sent: u64,
+    /// Receipts (`message.received`), all of them.
+    receipts: u64,
+    /// Receipts that arrived before the deadline.
+    in_time: u64,
+    /// `error` answers.
+    errors: u64,
+    /// Request -> receipt, µs.
+    latencies_us: Vec<u32>,
+    /// The first few errors.
+    samples: Vec<String>,
+    /// Clients done: all they sent was answered (or their connection ended).
+    done: usize,
+}
+
+/// Where a throughput run's records end up: how many the agent has got.
+enum Sink {
+    /// Read from the stream by the bench's consumer.
+    Stream(Arc<AtomicU64>),
+    /// POSTed to the bench's webhook.
+    Webhook(Rc<Hook>),
+}
+
+impl Sink {
+    fn got(&self) -> u64 {
+        match self {
+            Sink::Stream(got) => got.load(Ordering::Relaxed),
+            Sink::Webhook(hook) => hook.posts.get(),
+        }
+    }
+}
+
+/// Whether `needle` occurs in `hay`.
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The request number `n` of a frame's `reply_to` (`{client}-{n}`).
+fn reply_seq(frame: &[u8]) -> Option<usize> {
+    const KEY: &[u8] = b"\"reply_to\":\"";
+    let at = frame.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let rest = &frame[at..];
+    let end = rest.iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&rest[..end]).ok()?.rsplit_once('-')?.1.parse().ok()
+}
+
+/// One throughput client: keeps `window` `chat.message` requests (ids
+/// `{i}-{n}`) outstanding on `conversation:bench-{i}` until `until`, then
+/// waits for the answers still due. Each error holds its sending back
+/// [`ERROR_PAUSE`] longer (16 errors in a row: 160 ms), but it goes on
+/// reading, so a pause delays no receipt.
+async fn load_client(
+    mut ws: Conn,
+    i: usize,
+    window: usize,
+    content: Rc<str>,
+    until: Instant,
+    seen: Rc<RefCell<LoadSeen>>,
+) {
+    let request = |n: usize| {
+        format!(
+            r#"{{"id":"{i}-{n}","type":"chat.message","channel":"conversation:bench-{i}","data":{{"content":"{content}"}}}}"#
+        )
+    };
+    let mut sent_at: Vec<Instant> = Vec::with_capacity(4096);
+    let mut outstanding = 0;
+    // Requests to send, and when sending may go on after an error.
+    let mut due = window;
+    let mut resume_at = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            due = 0;
+        }
+        if now >= resume_at {
+            let mut sent = 0;
+            while due > 0 {
+                sent_at.push(Instant::now());
+                if ws.send_text(&request(sent_at.len() - 1)).await.is_err() {
+                    seen.borrow_mut().done += 1;
+                    return;
+                }
+                due -= 1;
+                sent += 1;
+            }
+            outstanding += sent;
+            seen.borrow_mut().sent += sent as u64;
+        }
+        if outstanding == 0 {
+            if due == 0 {
+                break;
+            }
+            actix_rt::time::sleep(resume_at.saturating_duration_since(Instant::now())).await;
+            continue;
+        }
+        let next = if due > 0 {
+            let wait = resume_at.saturating_duration_since(Instant::now());
+            match actix_rt::time::timeout(wait, ws.next_text()).await {
+                Ok(next) => next,
+                Err(_) => continue,
+            }
+        } else {
+            ws.next_text().await
+        };
+        let Ok(Some(range)) = next else { break };
+        let now = Instant::now();
+        let frame = &ws.buf[range];
+        let receipt = if contains(frame, b"\"type\":\"message.received\"") {
+            true
+        } else if contains(frame, b"\"type\":\"error\"") {
+            false
+        } else {
+            continue;
+        };
+        let mut s = seen.borrow_mut();
+        if receipt {
+            s.receipts += 1;
+            if now <= until {
+                s.in_time += 1;
+            }
+            if let Some(&at) = reply_seq(frame).and_then(|n| sent_at.get(n)) {
+                s.latencies_us.push(us_since(at, now));
+            }
+        } else {
+            s.errors += 1;
+            if s.samples.len() < 5 {
+                s.samples.push(String::from_utf8_lossy(frame).chars().take(300).collect());
+            }
+            resume_at = resume_at.max(now) + ERROR_PAUSE;
+        }
+        outstanding -= 1;
+        due += 1;
+    }
+    seen.borrow_mut().done += 1;
+}
+
+/// One throughput run on servers of its own.
+fn gateway_throughput(args: &Args, delivery: AgentDelivery, opts: &GatewayOpts) -> Result<Throughput, String> {
+    match delivery {
+        AgentDelivery::Stream => {
+            let redis = Redis::start(args.server_cpu)?;
+            let url = redis.url();
+            create_group(&url)?;
+            let (dir, config) = agent_config(None)?;
+            let (stop, got) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+            let consumer = stream_agent(url.clone(), "drain", 1000, stop.clone(), got.clone(), |_| Ok(()));
+            let server = gateway_server(args, &config, Some(&url), "node-a");
+            let sink = Sink::Stream(got);
+            let result = actix_rt::System::new().block_on(async {
+                server.wait_redis_up().await?;
+                server.wait_agent_available().await?;
+                throughput_run(&server, Some(&redis), &sink, delivery, opts).await
+            });
+            stop.store(true, Ordering::Relaxed);
+            let consumed = consumer.join().map_err(|_| "the stream consumer panicked".to_string());
+            let added = entries_added(&url);
+            let footprint = redis_footprint(&url);
+            drop(server);
+            drop(dir);
+            drop(redis);
+            let (mut t, receipts) = result?;
+            consumed??;
+            let added = added?;
+            let ok = added == receipts;
+            println!(
+                "    redis: {added} records ever added to {AGENT_STREAM} (XINFO STREAM entries-added) for {receipts} \
+                 receipts: {}",
+                if ok { "match" } else { "MISMATCH" }
+            );
+            t.checked &= ok;
+            let (keys, used, eval) = footprint?;
+            println!(
+                "    redis after the run: {keys} keys (the stream and one idempotency claim per request, kept \
+                 NOVA_AGENT_IDEMPOTENCY_MS), used_memory {:.1} MiB; the gateway's script (EVAL): {eval}",
+                used as f64 / 1048576.0
+            );
+            Ok(t)
+        }
+        AgentDelivery::Webhook => {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("webhook port: {e}"))?;
+            let port = listener.local_addr().map_err(|e| format!("webhook port: {e}"))?.port();
+            let (dir, config) = agent_config(Some(port))?;
+            let server = gateway_server(args, &config, None, "node-a");
+            let result = actix_rt::System::new().block_on(async {
+                let hook = Rc::new(Hook::default());
+                let serving = actix_rt::spawn(serve_webhook(listener, hook.clone()));
+                server.wait_agent_available().await?;
+                let result = throughput_run(&server, None, &Sink::Webhook(hook), delivery, opts).await;
+                serving.abort();
+                result
+            });
+            drop(server);
+            drop(dir);
+            result.map(|(t, _)| t)
+        }
+    }
+}
+
+/// Connects the clients, drives them for the run's seconds, waits for
+/// every answer and for the agent to get every record, and reports.
+/// Returns the figures and the receipts counted.
+async fn throughput_run(
+    server: &Server,
+    redis: Option<&Redis>,
+    sink: &Sink,
+    delivery: AgentDelivery,
+    opts: &GatewayOpts,
+) -> Result<(Throughput, u64), String> {
+    let content: Rc<str> = Rc::from("x".repeat(opts.size));
+    let mut conns = Vec::with_capacity(opts.clients);
+    for wave in (0..opts.clients).collect::<Vec<_>>().chunks(250) {
+        let pending: Vec<_> = wave
+            .iter()
+            .map(|i| {
+                let (addr, user) = (&server.addr, format!("gw{i}"));
+                async move { login(addr, &user).await }
+            })
+            .collect();
+        for ws in futures_util::future::join_all(pending).await {
+            conns.push(ws?);
+        }
+    }
+    let agent = match (delivery, redis) {
+        (AgentDelivery::Stream, Some(redis)) => format!(
+            "stream agent '{AGENT}' (redis-server on port {}; this program's consumer reads {AGENT_STREAM}: \
+             XREADGROUP COUNT 1000 BLOCK 100 + XACK)",
+            redis.port
+        ),
+        _ => {
+            format!("webhook agent '{AGENT}' (this program's HTTP server answers each POST 200, kept alive; no Redis)")
+        }
+    };
+    println!(
+        "gateway throughput ({}): node {} with {agent}; {} clients, one user each, each sending on a channel of its \
+         own (conversation:bench-<i>, nobody subscribed: no fan-out), {} chat.message outstanding each, {}-byte \
+         content, {} s",
+        delivery.name(),
+        server.addr,
+        conns.len(),
+        opts.window,
+        opts.size,
+        opts.seconds,
+    );
+    let seen = Rc::new(RefCell::new(LoadSeen::default()));
+    let before = server.metrics().await?;
+    let cpu0 = (server.cpu_secs(), server.sys_secs(), redis.map_or(0.0, Redis::cpu_secs), cpu_secs("/proc/self/stat"));
+    let got0 = sink.got();
+    let start = Instant::now();
+    let until = start + Duration::from_secs(opts.seconds);
+    let clients = conns.len();
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, ws)| actix_rt::spawn(load_client(ws, i, opts.window, content.clone(), until, seen.clone())))
+        .collect();
+    let mut per_second = Vec::new();
+    let mut last = 0;
+    for s in 1..=opts.seconds {
+        let at = start + Duration::from_secs(s);
+        actix_rt::time::sleep(at.saturating_duration_since(Instant::now())).await;
+        let now = seen.borrow().in_time;
+        per_second.push(now - last);
+        last = now;
+    }
+    let busy = start.elapsed().as_secs_f64();
+    let got_in_time = sink.got() - got0;
+    let pct = |now: f64, then: f64| (now - then) / busy * 100.0;
+    let cpu = (
+        pct(server.cpu_secs(), cpu0.0),
+        pct(server.sys_secs(), cpu0.1),
+        redis.map_or(0.0, |r| pct(r.cpu_secs(), cpu0.2)),
+        pct(cpu_secs("/proc/self/stat"), cpu0.3),
+    );
+    // Every request answered, then every record with the agent.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.borrow().done < clients && Instant::now() < deadline {
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    let receipts = seen.borrow().receipts;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sink.got() < receipts && Instant::now() < deadline {
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A moment more, so a record too many would show.
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    let after = server.metrics().await?;
+    let rss = server.rss_kib();
+    for task in tasks {
+        task.abort();
+    }
+    let mut seen = seen.take();
+    let lat = Latency::of(std::mem::take(&mut seen.latencies_us));
+    let per_sec = seen.in_time as f64 / opts.seconds as f64;
+    let unanswered = seen.sent - seen.receipts - seen.errors;
+    let series: Vec<String> = per_second.iter().map(u64::to_string).collect();
+    println!("  receipts per second: {}", series.join(" "));
+    println!(
+        "  {} receipts in {} s => {per_sec:.0} records/s accepted; {} errors, {unanswered} unanswered (of {} sent); \
+         request->receipt p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        seen.in_time,
+        opts.seconds,
+        seen.errors,
+        seen.sent,
+        ms(lat.p50),
+        ms(lat.p99),
+        ms(lat.max),
+    );
+    for sample in seen.samples.iter().take(2) {
+        println!("    error: {sample}");
+    }
+    println!(
+        "  meanwhile the agent got {got_in_time} records => {:.0} records/s {}",
+        got_in_time as f64 / busy,
+        match delivery {
+            AgentDelivery::Stream => "read from the stream",
+            AgentDelivery::Webhook => "POSTed to it",
+        }
+    );
+    if let Sink::Webhook(hook) = sink {
+        println!("    the server posted over {} connections to the webhook", hook.connections.get());
+    }
+    let got = sink.got();
+    let accepted = grown(&before, &after, "/gateway/accepted");
+    let what = match delivery {
+        AgentDelivery::Stream => "records read from the stream by the consumer",
+        AgentDelivery::Webhook => "POSTs received by the webhook",
+    };
+    let checked = got == seen.receipts && accepted == seen.receipts && unanswered == 0;
+    println!(
+        "  check: {got} {what}, server gateway.accepted {accepted}, refused {}, delivered {}, failed_attempts {}, for \
+         {} receipts in all (late ones included): {}",
+        grown(&before, &after, "/gateway/refused"),
+        grown(&before, &after, "/gateway/delivered"),
+        grown(&before, &after, "/gateway/failed_attempts"),
+        seen.receipts,
+        if checked { "match" } else { "MISMATCH" },
+    );
+    println!(
+        "  CPU busy over the {busy:.1} s: server {:.0} % ({:.0} % kernel){}, load program {:.0} % (with the agent); \
+         server RSS after {:.1} MiB",
+        cpu.0,
+        cpu.1,
+        if redis.is_some() { format!(", redis-server {:.0} % (on the server CPU)", cpu.2) } else { String::new() },
+        cpu.3,
+        rss as f64 / 1024.0,
+    );
+    Ok((Throughput { delivery, per_sec, errors: seen.errors, receipt: lat, checked }, seen.receipts))
+}
+
+/// One round-trip variant on servers of its own.
+fn gateway_roundtrip(args: &Args, variant: RtVariant, opts: &GatewayOpts) -> Result<RoundTrip, String> {
+    let requests = opts.requests;
+    match variant {
+        RtVariant::StreamLocal | RtVariant::StreamCross => {
+            let redis = Redis::start(args.server_cpu)?;
+            let url = redis.url();
+            create_group(&url)?;
+            let (dir_a, config_a) = agent_config(None)?;
+            let (dir_b, config_b) = agent_config(None)?;
+            let a = gateway_server(args, &config_a, Some(&url), "node-a");
+            let b = matches!(variant, RtVariant::StreamCross)
+                .then(|| gateway_server(args, &config_b, Some(&url), "node-b"));
+            let (stop, got) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+            let mut http = HttpConn::new(&a.addr);
+            let agent = stream_agent(url.clone(), "agent", 10, stop.clone(), got, move |event| {
+                let id = record_id(event.as_bytes()).ok_or_else(|| format!("a record without an id: {event}"))?;
+                match http.post("/api/publish", &token_event(&id))? {
+                    202 => Ok(()),
+                    status => Err(format!("publish answered {status}")),
+                }
+            });
+            let client_node = b.as_ref().unwrap_or(&a);
+            let result = actix_rt::System::new().block_on(async {
+                for node in [Some(&a), b.as_ref()].into_iter().flatten() {
+                    node.wait_redis_up().await?;
+                    node.wait_agent_available().await?;
+                }
+                roundtrip_run(client_node, &a, variant, requests).await
+            });
+            stop.store(true, Ordering::Relaxed);
+            let agent = agent.join().map_err(|_| "the stream agent panicked".to_string());
+            drop(b);
+            drop(a);
+            drop((dir_a, dir_b));
+            drop(redis);
+            let trip = result?;
+            agent?.map_err(|e| format!("stream agent: {e}"))?;
+            Ok(trip)
+        }
+        RtVariant::Webhook => {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("webhook port: {e}"))?;
+            let port = listener.local_addr().map_err(|e| format!("webhook port: {e}"))?.port();
+            let (dir, config) = agent_config(Some(port))?;
+            let server = gateway_server(args, &config, None, "node-a");
+            let result = actix_rt::System::new().block_on(async {
+                let client = awc::Client::builder().timeout(Duration::from_secs(5)).finish();
+                let hook = Rc::new(Hook { publish: Some((client, server.addr.clone())), ..Hook::default() });
+                let serving = actix_rt::spawn(serve_webhook(listener, hook.clone()));
+                server.wait_agent_available().await?;
+                let trip = roundtrip_run(&server, &server, variant, requests).await;
+                serving.abort();
+                if let Some(failure) = hook.failures.borrow().first() {
+                    return Err(format!("webhook agent: {failure}"));
+                }
+                trip
+            });
+            drop(server);
+            drop(dir);
+            result
+        }
+    }
+}
+
+/// One client subscribed to [`RT_CHANNEL`] on `client_node` sends
+/// `requests` `chat.message` one at a time (after [`RT_WARMUP`] not
+/// counted), each timed from just before its send to the `assistant.token`
+/// whose `stream_id` is its record's id (the receipt's `message_id`).
+async fn roundtrip_run(
+    client_node: &Server,
+    agent_node: &Server,
+    variant: RtVariant,
+    requests: usize,
+) -> Result<RoundTrip, String> {
+    let mut ws = subscriber(&client_node.addr, "rt", RT_CHANNEL).await?;
+    let agent = match variant {
+        RtVariant::Webhook => "the webhook (this program) answers each POST 200 and publishes",
+        _ => "the agent (this program, XREADGROUP BLOCK) publishes, for each record,",
+    };
+    println!(
+        "gateway round trip ({}): one client on {} subscribed to '{RT_CHANNEL}' sends {requests} chat.message one at \
+         a time (after {RT_WARMUP} not counted); {agent} assistant.token {{stream_id: <record id>}} with POST \
+         /api/publish to {} (kept-alive connection)",
+        variant.label(),
+        client_node.addr,
+        agent_node.addr,
+    );
+    let (mut tokens, mut receipts) = (Vec::with_capacity(requests), Vec::with_capacity(requests));
+    let (mut lost, mut lost_in_a_row) = (0, 0);
+    let mut errors = Vec::new();
+    for k in 0..RT_WARMUP + requests {
+        if lost_in_a_row >= 10 {
+            return Err(format!("{lost_in_a_row} round trips in a row lost (did the agent stop?): {errors:?}"));
+        }
+        let request_id = format!("rt-{k}");
+        let request = json!({"id": request_id, "type": "chat.message", "channel": RT_CHANNEL,
+                             "data": {"content": format!("round trip {k}")}})
+        .to_string();
+        let sent = Instant::now();
+        ws.send_text(&request).await.map_err(|e| e.to_string())?;
+        let until = sent + RT_TIMEOUT;
+        let mut receipt: Option<(String, Instant)> = None;
+        // Tokens by stream id, in case one arrives before its receipt.
+        let mut token_at: std::collections::HashMap<String, Instant> = Default::default();
+        let token = loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let range = match actix_rt::time::timeout(left, ws.next_text()).await {
+                Err(_) => break None,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Ok(Ok(None)) => return Err("the round-trip client's connection closed".into()),
+                Ok(Ok(Some(range))) => range,
+            };
+            let now = Instant::now();
+            let event: Value = serde_json::from_slice(&ws.buf[range]).unwrap_or_default();
+            match event["type"].as_str() {
+                Some("message.received") if event["reply_to"] == request_id.as_str() => {
+                    receipt = event["data"]["message_id"].as_str().map(|id| (id.to_owned(), now));
+                }
+                Some("assistant.token") => {
+                    if let Some(id) = event["data"]["stream_id"].as_str() {
+                        token_at.insert(id.to_owned(), now);
+                    }
+                }
+                Some("error") if event["reply_to"] == request_id.as_str() => {
+                    errors.push(event.to_string());
+                    break None;
+                }
+                _ => {}
+            }
+            if let Some(at) = receipt.as_ref().and_then(|(id, _)| token_at.get(id)) {
+                break Some(*at);
+            }
+        };
+        let answered = match (token, &receipt) {
+            (Some(at), Some((_, receipt_at))) => Some((us_since(sent, at), us_since(sent, *receipt_at))),
+            _ => None,
+        };
+        lost_in_a_row = if answered.is_some() { 0 } else { lost_in_a_row + 1 };
+        if k < RT_WARMUP {
+            continue;
+        }
+        match answered {
+            Some((token, receipt)) => {
+                tokens.push(token);
+                receipts.push(receipt);
+            }
+            None => lost += 1,
+        }
+    }
+    let (token, receipt) = (Latency::of(tokens), Latency::of(receipts));
+    println!(
+        "  send -> first token: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} requests; send -> receipt: p50 \
+         {:.2} ms, p99 {:.2} ms, max {:.2} ms; {lost} lost ({} answered with an error)",
+        ms(token.p50),
+        ms(token.p99),
+        ms(token.max),
+        token.got,
+        ms(receipt.p50),
+        ms(receipt.p99),
+        ms(receipt.max),
+        errors.len(),
+    );
+    for error in errors.iter().take(5) {
+        println!("    error: {error}");
+    }
+    Ok(RoundTrip { label: variant.label(), token, receipt, lost })
 }
 
 /// Seconds the hypervisor has stolen from `cpu` (the `steal` column of its
