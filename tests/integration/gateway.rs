@@ -346,6 +346,14 @@ async fn a_chat_message_reaches_the_stream_agent_as_its_sender_and_the_reply_rea
             assert_eq!(client.recv_type("assistant.token").await["data"]["chunk"], chunk);
         }
     }
+
+    // Redis forgets its scripts (a restart, SCRIPT FLUSH): the next write
+    // loads it again and nothing is lost.
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut redis.connection()).unwrap();
+    bob.request("chat.message", Some("conversation:c1"), json!({"content": "again"})).await;
+    let receipt = collect(&mut bob, &["message.received"]).await.remove("message.received").unwrap();
+    let record = agent.read(1).remove(0);
+    assert_eq!((&record["id"], record["data"]["content"].as_str()), (&receipt["data"]["message_id"], Some("again")));
 }
 
 #[actix_rt::test]
@@ -632,4 +640,67 @@ async fn during_a_redis_outage_requests_are_refused_rather_than_lost_and_resume_
     alice.request("chat.message", Some("conversation:c1"), json!({"content": "after"})).await;
     alice.recv_type("message.received").await;
     assert_eq!(agent.read(1)[0]["data"]["content"], "after", "only what was receipted reached the agent");
+}
+
+#[actix_rt::test]
+async fn a_request_waiting_for_its_tool_calls_agent_keeps_its_place_in_the_channel() {
+    let redis = RedisServer::start();
+    let (a, b) = (server_with(Some(&redis), "na"), server_with(Some(&redis), "nb"));
+    let mut hook = Hook::start();
+    let yaml = format!(
+        "chat:\n  receives: [chat.message, tool.call.response]\n  delivery: webhook\n  url: {}\n",
+        hook.url("/chat")
+    );
+    configure(&b, &yaml, &["chat"]).await;
+    wait_available(&b, "chat", true).await;
+    a.publish("conversation:c1", "tool.call.start", json!({"call_id": "call-1", "tool": "ask", "agent": "chat"})).await;
+    let keys =
+        |r: &RedisServer| -> Vec<String> { redis::cmd("KEYS").arg("nova:call:*").query(&mut r.connection()).unwrap() };
+    redis.wait_for("the call kept in Redis", keys, |k| k.len() == 1).await;
+    // Node B does not know the call: the response waits for Redis to name
+    // its agent, and the message sent right after it waits behind it.
+    let mut alice = b.connect_as("alice").await;
+    // Redis is frozen until both requests are in: the lookup cannot answer
+    // before the message arrives.
+    let before = b.metrics().await["messages_in"].as_u64().unwrap();
+    redis.signal("-STOP");
+    alice.request("tool.call.response", Some("conversation:c1"), json!({"call_id": "call-1", "response": "yes"})).await;
+    alice.request("chat.message", Some("conversation:c1"), json!({"content": "and then"})).await;
+    b.wait_for_metrics("both requests read", |m| m["messages_in"].as_u64() >= Some(before + 2)).await;
+    redis.signal("-CONT");
+    alice.recv_type("message.received").await;
+    alice.recv_type("message.received").await;
+    let first = hook.next_post().await.record();
+    let second = hook.next_post().await.record();
+    assert_eq!((first["type"].as_str(), second["type"].as_str()), (Some("tool.call.response"), Some("chat.message")));
+}
+
+#[actix_rt::test]
+async fn a_record_the_webhook_refuses_for_good_is_dropped_and_the_channel_goes_on() {
+    let mut hook = Hook::start();
+    hook.plan(&[422]);
+    let server = server_with(None, "n1");
+    let yaml = format!("chat:\n  receives: [chat.message]\n  delivery: webhook\n  url: {}\n", hook.url("/e"));
+    configure(&server, &yaml, &["chat"]).await;
+    wait_available(&server, "chat", true).await;
+    let mut alice = server.connect_as("alice").await;
+    for n in 0..2 {
+        alice.request("chat.message", Some("conversation:c1"), json!({"content": format!("m{n}")})).await;
+        alice.recv_type("message.received").await;
+    }
+    assert_eq!(hook.next_post().await.record()["data"]["content"], "m0");
+    assert_eq!(hook.next_post().await.record()["data"]["content"], "m1", "m0 was not retried");
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (_, body) = server.get("/api/agents").await;
+        if body["agents"][0]["delivered"] == 1 {
+            assert_eq!(
+                (body["agents"][0]["rejected"].as_u64(), body["agents"][0]["queued"].as_u64()),
+                (Some(1), Some(0))
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
