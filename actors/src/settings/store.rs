@@ -232,7 +232,7 @@ impl Store {
     }
 
     /// Restores backup `id` over its file, after checking its content with
-    /// `check` (an MCP backup that no longer validates is refused); the file
+    /// `check` (an MCP or agents backup that no longer validates is refused); the file
     /// it replaces is backed up first. Returns which file was restored.
     pub fn restore(
         &self,
