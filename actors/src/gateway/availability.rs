@@ -158,6 +158,7 @@ impl Gateway {
                 Delivery::Webhook { health_url: None, .. } => return,
             };
         slot.checking = true;
+        slot.written_at_probe = slot.written;
         ctx.spawn(check.into_actor(self).map(move |result, act, _| act.checked(Checked { agent, result })));
     }
 
@@ -178,10 +179,10 @@ impl Gateway {
                     slot.seen_at =
                         Some((now.checked_sub(since).unwrap_or(now), wall.checked_sub(since).unwrap_or(wall)));
                 }
-                // Counted afresh from here: what this node writes until the
-                // next probe adds to it.
+                // What this node wrote before the probe began is in its
+                // figure; what it wrote since still adds to it.
                 slot.backlog = backlog.unwrap_or(0);
-                slot.written = 0;
+                slot.written = slot.written.saturating_sub(slot.written_at_probe);
                 let (available, reason) = stream_availability(idle_ms, backlog, every_read, idle, limit);
                 slot.available = available;
                 slot.reason = reason;

@@ -23,13 +23,14 @@
 //! - [`redis`]: the ordered writer of stream records and claims, and the
 //!   probe of a stream agent's consumer groups.
 //!
-//! Order: requests of one lane (a channel, in its tenant) are handled one
-//! at a time from the moment one needs Redis (a write, or the lookup of a
-//! tool call's agent) until Redis answers it; later requests of that lane
-//! wait in the gateway, in order. So the records of a channel reach the
+//! Order: the records of a lane (a channel, in its tenant) reach the
 //! streams and the webhook queues in the order the client sent them,
-//! whatever Redis does meanwhile. Other lanes are not held up, and their
-//! writes share Redis round trips.
+//! whatever Redis does meanwhile. Writes go to Redis in order through one
+//! queue and come back in order, so a lane's writes may be many at once;
+//! what would overtake them waits in the gateway, in order, until they are
+//! answered: a request behind the lookup of a tool call's agent (its write
+//! is not queued yet), and a request that would be accepted without Redis
+//! (Redis went down, or nothing to write) behind writes still out.
 //!
 //! docs/gateway.md is the contract.
 
@@ -301,9 +302,11 @@ struct Slot {
     failing: bool,
     /// A probe or health check is running.
     checking: bool,
-    /// Stream: records unacknowledged at the last probe, and written since.
+    /// Stream: records unacknowledged at the last probe, written since it
+    /// began, and what `written` was when the probe running now began.
     backlog: u64,
     written: u64,
+    written_at_probe: u64,
     delivered: u64,
     failed_attempts: u64,
     rejected: u64,
@@ -325,6 +328,7 @@ impl Slot {
             checking: false,
             backlog: 0,
             written: 0,
+            written_at_probe: 0,
             delivered: 0,
             failed_attempts: 0,
             rejected: 0,
@@ -359,10 +363,14 @@ struct Unconfirmed {
     lane: Arc<str>,
 }
 
-/// A lane with a request waiting for Redis, and the requests behind it.
+/// A lane with requests out to Redis, and the requests waiting behind them.
 #[derive(Default)]
 struct Held {
-    pending: bool,
+    /// Writes out.
+    writes: usize,
+    /// A lookup of a tool call's agent is out.
+    lookup: bool,
+    /// In order; the first waits for what is out.
     queue: VecDeque<Submit>,
 }
 
@@ -452,12 +460,14 @@ impl Gateway {
 
     /// A request's turn: answered from memory if it is a repeat, else
     /// routed (after looking up its tool call's agent, when Redis may know
-    /// it and this node does not).
-    fn take(&mut self, submit: Submit, ctx: &mut Context<Self>) {
+    /// it and this node does not). Returns the request when it must wait
+    /// for what its lane has out.
+    fn take(&mut self, submit: Submit, ctx: &mut Context<Self>) -> Option<Submit> {
         let claim = self.claim_key(&submit.user, &submit.fingerprint);
         if let Some(first) = self.seen.get(&claim) {
             let first = Arc::clone(first);
-            return self.answer(&submit, Ok(first));
+            self.answer(&submit, Ok(first));
+            return None;
         }
         let Some(call_id) = submit.call_id.as_deref() else { return self.route(submit, None, ctx) };
         let key = self.call_key(call_id);
@@ -469,35 +479,32 @@ impl Gateway {
             return self.route(submit, None, ctx);
         }
         let seq = self.next_seq();
-        if self.writes.as_ref().is_some_and(|w| w.send(Op::Lookup { seq, key })) {
-            self.hold_lane(&submit.lane);
-            self.pending.insert(seq, Pending::Lookup(submit));
-        } else {
-            self.route(submit, None, ctx);
+        if !self.writes.as_ref().is_some_and(|w| w.send(Op::Lookup { seq, key })) {
+            return self.route(submit, None, ctx);
         }
+        self.held.entry(Arc::clone(&submit.lane)).or_default().lookup = true;
+        self.pending.insert(seq, Pending::Lookup(submit));
+        None
     }
 
-    /// The lane waits for Redis: later requests of it are held.
-    fn hold_lane(&mut self, lane: &Arc<str>) {
-        self.held.entry(Arc::clone(lane)).or_default().pending = true;
-    }
-
-    /// Redis answered the lane's request: the requests held behind it take
-    /// their turn, in order, until one of them waits for Redis again.
+    /// Something the lane had out came back: the requests waiting take
+    /// their turn, in order, until one of them has to wait again.
     fn release_lane(&mut self, lane: &Arc<str>, ctx: &mut Context<Self>) {
-        if let Some(held) = self.held.get_mut(lane) {
-            held.pending = false;
-        }
         loop {
             let Some(held) = self.held.get_mut(lane) else { return };
-            if held.pending {
+            if held.lookup {
                 return;
             }
             let Some(next) = held.queue.pop_front() else {
-                self.held.remove(lane);
+                if held.writes == 0 {
+                    self.held.remove(lane);
+                }
                 return;
             };
-            self.take(next, ctx);
+            if let Some(waits) = self.take(next, ctx) {
+                self.held.entry(Arc::clone(lane)).or_default().queue.push_front(waits);
+                return;
+            }
         }
     }
 
@@ -552,14 +559,19 @@ impl Gateway {
         (self.config.stream_maxlen as u64 / 2).max(1)
     }
 
-    /// Routes a request whose tool-call agent (if any) is settled.
-    fn route(&mut self, submit: Submit, known_agent: Option<String>, ctx: &mut Context<Self>) {
+    /// Routes a request whose tool-call agent (if any) is settled; returns
+    /// it when it must wait for writes its lane has out.
+    fn route(&mut self, submit: Submit, known_agent: Option<String>, ctx: &mut Context<Self>) -> Option<Submit> {
         let chosen = match self.targets(&submit, known_agent.as_deref()) {
             Ok(chosen) => chosen,
-            Err(refusal) => return self.refuse(&submit, refusal),
+            Err(refusal) => {
+                self.refuse(&submit, refusal);
+                return None;
+            }
         };
         if chosen.is_empty() && submit.relay.is_none() {
-            return self.refuse(&submit, Refusal::NoAgent(submit.kind));
+            self.refuse(&submit, Refusal::NoAgent(submit.kind));
+            return None;
         }
         let claim = self.claim_key(&submit.user, &submit.fingerprint);
         let (streams, webhooks): (Vec<usize>, Vec<usize>) =
@@ -569,11 +581,17 @@ impl Gateway {
         // are targeted, so a resend to another node is recognised; a relay
         // nobody else receives needs no round trip.
         if !self.redis_up() || (streams.is_empty() && webhooks.is_empty()) {
-            return self.accepted(submit, claim, &webhooks, ctx);
+            // Accepted now: not before the lane's writes still out.
+            if self.held.get(&submit.lane).is_some_and(|h| h.writes > 0) {
+                return Some(submit);
+            }
+            self.accepted(submit, claim, &webhooks, ctx);
+            return None;
         }
         let bytes = submit.record.len();
         if self.redis_bytes + bytes > MAX_REDIS_BYTES {
-            return self.refuse(&submit, Refusal::Backpressure);
+            self.refuse(&submit, Refusal::Backpressure);
+            return None;
         }
         let seq = self.next_seq();
         let op = Op::Submit {
@@ -586,11 +604,20 @@ impl Gateway {
             maxlen: self.config.stream_maxlen,
         };
         if !self.writes.as_ref().is_some_and(|w| w.send(op)) {
-            return self.refuse(&submit, Refusal::Backpressure);
+            self.refuse(&submit, Refusal::Backpressure);
+            return None;
         }
         self.redis_bytes += bytes;
+        let limit = self.backlog_limit();
         for &i in &streams {
-            self.slots[i].written += 1;
+            let slot = &mut self.slots[i];
+            slot.written += 1;
+            // Half way to the limit on this node's count alone: look again
+            // now rather than at the next tick, so a fast agent is not held
+            // to the limit per check interval.
+            if slot.written * 2 >= limit.saturating_sub(slot.backlog) {
+                self.check(i, ctx);
+            }
         }
         for name in &webhooks {
             if let Some(i) = self.slot(name) {
@@ -598,8 +625,9 @@ impl Gateway {
                 self.slots[i].reserved_bytes += bytes;
             }
         }
-        self.hold_lane(&submit.lane);
+        self.held.entry(Arc::clone(&submit.lane)).or_default().writes += 1;
         self.pending.insert(seq, Pending::Write { submit, claim, webhooks });
+        None
     }
 
     /// Gives back what a write waiting for Redis held.
@@ -658,6 +686,9 @@ impl Gateway {
         let Pending::Write { submit, claim, webhooks } = pending else { return };
         self.unreserve(&webhooks, submit.record.len());
         let lane = Arc::clone(&submit.lane);
+        if let Some(held) = self.held.get_mut(&lane) {
+            held.writes = held.writes.saturating_sub(1);
+        }
         match result {
             Ok(Claim::New) => self.accepted(submit, claim, &webhooks, ctx),
             Ok(Claim::Repeat(first)) => {
@@ -714,11 +745,15 @@ impl Handler<Submit> for Gateway {
     type Result = ();
 
     fn handle(&mut self, submit: Submit, ctx: &mut Self::Context) {
-        if let Some(held) = self.held.get_mut(&submit.lane) {
+        // Behind a lookup, or behind requests already waiting: in order.
+        if let Some(held) = self.held.get_mut(&submit.lane).filter(|h| h.lookup || !h.queue.is_empty()) {
             held.queue.push_back(submit);
             return;
         }
-        self.take(submit, ctx);
+        let lane = Arc::clone(&submit.lane);
+        if let Some(waits) = self.take(submit, ctx) {
+            self.held.entry(lane).or_default().queue.push_back(waits);
+        }
     }
 }
 
@@ -740,9 +775,11 @@ impl Handler<Outcome> for Gateway {
                 }
                 let lane = Arc::clone(&submit.lane);
                 if let Some(held) = self.held.get_mut(&lane) {
-                    held.pending = false;
+                    held.lookup = false;
                 }
-                self.route(submit, agent, ctx);
+                if let Some(waits) = self.route(submit, agent, ctx) {
+                    self.held.entry(Arc::clone(&lane)).or_default().queue.push_front(waits);
+                }
                 self.release_lane(&lane, ctx);
             }
         }
