@@ -176,19 +176,46 @@ impl Toggle {
     }
 }
 
-/// `POST /api/config/validate`: checks the posted YAML (the body, as text)
-/// as `mcp_servers.yaml`; saves nothing. The check runs on the blocking
-/// pool: a megabyte of YAML is milliseconds of work, and this worker's
-/// WebSockets must not wait for it.
-pub async fn validate(_: Admin, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+/// `?file=` of `POST /api/config/validate`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateQuery {
+    /// `mcp_servers.yaml` (the default) or `agents.yaml`.
+    #[serde(default)]
+    file: Option<String>,
+}
+
+/// `POST /api/config/validate[?file=agents.yaml]`: checks the posted YAML
+/// (the body, as text) as `mcp_servers.yaml` or `agents.yaml`; saves
+/// nothing. The check runs on the blocking pool: a megabyte of YAML is
+/// milliseconds of work, and this worker's WebSockets must not wait for it.
+pub async fn validate(_: Admin, query: web::Query<ValidateQuery>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     if body.len() > MAX_YAML_BYTES {
         return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "at most 1 MiB of YAML"));
     }
+    let agents_file = match query.into_inner().file.as_deref() {
+        None | Some(nova_actors::settings::MCP_FILE) => false,
+        Some(nova_actors::settings::AGENTS_FILE) => true,
+        Some(other) => {
+            let message = format!(
+                "'{}' is not a file this server validates: mcp_servers.yaml or agents.yaml",
+                other.escape_default()
+            );
+            return Err(ApiError::bad_request("invalid_file", message));
+        }
+    };
     let answer = web::block(move || {
         let text = std::str::from_utf8(&body).ok()?;
-        Some(match mcp::parse(text) {
-            Ok(config) => json!({ "valid": true, "servers": config.servers, "errors": [] }),
-            Err(errors) => json!({ "valid": false, "errors": errors }),
+        Some(if agents_file {
+            match agents::parse(text) {
+                Ok(config) => json!({ "valid": true, "agents": config.agents, "errors": [] }),
+                Err(errors) => json!({ "valid": false, "errors": errors }),
+            }
+        } else {
+            match mcp::parse(text) {
+                Ok(config) => json!({ "valid": true, "servers": config.servers, "errors": [] }),
+                Err(errors) => json!({ "valid": false, "errors": errors }),
+            }
         })
     })
     .await

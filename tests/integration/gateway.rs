@@ -704,3 +704,22 @@ async fn a_record_the_webhook_refuses_for_good_is_dropped_and_the_channel_goes_o
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[actix_rt::test]
+async fn the_agents_file_can_be_checked_before_it_is_saved() {
+    let server = server_with(None, "n1");
+    let check = |file: &str, yaml: &str| {
+        let (path, yaml) = (format!("/api/config/validate?file={file}"), yaml.to_owned());
+        let server = &server;
+        async move { server.post_raw(&path, "text/plain", &yaml, Some(crate::common::ADMIN_TOKEN)).await }
+    };
+    let (status, body) = check("agents.yaml", "chat:\n  receives: [chat.message]\n  delivery: stream\n").await;
+    assert_eq!((status, &body["valid"], &body["agents"][0]["name"]), (200, &json!(true), &json!("chat")), "{body}");
+    let (status, body) = check("agents.yaml", "chat:\n  receives: [chat.typing]\n  delivery: stream\n").await;
+    assert_eq!((status, &body["valid"]), (200, &json!(false)), "{body}");
+    assert_eq!((&body["errors"][0]["field"], &body["errors"][0]["line"]), (&json!("receives"), &json!(2)), "{body}");
+    let (status, body) = check("../etc/passwd", "x: 1\n").await;
+    assert_eq!((status, &body["error"]["code"]), (400, &json!("invalid_file")), "{body}");
+    let (_, listed) = server.get("/api/agents").await;
+    assert_eq!(listed["agents"], json!([]), "nothing was saved");
+}
