@@ -26,8 +26,12 @@
 //! node would (presence included), logs one warning, and retries with
 //! capped exponential backoff. On reconnecting it subscribes again to
 //! everything it needs and syncs its presence.
+//!
+//! The state behind these rules lives in plain structs that do no I/O, so
+//! it is tested without Redis: the connection's in `retry.rs`, the
+//! subscriptions' in `interest.rs`, this node's presence in
+//! `membership.rs`. This file does the Redis side and the messages.
 
-use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -38,8 +42,11 @@ use redis::{AsyncConnectionConfig, Client, Msg, RedisError, Script};
 use tokio::sync::watch;
 
 use crate::channel::presence_frame;
+use crate::cluster::interest::{Changes, Subscriptions};
+use crate::cluster::membership::Membership;
 use crate::cluster::outbox::{Conn, Outbox, WriteFailed, Writer};
 use crate::cluster::presence::{self, Transition};
+use crate::cluster::retry::Retry;
 use crate::cluster::seal::ClusterKey;
 use crate::cluster::wire::{self, Decoded, Refused, Wire};
 use crate::cluster::{BusStatus, Keys, Topic};
@@ -48,11 +55,7 @@ use crate::registry::{Deliver, RefreshPresence, Registry};
 /// Time to connect, and to wait for any one answer from Redis.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// First retry after a failure; doubled after each failed attempt.
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-
-/// Retries are never further apart than this.
-pub const MAX_RETRY: Duration = Duration::from_secs(5);
+pub use crate::cluster::retry::MAX_RETRY;
 
 /// After a reconnect, how long until users missing from Redis are taken
 /// as gone: the longest retry interval plus a connection attempt, by which
@@ -210,33 +213,18 @@ pub struct Bus {
     /// The current pub/sub stream, cancelled when its connection is given
     /// up, so a connection never outlives its replacement.
     stream: Option<SpawnHandle>,
-    /// A presence update failed without losing the connection: sync at the
-    /// next heartbeat.
-    needs_sync: bool,
-    /// Set by [`Retire`]: the node is leaving and stops beating.
-    retired: bool,
     link: Option<Link>,
-    /// Numbers each connection, so messages and failures of an old one are
-    /// told apart from the current one's.
-    epoch: u64,
-    connecting: bool,
-    retry_scheduled: bool,
-    retry: Duration,
-    /// Whether this outage was logged.
-    warned: bool,
+    /// The connection's number, the attempts and the backoff.
+    retry: Retry,
     /// Redis channels the node needs, and those it is subscribed to.
-    wanted: HashSet<String>,
-    subscribed: HashSet<String>,
+    interest: Subscriptions,
     subscriptions_flush: bool,
-    /// Subscription changes sent, and (shared with their futures) those
-    /// Redis has answered: `LoadPresence` waits until its channel's
-    /// subscription is in place.
-    changes_sent: u64,
+    /// The number of the last subscription change Redis has answered,
+    /// shared with the changes' futures: `LoadPresence` waits until its
+    /// channel's subscription is in place.
     changes_done: Arc<watch::Sender<u64>>,
-    /// The `channel\nuser` pairs present on this node, and those changed
-    /// since the last count.
-    present: HashSet<String>,
-    touched: HashSet<String>,
+    /// Who is present on this node, and what Redis has not counted yet.
+    members: Membership,
     presence_flush: bool,
 }
 
@@ -256,7 +244,7 @@ impl Bus {
         let (outbox, writer) = Outbox::new(Arc::clone(&keys), Arc::clone(&wire), Arc::clone(&status), conn_rx);
         let bus = Bus {
             client,
-            wanted: HashSet::from([keys.broadcast()]),
+            interest: Subscriptions::new([keys.broadcast()]),
             keys,
             config,
             node,
@@ -267,20 +255,11 @@ impl Bus {
             writer: Some(writer),
             conn_tx,
             stream: None,
-            needs_sync: false,
-            retired: false,
             link: None,
-            epoch: 0,
-            connecting: false,
-            retry_scheduled: false,
-            retry: FIRST_RETRY,
-            warned: false,
-            subscribed: HashSet::new(),
+            retry: Retry::new(),
             subscriptions_flush: false,
-            changes_sent: 0,
             changes_done: Arc::new(watch::Sender::new(0)),
-            present: HashSet::new(),
-            touched: HashSet::new(),
+            members: Membership::new(),
             presence_flush: false,
         };
         Ok((bus, outbox))
@@ -293,10 +272,9 @@ impl Bus {
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
-        if self.connecting || self.link.is_some() {
+        if self.link.is_some() || !self.retry.begin() {
             return;
         }
-        self.connecting = true;
         let client = self.client.clone();
         let attempt = async move {
             let config = AsyncConnectionConfig::new()
@@ -309,7 +287,7 @@ impl Bus {
             Ok::<_, RedisError>((conn, pubsub))
         };
         ctx.spawn(attempt.into_actor(self).map(|result, act, ctx| {
-            act.connecting = false;
+            act.retry.ended();
             match result {
                 Ok((conn, pubsub)) => act.connected(conn, pubsub, ctx),
                 Err(e) => act.lost(None, format!("cannot connect: {e}"), ctx),
@@ -318,8 +296,7 @@ impl Bus {
     }
 
     fn connected(&mut self, conn: MultiplexedConnection, pubsub: redis::aio::PubSub, ctx: &mut Context<Self>) {
-        self.epoch += 1;
-        let epoch = self.epoch;
+        let (epoch, after_outage) = self.retry.connected();
         let (sink, messages) = pubsub.split();
         if let Some(old) = self.stream.take() {
             ctx.cancel_future(old);
@@ -333,11 +310,10 @@ impl Bus {
         );
         self.conn_tx.send_replace(Some((epoch, conn.clone())));
         self.link = Some(Link { conn, sink });
-        self.subscribed.clear();
-        self.retry = FIRST_RETRY;
+        self.interest.reset();
         self.status.connects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.status.set(true, None);
-        if std::mem::take(&mut self.warned) {
+        if after_outage {
             log::info!("redis: connected again; resubscribing and syncing presence");
         } else {
             log::info!("redis: connected (prefix '{}')", self.keys.prefix());
@@ -352,7 +328,7 @@ impl Bus {
     /// every connect.
     fn subscribe_connections(&mut self, ctx: &mut Context<Self>) {
         let Some(link) = &self.link else { return };
-        let (mut sink, epoch) = (link.sink.clone(), self.epoch);
+        let (mut sink, epoch) = (link.sink.clone(), self.retry.epoch());
         let pattern = self.keys.connections(&self.node);
         let subscribe = async move { tokio::time::timeout(REDIS_TIMEOUT, sink.psubscribe(pattern)).await };
         ctx.spawn(subscribe.into_actor(self).map(move |result, act, ctx| match result {
@@ -365,9 +341,7 @@ impl Bus {
     /// The connection numbered `epoch` (or the attempt to make one, with
     /// `None`) failed: serve locally and retry.
     fn lost(&mut self, epoch: Option<u64>, why: String, ctx: &mut Context<Self>) {
-        if epoch.is_some_and(|e| e != self.epoch) {
-            return;
-        }
+        let Some(outage) = self.retry.failed(epoch) else { return };
         if self.link.take().is_some() {
             // Dropping the stream closes the old pub/sub connection, and
             // with it every subscription Redis still holds for it.
@@ -375,30 +349,26 @@ impl Bus {
                 ctx.cancel_future(stream);
             }
             self.conn_tx.send_replace(None);
-            self.subscribed.clear();
+            self.interest.reset();
             // Changes not yet counted: this node's subscribers hear of
             // them now; the sync after reconnecting tells the others.
-            for member in std::mem::take(&mut self.touched) {
-                if let Some((channel, user)) = member.split_once('\n') {
-                    let joined = self.present.contains(&member);
-                    self.announce(Transition::local(Arc::from(channel), Arc::from(user), joined), false);
+            for change in self.members.take_changes() {
+                if let Some(transition) = change.transition() {
+                    self.announce(transition, false);
                 }
             }
         }
         self.status.set(false, Some(why.clone()));
-        if !self.warned {
-            self.warned = true;
+        if outage.first {
             log::warn!("redis: {why}; serving this node's clients only, retrying every {:?} at most", MAX_RETRY);
         } else {
-            log::debug!("redis: {why}; next try in {:?}", self.retry);
+            log::debug!("redis: {why}; next try in {:?}", outage.next_try);
         }
-        if !self.retry_scheduled && !self.connecting {
-            self.retry_scheduled = true;
-            ctx.run_later(self.retry, |act, ctx| {
-                act.retry_scheduled = false;
+        if outage.schedule {
+            ctx.run_later(outage.next_try, |act, ctx| {
+                act.retry.due();
                 act.connect(ctx);
             });
-            self.retry = (self.retry * 2).min(MAX_RETRY);
         }
     }
 
@@ -410,20 +380,8 @@ impl Bus {
     fn flush_subscriptions(&mut self, ctx: &mut Context<Self>) {
         self.subscriptions_flush = false;
         let Some(link) = &self.link else { return };
-        let add: Vec<String> = self.wanted.difference(&self.subscribed).cloned().collect();
-        let remove: Vec<String> = self.subscribed.difference(&self.wanted).cloned().collect();
-        if add.is_empty() && remove.is_empty() {
-            return;
-        }
-        for name in &add {
-            self.subscribed.insert(name.clone());
-        }
-        for name in &remove {
-            self.subscribed.remove(name);
-        }
-        self.changes_sent += 1;
-        let (mut sink, epoch, sent, done) =
-            (link.sink.clone(), self.epoch, self.changes_sent, Arc::clone(&self.changes_done));
+        let Some(Changes { add, remove, number: sent }) = self.interest.take_changes() else { return };
+        let (mut sink, epoch, done) = (link.sink.clone(), self.retry.epoch(), Arc::clone(&self.changes_done));
         let change = async move {
             let result = async {
                 if !add.is_empty() {
@@ -467,7 +425,7 @@ impl Bus {
         ctx: &mut Context<Self>,
     ) {
         let Some(link) = &self.link else { return };
-        let (mut conn, epoch) = (link.conn.clone(), self.epoch);
+        let (mut conn, epoch) = (link.conn.clone(), self.retry.epoch());
         let run = async move { invocation.invoke_async::<Vec<String>>(&mut conn).await };
         ctx.spawn(run.into_actor(self).map(move |result, act, ctx| match result {
             Ok(answer) => {
@@ -490,7 +448,7 @@ impl Bus {
             }
             Err(e) => {
                 log::warn!("redis: presence update failed: {e}");
-                act.needs_sync = true;
+                act.members.count_failed();
                 // This node's subscribers still hear of its own changes.
                 for transition in on_error {
                     act.announce(transition, false);
@@ -504,18 +462,19 @@ impl Bus {
 
     fn flush_presence(&mut self, ctx: &mut Context<Self>) {
         self.presence_flush = false;
-        if self.touched.is_empty() || self.link.is_none() {
+        if self.link.is_none() {
             return;
         }
-        let mut fallback = Vec::with_capacity(self.touched.len());
+        let changes = self.members.take_changes();
+        if changes.is_empty() {
+            return;
+        }
+        let mut fallback = Vec::with_capacity(changes.len());
         let mut invocation = SCRIPTS.apply.prepare_invoke();
         invocation.key(self.keys.node_presence(&self.node)).arg(self.keys.prefix());
-        for member in self.touched.drain() {
-            let joined = self.present.contains(&member);
-            if let Some((channel, user)) = member.split_once('\n') {
-                fallback.push(Transition::local(Arc::from(channel), Arc::from(user), joined));
-            }
-            invocation.arg(format!("{}{member}", if joined { '+' } else { '-' }));
+        for change in changes {
+            fallback.extend(change.transition());
+            invocation.arg(change.arg());
         }
         self.run_presence(invocation, true, fallback, ctx);
     }
@@ -523,10 +482,9 @@ impl Bus {
     /// Makes Redis hold exactly this node's presence; what changes is news
     /// for the other nodes only.
     fn sync_presence(&mut self, ctx: &mut Context<Self>) {
-        self.touched.clear();
         let mut invocation = SCRIPTS.sync.prepare_invoke();
         invocation.key(self.keys.node_presence(&self.node)).arg(self.keys.prefix());
-        for member in &self.present {
+        for member in self.members.sync() {
             invocation.arg(member);
         }
         self.run_presence(invocation, false, Vec::new(), ctx);
@@ -536,11 +494,11 @@ impl Bus {
     /// presence when `sync` asks (after connecting: changes made during an
     /// outage) or when a survivor took this node for dead.
     fn heartbeat(&mut self, sync: bool, ctx: &mut Context<Self>) {
-        if self.retired {
+        if self.members.retired() {
             return;
         }
         let Some(link) = &self.link else { return };
-        let (mut conn, epoch) = (link.conn.clone(), self.epoch);
+        let (mut conn, epoch) = (link.conn.clone(), self.retry.epoch());
         let mut invocation = SCRIPTS.heartbeat.prepare_invoke();
         invocation.key(self.keys.nodes()).arg(&*self.node).arg(self.config.presence_ttl.as_millis() as u64);
         let invocation = invocation;
@@ -548,7 +506,7 @@ impl Bus {
         ctx.spawn(beat.into_actor(self).map(move |result, act, ctx| match result {
             Ok(answer) => {
                 let mut answer = answer.into_iter();
-                if answer.next().as_deref() != Some("1") || sync || std::mem::take(&mut act.needs_sync) {
+                if act.members.sync_due(answer.next().as_deref() == Some("1"), sync) {
                     act.sync_presence(ctx);
                 }
                 let node = Arc::clone(&act.node);
@@ -590,7 +548,7 @@ impl StreamHandler<FromRedis> for Bus {
             FromRedis::Closed(epoch) => return self.lost(Some(epoch), "connection closed".into(), ctx),
             FromRedis::Message(epoch, msg) => (epoch, msg),
         };
-        if epoch != self.epoch {
+        if !self.retry.is_current(epoch) {
             return;
         }
         let name = msg.get_channel_name();
@@ -626,12 +584,7 @@ impl Handler<Interest> for Bus {
     type Result = ();
 
     fn handle(&mut self, msg: Interest, ctx: &mut Self::Context) {
-        let name = msg.topic.key(&self.keys);
-        if msg.on {
-            self.wanted.insert(name);
-        } else {
-            self.wanted.remove(&name);
-        }
+        self.interest.want(msg.topic.key(&self.keys), msg.on);
         if !self.subscriptions_flush {
             self.subscriptions_flush = true;
             ctx.notify(FlushSubscriptions);
@@ -651,18 +604,13 @@ impl Handler<PresenceChange> for Bus {
     type Result = ();
 
     fn handle(&mut self, msg: PresenceChange, ctx: &mut Self::Context) {
-        let member = presence::member(&msg.channel, &msg.user);
-        if msg.joined {
-            self.present.insert(member.clone());
-        } else {
-            self.present.remove(&member);
-        }
-        if self.link.is_none() {
+        let counted = self.link.is_some();
+        self.members.change(&msg.channel, &msg.user, msg.joined, counted);
+        if !counted {
             // On its own, the node announces what it sees; the sync after
             // reconnecting tells the others.
             return self.announce(Transition::local(msg.channel, msg.user, msg.joined), false);
         }
-        self.touched.insert(member);
         if !self.presence_flush {
             self.presence_flush = true;
             ctx.notify(FlushPresence);
@@ -689,7 +637,7 @@ impl Handler<LoadPresence> for Bus {
         let Some(link) = &self.link else { return Box::pin(async { None }) };
         let mut conn = link.conn.clone();
         let key = self.keys.presence(&msg.channel);
-        let (sent, mut done) = (self.changes_sent, self.changes_done.subscribe());
+        let (sent, mut done) = (self.interest.sent(), self.changes_done.subscribe());
         Box::pin(async move {
             let _ = tokio::time::timeout(REDIS_TIMEOUT, done.wait_for(|d| *d >= sent)).await;
             let mut hkeys = redis::cmd("HKEYS");
@@ -784,11 +732,10 @@ impl Handler<Retire> for Bus {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Retire, _: &mut Self::Context) -> Self::Result {
-        self.retired = true;
+        self.members.retire();
         let Some(link) = &self.link else { return Box::pin(async {}) };
         let mut conn = link.conn.clone();
         let (wire, keys, node) = (Arc::clone(&self.wire), Arc::clone(&self.keys), Arc::clone(&self.node));
-        self.present.clear();
         Box::pin(async move {
             let mut sync = SCRIPTS.sync.prepare_invoke();
             sync.key(keys.node_presence(&node)).arg(keys.prefix());

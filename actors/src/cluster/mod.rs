@@ -4,7 +4,15 @@
 //! - [`bus`]: the bus actor, one per node. It owns the Redis pub/sub
 //!   connection, subscribes to the Redis channels this node has local
 //!   interest in, hands events from other nodes to the registry, and keeps
-//!   this node's presence and liveness in Redis.
+//!   this node's presence and liveness in Redis. Its state lives in the
+//!   three files below, plain structs the actor drives, so the rules can be
+//!   tested without Redis.
+//! - [`retry`]: the connection to Redis as a state machine: connection
+//!   numbers, attempts, backoff, one warning per outage.
+//! - [`interest`]: the Redis channels this node needs against those it is
+//!   subscribed to, sent as one net change per burst.
+//! - [`membership`]: who is present on this node, and the presence changes
+//!   Redis has not counted yet.
 //! - [`outbox`]: the bounded queue every published event takes to Redis,
 //!   and the task that writes it; publishing never waits for Redis.
 //! - [`wire`]: the payload format on the Redis channels, the one external
@@ -18,8 +26,11 @@
 //! docs/scaling.md describes the design, the keys and the failure behaviour.
 
 pub mod bus;
+pub mod interest;
+pub mod membership;
 pub mod outbox;
 pub mod presence;
+pub mod retry;
 pub mod seal;
 pub mod wire;
 
