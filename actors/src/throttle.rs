@@ -11,7 +11,7 @@
 //! The table is bounded ([`MAX_TRACKED`]): expired entries are pruned when it
 //! fills, and addresses beyond it are not tracked (the server keeps serving;
 //! it does not block strangers to save memory). Blocks are logged at a
-//! falling rate: at most one line per [`LOG_EVERY`], with the count since the
+//! falling rate: at most one line per `LOG_EVERY`, with the count since the
 //! last line.
 
 use std::collections::HashMap;

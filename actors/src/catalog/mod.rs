@@ -2,7 +2,7 @@
 //!
 //! Each family file (`connection`, `channel`, `chat`, `assistant`, `tool`,
 //! `file`, `team`, `agent`, `settings`, `legacy`) declares the `data` of its
-//! events as Rust types and lists its events with [`event!`]: the type name,
+//! events as Rust types and lists its events with `event!`: the type name,
 //! who may send it, what the server does with it from a client, the data
 //! type and a one-line meaning, and an example. Everything else is made
 //! from that list:

@@ -40,7 +40,7 @@ pub const QUEUE_CAPACITY: usize = 16 * 1024;
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The idempotency check and the writes of one record, atomically.
-/// KEYS[1]: the request's claim; KEYS[2..]: the target streams. ARGV: the
+/// `KEYS[1]`: the request's claim; `KEYS[2..]`: the target streams. ARGV: the
 /// record's id, the claim's lifetime (ms), the streams' MAXLEN, the record.
 /// Returns `{1, id}` when written, `{0, first id}` for a repeat, an error
 /// (and nothing written) when a stream refuses.
@@ -60,7 +60,7 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {1, ARGV[1]}
 ";
 
-/// A stream agent's consumer groups, in one round trip. KEYS[1]: the
+/// A stream agent's consumer groups, in one round trip. `KEYS[1]`: the
 /// stream. Returns `{0, why}` when there is no group, else `{1, the least
 /// idle time of any consumer in ms (-1: no consumer), the largest backlog
 /// of any group: records not handed out plus handed out and not
