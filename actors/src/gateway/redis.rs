@@ -14,8 +14,9 @@
 //!
 //! Each script's answer is read on its own (the pipeline ignores errors), so
 //! one refused write does not fail the others of its round trip. The script
-//! goes by its hash (`EVALSHA`); when Redis does not know it (after a
-//! restart), the round trip is made again with its text.
+//! goes by its hash (`EVALSHA`), loaded on every new connection; a write
+//! Redis answers NOSCRIPT (its scripts were flushed) did not run, and only
+//! such writes are sent again, by text.
 //!
 //! It uses the bus's connection (`cluster/bus.rs`): while the bus has none,
 //! every write fails at once, and the gateway answers 4007 rather than a
@@ -227,10 +228,9 @@ fn failed(op: &Op, error: &WriteError) -> Option<Outcome> {
     }
 }
 
-/// One round trip for `ops`, the script by its hash (`EVALSHA`) or, after
-/// Redis answered NOSCRIPT (it restarted, or flushed its scripts), by its
-/// text (`EVAL`), which also loads it again.
-fn pipeline(ops: &[Op], sha: &str, by_text: bool) -> redis::Pipeline {
+/// One round trip for `ops`, the script by its hash (`EVALSHA`) or by its
+/// text (`EVAL`, which also loads it again).
+fn pipeline<'a>(ops: impl IntoIterator<Item = &'a Op>, sha: &str, by_text: bool) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     // Each command's answer on its own: one refusal fails one write.
     pipe.ignore_errors();
@@ -259,31 +259,53 @@ fn pipeline(ops: &[Op], sha: &str, by_text: bool) -> redis::Pipeline {
     pipe
 }
 
-/// Whether Redis did not know the script: nothing of the pipeline's
-/// scripts ran, and they are sent again by text.
-fn no_script(values: &[Value]) -> bool {
-    values.iter().any(|v| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"))
+/// Whether Redis did not know the script for this write: it did not run.
+fn no_script(value: &Value) -> bool {
+    matches!(value, Value::ServerError(e) if e.code() == "NOSCRIPT")
+}
+
+/// One round trip for `ops`. The writes whose script Redis did not know
+/// (it was flushed) are sent again by text, and only those: the others ran
+/// and must not run twice.
+async fn round_trip(
+    ops: &[Op],
+    sha: &str,
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> redis::RedisResult<Vec<Value>> {
+    let mut values = pipeline(ops, sha, false).query_async::<Vec<Value>>(conn).await?;
+    let again: Vec<usize> = (0..values.len().min(ops.len())).filter(|&i| no_script(&values[i])).collect();
+    if again.is_empty() {
+        return Ok(values);
+    }
+    let retried = pipeline(again.iter().map(|&i| &ops[i]), sha, true).query_async::<Vec<Value>>(conn).await?;
+    for (i, value) in again.into_iter().zip(retried) {
+        values[i] = value;
+    }
+    Ok(values)
 }
 
 async fn run(mut rx: mpsc::Receiver<Op>, conn: watch::Receiver<Conn>, report: Recipient<Outcome>) {
     let sha = redis::Script::new(SUBMIT).get_hash().to_owned();
     let mut batch = Vec::with_capacity(MAX_PIPELINE);
+    // The connection the script was last loaded on: a new one (after a
+    // Redis restart, which forgets scripts) loads it before its first
+    // write, so NOSCRIPT is left to a SCRIPT FLUSH.
+    let mut loaded_on = None;
     while rx.recv_many(&mut batch, MAX_PIPELINE).await > 0 {
         let ops: Vec<Op> = std::mem::take(&mut batch);
         let current = conn.borrow().clone();
-        let Some((_, mut conn)) = current else {
+        let Some((epoch, mut conn)) = current else {
             ops.iter().filter_map(|op| failed(op, &WriteError::Down)).for_each(|o| report.do_send(o));
             continue;
         };
-        let round_trip = async {
-            let values = pipeline(&ops, &sha, false).query_async::<Vec<Value>>(&mut conn).await?;
-            if !no_script(&values) {
-                return Ok(values);
+        if loaded_on != Some(epoch) {
+            let mut load = redis::cmd("SCRIPT");
+            load.arg("LOAD").arg(SUBMIT);
+            if let Ok(Ok(_)) = tokio::time::timeout(WRITE_TIMEOUT, load.query_async::<String>(&mut conn)).await {
+                loaded_on = Some(epoch);
             }
-            // The lookups and remembers ran; doing them again is harmless.
-            pipeline(&ops, &sha, true).query_async::<Vec<Value>>(&mut conn).await
-        };
-        let outcome = tokio::time::timeout(WRITE_TIMEOUT, round_trip).await;
+        }
+        let outcome = tokio::time::timeout(WRITE_TIMEOUT, round_trip(&ops, &sha, &mut conn)).await;
         let values = match outcome {
             Ok(Ok(values)) if values.len() == ops.len() => values,
             Ok(Ok(values)) => {
