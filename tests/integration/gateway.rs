@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::common::{Client, RedisServer, TestServer, DEADLINE};
@@ -722,4 +722,28 @@ async fn the_agents_file_can_be_checked_before_it_is_saved() {
     assert_eq!((status, &body["error"]["code"]), (400, &json!("invalid_file")), "{body}");
     let (_, listed) = server.get("/api/agents").await;
     assert_eq!(listed["agents"], json!([]), "nothing was saved");
+}
+
+#[actix_rt::test]
+async fn a_tool_call_response_whose_agent_redis_cannot_name_is_refused_not_misrouted() {
+    let redis = RedisServer::start();
+    let server = server_with(Some(&redis), "n1");
+    let mut hook = Hook::start();
+    let yaml = format!("chat:\n  receives: [tool.call.response]\n  delivery: webhook\n  url: {}\n", hook.url("/chat"));
+    configure(&server, &yaml, &["chat"]).await;
+    wait_available(&server, "chat", true).await;
+    // Redis answers the lookup of call-9 with an error (its key holds a
+    // hash): whose call it is cannot be told.
+    let digest: String = Sha256::digest(b"call-9")[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let _: i64 =
+        redis::cmd("HSET").arg(format!("nova:call:{digest}")).arg("f").arg("v").query(&mut redis.connection()).unwrap();
+    let mut alice = server.connect_as("alice").await;
+    alice.request("tool.call.response", Some("conversation:c1"), json!({"call_id": "call-9", "response": 1})).await;
+    let error = alice.expect_error(4007).await;
+    assert!(error["data"]["message"].as_str().unwrap().contains("redis refused"), "{error}");
+    // A call Redis does not know goes by type: the webhook's first record
+    // is that one, so call-9 never reached it.
+    alice.request("tool.call.response", Some("conversation:c1"), json!({"call_id": "call-x", "response": 2})).await;
+    alice.recv_type("message.received").await;
+    assert_eq!(hook.next_post().await.record()["data"]["call_id"], "call-x");
 }

@@ -358,6 +358,9 @@ enum Pending {
 /// A write Redis did not confirm, kept so that a resend which finds it was
 /// written after all still queues its webhooks.
 struct Unconfirmed {
+    /// The id the unconfirmed write carried: only a claim holding it means
+    /// that write landed.
+    id: Arc<str>,
     webhooks: Vec<String>,
     record: Arc<str>,
     lane: Arc<str>,
@@ -475,12 +478,18 @@ impl Gateway {
             let agent = agent.clone();
             return self.route(submit, Some(agent), ctx);
         }
-        if !self.redis_up() {
-            return self.route(submit, None, ctx);
+        // Without Redis this node's memory is all there is; with Redis but
+        // no answer from it, routing by type could hand the response to
+        // another agent than the one that made the call.
+        let Some(writes) = &self.writes else { return self.route(submit, None, ctx) };
+        if !writes.is_up() {
+            self.refuse(&submit, Refusal::Redis(WriteError::Down));
+            return None;
         }
         let seq = self.next_seq();
         if !self.writes.as_ref().is_some_and(|w| w.send(Op::Lookup { seq, key })) {
-            return self.route(submit, None, ctx);
+            self.refuse(&submit, Refusal::Backpressure);
+            return None;
         }
         self.held.entry(Arc::clone(&submit.lane)).or_default().lookup = true;
         self.pending.insert(seq, Pending::Lookup(submit));
@@ -510,7 +519,7 @@ impl Gateway {
 
     /// The agents a request goes to, checked: each must be enabled,
     /// available and have room. Empty when no agent takes it.
-    fn targets(&self, submit: &Submit, known_agent: Option<&str>) -> Result<Vec<usize>, Refusal> {
+    fn targets(&self, submit: &Submit, known_agent: Option<&str>, redis_up: bool) -> Result<Vec<usize>, Refusal> {
         let kind = submit.kind;
         let chosen: Vec<usize> = match (&submit.target, known_agent) {
             (Target::Named(name), _) => match self.slot(name) {
@@ -537,7 +546,7 @@ impl Gateway {
                 return Err(Refusal::Unavailable { name: name(), reason: slot.reason.clone() });
             }
             if slot.is_stream() {
-                if !self.redis_up() {
+                if !redis_up {
                     return Err(Refusal::Unavailable { name: name(), reason: WriteError::Down.to_string() });
                 }
                 let waiting = slot.backlog + slot.written;
@@ -562,7 +571,10 @@ impl Gateway {
     /// Routes a request whose tool-call agent (if any) is settled; returns
     /// it when it must wait for writes its lane has out.
     fn route(&mut self, submit: Submit, known_agent: Option<String>, ctx: &mut Context<Self>) -> Option<Submit> {
-        let chosen = match self.targets(&submit, known_agent.as_deref()) {
+        // Read once: the bus's thread changes it, and the check of the
+        // agents and the choice of path must agree.
+        let redis_up = self.redis_up();
+        let chosen = match self.targets(&submit, known_agent.as_deref(), redis_up) {
             Ok(chosen) => chosen,
             Err(refusal) => {
                 self.refuse(&submit, refusal);
@@ -580,7 +592,7 @@ impl Gateway {
         // With Redis up, the claim is made there even when only webhooks
         // are targeted, so a resend to another node is recognised; a relay
         // nobody else receives needs no round trip.
-        if !self.redis_up() || (streams.is_empty() && webhooks.is_empty()) {
+        if !redis_up || (streams.is_empty() && webhooks.is_empty()) {
             // Accepted now: not before the lane's writes still out.
             if self.held.get(&submit.lane).is_some_and(|h| h.writes > 0) {
                 return Some(submit);
@@ -690,12 +702,17 @@ impl Gateway {
             held.writes = held.writes.saturating_sub(1);
         }
         match result {
-            Ok(Claim::New) => self.accepted(submit, claim, &webhooks, ctx),
+            Ok(Claim::New) => {
+                // An unconfirmed earlier write of it did not land after all.
+                self.unconfirmed.take(&claim);
+                self.accepted(submit, claim, &webhooks, ctx)
+            }
             Ok(Claim::Repeat(first)) => {
                 let first: Arc<str> = Arc::from(first);
                 // A write of this node that timed out, found written after
-                // all: its webhooks were never queued.
-                if let Some(lost) = self.unconfirmed.take(&claim) {
+                // all: its webhooks were never queued. (A claim with another
+                // id is a resend's that landed, whose webhooks were.)
+                if let Some(lost) = self.unconfirmed.take(&claim).filter(|lost| lost.id == first) {
                     self.queue(&lost.webhooks, &first, &lost.record, &lost.lane, ctx);
                 }
                 self.seen.insert(claim, Arc::clone(&first));
@@ -703,7 +720,12 @@ impl Gateway {
             }
             Err(error) => {
                 if error.uncertain() && !webhooks.is_empty() {
-                    let kept = Unconfirmed { webhooks, record: Arc::clone(&submit.record), lane: Arc::clone(&lane) };
+                    let kept = Unconfirmed {
+                        id: Arc::clone(&submit.id),
+                        webhooks,
+                        record: Arc::clone(&submit.record),
+                        lane: Arc::clone(&lane),
+                    };
                     self.unconfirmed.insert(claim, kept);
                 }
                 self.refuse(&submit, Refusal::Redis(error));
@@ -769,16 +791,23 @@ impl Handler<Outcome> for Gateway {
             }
             Outcome::Looked { seq, agent } => {
                 let Some(Pending::Lookup(submit)) = self.pending.remove(&seq) else { return };
-                if let (Some(agent), Some(call)) = (&agent, &submit.call_id) {
-                    let key = self.call_key(call);
-                    self.calls.insert(key, agent.clone());
-                }
                 let lane = Arc::clone(&submit.lane);
                 if let Some(held) = self.held.get_mut(&lane) {
                     held.lookup = false;
                 }
-                if let Some(waits) = self.route(submit, agent, ctx) {
-                    self.held.entry(Arc::clone(&lane)).or_default().queue.push_front(waits);
+                match agent {
+                    // Redis could not say whose call it is: routing it by
+                    // type could hand it to the wrong agent.
+                    Err(error) => self.refuse(&submit, Refusal::Redis(error)),
+                    Ok(agent) => {
+                        if let (Some(agent), Some(call)) = (&agent, &submit.call_id) {
+                            let key = self.call_key(call);
+                            self.calls.insert(key, agent.clone());
+                        }
+                        if let Some(waits) = self.route(submit, agent, ctx) {
+                            self.held.entry(Arc::clone(&lane)).or_default().queue.push_front(waits);
+                        }
+                    }
                 }
                 self.release_lane(&lane, ctx);
             }

@@ -13,10 +13,7 @@
 //! streams or to none.
 //!
 //! Each script's answer is read on its own (the pipeline ignores errors), so
-//! one refused write does not fail the others of its round trip. The script
-//! goes by its hash (`EVALSHA`), loaded on every new connection; a write
-//! Redis answers NOSCRIPT (its scripts were flushed) did not run, and only
-//! such writes are sent again, by text.
+//! one refused write does not fail the others of its round trip.
 //!
 //! It uses the bus's connection (`cluster/bus.rs`): while the bus has none,
 //! every write fails at once, and the gateway answers 4007 rather than a
@@ -176,12 +173,12 @@ pub enum Outcome {
         result: Result<Claim, WriteError>,
     },
     /// Of an [`Op::Lookup`]: the agent that made the call, if Redis knows
-    /// it (a failed lookup knows nothing).
+    /// it, or why Redis could not say.
     Looked {
         /// The lookup's number.
         seq: u64,
-        /// The agent.
-        agent: Option<String>,
+        /// The agent, if any.
+        agent: Result<Option<String>, WriteError>,
     },
 }
 
@@ -223,26 +220,24 @@ impl Writes {
 fn failed(op: &Op, error: &WriteError) -> Option<Outcome> {
     match op {
         Op::Submit { seq, .. } => Some(Outcome::Submitted { seq: *seq, result: Err(error.clone()) }),
-        Op::Lookup { seq, .. } => Some(Outcome::Looked { seq: *seq, agent: None }),
+        Op::Lookup { seq, .. } => Some(Outcome::Looked { seq: *seq, agent: Err(error.clone()) }),
         Op::Remember { .. } => None,
     }
 }
 
-/// One round trip for `ops`, the script by its hash (`EVALSHA`) or by its
-/// text (`EVAL`, which also loads it again).
-fn pipeline<'a>(ops: impl IntoIterator<Item = &'a Op>, sha: &str, by_text: bool) -> redis::Pipeline {
+/// One round trip for `ops`. The script goes by its text (`EVAL`), which
+/// Redis caches by its hash all the same: `EVALSHA` would save its bytes,
+/// but after a `SCRIPT FLUSH` or a restart some writes of a round trip
+/// could fail NOSCRIPT while others ran, and sending only those again would
+/// put them after later ones.
+fn pipeline(ops: &[Op]) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     // Each command's answer on its own: one refusal fails one write.
     pipe.ignore_errors();
     for op in ops {
         match op {
             Op::Submit { claim, id, streams, record, ttl, maxlen, .. } => {
-                if by_text {
-                    pipe.cmd("EVAL").arg(SUBMIT);
-                } else {
-                    pipe.cmd("EVALSHA").arg(sha);
-                }
-                pipe.arg(1 + streams.len()).arg(claim);
+                pipe.cmd("EVAL").arg(SUBMIT).arg(1 + streams.len()).arg(claim);
                 for stream in streams {
                     pipe.arg(stream);
                 }
@@ -259,53 +254,16 @@ fn pipeline<'a>(ops: impl IntoIterator<Item = &'a Op>, sha: &str, by_text: bool)
     pipe
 }
 
-/// Whether Redis did not know the script for this write: it did not run.
-fn no_script(value: &Value) -> bool {
-    matches!(value, Value::ServerError(e) if e.code() == "NOSCRIPT")
-}
-
-/// One round trip for `ops`. The writes whose script Redis did not know
-/// (it was flushed) are sent again by text, and only those: the others ran
-/// and must not run twice.
-async fn round_trip(
-    ops: &[Op],
-    sha: &str,
-    conn: &mut redis::aio::MultiplexedConnection,
-) -> redis::RedisResult<Vec<Value>> {
-    let mut values = pipeline(ops, sha, false).query_async::<Vec<Value>>(conn).await?;
-    let again: Vec<usize> = (0..values.len().min(ops.len())).filter(|&i| no_script(&values[i])).collect();
-    if again.is_empty() {
-        return Ok(values);
-    }
-    let retried = pipeline(again.iter().map(|&i| &ops[i]), sha, true).query_async::<Vec<Value>>(conn).await?;
-    for (i, value) in again.into_iter().zip(retried) {
-        values[i] = value;
-    }
-    Ok(values)
-}
-
 async fn run(mut rx: mpsc::Receiver<Op>, conn: watch::Receiver<Conn>, report: Recipient<Outcome>) {
-    let sha = redis::Script::new(SUBMIT).get_hash().to_owned();
     let mut batch = Vec::with_capacity(MAX_PIPELINE);
-    // The connection the script was last loaded on: a new one (after a
-    // Redis restart, which forgets scripts) loads it before its first
-    // write, so NOSCRIPT is left to a SCRIPT FLUSH.
-    let mut loaded_on = None;
     while rx.recv_many(&mut batch, MAX_PIPELINE).await > 0 {
         let ops: Vec<Op> = std::mem::take(&mut batch);
         let current = conn.borrow().clone();
-        let Some((epoch, mut conn)) = current else {
+        let Some((_, mut conn)) = current else {
             ops.iter().filter_map(|op| failed(op, &WriteError::Down)).for_each(|o| report.do_send(o));
             continue;
         };
-        if loaded_on != Some(epoch) {
-            let mut load = redis::cmd("SCRIPT");
-            load.arg("LOAD").arg(SUBMIT);
-            if let Ok(Ok(_)) = tokio::time::timeout(WRITE_TIMEOUT, load.query_async::<String>(&mut conn)).await {
-                loaded_on = Some(epoch);
-            }
-        }
-        let outcome = tokio::time::timeout(WRITE_TIMEOUT, round_trip(&ops, &sha, &mut conn)).await;
+        let outcome = tokio::time::timeout(WRITE_TIMEOUT, pipeline(&ops).query_async::<Vec<Value>>(&mut conn)).await;
         let values = match outcome {
             Ok(Ok(values)) if values.len() == ops.len() => values,
             Ok(Ok(values)) => {
@@ -338,10 +296,13 @@ async fn run(mut rx: mpsc::Receiver<Op>, conn: watch::Receiver<Conn>, report: Re
                     };
                     Outcome::Submitted { seq: *seq, result }
                 }
-                Op::Lookup { seq, .. } => Outcome::Looked {
-                    seq: *seq,
-                    agent: redis::from_redis_value::<Option<String>>(value).ok().flatten(),
-                },
+                Op::Lookup { seq, .. } => {
+                    let agent = match value {
+                        Value::ServerError(e) => Err(WriteError::Refused(e.to_string())),
+                        value => Ok(redis::from_redis_value::<Option<String>>(value).ok().flatten()),
+                    };
+                    Outcome::Looked { seq: *seq, agent }
+                }
                 Op::Remember { key, .. } => {
                     if let Value::ServerError(e) = value {
                         log::warn!("redis: remembering tool call {key} failed: {e}");
