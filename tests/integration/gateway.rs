@@ -347,10 +347,15 @@ async fn a_chat_message_reaches_the_stream_agent_as_its_sender_and_the_reply_rea
         }
     }
 
-    // Redis forgets its scripts (a restart, SCRIPT FLUSH): the next write
-    // loads it again and nothing is lost.
+    // Redis forgets its scripts (SCRIPT FLUSH): the write that finds it gone
+    // is refused, not half done, and its resend goes through.
     let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut redis.connection()).unwrap();
-    bob.request("chat.message", Some("conversation:c1"), json!({"content": "again"})).await;
+    let again =
+        json!({"id": "again-1", "type": "chat.message", "channel": "conversation:c1", "data": {"content": "again"}});
+    bob.send(again.clone()).await;
+    let refused = bob.expect_error(4007).await;
+    assert!(refused["data"]["message"].as_str().unwrap().contains("script"), "{refused}");
+    bob.send(again).await;
     let receipt = collect(&mut bob, &["message.received"]).await.remove("message.received").unwrap();
     let record = agent.read(1).remove(0);
     assert_eq!((&record["id"], record["data"]["content"].as_str()), (&receipt["data"]["message_id"], Some("again")));

@@ -225,19 +225,16 @@ fn failed(op: &Op, error: &WriteError) -> Option<Outcome> {
     }
 }
 
-/// One round trip for `ops`. The script goes by its text (`EVAL`), which
-/// Redis caches by its hash all the same: `EVALSHA` would save its bytes,
-/// but after a `SCRIPT FLUSH` or a restart some writes of a round trip
-/// could fail NOSCRIPT while others ran, and sending only those again would
-/// put them after later ones.
-fn pipeline(ops: &[Op]) -> redis::Pipeline {
+/// One round trip for `ops`, the script by its hash (`EVALSHA`: its text
+/// is half a kilobyte, and Redis would hash it again on every call).
+fn pipeline(ops: &[Op], sha: &str) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     // Each command's answer on its own: one refusal fails one write.
     pipe.ignore_errors();
     for op in ops {
         match op {
             Op::Submit { claim, id, streams, record, ttl, maxlen, .. } => {
-                pipe.cmd("EVAL").arg(SUBMIT).arg(1 + streams.len()).arg(claim);
+                pipe.cmd("EVALSHA").arg(sha).arg(1 + streams.len()).arg(claim);
                 for stream in streams {
                     pipe.arg(stream);
                 }
@@ -255,15 +252,30 @@ fn pipeline(ops: &[Op]) -> redis::Pipeline {
 }
 
 async fn run(mut rx: mpsc::Receiver<Op>, conn: watch::Receiver<Conn>, report: Recipient<Outcome>) {
+    let sha = redis::Script::new(SUBMIT).get_hash().to_owned();
     let mut batch = Vec::with_capacity(MAX_PIPELINE);
+    // The connection the script was loaded on. A new connection (Redis may
+    // have restarted, which forgets scripts) loads it before its first
+    // write; a write Redis answers NOSCRIPT (a SCRIPT FLUSH) did not run and
+    // is refused rather than sent again, which could put it after later
+    // writes that did run; the script is loaded again before the next.
+    let mut loaded_on = None;
     while rx.recv_many(&mut batch, MAX_PIPELINE).await > 0 {
         let ops: Vec<Op> = std::mem::take(&mut batch);
         let current = conn.borrow().clone();
-        let Some((_, mut conn)) = current else {
+        let Some((epoch, mut conn)) = current else {
             ops.iter().filter_map(|op| failed(op, &WriteError::Down)).for_each(|o| report.do_send(o));
             continue;
         };
-        let outcome = tokio::time::timeout(WRITE_TIMEOUT, pipeline(&ops).query_async::<Vec<Value>>(&mut conn)).await;
+        if loaded_on != Some(epoch) {
+            let mut load = redis::cmd("SCRIPT");
+            load.arg("LOAD").arg(SUBMIT);
+            if let Ok(Ok(_)) = tokio::time::timeout(WRITE_TIMEOUT, load.query_async::<String>(&mut conn)).await {
+                loaded_on = Some(epoch);
+            }
+        }
+        let outcome =
+            tokio::time::timeout(WRITE_TIMEOUT, pipeline(&ops, &sha).query_async::<Vec<Value>>(&mut conn)).await;
         let values = match outcome {
             Ok(Ok(values)) if values.len() == ops.len() => values,
             Ok(Ok(values)) => {
@@ -287,6 +299,10 @@ async fn run(mut rx: mpsc::Receiver<Op>, conn: watch::Receiver<Conn>, report: Re
             let outcome = match op {
                 Op::Submit { seq, .. } => {
                     let result = match value {
+                        Value::ServerError(e) if e.code() == "NOSCRIPT" => {
+                            loaded_on = None;
+                            Err(WriteError::Refused("redis had lost the gateway's script (it is loaded again)".into()))
+                        }
                         Value::ServerError(e) => Err(WriteError::Refused(e.to_string())),
                         value => match redis::from_redis_value::<(i64, String)>(value) {
                             Ok((1, _)) => Ok(Claim::New),
