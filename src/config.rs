@@ -18,6 +18,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser};
 use nova_actors::auth::{check_user_id, ApiKey, JwtConfig, DEFAULT_MAX_TOKEN_LIFETIME, DEVELOPMENT_KEY};
+use nova_actors::gateway::GatewayConfig;
 use nova_actors::names::{check_node_id, check_tenant, parse_patterns};
 use nova_actors::node::Limits;
 use nova_actors::quota::{check_limited_type, Per, QuotaConfig, Rate, DEFAULT_USER_RATE};
@@ -185,7 +186,7 @@ pub struct Args {
     /// Timeout of one health check, ms [default: 2000]
     #[arg(long, env = "NOVA_MCP_HEALTH_TIMEOUT_MS")]
     pub mcp_health_timeout_ms: Option<u64>,
-    /// Approximate length each agent's Redis stream ({prefix}inbound:{agent}) is trimmed to (XADD MAXLEN ~); a stream agent whose consumer group lags this far is unavailable [default: 10000]
+    /// Approximate length each agent's Redis stream ({prefix}inbound:{agent}) is trimmed to (XADD MAXLEN ~); with half as many records unacknowledged, a stream agent takes no more [default: 10000]
     #[arg(long, env = "NOVA_AGENT_STREAM_MAXLEN")]
     pub agent_stream_maxlen: Option<usize>,
     /// How long a client request id is remembered, so a resend gets the first receipt and the agent sees the record once, ms [default: 300000]
@@ -448,25 +449,8 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// Live settings.
     pub settings: SettingsConfig,
-    /// The agent gateway.
-    pub gateway: GatewaySettings,
-}
-
-/// How the agent gateway delivers (docs/gateway.md).
-#[derive(Debug, Clone)]
-pub struct GatewaySettings {
-    /// Approximate MAXLEN of each agent's stream.
-    pub stream_maxlen: usize,
-    /// How long a request id is remembered.
-    pub idempotency: Duration,
-    /// How recently an agent must have shown life.
-    pub idle: Duration,
-    /// How often availability is checked.
-    pub check_interval: Duration,
-    /// A webhook agent's default queue.
-    pub queue: usize,
-    /// Time one webhook POST may take.
-    pub timeout: Duration,
+    /// The agent gateway (its Redis prefix is the bus's).
+    pub gateway: GatewayConfig,
 }
 
 /// Where the settings files are and how they are watched and checked.
@@ -738,9 +722,9 @@ impl Config {
             limits,
             drain_timeout: Duration::from_secs(args.drain_timeout_secs.unwrap_or(10)),
             strict_events: args.strict_events,
-            redis,
             settings,
-            gateway: GatewaySettings {
+            gateway: GatewayConfig {
+                prefix: redis.as_ref().map_or(DEFAULT_REDIS_PREFIX, |r| r.prefix.as_str()).to_owned(),
                 stream_maxlen: args.agent_stream_maxlen.unwrap_or(10_000).max(1),
                 idempotency: Duration::from_millis(args.agent_idempotency_ms.unwrap_or(300_000).max(1)),
                 idle: Duration::from_millis(args.agent_idle_ms.unwrap_or(30_000).max(1)),
@@ -748,6 +732,7 @@ impl Config {
                 queue: args.agent_queue.unwrap_or(1_000).clamp(1, nova_actors::settings::agents::MAX_QUEUE),
                 timeout: Duration::from_millis(args.agent_timeout_ms.unwrap_or(5_000).max(10)),
             },
+            redis,
         })
     }
 

@@ -27,7 +27,7 @@ use nova_actors::cluster::bus::{Bus, BusConfig, Retire};
 use nova_actors::cluster::seal::ClusterKey;
 use nova_actors::cluster::BusStatus;
 use nova_actors::codes::Close;
-use nova_actors::gateway::{Gateway, GatewayConfig, GatewayStats};
+use nova_actors::gateway::{Gateway, GatewayStats};
 use nova_actors::metrics::Metrics;
 use nova_actors::node::Node;
 use nova_actors::quota::PRUNE_EVERY;
@@ -211,16 +211,7 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
     // Redis writes never hold up the hubs or the settings thread.
     let gateway_stats = Arc::new(GatewayStats::default());
     let gateway = {
-        let g = &config.gateway;
-        let gateway_config = GatewayConfig {
-            prefix: config.redis.as_ref().map_or_else(|| "nova:".to_owned(), |r| r.prefix.clone()),
-            stream_maxlen: g.stream_maxlen,
-            idempotency: g.idempotency,
-            idle: g.idle,
-            check_interval: g.check_interval,
-            queue: g.queue,
-            timeout: g.timeout,
-        };
+        let gateway_config = config.gateway.clone();
         let (registry, stats) = (registry.clone(), gateway_stats.clone());
         let thread = Arbiter::new();
         let gateway = Gateway::start_in_arbiter(&thread.handle(), move |_| {
