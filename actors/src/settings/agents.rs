@@ -25,14 +25,11 @@
 //! threads and the gateway uses what this returns. docs/gateway.md is the
 //! contract.
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 
-use super::mcp::layout::Layout;
 use super::mcp::tree::Node;
-use super::mcp::validate::{check_name, optional_bool, optional_string, required, url_value, Site};
-use super::mcp::{cap, limits, quote, set_entry_enabled, syntax_error, Change, ChangeKind, ConfigError};
+use super::mcp::validate::{check_entry, optional_bool, optional_string, required, url_value, Site};
+use super::mcp::{diff_entries, parse_entries, quote, set_entry_enabled, Change, ConfigError};
 use crate::catalog::{self, Handling};
 use crate::protocol::kind;
 
@@ -120,38 +117,9 @@ pub fn receivable() -> Vec<&'static str> {
 /// [`parse`](super::mcp::parse) does). Up to a megabyte of work: call it off
 /// event loops.
 pub fn parse(text: &str) -> Result<AgentsConfig, Vec<ConfigError>> {
-    limits::check(text).map_err(|e| vec![e])?;
-    let root = serde_yaml::from_str::<Node>(text).map_err(|e| vec![syntax_error(&e)])?;
-    let layout = Layout::scan(text);
-    let entries = match root {
-        Node::Null => return Ok(AgentsConfig::default()),
-        Node::Map(entries) => entries,
-        other => {
-            return Err(vec![ConfigError {
-                server: None,
-                field: None,
-                line: layout.first_content_line().map(|i| i + 1),
-                message: format!("the file must map agent names to agents, found {}", other.describe()),
-            }])
-        }
-    };
     let allowed = receivable();
-    let mut errors = Vec::new();
-    let mut agents = Vec::new();
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for (key, value) in entries {
-        let name = key.key_text();
-        let occurrence = *seen.entry(name.clone()).and_modify(|n| *n += 1).or_insert(0);
-        let site = Site::new(&layout, name, occurrence);
-        if let Some(agent) = check_agent(&site, &key, value, &allowed, &mut errors) {
-            agents.push(agent);
-        }
-    }
-    if errors.is_empty() {
-        Ok(AgentsConfig { agents })
-    } else {
-        Err(cap(errors))
-    }
+    parse_entries(text, "agent", |site, key, value, errors| check_agent(site, key, value, &allowed, errors))
+        .map(|agents| AgentsConfig { agents })
 }
 
 /// The fields found so far in one agent.
@@ -168,32 +136,10 @@ struct Fields {
 }
 
 fn check_agent(site: &Site, key: &Node, value: Node, allowed: &[&str], errors: &mut Vec<ConfigError>) -> Option<Agent> {
-    if let Err(why) = check_name(key, "agent") {
-        errors.push(site.error(None, why));
-    }
-    if site.occurrence() > 0 {
-        let first = site.first_line().map_or(String::new(), |line| format!(" (first on line {line})"));
-        errors.push(site.error(None, format!("duplicate agent name{first}")));
-    }
-    let entries = match value {
-        Node::Map(entries) => entries,
-        other => {
-            errors.push(site.error(None, format!("an agent must be a mapping of fields, found {}", other.describe())));
-            return None;
-        }
-    };
     let mut fields = Fields::default();
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for (key, value) in entries {
-        let field = key.key_text();
-        let occurrence = *seen.entry(field.clone()).and_modify(|n| *n += 1).or_insert(0);
-        let at = (field.as_str(), occurrence);
-        if occurrence > 0 {
-            errors.push(site.error(Some(at), "duplicate field".to_string()));
-        } else if let Err(why) = take_field(&mut fields, &key, &field, value, allowed) {
-            errors.push(site.error(Some(at), why));
-        }
-    }
+    let seen = check_entry(site, key, value, "agent", errors, |key, field, value| {
+        take_field(&mut fields, key, field, value, allowed)
+    })?;
     let delivery = required(site, fields.delivery, seen.contains_key("delivery"), "delivery", errors)?;
     let delivery = match delivery.as_str() {
         "stream" => {
@@ -279,27 +225,7 @@ fn receives(value: Node, allowed: &[&str]) -> Result<Vec<String>, String> {
 /// What changed between two valid configs, for `config_validated`: the
 /// MCP file's [`Change`] shape, `server` naming the agent.
 pub fn diff(old: &AgentsConfig, new: &AgentsConfig) -> Vec<Change> {
-    let old_by_name: HashMap<&str, &Agent> = old.agents.iter().map(|a| (a.name.as_str(), a)).collect();
-    let new_names: std::collections::HashSet<&str> = new.agents.iter().map(|a| a.name.as_str()).collect();
-    let change = |agent: &Agent, change, fields| Change { server: agent.name.clone(), change, fields };
-    let mut changes: Vec<Change> = new
-        .agents
-        .iter()
-        .filter_map(|agent| match old_by_name.get(agent.name.as_str()) {
-            None => Some(change(agent, ChangeKind::Added, Vec::new())),
-            Some(before) => {
-                let fields = changed_fields(before, agent);
-                (!fields.is_empty()).then(|| change(agent, ChangeKind::Modified, fields))
-            }
-        })
-        .collect();
-    changes.extend(
-        old.agents
-            .iter()
-            .filter(|agent| !new_names.contains(agent.name.as_str()))
-            .map(|agent| change(agent, ChangeKind::Removed, Vec::new())),
-    );
-    changes
+    diff_entries(&old.agents, &new.agents, |agent| &agent.name, changed_fields)
 }
 
 fn changed_fields(old: &Agent, new: &Agent) -> Vec<String> {

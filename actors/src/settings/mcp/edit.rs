@@ -13,12 +13,7 @@ use super::ConfigError;
 
 /// Rewrites or inserts the `enabled:` line of server `name`; the caller
 /// checks the result by re-parsing it.
-pub(in crate::settings) fn edit_enabled(
-    text: &str,
-    layout: &Layout,
-    name: &str,
-    enabled: bool,
-) -> Result<String, ConfigError> {
+pub(super) fn edit_enabled(text: &str, layout: &Layout, name: &str, enabled: bool) -> Result<String, ConfigError> {
     let refuse = |line: Option<usize>, message: &str| ConfigError {
         server: Some(name.to_string()),
         field: Some("enabled".to_string()),

@@ -9,28 +9,28 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 /// One line of the text, located by byte offsets so edits can splice it.
-pub(in crate::settings) struct Line<'a> {
+pub(super) struct Line<'a> {
     /// Byte offset of `content` in the text.
-    pub(in crate::settings) start: usize,
+    pub(super) start: usize,
     /// The line without its line ending (and without a leading BOM).
-    pub(in crate::settings) content: &'a str,
+    pub(super) content: &'a str,
     /// Whether a `\n` follows; false only for a last line without one.
-    pub(in crate::settings) has_newline: bool,
+    pub(super) has_newline: bool,
 }
 
 impl Line<'_> {
     /// How many spaces the line starts with.
-    pub(in crate::settings) fn indent(&self) -> usize {
+    pub(super) fn indent(&self) -> usize {
         self.content.len() - self.content.trim_start_matches(' ').len()
     }
 
     /// Whether the line is empty or only whitespace.
-    pub(in crate::settings) fn is_blank(&self) -> bool {
+    pub(super) fn is_blank(&self) -> bool {
         self.content.trim().is_empty()
     }
 
     /// Whether the line holds only a comment.
-    pub(in crate::settings) fn is_comment(&self) -> bool {
+    pub(super) fn is_comment(&self) -> bool {
         self.content.trim_start().starts_with('#')
     }
 
@@ -41,18 +41,18 @@ impl Line<'_> {
 }
 
 /// A `key:` found at the start of a line.
-pub(in crate::settings) struct LineKey<'a> {
+pub(super) struct LineKey<'a> {
     /// The key with its quotes removed; escapes are left as written, which
     /// is enough for the names and fields this file allows.
     key: &'a str,
     /// Byte offset in the line just past the `:`.
-    pub(in crate::settings) value_at: usize,
+    pub(super) value_at: usize,
 }
 
 /// The lines of a file and where its top-level keys are.
-pub(in crate::settings) struct Layout<'a> {
+pub(super) struct Layout<'a> {
     /// Every line of the text, in order.
-    pub(in crate::settings) lines: Vec<Line<'a>>,
+    pub(super) lines: Vec<Line<'a>>,
     /// The line indexes of each top-level key, in order; a map, so that
     /// finding the n-th of thousands of duplicates is not a scan each time.
     servers: HashMap<&'a str, Vec<usize>>,
@@ -60,7 +60,7 @@ pub(in crate::settings) struct Layout<'a> {
 
 impl<'a> Layout<'a> {
     /// Splits `text` into lines and finds its top-level keys.
-    pub(in crate::settings) fn scan(text: &'a str) -> Self {
+    pub(super) fn scan(text: &'a str) -> Self {
         let mut lines = Vec::new();
         let mut start = 0;
         for raw in text.split_inclusive('\n') {
@@ -81,14 +81,14 @@ impl<'a> Layout<'a> {
     }
 
     /// Index of the line of the `occurrence`-th top-level key `name`.
-    pub(in crate::settings) fn server_line(&self, name: &str, occurrence: usize) -> Option<usize> {
+    pub(super) fn server_line(&self, name: &str, occurrence: usize) -> Option<usize> {
         self.servers.get(name)?.get(occurrence).copied()
     }
 
     /// The lines after a server's key line that belong to it: everything up
     /// to the next line with data at column 0. Comments and blank lines in
     /// between belong to the block, so an insertion lands before them.
-    pub(in crate::settings) fn block(&self, key_line: usize) -> Range<usize> {
+    pub(super) fn block(&self, key_line: usize) -> Range<usize> {
         let start = key_line + 1;
         let end = (start..self.lines.len())
             .find(|&i| self.lines[i].indent() == 0 && self.lines[i].is_content())
@@ -97,13 +97,13 @@ impl<'a> Layout<'a> {
     }
 
     /// The indentation of a block's fields: that of its first line with data.
-    pub(in crate::settings) fn field_indent(&self, block: Range<usize>) -> Option<usize> {
+    pub(super) fn field_indent(&self, block: Range<usize>) -> Option<usize> {
         self.lines[block].iter().find(|line| line.is_content()).map(Line::indent)
     }
 
     /// Index of the line of the `occurrence`-th `field:` at the block's field
     /// indentation; deeper lines are values, not fields.
-    pub(in crate::settings) fn field_line(&self, block: Range<usize>, field: &str, occurrence: usize) -> Option<usize> {
+    pub(super) fn field_line(&self, block: Range<usize>, field: &str, occurrence: usize) -> Option<usize> {
         let indent = self.field_indent(block.clone())?;
         block
             .filter(|&i| self.lines[i].indent() == indent)
@@ -114,7 +114,7 @@ impl<'a> Layout<'a> {
     /// The lines of every `field:` at the block's field indentation, by
     /// field name in order: what [`field_line`](Self::field_line) finds,
     /// for all fields in one pass over the block.
-    pub(in crate::settings) fn fields(&self, block: Range<usize>) -> HashMap<&'a str, Vec<usize>> {
+    pub(super) fn fields(&self, block: Range<usize>) -> HashMap<&'a str, Vec<usize>> {
         let mut fields: HashMap<&'a str, Vec<usize>> = HashMap::new();
         let Some(indent) = self.field_indent(block.clone()) else { return fields };
         for i in block {
@@ -129,7 +129,7 @@ impl<'a> Layout<'a> {
     }
 
     /// Index of the first line with data, past `---` and `%` directives.
-    pub(in crate::settings) fn first_content_line(&self) -> Option<usize> {
+    pub(super) fn first_content_line(&self) -> Option<usize> {
         self.lines
             .iter()
             .position(|line| line.is_content() && !line.content.starts_with("---") && !line.content.starts_with('%'))
@@ -139,7 +139,7 @@ impl<'a> Layout<'a> {
 /// Reads `key:` at the start of `content` (which starts at the key): plain,
 /// single- or double-quoted. `None` for comments and lines that are not a
 /// key.
-pub(in crate::settings) fn line_key(content: &str) -> Option<LineKey<'_>> {
+pub(super) fn line_key(content: &str) -> Option<LineKey<'_>> {
     let (key, rest) = match content.as_bytes().first()? {
         b'"' => quoted_key(content, b'"')?,
         b'\'' => quoted_key(content, b'\'')?,

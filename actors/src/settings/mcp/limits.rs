@@ -29,7 +29,7 @@ pub const MAX_NODES: usize = 10_000;
 
 /// Whether the text may be handed to the YAML parser; the error names the
 /// line where a limit was crossed.
-pub(in crate::settings) fn check(text: &str) -> Result<(), ConfigError> {
+pub(super) fn check(text: &str) -> Result<(), ConfigError> {
     if text.len() > MAX_BYTES {
         return Err(error(None, format!("the file has {} bytes, more than the {MAX_BYTES} allowed", text.len())));
     }

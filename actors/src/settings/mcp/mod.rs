@@ -41,9 +41,9 @@
 //!
 //! This file holds the public types and the three entry points.
 
-pub(in crate::settings) mod edit;
-pub(in crate::settings) mod layout;
-pub(in crate::settings) mod limits;
+mod edit;
+mod layout;
+mod limits;
 pub(in crate::settings) mod tree;
 pub(in crate::settings) mod validate;
 
@@ -171,42 +171,54 @@ pub const MAX_ERRORS: usize = 100;
 /// The work is linear in the text, but still up to a megabyte of it: call
 /// it off event loops.
 pub fn parse(text: &str) -> Result<McpConfig, Vec<ConfigError>> {
+    parse_entries(text, "server", check_server).map(|servers| McpConfig { servers })
+}
+
+/// [`parse`] for any file of this layout: top-level names, each checked by
+/// `check` (which adds its problems to the list and returns the entry when
+/// it has what an entry needs). `what` names an entry in messages. The
+/// agents file shares it.
+pub(in crate::settings) fn parse_entries<T>(
+    text: &str,
+    what: &str,
+    mut check: impl FnMut(&Site, &Node, Node, &mut Vec<ConfigError>) -> Option<T>,
+) -> Result<Vec<T>, Vec<ConfigError>> {
     limits::check(text).map_err(|e| vec![e])?;
     let root = serde_yaml::from_str::<Node>(text).map_err(|e| vec![syntax_error(&e)])?;
     let layout = Layout::scan(text);
     let entries = match root {
-        Node::Null => return Ok(McpConfig::default()),
+        Node::Null => return Ok(Vec::new()),
         Node::Map(entries) => entries,
         other => {
             return Err(vec![ConfigError {
                 server: None,
                 field: None,
                 line: layout.first_content_line().map(|i| i + 1),
-                message: format!("the file must map server names to servers, found {}", other.describe()),
+                message: format!("the file must map {what} names to {what}s, found {}", other.describe()),
             }])
         }
     };
 
     let mut errors = Vec::new();
-    let mut servers = Vec::new();
+    let mut found = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (key, value) in entries {
         let name = key.key_text();
         let occurrence = *seen.entry(name.clone()).and_modify(|n| *n += 1).or_insert(0);
         let site = Site::new(&layout, name, occurrence);
-        if let Some(server) = check_server(&site, &key, value, &mut errors) {
-            servers.push(server);
+        if let Some(entry) = check(&site, &key, value, &mut errors) {
+            found.push(entry);
         }
     }
     if errors.is_empty() {
-        Ok(McpConfig { servers })
+        Ok(found)
     } else {
         Err(cap(errors))
     }
 }
 
 /// Keeps the first [`MAX_ERRORS`] errors and counts the rest in one more.
-pub(in crate::settings) fn cap(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
+fn cap(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
     if errors.len() > MAX_ERRORS {
         let more = errors.len() - MAX_ERRORS;
         errors.truncate(MAX_ERRORS);
@@ -225,31 +237,37 @@ pub(in crate::settings) fn cap(mut errors: Vec<ConfigError>) -> Vec<ConfigError>
 /// Added and modified servers come in the new file's order, then removed ones
 /// in the old file's order; unchanged servers are left out.
 pub fn diff(old: &McpConfig, new: &McpConfig) -> Vec<Change> {
-    // Indexed by name: thousands of servers must not cost a scan each.
-    let old_by_name = by_name(old);
-    let new_by_name = by_name(new);
+    diff_entries(&old.servers, &new.servers, |server| &server.name, changed_fields)
+}
+
+/// [`diff`] for any list of named entries; `fields` names the fields of an
+/// entry that differ between its two versions. The agents file shares it.
+pub(in crate::settings) fn diff_entries<T>(
+    old: &[T],
+    new: &[T],
+    name: impl Fn(&T) -> &String,
+    fields: impl Fn(&T, &T) -> Vec<String>,
+) -> Vec<Change> {
+    // Indexed by name: thousands of entries must not cost a scan each.
+    let old_by_name: HashMap<&str, &T> = old.iter().map(|entry| (name(entry).as_str(), entry)).collect();
+    let new_by_name: HashMap<&str, &T> = new.iter().map(|entry| (name(entry).as_str(), entry)).collect();
+    let change = |entry: &T, change, fields| Change { server: name(entry).clone(), change, fields };
     let mut changes: Vec<Change> = new
-        .servers
         .iter()
-        .filter_map(|server| match old_by_name.get(server.name.as_str()) {
-            None => Some(change(server, ChangeKind::Added, Vec::new())),
+        .filter_map(|entry| match old_by_name.get(name(entry).as_str()) {
+            None => Some(change(entry, ChangeKind::Added, Vec::new())),
             Some(before) => {
-                let fields = changed_fields(before, server);
-                (!fields.is_empty()).then(|| change(server, ChangeKind::Modified, fields))
+                let fields = fields(before, entry);
+                (!fields.is_empty()).then(|| change(entry, ChangeKind::Modified, fields))
             }
         })
         .collect();
     changes.extend(
-        old.servers
-            .iter()
-            .filter(|server| !new_by_name.contains_key(server.name.as_str()))
-            .map(|server| change(server, ChangeKind::Removed, Vec::new())),
+        old.iter()
+            .filter(|entry| !new_by_name.contains_key(name(entry).as_str()))
+            .map(|entry| change(entry, ChangeKind::Removed, Vec::new())),
     );
     changes
-}
-
-fn by_name(config: &McpConfig) -> HashMap<&str, &McpServer> {
-    config.servers.iter().map(|server| (server.name.as_str(), server)).collect()
 }
 
 /// Flips one server's `enabled` by editing that one line, so comments, order,
@@ -306,7 +324,7 @@ pub(in crate::settings) fn set_entry_enabled<C: Clone + PartialEq>(
 /// serde_yaml puts the position in its message as well; it is dropped there
 /// since the error carries the line on its own. Other positions in the
 /// message (libyaml's "while parsing … at line N") stay: they add context.
-pub(in crate::settings) fn syntax_error(error: &serde_yaml::Error) -> ConfigError {
+fn syntax_error(error: &serde_yaml::Error) -> ConfigError {
     let mut message = error.to_string();
     let line = error.location().map(|location| {
         let position = format!(" at line {} column {}", location.line(), location.column());
@@ -316,7 +334,7 @@ pub(in crate::settings) fn syntax_error(error: &serde_yaml::Error) -> ConfigErro
     ConfigError { server: None, field: None, line, message: format!("invalid YAML: {message}") }
 }
 
-pub(in crate::settings) fn refuse_invalid(errors: Vec<ConfigError>) -> ConfigError {
+fn refuse_invalid(errors: Vec<ConfigError>) -> ConfigError {
     let count = errors.len();
     let mut first = errors.into_iter().next().unwrap_or(ConfigError {
         server: None,
@@ -326,10 +344,6 @@ pub(in crate::settings) fn refuse_invalid(errors: Vec<ConfigError>) -> ConfigErr
     });
     first.message = format!("the file has {count} problem(s), not editing it; first: {}", first.message);
     first
-}
-
-fn change(server: &McpServer, kind: ChangeKind, fields: Vec<String>) -> Change {
-    Change { server: server.name.clone(), change: kind, fields }
 }
 
 fn changed_fields(old: &McpServer, new: &McpServer) -> Vec<String> {

@@ -28,20 +28,10 @@ pub(in crate::settings) struct Site<'a> {
 
 impl<'a> Site<'a> {
     /// Finds the `occurrence`-th entry called `name` in the layout.
-    pub(in crate::settings) fn new(layout: &'a Layout<'a>, name: String, occurrence: usize) -> Self {
+    pub(super) fn new(layout: &'a Layout<'a>, name: String, occurrence: usize) -> Self {
         let line = layout.server_line(&name, occurrence);
         let fields = line.map(|line| layout.fields(layout.block(line))).unwrap_or_default();
         Site { layout, name, occurrence, line, fields }
-    }
-
-    /// Which entry of its name this is: 0 for the first.
-    pub(in crate::settings) fn occurrence(&self) -> usize {
-        self.occurrence
-    }
-
-    /// The line of the first entry of this name, 1-based.
-    pub(in crate::settings) fn first_line(&self) -> Option<usize> {
-        self.layout.server_line(&self.name, 0).map(|i| i + 1)
     }
 
     fn field_line(&self, field: &str, occurrence: usize) -> Option<usize> {
@@ -81,34 +71,10 @@ pub(in crate::settings) fn check_server(
     value: Node,
     errors: &mut Vec<ConfigError>,
 ) -> Option<McpServer> {
-    if let Err(why) = check_name(key, "server") {
-        errors.push(site.error(None, why));
-    }
-    if site.occurrence > 0 {
-        let first =
-            site.layout.server_line(&site.name, 0).map_or(String::new(), |i| format!(" (first on line {})", i + 1));
-        errors.push(site.error(None, format!("duplicate server name{first}")));
-    }
-    let entries = match value {
-        Node::Map(entries) => entries,
-        other => {
-            errors.push(site.error(None, format!("a server must be a mapping of fields, found {}", other.describe())));
-            return None;
-        }
-    };
-
     let mut fields = Fields::default();
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for (key, value) in entries {
-        let field = key.key_text();
-        let occurrence = *seen.entry(field.clone()).and_modify(|n| *n += 1).or_insert(0);
-        let at = (field.as_str(), occurrence);
-        if occurrence > 0 {
-            errors.push(site.error(Some(at), "duplicate field".to_string()));
-        } else if let Err(why) = take_field(&mut fields, &key, &field, value) {
-            errors.push(site.error(Some(at), why));
-        }
-    }
+    let seen = check_entry(site, key, value, "server", errors, |key, field, value| {
+        take_field(&mut fields, key, field, value)
+    })?;
 
     let url = required(site, fields.url, seen.contains_key("url"), "url", errors);
     let health_url = required(site, fields.health_url, seen.contains_key("health_url"), "health_url", errors);
@@ -119,6 +85,49 @@ pub(in crate::settings) fn check_server(
         description: fields.description.unwrap_or_default(),
         enabled: fields.enabled.unwrap_or(true),
     })
+}
+
+/// Checks the parts every entry of such a file has: its name (which must
+/// be unique), a mapping of fields, each field once; `take` checks and
+/// keeps each field (a known name, a good value). `what` names the entry
+/// in messages (`server`, `agent`). Returns how often each field occurs,
+/// or `None` when the entry is not a mapping at all.
+pub(in crate::settings) fn check_entry(
+    site: &Site,
+    key: &Node,
+    value: Node,
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+    mut take: impl FnMut(&Node, &str, Node) -> Result<(), String>,
+) -> Option<HashMap<String, usize>> {
+    if let Err(why) = check_name(key, what) {
+        errors.push(site.error(None, why));
+    }
+    if site.occurrence > 0 {
+        let first =
+            site.layout.server_line(&site.name, 0).map_or(String::new(), |i| format!(" (first on line {})", i + 1));
+        errors.push(site.error(None, format!("duplicate {what} name{first}")));
+    }
+    let entries = match value {
+        Node::Map(entries) => entries,
+        other => {
+            let message = format!("a {what} must be a mapping of fields, found {}", other.describe());
+            errors.push(site.error(None, message));
+            return None;
+        }
+    };
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (key, value) in entries {
+        let field = key.key_text();
+        let occurrence = *seen.entry(field.clone()).and_modify(|n| *n += 1).or_insert(0);
+        let at = (field.as_str(), occurrence);
+        if occurrence > 0 {
+            errors.push(site.error(Some(at), "duplicate field".to_string()));
+        } else if let Err(why) = take(&key, &field, value) {
+            errors.push(site.error(Some(at), why));
+        }
+    }
+    Some(seen)
 }
 
 /// A field that is present but invalid has been reported already, so only
