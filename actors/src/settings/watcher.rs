@@ -49,7 +49,7 @@ use serde_json::json;
 
 use super::agents::{self, AgentsConfig};
 use super::health::{HealthMonitor, Servers};
-use super::mcp::{self, ConfigError, McpConfig};
+use super::mcp::{self, Change, ConfigError, McpConfig};
 use super::prompt::hash;
 use super::store::{SettingsFile, Store};
 use super::{frame, kind, publish, Shared, AGENTS_FILE, MCP_FILE, PROMPT_FILE};
@@ -426,100 +426,55 @@ impl ConfigWatcher {
         );
     }
 
+    /// Whether what a read found of `which` is news: not a file that looks
+    /// mid-save (given one more window first), not the content seen last.
+    /// Returns the hash seen before, which names a deletion.
+    fn news(
+        &mut self,
+        which: Which,
+        suspicious: bool,
+        hash: &Option<String>,
+        ctx: &mut Context<Self>,
+    ) -> Option<Option<String>> {
+        if suspicious && self.wait_once(which, ctx) {
+            return None;
+        }
+        let (waited, seen) = match which {
+            Which::Mcp => (&mut self.dirty.mcp_waited, &mut self.mcp_seen),
+            Which::Agents => (&mut self.dirty.agents_waited, &mut self.agents_seen),
+            Which::Prompt => (&mut self.dirty.prompt_waited, &mut self.prompt_seen),
+        };
+        *waited = false;
+        if hash.is_some() && hash == seen {
+            return None;
+        }
+        Some(std::mem::replace(seen, hash.clone()))
+    }
+
     fn apply_mcp(&mut self, read: YamlRead<McpConfig>, ctx: &mut Context<Self>) {
-        if read.suspicious && self.wait_once(Which::Mcp, ctx) {
-            return;
-        }
-        self.dirty.mcp_waited = false;
-        let seen_hash = read.hash;
-        if seen_hash.is_some() && seen_hash == self.mcp_seen {
-            return;
-        }
-        let previous = std::mem::replace(&mut self.mcp_seen, seen_hash.clone());
-        let mut frames = Vec::new();
+        let Some(previous) = self.news(Which::Mcp, read.suspicious, &read.hash, ctx) else { return };
+        let old = self.state.mcp.read().map(|c| c.clone()).unwrap_or_default();
+        let frames = reload_frames(&old, &read.parsed);
         match read.parsed {
-            Ok(config) => {
-                let old = self.state.mcp.read().map(|c| c.clone()).unwrap_or_default();
-                let changes = mcp::diff(&old, &config);
-                log::info!("{MCP_FILE} reloaded: {} servers, {} changed", config.servers.len(), changes.len());
-                let data = json!({
-                    "file": MCP_FILE,
-                    "valid": true,
-                    "servers": config.servers.len(),
-                    "changes": changes,
-                });
-                frames.push(frame(kind::CONFIG_VALIDATED, &data));
-                // The diff has found the flips already; a set, so that
-                // thousands of servers are not a search each.
-                let flipped: HashSet<&str> = changes
-                    .iter()
-                    .filter(|c| c.fields.iter().any(|f| f == "enabled"))
-                    .map(|c| c.server.as_str())
-                    .collect();
-                for server in config.servers.iter().filter(|s| flipped.contains(s.name.as_str())) {
-                    let data = json!({ "name": server.name, "enabled": server.enabled });
-                    frames.push(frame(kind::MCP_TOGGLED, &data));
-                }
-                self.use_config(config);
-            }
-            Err(errors) => {
-                log::warn!("{MCP_FILE} is invalid, keeping the last good config: {}", summary(&errors));
-                let servers = self.state.mcp.read().map(|c| c.servers.len()).unwrap_or(0);
-                let data = json!({ "file": MCP_FILE, "valid": false, "servers": servers, "errors": errors });
-                frames.push(frame(kind::CONFIG_VALIDATED, &data));
-                self.set_errors(errors);
-            }
+            Ok(config) => self.use_config(config),
+            Err(errors) => self.set_errors(errors),
         }
         // A deletion is named by the content that went away.
-        let named = seen_hash.or(previous);
+        let named = read.hash.or(previous);
         self.announce(SettingsFile::Mcp, read.stamp, named.as_deref(), frames, ctx);
     }
 
-    /// Like [`Self::apply_mcp`], for `agents.yaml`: `config_validated`
-    /// (with `agents`), an `agent_toggled` per flip, and the gateway gets
-    /// the agents.
+    /// Like [`Self::apply_mcp`], for `agents.yaml`; the gateway gets the
+    /// agents.
     fn apply_agents(&mut self, read: YamlRead<AgentsConfig>, ctx: &mut Context<Self>) {
-        if read.suspicious && self.wait_once(Which::Agents, ctx) {
-            return;
-        }
-        self.dirty.agents_waited = false;
-        let seen_hash = read.hash;
-        if seen_hash.is_some() && seen_hash == self.agents_seen {
-            return;
-        }
-        let previous = std::mem::replace(&mut self.agents_seen, seen_hash.clone());
-        let mut frames = Vec::new();
+        let Some(previous) = self.news(Which::Agents, read.suspicious, &read.hash, ctx) else { return };
+        let old = self.state.agents.read().map(|c| c.clone()).unwrap_or_default();
+        let frames = reload_frames(&old, &read.parsed);
         match read.parsed {
-            Ok(config) => {
-                let old = self.state.agents.read().map(|c| c.clone()).unwrap_or_default();
-                let changes = agents::diff(&old, &config);
-                log::info!("{AGENTS_FILE} reloaded: {} agents, {} changed", config.agents.len(), changes.len());
-                let data = json!({
-                    "file": AGENTS_FILE,
-                    "valid": true,
-                    "agents": config.agents.len(),
-                    "changes": changes,
-                });
-                frames.push(frame(kind::CONFIG_VALIDATED, &data));
-                let flipped: HashSet<&str> = changes
-                    .iter()
-                    .filter(|c| c.fields.iter().any(|f| f == "enabled"))
-                    .map(|c| c.server.as_str())
-                    .collect();
-                for agent in config.agents.iter().filter(|a| flipped.contains(a.name.as_str())) {
-                    frames.push(frame(kind::AGENT_TOGGLED, &json!({ "name": agent.name, "enabled": agent.enabled })));
-                }
-                self.use_agents(config);
-            }
-            Err(errors) => {
-                log::warn!("{AGENTS_FILE} is invalid, keeping the last good one: {}", summary(&errors));
-                let count = self.state.agents.read().map(|c| c.agents.len()).unwrap_or(0);
-                let data = json!({ "file": AGENTS_FILE, "valid": false, "agents": count, "errors": errors });
-                frames.push(frame(kind::CONFIG_VALIDATED, &data));
-                self.set_agent_errors(errors);
-            }
+            Ok(config) => self.use_agents(config),
+            Err(errors) => self.set_agent_errors(errors),
         }
-        let named = seen_hash.or(previous);
+        let named = read.hash.or(previous);
         self.announce(SettingsFile::Agents, read.stamp, named.as_deref(), frames, ctx);
     }
 
@@ -530,14 +485,9 @@ impl ConfigWatcher {
             }
             return;
         };
-        if read.blank && self.wait_once(Which::Prompt, ctx) {
+        if self.news(Which::Prompt, read.blank, &Some(seen.clone()), ctx).is_none() {
             return;
         }
-        self.dirty.prompt_waited = false;
-        if self.prompt_seen.as_ref() == Some(&seen) {
-            return;
-        }
-        self.prompt_seen = Some(seen.clone());
         self.set_prompt(text);
         let event = match self.state.prompt.read() {
             Ok(prompt) => {
@@ -548,6 +498,81 @@ impl ConfigWatcher {
         };
         self.announce(SettingsFile::Prompt, read.stamp, Some(&seen), vec![event], ctx);
     }
+}
+
+/// A settings file of named entries that can be turned off
+/// (`mcp_servers.yaml`, `agents.yaml`): what a reload of it announces.
+trait Entries {
+    /// The file's name.
+    const FILE: &'static str;
+    /// The key of `config_validated` that counts the entries.
+    const COUNT: &'static str;
+    /// The event of an entry whose `enabled` flipped.
+    const TOGGLED: &'static str;
+    /// How many entries.
+    fn len(&self) -> usize;
+    /// What changed from `old`.
+    fn changes(&self, old: &Self) -> Vec<Change>;
+    /// Each entry's name and `enabled`.
+    fn enabled(&self) -> Vec<(&str, bool)>;
+}
+
+impl Entries for McpConfig {
+    const FILE: &'static str = MCP_FILE;
+    const COUNT: &'static str = "servers";
+    const TOGGLED: &'static str = kind::MCP_TOGGLED;
+    fn len(&self) -> usize {
+        self.servers.len()
+    }
+    fn changes(&self, old: &Self) -> Vec<Change> {
+        mcp::diff(old, self)
+    }
+    fn enabled(&self) -> Vec<(&str, bool)> {
+        self.servers.iter().map(|s| (s.name.as_str(), s.enabled)).collect()
+    }
+}
+
+impl Entries for AgentsConfig {
+    const FILE: &'static str = AGENTS_FILE;
+    const COUNT: &'static str = "agents";
+    const TOGGLED: &'static str = kind::AGENT_TOGGLED;
+    fn len(&self) -> usize {
+        self.agents.len()
+    }
+    fn changes(&self, old: &Self) -> Vec<Change> {
+        agents::diff(old, self)
+    }
+    fn enabled(&self) -> Vec<(&str, bool)> {
+        self.agents.iter().map(|a| (a.name.as_str(), a.enabled)).collect()
+    }
+}
+
+/// The events of a reload of an entries file that changed: a valid one
+/// publishes `config_validated` with its changes and an event per entry
+/// whose `enabled` flipped; an invalid one, `config_validated` with the
+/// errors (the last good config, `old`, stays in force).
+fn reload_frames<C: Entries>(old: &C, parsed: &Result<C, Vec<ConfigError>>) -> Vec<Frame> {
+    let (file, count) = (C::FILE, C::COUNT);
+    let config = match parsed {
+        Ok(config) => config,
+        Err(errors) => {
+            log::warn!("{file} is invalid, keeping the last good config: {}", summary(errors));
+            let data = json!({ "file": file, "valid": false, count: old.len(), "errors": errors });
+            return vec![frame(kind::CONFIG_VALIDATED, &data)];
+        }
+    };
+    let changes = config.changes(old);
+    log::info!("{file} reloaded: {} {count}, {} changed", config.len(), changes.len());
+    let data = json!({ "file": file, "valid": true, count: config.len(), "changes": changes });
+    let mut frames = vec![frame(kind::CONFIG_VALIDATED, &data)];
+    // The diff has found the flips already; a set, so that thousands of
+    // entries are not a search each.
+    let flipped: HashSet<&str> =
+        changes.iter().filter(|c| c.fields.iter().any(|f| f == "enabled")).map(|c| c.server.as_str()).collect();
+    for (name, enabled) in config.enabled().into_iter().filter(|(name, _)| flipped.contains(name)) {
+        frames.push(frame(C::TOGGLED, &json!({ "name": name, "enabled": enabled })));
+    }
+    frames
 }
 
 /// Reads a file; `None` when it does not exist.
