@@ -102,14 +102,6 @@ struct Found {
     prompt: Option<io::Result<PromptRead>>,
 }
 
-/// Which file.
-#[derive(Clone, Copy)]
-enum Which {
-    Mcp,
-    Agents,
-    Prompt,
-}
-
 /// What to do with what a read found.
 type Then = fn(&mut ConfigWatcher, Found, &mut Context<ConfigWatcher>);
 
@@ -225,38 +217,20 @@ impl ConfigWatcher {
 
     /// The state at start, without events: nobody is connected yet.
     fn load(&mut self, found: Found, _: &mut Context<Self>) {
-        match found.mcp {
-            Some(Ok(YamlRead { hash: Some(seen), parsed, .. })) => {
-                self.mcp_seen = Some(seen);
-                match parsed {
-                    Ok(config) => self.use_config(config),
-                    Err(errors) => {
-                        log::warn!("{MCP_FILE} is invalid, no MCP servers in use: {}", summary(&errors));
-                        self.set_errors(errors);
-                    }
-                }
+        match self.first_read(SettingsFile::Mcp, found.mcp) {
+            Some(Ok(config)) => self.use_config(config),
+            Some(Err(errors)) => {
+                log::warn!("{MCP_FILE} is invalid, no MCP servers in use: {}", summary(&errors));
+                self.set_errors(errors);
             }
-            Some(Ok(YamlRead { hash: None, .. })) => {
-                log::info!("no {} yet", self.store.path(SettingsFile::Mcp).display())
-            }
-            Some(Err(e)) => log::warn!("cannot read {MCP_FILE}: {e}"),
             None => {}
         }
-        match found.agents {
-            Some(Ok(YamlRead { hash: Some(seen), parsed, .. })) => {
-                self.agents_seen = Some(seen);
-                match parsed {
-                    Ok(config) => self.use_agents(config),
-                    Err(errors) => {
-                        log::warn!("{AGENTS_FILE} is invalid, no agents in use: {}", summary(&errors));
-                        self.set_agent_errors(errors);
-                    }
-                }
+        match self.first_read(SettingsFile::Agents, found.agents) {
+            Some(Ok(config)) => self.use_agents(config),
+            Some(Err(errors)) => {
+                log::warn!("{AGENTS_FILE} is invalid, no agents in use: {}", summary(&errors));
+                self.set_agent_errors(errors);
             }
-            Some(Ok(YamlRead { hash: None, .. })) => {
-                log::info!("no {} yet: no agents", self.store.path(SettingsFile::Agents).display())
-            }
-            Some(Err(e)) => log::warn!("cannot read {AGENTS_FILE}: {e}"),
             None => {}
         }
         match found.prompt {
@@ -269,6 +243,34 @@ impl ConfigWatcher {
             }
             Some(Err(e)) => log::warn!("cannot read {PROMPT_FILE}: {e}"),
             None => {}
+        }
+    }
+
+    /// What the first read found of a YAML file: its config, or what is
+    /// wrong with it; `None` when it is missing or could not be read (said
+    /// in the log).
+    fn first_read<C>(
+        &mut self,
+        file: SettingsFile,
+        read: Option<io::Result<YamlRead<C>>>,
+    ) -> Option<Result<C, Vec<ConfigError>>> {
+        match read? {
+            Ok(YamlRead { hash: Some(seen), parsed, .. }) => {
+                match file {
+                    SettingsFile::Mcp => self.mcp_seen = Some(seen),
+                    SettingsFile::Agents => self.agents_seen = Some(seen),
+                    SettingsFile::Prompt => self.prompt_seen = Some(seen),
+                }
+                Some(parsed)
+            }
+            Ok(YamlRead { hash: None, .. }) => {
+                log::info!("no {} yet", self.store.path(file).display());
+                None
+            }
+            Err(e) => {
+                log::warn!("cannot read {}: {e}", file.name());
+                None
+            }
         }
     }
 
@@ -382,11 +384,11 @@ impl ConfigWatcher {
 
     /// Gives a file that looks mid-save one more window; returns whether
     /// it did.
-    fn wait_once(&mut self, which: Which, ctx: &mut Context<Self>) -> bool {
+    fn wait_once(&mut self, which: SettingsFile, ctx: &mut Context<Self>) -> bool {
         let (waited, dirty) = match which {
-            Which::Mcp => (&mut self.dirty.mcp_waited, &mut self.dirty.mcp),
-            Which::Agents => (&mut self.dirty.agents_waited, &mut self.dirty.agents),
-            Which::Prompt => (&mut self.dirty.prompt_waited, &mut self.dirty.prompt),
+            SettingsFile::Mcp => (&mut self.dirty.mcp_waited, &mut self.dirty.mcp),
+            SettingsFile::Agents => (&mut self.dirty.agents_waited, &mut self.dirty.agents),
+            SettingsFile::Prompt => (&mut self.dirty.prompt_waited, &mut self.dirty.prompt),
         };
         if std::mem::replace(waited, true) {
             *waited = false;
@@ -431,7 +433,7 @@ impl ConfigWatcher {
     /// Returns the hash seen before, which names a deletion.
     fn news(
         &mut self,
-        which: Which,
+        which: SettingsFile,
         suspicious: bool,
         hash: &Option<String>,
         ctx: &mut Context<Self>,
@@ -440,9 +442,9 @@ impl ConfigWatcher {
             return None;
         }
         let (waited, seen) = match which {
-            Which::Mcp => (&mut self.dirty.mcp_waited, &mut self.mcp_seen),
-            Which::Agents => (&mut self.dirty.agents_waited, &mut self.agents_seen),
-            Which::Prompt => (&mut self.dirty.prompt_waited, &mut self.prompt_seen),
+            SettingsFile::Mcp => (&mut self.dirty.mcp_waited, &mut self.mcp_seen),
+            SettingsFile::Agents => (&mut self.dirty.agents_waited, &mut self.agents_seen),
+            SettingsFile::Prompt => (&mut self.dirty.prompt_waited, &mut self.prompt_seen),
         };
         *waited = false;
         if hash.is_some() && hash == seen {
@@ -452,7 +454,7 @@ impl ConfigWatcher {
     }
 
     fn apply_mcp(&mut self, read: YamlRead<McpConfig>, ctx: &mut Context<Self>) {
-        let Some(previous) = self.news(Which::Mcp, read.suspicious, &read.hash, ctx) else { return };
+        let Some(previous) = self.news(SettingsFile::Mcp, read.suspicious, &read.hash, ctx) else { return };
         let old = self.state.mcp.read().map(|c| c.clone()).unwrap_or_default();
         let frames = reload_frames(&old, &read.parsed);
         match read.parsed {
@@ -467,7 +469,7 @@ impl ConfigWatcher {
     /// Like [`Self::apply_mcp`], for `agents.yaml`; the gateway gets the
     /// agents.
     fn apply_agents(&mut self, read: YamlRead<AgentsConfig>, ctx: &mut Context<Self>) {
-        let Some(previous) = self.news(Which::Agents, read.suspicious, &read.hash, ctx) else { return };
+        let Some(previous) = self.news(SettingsFile::Agents, read.suspicious, &read.hash, ctx) else { return };
         let old = self.state.agents.read().map(|c| c.clone()).unwrap_or_default();
         let frames = reload_frames(&old, &read.parsed);
         match read.parsed {
@@ -480,12 +482,12 @@ impl ConfigWatcher {
 
     fn apply_prompt(&mut self, read: PromptRead, ctx: &mut Context<Self>) {
         let Some((text, seen)) = read.text else {
-            if !self.wait_once(Which::Prompt, ctx) {
+            if !self.wait_once(SettingsFile::Prompt, ctx) {
                 log::warn!("{PROMPT_FILE} is missing; the last prompt stays in use");
             }
             return;
         };
-        if self.news(Which::Prompt, read.blank, &Some(seen.clone()), ctx).is_none() {
+        if self.news(SettingsFile::Prompt, read.blank, &Some(seen.clone()), ctx).is_none() {
             return;
         }
         self.set_prompt(text);
