@@ -18,6 +18,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser};
 use nova_actors::auth::{check_user_id, ApiKey, JwtConfig, DEFAULT_MAX_TOKEN_LIFETIME, DEVELOPMENT_KEY};
+use nova_actors::broker::HistoryConfig;
 use nova_actors::gateway::GatewayConfig;
 use nova_actors::names::{check_node_id, check_tenant, parse_patterns};
 use nova_actors::node::Limits;
@@ -204,6 +205,12 @@ pub struct Args {
     /// Time one webhook POST (or health check) may take, ms [default: 5000]
     #[arg(long, env = "NOVA_AGENT_TIMEOUT_MS")]
     pub agent_timeout_ms: Option<u64>,
+    /// Event history per namespace, kept for recovery after a reconnect: ns=size/ttl pairs, comma-separated; ns=off keeps none; namespaces not named keep none [default: conversation=300/10m,agent=300/10m]
+    #[arg(long, env = "NOVA_HISTORY")]
+    pub history: Option<String>,
+    /// Memory the history of all channels may take on a node without Redis, MiB; past it whole channels are dropped, least recently published first (their epoch changes) [default: 256]
+    #[arg(long, env = "NOVA_HISTORY_MEMORY_MB")]
+    pub history_memory_mb: Option<usize>,
     /// Backups kept per settings file [default: 20]
     #[arg(long, env = "NOVA_CONFIG_BACKUPS")]
     pub config_backups: Option<usize>,
@@ -451,6 +458,8 @@ pub struct Config {
     pub settings: SettingsConfig,
     /// The agent gateway (its Redis prefix is the bus's).
     pub gateway: GatewayConfig,
+    /// What channels keep for recovery.
+    pub history: HistoryConfig,
 }
 
 /// Where the settings files are and how they are watched and checked.
@@ -731,6 +740,13 @@ impl Config {
                 check_interval: Duration::from_millis(args.agent_check_interval_ms.unwrap_or(1_000).max(10)),
                 queue: args.agent_queue.unwrap_or(1_000).clamp(1, nova_actors::settings::agents::MAX_QUEUE),
                 timeout: Duration::from_millis(args.agent_timeout_ms.unwrap_or(5_000).max(10)),
+            },
+            history: HistoryConfig {
+                namespaces: match &args.history {
+                    None => HistoryConfig::default().namespaces,
+                    Some(spec) => HistoryConfig::parse_namespaces(spec).map_err(|e| format!("history: {e}"))?,
+                },
+                memory_cap: args.history_memory_mb.unwrap_or(256).max(1).saturating_mul(1024 * 1024),
             },
             redis,
         })

@@ -23,6 +23,9 @@ use actix_web::dev::AppConfig;
 use actix_web::http::header;
 use actix_web::{web, App};
 use nova_actors::auth::Authenticator;
+use nova_actors::broker::memory::{MemoryBroker, MemoryPresence};
+use nova_actors::broker::redis::{RedisBroker, RedisPresence};
+use nova_actors::broker::{Broker, PresenceStore};
 use nova_actors::cluster::bus::{Bus, BusConfig, Retire};
 use nova_actors::cluster::seal::ClusterKey;
 use nova_actors::cluster::BusStatus;
@@ -31,7 +34,7 @@ use nova_actors::gateway::{Gateway, GatewayStats};
 use nova_actors::metrics::Metrics;
 use nova_actors::node::Node;
 use nova_actors::quota::PRUNE_EVERY;
-use nova_actors::registry::{CloseAll, Cluster, Registry};
+use nova_actors::registry::{CloseAll, Registry};
 use nova_actors::settings::health::HealthMonitor;
 use nova_actors::settings::store::Store;
 use nova_actors::settings::watcher::ConfigWatcher;
@@ -140,6 +143,9 @@ impl Running {
     }
 }
 
+/// The node's broker and presence store, chosen once here.
+type Roles = (Arc<dyn Broker>, Arc<dyn PresenceStore>);
+
 /// Builds the node on `listener` with `config`.
 pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
     let addr = listener.local_addr()?;
@@ -161,8 +167,12 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
     let bus_addr = Addr::new(bus_tx);
     let (registry_tx, registry_rx) = channel::channel::<Registry>(16);
     let registry = Addr::new(registry_tx);
-    let (bus, cluster, bus_status): (Option<Bus>, _, _) = match &config.redis {
-        None => (None, None, None),
+    let history = config.history.clone();
+    let (bus, roles, bus_status): (Option<Bus>, _, _) = match &config.redis {
+        None => {
+            let roles: Roles = (Arc::new(MemoryBroker::new(history)), Arc::new(MemoryPresence));
+            (None, roles, None)
+        }
         Some(redis) => {
             let status = Arc::new(BusStatus::default());
             let bus_config = BusConfig {
@@ -176,9 +186,14 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
             };
             let (bus, outbox) = Bus::new(bus_config, node_id.clone(), registry.clone(), status.clone())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("redis: {e}")))?;
-            (Some(bus), Some(Cluster { bus: bus_addr.clone(), outbox }), Some(status))
+            let roles: Roles = (
+                Arc::new(RedisBroker::new(bus_addr.clone(), outbox, history)),
+                Arc::new(RedisPresence::new(bus_addr.clone())),
+            );
+            (Some(bus), roles, Some(status))
         }
     };
+    let broker = Arc::clone(&roles.0);
     {
         let (node_id, metrics, limits) = (node_id.clone(), metrics.clone(), config.limits.clone());
         let handles: Vec<_> = hubs.iter().map(Arbiter::handle).collect();
@@ -188,7 +203,7 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
             limits.slow_consumer_grace,
             metrics,
             handles,
-            cluster,
+            roles.clone(),
         );
         hubs[0].spawn_fn(move || {
             Context::with_receiver(registry_rx).run(registry);
@@ -273,6 +288,7 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
         restart: http::admin::Restart::new(&config),
         strict_events: config.strict_events,
         gateway: gateway_stats,
+        broker,
     });
     let transport = Arc::new(Transport {
         node: node.clone(),

@@ -10,28 +10,36 @@
 //! is empty. Joins and leaves reach it only through the registry, so they
 //! arrive in the order the registry decided them.
 //!
-//! With several nodes (a bus), presence is the cluster's: a new channel
-//! first loads who is present on every node (and handles nothing else until
-//! it has), reports its users' first and last local connection to the bus,
-//! and announces joins and leaves only when the bus says they are news for
-//! the whole cluster.
+//! Presence goes through the node's [`PresenceStore`]: a new channel first
+//! loads who is present elsewhere (and handles nothing else until it has),
+//! reports its users' first and last local connection, and announces a
+//! join or leave when the store says it is news for everyone (at once on
+//! one node; through the bus, counted in Redis, with several).
+//!
+//! A channel whose namespace keeps history knows its position (last offset
+//! and epoch) and tells it in `channel.subscribed`. A member that joins
+//! with a position to recover from is held apart from the fan-out while
+//! the [`Broker`] reads what it missed; events published meanwhile are
+//! kept for it and follow the missed ones, so it gets every event once, in
+//! order.
 
 use std::collections::{HashMap, HashSet};
+use std::mem;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use serde::Serialize;
 
+use crate::broker::{Broker, Counted, HistoryError, Page, Position, PresenceStore, Retention};
 use crate::catalog::PresenceStatus;
 use crate::catalog::TeamPresenceUpdate;
-use crate::cluster::bus::{Bus, LoadPresence, LoadStatuses, PresenceChange};
 use crate::cluster::wire::{PresenceNote, SeqOrder};
 use crate::link::{Batch, ConnId, Delivery, Link};
 use crate::metrics::Metrics;
 use crate::names;
 use crate::protocol::{self, kind, Frame};
-use crate::registry::{Registry, SlowConsumer};
+use crate::registry::SlowConsumer;
 
 /// Users listed in a `channel.subscribed` reply at most; `presence_count`
 /// always has the full number. Also the size up to which joins and leaves
@@ -51,6 +59,9 @@ pub struct Join {
     pub link: Arc<Link>,
     /// The `channel.subscribe` request's id.
     pub reply_to: String,
+    /// The client's last position in the channel: what it missed after
+    /// it comes first (`data.recover`).
+    pub recover: Option<Position>,
 }
 
 /// Removes a connection. With `reply` the connection gets
@@ -85,6 +96,8 @@ pub struct Publish {
     /// When the event is a `team.presence.update`: whose status it sets,
     /// for the channel's list of statuses.
     pub status: Option<StatusNote>,
+    /// Its offset and epoch, when the channel keeps history.
+    pub position: Option<Position>,
 }
 
 /// A member's status on a team channel, as a `team.presence.update` set it.
@@ -149,6 +162,44 @@ struct SubscribedData<'a> {
     /// On `team:` channels: each listed user's status.
     #[serde(skip_serializing_if = "Option::is_none")]
     statuses: Option<Vec<StatusData<'a>>>,
+    /// With history: the position the subscription starts at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
+    /// When the client asked to recover: whether it got everything it
+    /// missed, and how many events that was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovered: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missed: Option<usize>,
+}
+
+/// What a `channel.subscribed` says about recovery.
+#[derive(Debug, Clone, Copy)]
+enum Recovery {
+    /// The client asked for none.
+    NotAsked,
+    /// It got every event it missed: this many.
+    Recovered(usize),
+    /// The events are gone or the epoch changed: reload from the
+    /// application.
+    Failed,
+}
+
+/// Frames held for a member while what it missed is read, at most: past
+/// it, the member is too slow to be served and is treated as one.
+const MAX_HELD_BATCHES: usize = 4096;
+
+/// A member whose missed events are being read: not in the fan-out yet.
+struct Recovering {
+    link: Arc<Link>,
+    reply_to: String,
+    from: Position,
+    /// The channel's position when it joined: the missed events end there.
+    top: Position,
+    /// What was published for the channel since, in order.
+    held: Vec<Arc<Batch>>,
 }
 
 #[derive(Serialize)]
@@ -178,12 +229,18 @@ pub struct Channel {
     pending: Vec<Frame>,
     pending_bytes: usize,
     flush_scheduled: bool,
-    registry: Addr<Registry>,
+    slow: Recipient<SlowConsumer>,
     metrics: Arc<Metrics>,
-    /// The bus, when the node is one of several.
-    bus: Option<Addr<Bus>>,
-    /// Users present in the channel on any node, as the bus last said
-    /// (with a bus only).
+    broker: Arc<dyn Broker>,
+    presence: Arc<dyn PresenceStore>,
+    /// What the channel's namespace keeps; `None`: no history.
+    retention: Option<Retention>,
+    /// The offset and epoch of the last event handled, with history.
+    position: Option<Position>,
+    /// Members whose missed events are being read.
+    recovering: HashMap<ConnId, Recovering>,
+    /// Users present in the channel on any node, as the presence store
+    /// last said.
     cluster_users: HashSet<Arc<str>>,
     /// The sequence number of the last cluster change seen per user, so a
     /// change that arrives after a later one is dropped.
@@ -199,12 +256,30 @@ pub struct Channel {
     statuses: Option<HashMap<Arc<str>, Status>>,
 }
 
+/// What a channel actor is started with.
+pub struct Setup {
+    /// Where a member over its outbound budget is reported.
+    pub slow: Recipient<SlowConsumer>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// The node's broker.
+    pub broker: Arc<dyn Broker>,
+    /// The node's presence store.
+    pub presence: Arc<dyn PresenceStore>,
+}
+
 impl Channel {
-    /// An empty channel; `bus` makes its presence the cluster's.
-    pub fn new(name: Arc<str>, registry: Addr<Registry>, metrics: Arc<Metrics>, bus: Option<Addr<Bus>>) -> Self {
+    /// An empty channel. `position` is the channel's position when the
+    /// broker knows it exactly at creation; with history and without it,
+    /// the channel loads it before serving anyone.
+    pub fn new(name: Arc<str>, setup: Setup, position: Option<Position>) -> Self {
+        let Setup { slow, metrics, broker, presence } = setup;
         Channel {
             has_presence: !names::visible(&name).starts_with("system:"),
             statuses: names::visible(&name).starts_with("team:").then(HashMap::new),
+            retention: broker.retention(&name),
+            position,
+            recovering: HashMap::new(),
             name,
             members: Vec::new(),
             index: HashMap::new(),
@@ -212,9 +287,10 @@ impl Channel {
             pending: Vec::new(),
             pending_bytes: 0,
             flush_scheduled: false,
-            registry,
+            slow,
             metrics,
-            bus,
+            broker,
+            presence,
             cluster_users: HashSet::new(),
             local_only: 0,
             seqs: HashMap::new(),
@@ -224,7 +300,7 @@ impl Channel {
     fn deliver(&self, link: &Arc<Link>, batch: &Arc<Batch>) {
         match link.deliver(batch) {
             Delivery::Queued => {}
-            Delivery::Overflowed => self.registry.do_send(SlowConsumer { link: Arc::clone(link) }),
+            Delivery::Overflowed => self.slow.do_send(SlowConsumer { link: Arc::clone(link) }),
             Delivery::Dropped => {
                 self.metrics.dropped_deliveries.fetch_add(1, Ordering::Relaxed);
             }
@@ -238,16 +314,29 @@ impl Channel {
             return;
         }
         self.pending_bytes = 0;
-        let batch = Batch::new(std::mem::take(&mut self.pending));
+        let batch = Batch::new(mem::take(&mut self.pending));
         for link in &self.members {
             self.deliver(link, &batch);
         }
+        self.hold(&batch, None);
     }
 
-    fn to_others(&self, except: ConnId, frame: Frame) {
-        let batch = Batch::one(frame);
-        for link in self.members.iter().filter(|l| l.id() != except) {
-            self.deliver(link, &batch);
+    /// Keeps `batch` for the members still recovering (all but `user`'s),
+    /// to follow their missed events.
+    fn hold(&mut self, batch: &Arc<Batch>, except_user: Option<&str>) {
+        if self.recovering.is_empty() {
+            return;
+        }
+        let mut overflowed = Vec::new();
+        for r in self.recovering.values_mut().filter(|r| except_user != Some(&**r.link.user())) {
+            if r.held.len() >= MAX_HELD_BATCHES {
+                overflowed.push(Arc::clone(&r.link));
+                continue;
+            }
+            r.held.push(Arc::clone(batch));
+        }
+        for link in overflowed {
+            self.slow.do_send(SlowConsumer { link });
         }
     }
 
@@ -258,24 +347,19 @@ impl Channel {
     /// the channel sees it (a user it did not know of), and to the others
     /// through the bus; a leave is told only once Redis says the user is
     /// gone from every node.
-    fn local_presence(&mut self, user: &Arc<str>, joined: bool, except: ConnId) {
+    fn local_presence(&mut self, user: &Arc<str>, joined: bool) {
         if !self.has_presence {
             return;
         }
-        let Some(bus) = &self.bus else {
-            if let (false, Some(statuses)) = (joined, &mut self.statuses) {
-                // Without a connection, the user is `offline`: `left` says so.
-                statuses.remove(user);
+        match self.presence.change(&self.name, user, joined) {
+            Counted::Now => self.cluster_change(user, joined, None),
+            Counted::Later => {
+                if joined && !self.cluster_users.contains(user) {
+                    // Known from now on: the store's echo of this join is
+                    // not news.
+                    self.cluster_change(user, true, None);
+                }
             }
-            if self.users.len() <= MAX_PRESENCE_LIST {
-                self.to_others(except, presence_frame(&self.name, user, joined));
-            }
-            return;
-        };
-        bus.do_send(PresenceChange { channel: Arc::clone(&self.name), user: Arc::clone(user), joined });
-        if joined && !self.cluster_users.contains(user) {
-            // Known from now on: the bus's echo of this join is not news.
-            self.cluster_change(user, true, None);
         }
     }
 
@@ -286,11 +370,7 @@ impl Channel {
     }
 
     fn present_count(&self) -> usize {
-        if self.bus.is_none() {
-            self.users.len()
-        } else {
-            self.cluster_users.len() + self.local_only
-        }
+        self.cluster_users.len() + self.local_only
     }
 
     /// Takes the cluster's list of present users as it is now.
@@ -329,11 +409,21 @@ impl Channel {
         for link in self.members.iter().filter(|l| l.user() != user) {
             self.deliver(link, &batch);
         }
+        self.hold(&batch, Some(user));
     }
 
-    fn subscribed(&self, link: &Arc<Link>, reply_to: &str) {
+    /// The `channel.subscribed` reply: presence, and with history the
+    /// position the subscription starts at and what recovery made of it.
+    fn subscribed_frame(&self, reply_to: &str, position: Option<&Position>, recovery: Recovery) -> Frame {
+        let (recovered, missed) = match recovery {
+            Recovery::NotAsked => (None, None),
+            Recovery::Recovered(missed) => (Some(true), Some(missed)),
+            Recovery::Failed => (Some(false), Some(0)),
+        };
+        let (offset, epoch) = (position.map(|p| p.offset), position.map(|p| &*p.epoch));
         let data = if !self.has_presence {
-            SubscribedData { presence: Vec::new(), presence_count: 0, statuses: None }
+            let presence = Vec::new();
+            SubscribedData { presence, presence_count: 0, statuses: None, offset, epoch, recovered, missed }
         } else {
             let presence: Vec<&str> = self.present().take(MAX_PRESENCE_LIST).collect();
             let statuses = self.statuses.as_ref().map(|statuses| {
@@ -345,12 +435,100 @@ impl Channel {
                     })
                     .collect()
             });
-            SubscribedData { presence, presence_count: self.present_count(), statuses }
+            let presence_count = self.present_count();
+            SubscribedData { presence, presence_count, statuses, offset, epoch, recovered, missed }
         };
-        self.deliver(
-            link,
-            &Batch::one(protocol::encode(kind::SUBSCRIBED, Some(names::visible(&self.name)), &data, Some(reply_to))),
-        );
+        protocol::encode(kind::SUBSCRIBED, Some(names::visible(&self.name)), &data, Some(reply_to))
+    }
+
+    fn subscribed(&self, link: &Arc<Link>, reply_to: &str, recovery: Recovery) {
+        let frame = self.subscribed_frame(reply_to, self.position.as_ref(), recovery);
+        self.deliver(link, &Batch::one(frame));
+    }
+
+    fn add_member(&mut self, link: Arc<Link>) {
+        self.index.insert(link.id(), self.members.len());
+        self.members.push(link);
+    }
+
+    /// Takes a connection out of the fan-out (or out of recovery).
+    fn remove_member(&mut self, conn: ConnId) -> Option<Arc<Link>> {
+        if let Some(r) = self.recovering.remove(&conn) {
+            return Some(r.link);
+        }
+        let i = self.index.remove(&conn)?;
+        let link = self.members.swap_remove(i);
+        if let Some(moved) = self.members.get(i) {
+            self.index.insert(moved.id(), i);
+        }
+        Some(link)
+    }
+
+    /// A new member with a position to recover from: answered at once
+    /// when there is nothing to read, held apart while the broker reads
+    /// what it missed otherwise.
+    fn recover(&mut self, link: Arc<Link>, reply_to: String, from: Position, ctx: &mut Context<Self>) {
+        let Some(top) = self.position.clone() else {
+            // No history here: nothing can be recovered.
+            self.subscribed(&link, &reply_to, Recovery::Failed);
+            return self.add_member(link);
+        };
+        if from.epoch != top.epoch || from.offset > top.offset {
+            self.subscribed(&link, &reply_to, Recovery::Failed);
+            return self.add_member(link);
+        }
+        if from.offset == top.offset {
+            self.subscribed(&link, &reply_to, Recovery::Recovered(0));
+            return self.add_member(link);
+        }
+        let conn = link.id();
+        let missed = (top.offset - from.offset) as usize;
+        let mut read = self.broker.history(&self.name, from.offset, Some(top.offset), missed);
+        self.recovering.insert(conn, Recovering { link, reply_to, from, top, held: Vec::new() });
+        // The memory broker answers at once: no holding at all then.
+        let waker = futures_util::task::noop_waker();
+        if let std::task::Poll::Ready(page) = read.as_mut().poll(&mut std::task::Context::from_waker(&waker)) {
+            return self.recovered(conn, page);
+        }
+        ctx.spawn(read.into_actor(self).map(move |page, act, _| act.recovered(conn, page)));
+    }
+
+    /// The missed events of a recovering member are read: it gets its
+    /// reply, the missed events, what was held for it, and joins the
+    /// fan-out.
+    fn recovered(&mut self, conn: ConnId, page: Result<Page, HistoryError>) {
+        // Gone meanwhile: nothing to send.
+        let Some(r) = self.recovering.remove(&conn) else { return };
+        let wanted = (r.top.offset - r.from.offset) as usize;
+        let events = match page {
+            Ok(page)
+                if page.complete
+                    && page.position.epoch == r.from.epoch
+                    && page.events.len() == wanted
+                    && page.events.first().is_some_and(|(o, _)| *o == r.from.offset + 1) =>
+            {
+                Some(page.events)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                log::warn!("channel '{}': recovery failed: {e}", self.name);
+                None
+            }
+        };
+        let recovery = events.as_ref().map_or(Recovery::Failed, |e| Recovery::Recovered(e.len()));
+        self.metrics.recoveries.fetch_add(1, Ordering::Relaxed);
+        if events.is_none() {
+            self.metrics.recoveries_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        let reply = self.subscribed_frame(&r.reply_to, Some(&r.top), recovery);
+        let mut frames = Vec::with_capacity(1 + events.as_ref().map_or(0, Vec::len));
+        frames.push(reply);
+        frames.extend(events.into_iter().flatten().map(|(_, frame)| frame));
+        self.deliver(&r.link, &Batch::new(frames));
+        for batch in &r.held {
+            self.deliver(&r.link, batch);
+        }
+        self.add_member(r.link);
     }
 }
 
@@ -358,26 +536,33 @@ impl Actor for Channel {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let Some(bus) = &self.bus else { return };
-        // Nothing else is handled until the cluster's presence is known, so
-        // the first `channel.subscribed` lists users on every node.
-        let load = bus.send(LoadPresence { channel: Arc::clone(&self.name) });
+        // Nothing else is handled until the presence elsewhere is known,
+        // so the first `channel.subscribed` lists users on every node.
+        let load = self.presence.load(&self.name);
         ctx.wait(load.into_actor(self).map(|users, act, _| {
-            let users = users.ok().flatten().unwrap_or_default();
-            act.set_cluster_users(users.into_iter().map(Arc::from).collect());
+            act.set_cluster_users(users.unwrap_or_default().into_iter().map(Arc::from).collect());
         }));
         if self.statuses.is_some() {
             // Statuses set before this node opened the channel.
-            let load = bus.send(LoadStatuses { channel: Arc::clone(&self.name) });
+            let load = self.presence.load_statuses(&self.name);
             ctx.wait(load.into_actor(self).map(|statuses, act, _| {
                 let Some(map) = &mut act.statuses else { return };
-                for (user, json) in statuses.ok().flatten().unwrap_or_default() {
+                for (user, json) in statuses.unwrap_or_default() {
                     // Written by a node, but Redis is not trusted: a value
                     // that is not a status is skipped.
                     if let Ok(update) = serde_json::from_str::<TeamPresenceUpdate>(&json) {
                         map.insert(Arc::from(user), (update.status, update.text));
                     }
                 }
+            }));
+        }
+        if self.retention.is_some() && self.position.is_none() {
+            // After the presence load: the node's subscription is in place,
+            // so every event after this position arrives as a Publish.
+            let load = self.broker.load_position(&self.name);
+            ctx.wait(load.into_actor(self).map(|position, act, _| match position {
+                Ok(position) => act.position = Some(position),
+                Err(e) => log::warn!("channel '{}': its position is unknown: {e}", act.name),
             }));
         }
     }
@@ -390,22 +575,33 @@ impl Actor for Channel {
 impl Handler<Join> for Channel {
     type Result = ();
 
-    fn handle(&mut self, join: Join, _: &mut Self::Context) {
+    fn handle(&mut self, join: Join, ctx: &mut Self::Context) {
         self.flush();
         let conn = join.link.id();
-        if !self.index.contains_key(&conn) {
-            self.index.insert(conn, self.members.len());
-            self.members.push(Arc::clone(&join.link));
-            let count = self.users.entry(Arc::clone(join.link.user())).or_insert(0);
-            *count += 1;
-            if *count == 1 {
-                if !self.cluster_users.contains(join.link.user()) {
-                    self.local_only += 1;
-                }
-                self.local_presence(join.link.user(), true, conn);
+        if self.index.contains_key(&conn) || self.recovering.contains_key(&conn) {
+            // Subscribed already: the reply says where the channel is.
+            let recovery = match (&join.recover, &self.position) {
+                (None, _) => Recovery::NotAsked,
+                (Some(from), Some(top)) if *from == *top => Recovery::Recovered(0),
+                (Some(_), _) => Recovery::Failed,
+            };
+            return self.subscribed(&join.link, &join.reply_to, recovery);
+        }
+        let count = self.users.entry(Arc::clone(join.link.user())).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            if !self.cluster_users.contains(join.link.user()) {
+                self.local_only += 1;
+            }
+            self.local_presence(join.link.user(), true);
+        }
+        match join.recover {
+            Some(from) => self.recover(join.link, join.reply_to, from, ctx),
+            None => {
+                self.subscribed(&join.link, &join.reply_to, Recovery::NotAsked);
+                self.add_member(join.link);
             }
         }
-        self.subscribed(&join.link, &join.reply_to);
     }
 }
 
@@ -414,17 +610,13 @@ impl Handler<Leave> for Channel {
 
     fn handle(&mut self, leave: Leave, _: &mut Self::Context) {
         self.flush();
-        if let Some(i) = self.index.remove(&leave.conn) {
-            let link = self.members.swap_remove(i);
-            if let Some(moved) = self.members.get(i) {
-                self.index.insert(moved.id(), i);
-            }
+        if let Some(link) = self.remove_member(leave.conn) {
             if let Some(count) = self.users.get_mut(link.user()) {
                 *count -= 1;
                 if *count == 0 {
                     // Announced while the leaving user still counts, so the
                     // size limit applies the same way to its join and leave.
-                    self.local_presence(link.user(), false, leave.conn);
+                    self.local_presence(link.user(), false);
                     self.users.remove(link.user());
                     if !self.cluster_users.contains(link.user()) {
                         self.local_only = self.local_only.saturating_sub(1);
@@ -444,6 +636,16 @@ impl Handler<Publish> for Channel {
     type Result = ();
 
     fn handle(&mut self, publish: Publish, ctx: &mut Self::Context) {
+        if let Some(position) = publish.position {
+            if let Some(top) = &self.position {
+                // Loaded after the event was written: it is in the history
+                // every member's position already counts.
+                if top.epoch == position.epoch && position.offset <= top.offset {
+                    return;
+                }
+            }
+            self.position = Some(position);
+        }
         if let (Some(note), Some(statuses)) = (publish.status, &mut self.statuses) {
             statuses.insert(note.user, (note.status, note.text));
         }
@@ -495,17 +697,16 @@ impl Handler<Refresh> for Channel {
     type Result = ();
 
     fn handle(&mut self, msg: Refresh, ctx: &mut Self::Context) {
-        let Some(bus) = &self.bus else { return };
         if !msg.gone {
             // A Redis that restarted empty numbers changes from 1 again.
             self.seqs.clear();
         }
-        let load = bus.send(LoadPresence { channel: Arc::clone(&self.name) });
+        let load = self.presence.load(&self.name);
         let announce_gone = msg.gone;
         ctx.spawn(load.into_actor(self).map(move |users, act, _| {
             // No answer: keep what the channel knows rather than announce
             // everyone gone.
-            let Some(users) = users.ok().flatten() else { return };
+            let Some(users) = users else { return };
             let mut now: HashSet<Arc<str>> = users.into_iter().map(Arc::from).collect();
             now.extend(act.users.keys().cloned());
             let gone: Vec<Arc<str>> =

@@ -9,6 +9,9 @@
 //!   Members, presence, fan-out.
 //! - [`registry`]: the registry actor, one per node. Channel name → channel
 //!   actor, connections by id and by user; routes published events.
+//! - [`broker`]: the seam between one node and many: the broker (where
+//!   events go beyond this node, offsets, history) and the presence store,
+//!   each in memory and in Redis.
 //! - [`cluster`]: several nodes as one through Redis: the bus actor (the
 //!   Redis subscriber), the outbox, the payload format, cross-node presence.
 //! - [`settings`]: live settings: the config watcher and health monitor
@@ -33,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod broker;
 pub mod catalog;
 pub mod channel;
 pub mod cluster;

@@ -130,6 +130,10 @@ pub struct Metrics {
     pub slow_consumers: AtomicU64,
     /// Deliveries skipped because their session was already over budget.
     pub dropped_deliveries: AtomicU64,
+    /// Subscriptions that asked to recover missed events since start.
+    pub recoveries: AtomicU64,
+    /// Of those, the ones that could not (events gone, epoch changed).
+    pub recoveries_failed: AtomicU64,
     /// Publish→write latency, µs, per frame (each batch counted at its
     /// oldest frame).
     pub latency: Histogram,
@@ -152,6 +156,8 @@ impl Default for Metrics {
             published: AtomicU64::new(0),
             slow_consumers: AtomicU64::new(0),
             dropped_deliveries: AtomicU64::new(0),
+            recoveries: AtomicU64::new(0),
+            recoveries_failed: AtomicU64::new(0),
             latency: Histogram::default(),
             rates: Mutex::new(RateSample {
                 at: Instant::now(),
@@ -213,6 +219,10 @@ pub struct MetricsSnapshot {
     pub dropped_slow_consumers: u64,
     /// Deliveries skipped for sessions already over budget.
     pub dropped_deliveries: u64,
+    /// Subscriptions that asked to recover missed events since start.
+    pub recoveries: u64,
+    /// Of those, the ones that could not.
+    pub recoveries_failed: u64,
     /// Publish→write latency since start.
     pub latency: LatencySnapshot,
 }
@@ -258,6 +268,8 @@ impl Metrics {
             published: self.published.load(Relaxed),
             dropped_slow_consumers: self.slow_consumers.load(Relaxed),
             dropped_deliveries: self.dropped_deliveries.load(Relaxed),
+            recoveries: self.recoveries.load(Relaxed),
+            recoveries_failed: self.recoveries_failed.load(Relaxed),
             latency: LatencySnapshot {
                 count: self.latency.count(),
                 p50_us: self.latency.percentile(0.50),

@@ -14,6 +14,8 @@ use bytestring::ByteString;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use crate::broker::Position;
+use crate::catalog::channel::RecoverFrom;
 use crate::catalog::{self, ChannelUse, Handling, Refusal, Sender, TeamPresenceUpdate, Violation};
 use crate::codes::ErrorCode;
 
@@ -132,12 +134,35 @@ impl Frame {
         self.created
     }
 
+    /// The same event with `"offset":offset` as its last field: the one
+    /// copy a channel with history makes of an event, once, whatever the
+    /// number of subscribers.
+    pub fn with_offset(&self, offset: u64) -> Frame {
+        Frame { text: ByteString::from(splice_offset(&self.text, offset)), created: self.created }
+    }
+
     /// A frame another node encoded, taken as it is: the text must be one
     /// JSON object (the caller has parsed it). Its clock starts now, so
     /// this node's latency figures measure this node.
     pub fn from_encoded(text: &str) -> Frame {
         Frame { text: ByteString::from(text), created: Instant::now() }
     }
+}
+
+/// `text` (one JSON object) with `"offset":offset` added as its last
+/// field.
+pub fn splice_offset(text: &str, offset: u64) -> String {
+    let body = text.trim_end().strip_suffix('}').unwrap_or(text);
+    let mut out = String::with_capacity(body.len() + 32);
+    out.push_str(body);
+    // An empty object takes no comma.
+    if !body.trim_end().ends_with('{') {
+        out.push(',');
+    }
+    out.push_str("\"offset\":");
+    out.push_str(itoa::Buffer::new().format(offset));
+    out.push('}');
+    out
 }
 
 /// `SystemTime` as RFC 3339 with milliseconds, written without an
@@ -349,6 +374,16 @@ impl ClientEvent {
     }
 }
 
+/// A channel a client asks to join, with where it was when it asks to
+/// recover what it missed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wanted {
+    /// The name as sent.
+    pub name: String,
+    /// The last offset and epoch it saw there.
+    pub recover: Option<Position>,
+}
+
 /// What a valid client frame asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -368,11 +403,21 @@ pub enum Action {
     Heartbeat,
     /// `channel.subscribe` with the names as sent (each is checked on its
     /// own, so one bad name does not spoil the rest).
-    Subscribe(Vec<String>),
+    Subscribe(Vec<Wanted>),
     /// `channel.unsubscribe`.
     Unsubscribe(Vec<String>),
-    /// `connection.reconnect`: the channels to take back.
-    Reconnect(Vec<String>),
+    /// `connection.reconnect`: the channels to take back, with the
+    /// credentials when it is the first frame.
+    Reconnect {
+        /// Present when the client sent `token` or `api_key`.
+        credentials: Option<Credentials>,
+        /// As `Init`'s.
+        protocol: Option<Value>,
+        /// As `Init`'s.
+        capabilities: Option<Value>,
+        /// The channels.
+        channels: Vec<Wanted>,
+    },
     /// `team.presence.update`: the user's status on a team channel.
     TeamStatus {
         /// The channel name as sent.
@@ -412,7 +457,7 @@ impl Action {
             Action::Subscribe(_) => kind::SUBSCRIBE,
             Action::Unsubscribe(_) => kind::UNSUBSCRIBE,
             Action::Publish { event, .. } => event.kind(),
-            Action::Reconnect(_) => kind::RECONNECT,
+            Action::Reconnect { .. } => kind::RECONNECT,
             Action::TeamStatus { .. } => kind::TEAM_PRESENCE,
             Action::ForAgent { kind, .. } => kind,
         }
@@ -533,14 +578,32 @@ pub fn parse_request(text: &str) -> Result<Request, Rejection> {
             _ => return Err(Rejection::invalid(reply_to, "'connection.refresh' needs a string 'data.token'")),
         },
         (kind::HEARTBEAT, _) => Action::Heartbeat,
-        (kind::SUBSCRIBE, _) => Action::Subscribe(channel_list(reply_to, data)?),
+        (kind::SUBSCRIBE, _) => {
+            let recover = data.get("recover").cloned();
+            let names = channel_list(reply_to, data)?;
+            Action::Subscribe(wanted(reply_to, names, recover)?)
+        }
         (kind::UNSUBSCRIBE, _) => Action::Unsubscribe(channel_list(reply_to, data)?),
         (kind::RECONNECT, _) => {
             let channels = match data.get("channels") {
-                Some(Value::Object(channels)) => channels.keys().cloned().collect(),
+                Some(Value::Object(channels)) => channels
+                    .iter()
+                    .map(|(name, at)| {
+                        // The catalog checked the types; a position needs both.
+                        let offset = at.get("offset").and_then(Value::as_u64);
+                        let epoch = at.get("epoch").and_then(Value::as_str);
+                        let recover = offset.zip(epoch).map(|(offset, epoch)| Position { offset, epoch: epoch.into() });
+                        Wanted { name: name.clone(), recover }
+                    })
+                    .collect(),
                 _ => Vec::new(),
             };
-            Action::Reconnect(channels)
+            let (protocol, capabilities) = (data.get("protocol").cloned(), data.get("capabilities").cloned());
+            let credentials = match data.contains_key("token") || data.contains_key("api_key") {
+                true => Some(credentials(reply_to, data)?),
+                false => None,
+            };
+            Action::Reconnect { credentials, protocol, capabilities, channels }
         }
         (kind::TEAM_PRESENCE, Some(channel)) => {
             let update = serde_json::from_value(Value::Object(data))
@@ -576,6 +639,31 @@ fn credentials(reply_to: Option<&str>, mut data: Map<String, Value>) -> Result<C
         (None, None) => Err(auth_error("'connection.init' needs 'data.token' or 'data.api_key'")),
         _ => Err(auth_error("'data.token' and 'data.api_key' must be strings")),
     }
+}
+
+/// The names of a `channel.subscribe` with the positions of its
+/// `data.recover`, each of which must name one of them.
+fn wanted(reply_to: Option<&str>, names: Vec<String>, recover: Option<Value>) -> Result<Vec<Wanted>, Rejection> {
+    let mut recover: std::collections::BTreeMap<String, RecoverFrom> = match recover {
+        None | Some(Value::Null) => Default::default(),
+        Some(value) => serde_json::from_value(value)
+            .map_err(|e| Rejection::invalid(reply_to, format!("invalid 'data.recover': {e}")))?,
+    };
+    let wanted: Vec<Wanted> = names
+        .into_iter()
+        .map(|name| {
+            let recover = recover.remove(&name).map(|at| Position { offset: at.offset, epoch: at.epoch.into() });
+            Wanted { name, recover }
+        })
+        .collect();
+    if let Some(stray) = recover.keys().next() {
+        let shown: String = stray.chars().take(140).filter(|c| !c.is_control()).collect();
+        return Err(Rejection::invalid(
+            reply_to,
+            format!("'data.recover' names '{shown}', which 'data.channels' does not"),
+        ));
+    }
+    Ok(wanted)
 }
 
 fn channel_list(reply_to: Option<&str>, mut data: Map<String, Value>) -> Result<Vec<String>, Rejection> {

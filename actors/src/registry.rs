@@ -8,11 +8,12 @@
 //! that no longer grants a channel leaves it: [`Reauthorize`]), and routes
 //! events from the publish API and client publishes to the channel actors.
 //!
-//! With a bus (several nodes), every event published here also goes to the
-//! outbox for the other nodes, the bus learns of each channel's and user's
-//! first and last local member (so the node subscribes in Redis only to
-//! what it needs), and events from other nodes arrive as [`Deliver`], which
-//! reaches local subscribers only.
+//! Everything beyond this node goes through the [`Broker`]: every channel
+//! event is handed to it (it numbers events of channels with history, and
+//! with several nodes sends them on), it learns of each channel's and
+//! user's first and last local member (so a node subscribes in Redis only
+//! to what it needs), and events from other nodes arrive as [`Deliver`],
+//! which reaches local subscribers only.
 //!
 //! It encodes no published event: publishers hand it finished [`Frame`]s
 //! (only its own small replies, and a team status, which it stamps with the
@@ -32,10 +33,9 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use crate::auth::Identity;
+use crate::broker::{Broker, Position, PresenceStore};
 use crate::catalog::PresenceStatus;
 use crate::channel::{self, Channel, StatusNote};
-use crate::cluster::bus::{Bus, Interest, StoreStatus};
-use crate::cluster::outbox::Outbox;
 use crate::cluster::wire::Inbound;
 use crate::cluster::Topic;
 use crate::codes::{Close, ErrorCode};
@@ -87,8 +87,9 @@ pub struct Disconnect {
 pub struct Subscribe {
     /// The connection.
     pub conn: ConnId,
-    /// Valid channel names.
-    pub channels: Vec<Arc<str>>,
+    /// Valid channel names, each with the position to recover from when
+    /// the client gave one.
+    pub channels: Vec<(Arc<str>, Option<Position>)>,
     /// The request's id for the replies.
     pub reply_to: String,
 }
@@ -311,16 +312,6 @@ pub struct Stats {
     pub channels: usize,
 }
 
-/// The registry's side of the bus: where interest goes, and the outbox
-/// events take to the other nodes.
-#[derive(Clone)]
-pub struct Cluster {
-    /// The bus actor.
-    pub bus: Addr<Bus>,
-    /// The way out to Redis.
-    pub outbox: Outbox,
-}
-
 struct ChannelEntry {
     addr: Addr<Channel>,
     members: usize,
@@ -352,20 +343,20 @@ pub struct Registry {
     arriving: HashMap<ConnId, Recipient<Push>>,
     /// Set by [`CloseAll`]: the node is shutting down.
     closing: Option<Close>,
-    /// The bus, when the node is one of several.
-    cluster: Option<Cluster>,
+    broker: Arc<dyn Broker>,
+    presence: Arc<dyn PresenceStore>,
 }
 
 impl Registry {
     /// An empty registry whose channel actors run on `hubs` (at least one),
-    /// on its own or, with `cluster`, one of several nodes.
+    /// reaching beyond the node through `broker` and `presence`.
     pub fn new(
         node_id: Arc<str>,
         max_channels_per_connection: usize,
         slow_consumer_grace: Duration,
         metrics: Arc<Metrics>,
         hubs: Vec<ArbiterHandle>,
-        cluster: Option<Cluster>,
+        (broker, presence): (Arc<dyn Broker>, Arc<dyn PresenceStore>),
     ) -> Self {
         Registry {
             node_id,
@@ -379,21 +370,22 @@ impl Registry {
             tenants: HashMap::new(),
             arriving: HashMap::new(),
             closing: None,
-            cluster,
+            broker,
+            presence,
         }
     }
 
-    /// Tells the bus the node needs `topic` now (`on`) or no longer.
+    /// Tells the broker the node needs `topic` now (`on`) or no longer.
     fn interest(&self, topic: Topic, on: bool) {
-        if let Some(cluster) = &self.cluster {
-            cluster.bus.do_send(Interest { topic, on });
-        }
+        self.broker.interest(topic, on);
     }
 
-    /// Sends an event published here to the other nodes.
-    fn forward(&self, topic: &Topic, frame: &Frame) {
-        if let Some(cluster) = &self.cluster {
-            cluster.outbox.event(topic, frame);
+    /// Hands a channel's event to the broker and its local subscribers
+    /// what it gives back.
+    fn publish(&self, channel: Arc<str>, frame: Frame, status: Option<StatusNote>) {
+        let Some((frame, position)) = self.broker.publish(&channel, frame) else { return };
+        if let Some(entry) = self.channels.get(&channel) {
+            entry.addr.do_send(channel::Publish { frame, status, position });
         }
     }
 
@@ -468,8 +460,16 @@ impl Registry {
     fn start_channel(&self, name: &Arc<str>, registry: Addr<Registry>) -> Addr<Channel> {
         let mut hash = DefaultHasher::new();
         name.hash(&mut hash);
-        let bus = self.cluster.as_ref().map(|c| c.bus.clone());
-        let channel = Channel::new(Arc::clone(name), registry, Arc::clone(&self.metrics), bus);
+        let setup = channel::Setup {
+            slow: registry.recipient(),
+            metrics: Arc::clone(&self.metrics),
+            broker: Arc::clone(&self.broker),
+            presence: Arc::clone(&self.presence),
+        };
+        // Asked here, on the thread that hands the broker every event: no
+        // event falls between this position and the channel's first one.
+        let position = self.broker.position_now(name);
+        let channel = Channel::new(Arc::clone(name), setup, position);
         match self.hubs.get(hash.finish() as usize % self.hubs.len().max(1)) {
             Some(hub) => Channel::start_in_arbiter(hub, move |_| channel),
             None => channel.start(),
@@ -518,6 +518,7 @@ impl Actor for Registry {
         ctx.run_interval(Duration::from_secs(1), |act, _| {
             act.metrics.sample_rates();
             act.shrink();
+            act.broker.tick();
         });
     }
 }
@@ -603,7 +604,7 @@ impl Handler<Subscribe> for Registry {
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) {
         let registry = ctx.address();
-        for name in msg.channels {
+        for (name, recover) in msg.channels {
             let Some(entry) = self.conns.get_mut(&msg.conn) else { return };
             let link = Arc::clone(&entry.link);
             if !entry.channels.contains(&name) {
@@ -631,7 +632,7 @@ impl Handler<Subscribe> for Registry {
                 }
             }
             if let Some(channel) = self.channels.get(&name) {
-                channel.addr.do_send(channel::Join { link, reply_to: msg.reply_to.clone() });
+                channel.addr.do_send(channel::Join { link, reply_to: msg.reply_to.clone(), recover });
             }
         }
     }
@@ -688,12 +689,7 @@ impl Handler<Publish> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
-        if self.cluster.is_some() {
-            self.forward(&Topic::Channel(Arc::clone(&msg.channel)), &msg.frame);
-        }
-        if let Some(channel) = self.channels.get(&msg.channel) {
-            channel.addr.do_send(channel::Publish { frame: msg.frame, status: None });
-        }
+        self.publish(msg.channel, msg.frame, None);
     }
 }
 
@@ -712,16 +708,10 @@ impl Handler<SetStatus> for Registry {
         }
         let note = StatusNote { user: Arc::clone(link.user()), status: msg.status, text: msg.text };
         let frame = channel::status_frame(&msg.channel, &note);
-        if let Some(cluster) = &self.cluster {
-            let json = serde_json::json!({ "status": note.status, "text": note.text }).to_string();
-            let user = Arc::clone(&note.user);
-            cluster.bus.do_send(StoreStatus { channel: Arc::clone(&msg.channel), user, json });
-        }
+        let json = serde_json::json!({ "status": note.status, "text": note.text }).to_string();
+        self.presence.store_status(&msg.channel, &note.user, json);
         self.metrics.published.fetch_add(1, Ordering::Relaxed);
-        self.forward(&Topic::Channel(Arc::clone(&msg.channel)), &frame);
-        if let Some(channel) = self.channels.get(&msg.channel) {
-            channel.addr.do_send(channel::Publish { frame, status: Some(note) });
-        }
+        self.publish(msg.channel, frame, Some(note));
     }
 }
 
@@ -740,9 +730,7 @@ impl Handler<SendToUser> for Registry {
 
     fn handle(&mut self, msg: SendToUser, ctx: &mut Self::Context) -> usize {
         let user = Topic::user(msg.tenant.as_deref(), &msg.user);
-        if self.cluster.is_some() {
-            self.forward(&user, &msg.frame);
-        }
+        self.broker.forward(&user, &msg.frame);
         self.deliver_to_user(&user, &Batch::one(msg.frame), ctx)
     }
 }
@@ -756,12 +744,11 @@ impl Handler<SendToConnection> for Registry {
             let found = self.deliver_to_connection(msg.conn, msg.tenant.as_ref(), &batch, ctx);
             return if found { SentTo::Local } else { SentTo::NotFound };
         }
-        if self.cluster.is_none() {
-            return SentTo::NotFound;
-        }
         let topic = Topic::Connection { node: msg.node, conn: msg.conn, tenant: msg.tenant };
-        self.forward(&topic, &msg.frame);
-        SentTo::Forwarded
+        match self.broker.forward(&topic, &msg.frame) {
+            true => SentTo::Forwarded,
+            false => SentTo::NotFound,
+        }
     }
 }
 
@@ -775,7 +762,7 @@ impl Handler<Broadcast> for Registry {
             Audience::Tenant(tenant) => Topic::Broadcast(tenant.clone()),
             Audience::Everyone => Topic::Broadcast(None),
         };
-        self.forward(&topic, &msg.frame);
+        self.broker.forward(&topic, &msg.frame);
         self.deliver_to_all(&msg.audience, &Batch::one(msg.frame), ctx)
     }
 }
@@ -800,7 +787,7 @@ impl Handler<Deliver> for Registry {
                 let Some(channel) = self.channels.get(&name) else { return };
                 match presence {
                     Some(note) => channel.addr.do_send(channel::Presence { frame, note }),
-                    None => channel.addr.do_send(channel::Publish { frame, status }),
+                    None => channel.addr.do_send(channel::Publish { frame, status, position: None }),
                 }
             }
             user @ (Topic::User(_) | Topic::TenantUser { .. }) => {

@@ -58,7 +58,7 @@ use crate::gateway::{Answer, Relay, Submit, Target};
 use crate::link::{Batch, ConnId, Hangup, Link};
 use crate::names::{channel_key, parse_channel};
 use crate::node::{connection_id, Node};
-use crate::protocol::{self, capability, kind, rfc3339, Action, ClientEvent, Credentials, Request};
+use crate::protocol::{self, capability, kind, rfc3339, Action, ClientEvent, Credentials, Request, Wanted};
 use crate::registry;
 
 /// Delivered bytes a session writes before it lets the transport flush.
@@ -410,6 +410,20 @@ impl Session {
                         Err(refused) => self.refuse_hello(&id, &refused, ctx),
                     }
                 }
+                // One round trip back after a reconnect: credentials, then
+                // every channel with what it missed.
+                Ok(Request {
+                    id,
+                    action: Action::Reconnect { credentials: Some(credentials), protocol, capabilities, channels },
+                }) => match negotiate(protocol.as_ref(), capabilities.as_ref()) {
+                    Ok(version) => {
+                        self.authenticate(&id, &credentials, version, ctx);
+                        if matches!(self.auth, Auth::Ready { .. }) {
+                            self.change_subscriptions(true, channels, &id, ctx);
+                        }
+                    }
+                    Err(refused) => self.refuse_hello(&id, &refused, ctx),
+                },
                 Ok(request) => self.refuse(
                     ctx,
                     Close::InvalidToken,
@@ -580,10 +594,22 @@ impl Session {
             Action::Heartbeat => {
                 self.send(ctx, protocol::encode(kind::HEARTBEAT, None, &json!({}), reply_to));
             }
-            Action::Subscribe(names) | Action::Reconnect(names) => {
-                self.change_subscriptions(true, names, &request.id, ctx)
+            Action::Reconnect { credentials: Some(_), .. } => {
+                self.send_error(
+                    ctx,
+                    ErrorCode::InvalidMessage,
+                    "already authenticated: send 'connection.reconnect' without credentials",
+                    None,
+                    reply_to,
+                );
             }
-            Action::Unsubscribe(names) => self.change_subscriptions(false, names, &request.id, ctx),
+            Action::Subscribe(wanted) | Action::Reconnect { channels: wanted, .. } => {
+                self.change_subscriptions(true, wanted, &request.id, ctx)
+            }
+            Action::Unsubscribe(names) => {
+                let wanted = names.into_iter().map(|name| Wanted { name, recover: None }).collect();
+                self.change_subscriptions(false, wanted, &request.id, ctx)
+            }
             Action::Publish { event, channel, data } => self.publish(event, &channel, data, &request.id, ctx),
             Action::TeamStatus { channel, update } => self.team_status(&channel, update, &request.id, ctx),
             Action::ForAgent { kind, channel, data } => self.for_agent(kind, channel.as_deref(), data, request.id, ctx),
@@ -737,7 +763,7 @@ impl Session {
     fn change_subscriptions(
         &mut self,
         subscribe: bool,
-        names: Vec<String>,
+        names: Vec<Wanted>,
         id: &str,
         ctx: &mut WebsocketContext<Self>,
     ) {
@@ -754,24 +780,24 @@ impl Session {
         }
         let Auth::Ready { identity, .. } = &self.auth else { return };
         let mut channels = Vec::with_capacity(names.len());
-        for name in names {
+        for Wanted { name, recover } in names {
             match parse_channel(&name) {
                 Err(e) => self.send_error(ctx, ErrorCode::ChannelNotFound, &e.to_string(), Some(&name), reply_to),
                 Ok(channel) if subscribe && !identity.may_subscribe(&channel) => {
                     let message = format!("not allowed to subscribe to '{channel}'");
                     self.send_error(ctx, ErrorCode::PermissionDenied, &message, Some(&channel), reply_to);
                 }
-                Ok(channel) => channels.push(channel),
+                Ok(channel) => channels.push((self.key(&channel), recover)),
             }
         }
         if channels.is_empty() {
             return;
         }
-        let channels = channels.iter().map(|c| self.key(c)).collect();
         let (conn, reply_to) = (self.conn, id.to_owned());
         if subscribe {
             self.node.registry.do_send(registry::Subscribe { conn, channels, reply_to });
         } else {
+            let channels = channels.into_iter().map(|(channel, _)| channel).collect();
             self.node.registry.do_send(registry::Unsubscribe { conn, channels, reply_to });
         }
     }

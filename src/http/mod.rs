@@ -8,6 +8,7 @@
 //! - [`connections`]: `GET /ws/connections`, `GET /ws/metrics`,
 //!   `POST /ws/broadcast`, `POST /ws/ping`.
 //! - [`health`]: `GET /health`, `GET /api/health/redis`.
+//! - [`history`]: `GET /api/channels/{channel}/history`.
 //! - [`settings`]: `GET /api/mcp`, `PUT /api/mcp/{name}/toggle`,
 //!   `GET /api/agents`, `PUT /api/agents/{name}/toggle`,
 //!   `POST /api/config/validate`, `GET /api/config/backups`,
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod connections;
 pub mod error;
 pub mod health;
+pub mod history;
 pub mod publish;
 pub mod settings;
 pub mod ws;
@@ -70,6 +72,8 @@ pub struct AppState {
     pub strict_events: bool,
     /// The agent gateway's counters (its address is the node's).
     pub gateway: Arc<nova_actors::gateway::GatewayStats>,
+    /// The node's broker, for history reads.
+    pub broker: Arc<dyn nova_actors::broker::Broker>,
 }
 
 /// Proof that a request carried the admin bearer token; take it as a
@@ -138,6 +142,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/ws/{client_id}").route(web::get().to(ws::connect_as)))
         .service(resource("/api/publish").route(web::post().to(publish::publish)))
         .service(resource("/api/publish/batch").route(web::post().to(publish::publish_batch)))
+        .service(resource("/api/channels/{channel}/history").route(web::get().to(history::history)))
         .service(resource("/api/users/{user_id}/send").route(web::post().to(publish::send_to_user)))
         .service(resource("/api/connections/{connection_id}/send").route(web::post().to(publish::send_to_connection)))
         .service(resource("/api/mcp").route(web::get().to(settings::list_mcp)))

@@ -24,6 +24,7 @@ mod origins;
 mod presence;
 mod publish;
 mod rate_limits;
+mod recovery;
 mod refresh;
 mod rest;
 mod settings;

@@ -47,8 +47,10 @@ async fn published_frame_has_the_full_envelope() {
     assert_eq!(event["data"], json!({"status": "thinking"}));
     assert_eq!(event.get("reply_to"), None, "a published event answers no request: {event}");
     assert_fresh_timestamp(&event);
+    // `agent:` keeps history: the channel's first event is offset 1.
+    assert_eq!(event["offset"], 1, "{event}");
     let keys: Vec<&str> = event.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys.len(), 5, "unexpected fields: {event}");
+    assert_eq!(keys.len(), 6, "unexpected fields: {event}");
 }
 
 #[actix_rt::test]

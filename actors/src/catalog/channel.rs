@@ -6,12 +6,34 @@ use serde::{Deserialize, Serialize};
 use super::team::PresenceStatus;
 use super::{event, from, Event};
 
-/// `channel.subscribe` and `channel.unsubscribe`.
+/// `channel.unsubscribe`.
 #[derive(Serialize, Deserialize, JsonSchema)]
 struct ChannelsData {
     /// Channel names (`namespace:id`), at most `max_channels`.
     #[schemars(length(min = 1))]
     channels: Vec<String>,
+}
+
+/// `channel.subscribe`.
+#[derive(Serialize, Deserialize, JsonSchema)]
+struct SubscribeData {
+    /// Channel names (`namespace:id`), at most `max_channels`.
+    #[schemars(length(min = 1))]
+    channels: Vec<String>,
+    /// For channels named in `channels`: the last position the client saw,
+    /// so it gets what it missed first (docs/protocol.md, Recovery).
+    #[serde(default)]
+    recover: Option<std::collections::BTreeMap<String, RecoverFrom>>,
+}
+
+/// A position in a channel to recover from.
+#[derive(Serialize, Deserialize, JsonSchema)]
+pub(crate) struct RecoverFrom {
+    /// The offset of the last event received.
+    pub offset: u64,
+    /// The epoch it belongs to.
+    #[schemars(length(min = 1, max = 64))]
+    pub epoch: String,
 }
 
 /// `channel.subscribed`: one per channel joined.
@@ -24,6 +46,19 @@ struct SubscribedData {
     /// On `team:` channels: the status each present user set.
     #[serde(default)]
     statuses: Option<Vec<StatusEntry>>,
+    /// Channels with history: the offset the subscription starts at (the
+    /// last event before it; live events follow it).
+    #[serde(default)]
+    offset: Option<u64>,
+    /// Channels with history: the epoch of that offset.
+    #[serde(default)]
+    epoch: Option<String>,
+    /// When recovery was asked for: whether every missed event follows.
+    #[serde(default)]
+    recovered: Option<bool>,
+    /// When recovery was asked for: how many missed events follow.
+    #[serde(default)]
+    missed: Option<u64>,
 }
 
 /// One user's status in a team channel.
@@ -62,12 +97,14 @@ enum PresenceState {
 
 /// The events of this family.
 pub(super) const EVENTS: &[Event] = &[
-    event!("channel.subscribe", from::CLIENT, Server, None, ChannelsData,
-        "Join channels; each is answered on its own.", {"channels": ["conversation:c1", "team:t1"]}),
+    event!("channel.subscribe", from::CLIENT, Server, None, SubscribeData,
+        "Join channels, recovering what was missed since a position; each is answered on its own.",
+        {"channels": ["conversation:c1", "team:t1"], "recover": {"conversation:c1": {"offset": 41, "epoch": "9f2c4a1b"}}}),
     event!("channel.unsubscribe", from::CLIENT, Server, None, ChannelsData,
         "Leave channels.", {"channels": ["team:t1"]}),
     event!("channel.subscribed", from::SERVER, Delivered, Required, SubscribedData,
-        "Joined one channel: who is present.", {"presence": ["alice", "bob"], "presence_count": 2}),
+        "Joined one channel: who is present, the position, what recovery found.",
+        {"presence": ["alice", "bob"], "presence_count": 2, "offset": 57, "epoch": "9f2c4a1b", "recovered": true, "missed": 16}),
     event!(
         "channel.unsubscribed",
         from::SERVER,

@@ -82,11 +82,28 @@ struct AckLimits {
 pub(crate) struct Empty {}
 
 /// `connection.reconnect`: a client that lost its connection takes its
-/// channels back on a new one.
+/// channels back on a new one: as its first frame with credentials (one
+/// round trip), or after `connection.init`.
 #[derive(Serialize, Deserialize, JsonSchema)]
 struct ReconnectData {
+    /// As in `connection.init` (first frame only).
+    #[serde(default)]
+    token: Option<String>,
+    /// As in `connection.init` (first frame only).
+    #[serde(default)]
+    api_key: Option<String>,
+    /// As in `connection.init`, with `api_key`.
+    #[serde(default)]
+    user_id: Option<String>,
+    /// As in `connection.init`.
+    #[serde(default)]
+    protocol: Option<ProtocolVersions>,
+    /// As in `connection.init`.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    capabilities: Option<Vec<String>>,
     /// The channels to take back, each with the last position the client
-    /// saw (for recovery of missed events, when the server keeps history).
+    /// saw (`{}` when it has none: subscribed without recovery).
     #[schemars(extend("minProperties" = 1))]
     channels: std::collections::BTreeMap<String, Position>,
     /// The connection the client had before, for the logs.
@@ -102,6 +119,7 @@ struct Position {
     offset: Option<u64>,
     /// The channel's epoch that offset belongs to.
     #[serde(default)]
+    #[schemars(length(min = 1, max = 64))]
     epoch: Option<String>,
 }
 

@@ -21,7 +21,7 @@
 
 mod agent;
 mod assistant;
-mod channel;
+pub(crate) mod channel;
 mod chat;
 mod connection;
 pub mod docs;
