@@ -31,7 +31,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 use serde::Serialize;
 
-use crate::broker::{Broker, Counted, HistoryError, Page, Position, PresenceStore, Retention};
+use crate::broker::answers::{self, Answers, Piece};
+use crate::broker::{Broker, ChannelState, Counted, HistoryError, Page, Position, PresenceStore, Retention};
 use crate::catalog::PresenceStatus;
 use crate::catalog::TeamPresenceUpdate;
 use crate::cluster::wire::{PresenceNote, SeqOrder};
@@ -200,6 +201,12 @@ struct Recovering {
     top: Position,
     /// What was published for the channel since, in order.
     held: Vec<Arc<Batch>>,
+    /// The snapshots of the answers that began after `from`, as of `top`,
+    /// sent after the missed events (whose tokens of those answers they
+    /// replace) when recovery succeeds.
+    newer: Vec<(Arc<str>, Frame)>,
+    /// The snapshots of every answer as of `top`, sent when it fails.
+    all: Vec<Frame>,
 }
 
 #[derive(Serialize)]
@@ -237,6 +244,8 @@ pub struct Channel {
     retention: Option<Retention>,
     /// The offset and epoch of the last event handled, with history.
     position: Option<Position>,
+    /// Answers streaming in the channel as of `position`.
+    answers: Answers,
     /// Members whose missed events are being read.
     recovering: HashMap<ConnId, Recovering>,
     /// Users present in the channel on any node, as the presence store
@@ -272,13 +281,18 @@ impl Channel {
     /// An empty channel. `position` is the channel's position when the
     /// broker knows it exactly at creation; with history and without it,
     /// the channel loads it before serving anyone.
-    pub fn new(name: Arc<str>, setup: Setup, position: Option<Position>) -> Self {
+    pub fn new(name: Arc<str>, setup: Setup, state: Option<ChannelState>) -> Self {
         let Setup { slow, metrics, broker, presence } = setup;
+        let (position, answers) = match state {
+            Some(ChannelState { position, answers }) => (Some(position), answers),
+            None => (None, Answers::new()),
+        };
         Channel {
             has_presence: !names::visible(&name).starts_with("system:"),
             statuses: names::visible(&name).starts_with("team:").then(HashMap::new),
             retention: broker.retention(&name),
             position,
+            answers,
             recovering: HashMap::new(),
             name,
             members: Vec::new(),
@@ -441,9 +455,28 @@ impl Channel {
         protocol::encode(kind::SUBSCRIBED, Some(names::visible(&self.name)), &data, Some(reply_to))
     }
 
+    /// The reply, and with it the snapshot of every answer streaming
+    /// unless the client recovered everything.
     fn subscribed(&self, link: &Arc<Link>, reply_to: &str, recovery: Recovery) {
-        let frame = self.subscribed_frame(reply_to, self.position.as_ref(), recovery);
-        self.deliver(link, &Batch::one(frame));
+        let mut frames = vec![self.subscribed_frame(reply_to, self.position.as_ref(), recovery)];
+        if !matches!(recovery, Recovery::Recovered(_)) {
+            frames.extend(self.snapshots(0).into_iter().map(|(_, frame)| frame));
+        }
+        self.deliver(link, &Batch::new(frames));
+    }
+
+    /// The snapshots of the answers whose first token came after offset
+    /// `after`.
+    fn snapshots(&self, after: u64) -> Vec<(Arc<str>, Frame)> {
+        if self.answers.is_empty() {
+            return Vec::new();
+        }
+        self.answers
+            .snapshottable()
+            .into_iter()
+            .filter(|(_, a)| a.first > after)
+            .map(|(id, a)| (Arc::clone(id), answers::snapshot_frame(&self.name, id, a)))
+            .collect()
     }
 
     fn add_member(&mut self, link: Arc<Link>) {
@@ -484,7 +517,9 @@ impl Channel {
         let conn = link.id();
         let missed = (top.offset - from.offset) as usize;
         let mut read = self.broker.history(&self.name, from.offset, Some(top.offset), missed);
-        self.recovering.insert(conn, Recovering { link, reply_to, from, top, held: Vec::new() });
+        let newer = self.snapshots(from.offset);
+        let all = self.snapshots(0).into_iter().map(|(_, frame)| frame).collect();
+        self.recovering.insert(conn, Recovering { link, reply_to, from, top, held: Vec::new(), newer, all });
         // The memory broker answers at once: no holding at all then.
         let waker = futures_util::task::noop_waker();
         if let std::task::Poll::Ready(page) = read.as_mut().poll(&mut std::task::Context::from_waker(&waker)) {
@@ -515,15 +550,28 @@ impl Channel {
                 None
             }
         };
-        let recovery = events.as_ref().map_or(Recovery::Failed, |e| Recovery::Recovered(e.len()));
         self.metrics.recoveries.fetch_add(1, Ordering::Relaxed);
-        if events.is_none() {
-            self.metrics.recoveries_failed.fetch_add(1, Ordering::Relaxed);
+        let mut frames = Vec::new();
+        match events {
+            Some(events) => {
+                // The tokens of answers that began after the client's
+                // position come as one snapshot each, after the rest.
+                let replaced = |frame: &Frame| {
+                    !r.newer.is_empty()
+                        && matches!(answers::piece(frame.text()),
+                            Some(Piece::Token { stream_id, .. }) if r.newer.iter().any(|(id, _)| *id == stream_id))
+                };
+                let events: Vec<Frame> = events.into_iter().map(|(_, f)| f).filter(|f| !replaced(f)).collect();
+                frames.push(self.subscribed_frame(&r.reply_to, Some(&r.top), Recovery::Recovered(events.len())));
+                frames.extend(events);
+                frames.extend(r.newer.into_iter().map(|(_, frame)| frame));
+            }
+            None => {
+                self.metrics.recoveries_failed.fetch_add(1, Ordering::Relaxed);
+                frames.push(self.subscribed_frame(&r.reply_to, Some(&r.top), Recovery::Failed));
+                frames.extend(r.all);
+            }
         }
-        let reply = self.subscribed_frame(&r.reply_to, Some(&r.top), recovery);
-        let mut frames = Vec::with_capacity(1 + events.as_ref().map_or(0, Vec::len));
-        frames.push(reply);
-        frames.extend(events.into_iter().flatten().map(|(_, frame)| frame));
         self.deliver(&r.link, &Batch::new(frames));
         for batch in &r.held {
             self.deliver(&r.link, batch);
@@ -559,9 +607,12 @@ impl Actor for Channel {
         if self.retention.is_some() && self.position.is_none() {
             // After the presence load: the node's subscription is in place,
             // so every event after this position arrives as a Publish.
-            let load = self.broker.load_position(&self.name);
-            ctx.wait(load.into_actor(self).map(|position, act, _| match position {
-                Ok(position) => act.position = Some(position),
+            let load = self.broker.load_state(&self.name);
+            ctx.wait(load.into_actor(self).map(|state, act, _| match state {
+                Ok(state) => {
+                    act.position = Some(state.position);
+                    act.answers = state.answers;
+                }
                 Err(e) => log::warn!("channel '{}': its position is unknown: {e}", act.name),
             }));
         }
@@ -643,6 +694,9 @@ impl Handler<Publish> for Channel {
                 if top.epoch == position.epoch && position.offset <= top.offset {
                     return;
                 }
+            }
+            if let Some(piece) = answers::piece(publish.frame.text()) {
+                self.answers.apply(&piece, position.offset, std::time::Instant::now());
             }
             self.position = Some(position);
         }

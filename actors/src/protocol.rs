@@ -103,6 +103,17 @@ pub mod kind {
     /// Backend → client: a tool call begins (naming its agent, for the
     /// routing of the response).
     pub const TOOL_CALL_START: &str = "tool.call.start";
+    /// Backend → clients: an answer begins.
+    pub const ASSISTANT_START: &str = "assistant.start";
+    /// Backend → clients: the next chunk of an answer.
+    pub const ASSISTANT_TOKEN: &str = "assistant.token";
+    /// Backend → clients: an answer finished.
+    pub const ASSISTANT_COMPLETE: &str = "assistant.complete";
+    /// Backend → clients: an answer failed.
+    pub const ASSISTANT_ERROR: &str = "assistant.error";
+    /// Server → client: an answer so far, for a client that joined or
+    /// returned mid-answer.
+    pub const ASSISTANT_SNAPSHOT: &str = "assistant.snapshot";
 }
 
 /// An encoded frame, ready to write, with the moment it was made so the

@@ -467,9 +467,9 @@ impl Registry {
             presence: Arc::clone(&self.presence),
         };
         // Asked here, on the thread that hands the broker every event: no
-        // event falls between this position and the channel's first one.
-        let position = self.broker.position_now(name);
-        let channel = Channel::new(Arc::clone(name), setup, position);
+        // event falls between this state and the channel's first one.
+        let state = self.broker.state_now(name);
+        let channel = Channel::new(Arc::clone(name), setup, state);
         match self.hubs.get(hash.finish() as usize % self.hubs.len().max(1)) {
             Some(hub) => Channel::start_in_arbiter(hub, move |_| channel),
             None => channel.start(),

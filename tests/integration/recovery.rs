@@ -81,7 +81,7 @@ async fn channels_with_history_tell_their_position_and_number_events() {
 
 #[actix_rt::test]
 async fn a_client_that_dropped_recovers_every_missed_event_while_publishing_goes_on() {
-    let server = TestServer::start();
+    let server = TestServer::with(|a| a.history = Some("conversation=2000/10m".into()));
     let mut alice = server.connect_as("alice").await;
     let (_, epoch) = position(&alice.subscribe(&[CHANNEL]).await.remove(0));
     publish_numbered(&server, CHANNEL, 1, 20).await;
@@ -89,19 +89,19 @@ async fn a_client_that_dropped_recovers_every_missed_event_while_publishing_goes
     alice.close().await;
 
     // 500 events while it is away, then more while it comes back.
-    publish_numbered(&server, CHANNEL, 21, 280).await;
+    publish_numbered(&server, CHANNEL, 21, 500).await;
     let back = async {
         let mut alice = server.connect_as("alice").await;
         let ack = recover(&mut alice, CHANNEL, seen, &epoch).await;
         (alice, ack)
     };
-    let ((mut alice, ack), ()) = tokio::join!(back, publish_numbered(&server, CHANNEL, 301, 400));
+    let ((mut alice, ack), ()) = tokio::join!(back, publish_numbered(&server, CHANNEL, 521, 300));
     assert_eq!(ack["data"]["recovered"], true, "{ack}");
     let (top, same) = position(&ack);
     assert_eq!(same, epoch);
-    assert!(top >= 300, "the subscription starts after what was published before it: {ack}");
+    assert!(top >= 520, "the subscription starts after what was published before it: {ack}");
     assert_eq!(ack["data"]["missed"], top - seen, "{ack}");
-    read_through(&mut alice, seen, 20, 700).await;
+    read_through(&mut alice, seen, 20, 820).await;
     alice.assert_nothing_pending().await;
 }
 
@@ -312,4 +312,121 @@ async fn past_the_memory_cap_the_oldest_channels_lose_history_and_change_epoch()
     let ack = recover(&mut back, "conversation:old", 0, &epoch).await;
     assert_eq!(ack["data"]["recovered"], false, "{ack}");
     assert_ne!(position(&ack).1, epoch, "evicted history starts a new epoch");
+}
+
+/// Publishes answer `stream` token by token; returns the offsets the
+/// chunks got (read from `watcher`, a subscriber).
+async fn stream_tokens(server: &TestServer, stream: &str, chunks: &[&str], last: bool) {
+    let events: Vec<Value> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let is_final = last && i + 1 == chunks.len();
+            json!({"channel": CHANNEL, "type": "assistant.token", "data": {"stream_id": stream, "chunk": chunk, "is_final": is_final}})
+        })
+        .collect();
+    let (status, body) = server.post("/api/publish/batch", json!({ "events": events })).await;
+    assert_eq!(status, 202, "{body}");
+}
+
+/// Reads `n` `assistant.token` frames, checking offsets follow `after`;
+/// returns their text and the last offset.
+async fn read_tokens(client: &mut Client, mut after: u64, n: usize) -> (String, u64) {
+    let mut text = String::new();
+    for _ in 0..n {
+        let token = client.recv_type("assistant.token").await;
+        assert!(token["offset"].as_u64().unwrap() > after, "a token at or before {after}: {token}");
+        after = token["offset"].as_u64().unwrap();
+        text.push_str(token["data"]["chunk"].as_str().unwrap());
+    }
+    (text, after)
+}
+
+#[actix_rt::test]
+async fn a_late_joiner_gets_the_answer_so_far_as_one_snapshot_then_the_rest() {
+    let server = TestServer::start();
+    let mut alice = server.subscriber("alice", &[CHANNEL]).await;
+    server.publish(CHANNEL, "assistant.start", json!({"stream_id": "s1"})).await;
+    alice.recv_type("assistant.start").await;
+    stream_tokens(&server, "s1", &["The ", "answer ", "is"], false).await;
+    let (early, at) = read_tokens(&mut alice, 1, 3).await;
+
+    let mut bob = server.connect_as("bob").await;
+    let ack = bob.subscribe(&[CHANNEL]).await.remove(0);
+    assert_eq!(position(&ack).0, at);
+    let snapshot = bob.recv_type("assistant.snapshot").await;
+    alice.recv_type("channel.presence").await;
+    assert_eq!(snapshot["channel"], CHANNEL);
+    assert_eq!(snapshot["data"], json!({"stream_id": "s1", "text": early, "offset": at, "is_final": false}));
+
+    stream_tokens(&server, "s1", &[" forty", "-two."], true).await;
+    let (rest, _) = read_tokens(&mut bob, at, 2).await;
+    let (alice_rest, _) = read_tokens(&mut alice, at, 2).await;
+    assert_eq!(format!("{early}{rest}"), format!("{early}{alice_rest}"));
+    assert_eq!(format!("{early}{rest}"), "The answer is forty-two.");
+    bob.assert_nothing_pending().await;
+
+    // Just finished: a newcomer gets it whole, marked final.
+    let mut carol = server.connect_as("carol").await;
+    carol.subscribe(&[CHANNEL]).await;
+    let snapshot = carol.recv_type("assistant.snapshot").await;
+    assert_eq!(snapshot["data"]["text"], "The answer is forty-two.");
+    assert_eq!(snapshot["data"]["is_final"], true);
+    carol.assert_nothing_pending().await;
+}
+
+#[actix_rt::test]
+async fn recovery_replaces_the_tokens_of_answers_begun_since_with_a_snapshot() {
+    let server = TestServer::start();
+    let mut alice = server.connect_as("alice").await;
+    let (_, epoch) = position(&alice.subscribe(&[CHANNEL]).await.remove(0));
+    publish_numbered(&server, CHANNEL, 1, 2).await;
+    read_through(&mut alice, 0, 0, 2).await;
+    alice.close().await;
+    // While away: an answer streams (tokens at 3..=5), a tick (6), more tokens (7).
+    stream_tokens(&server, "s1", &["a", "b", "c"], false).await;
+    publish_numbered(&server, CHANNEL, 3, 1).await;
+    stream_tokens(&server, "s1", &["d"], false).await;
+
+    let mut back = server.connect_as("alice").await;
+    let ack = recover(&mut back, CHANNEL, 2, &epoch).await;
+    assert_eq!(ack["data"]["recovered"], true, "{ack}");
+    assert_eq!(ack["data"]["missed"], 1, "the tick; the tokens come as the snapshot: {ack}");
+    let tick = back.recv_type("demo.tick").await;
+    assert_eq!(tick["offset"], 6);
+    let snapshot = back.recv_type("assistant.snapshot").await;
+    assert_eq!(snapshot["data"], json!({"stream_id": "s1", "text": "abcd", "offset": 7, "is_final": false}));
+    back.assert_nothing_pending().await;
+
+    // A client that saw the answer begin gets the plain tokens it missed.
+    let mut early = server.connect_as("dave").await;
+    let ack = recover(&mut early, CHANNEL, 4, &epoch).await;
+    assert_eq!((ack["data"]["recovered"].clone(), ack["data"]["missed"].clone()), (json!(true), json!(3)), "{ack}");
+    let (text, _) = read_tokens(&mut early, 4, 1).await;
+    assert_eq!(text, "c");
+    early.recv_type("demo.tick").await;
+    assert_eq!(read_tokens(&mut early, 6, 1).await.0, "d");
+    early.assert_nothing_pending().await;
+}
+
+#[actix_rt::test]
+async fn an_answer_longer_than_the_history_still_comes_back_whole() {
+    let server = TestServer::with(|a| a.history = Some("conversation=5/1h".into()));
+    let mut alice = server.connect_as("alice").await;
+    let (_, epoch) = position(&alice.subscribe(&[CHANNEL]).await.remove(0));
+    alice.close().await;
+    let chunks: Vec<String> = (0..40).map(|i| format!("w{i} ")).collect();
+    let chunks: Vec<&str> = chunks.iter().map(String::as_str).collect();
+    stream_tokens(&server, "long", &chunks, false).await;
+
+    let mut back = server.connect_as("alice").await;
+    let ack = recover(&mut back, CHANNEL, 0, &epoch).await;
+    assert_eq!(ack["data"]["recovered"], false, "35 tokens are gone from history: {ack}");
+    let snapshot = back.recv_type("assistant.snapshot").await;
+    assert_eq!(snapshot["data"]["text"], chunks.concat());
+    assert_eq!(snapshot["data"]["offset"], 40);
+    stream_tokens(&server, "long", &["end"], true).await;
+    let (last, _) = read_tokens(&mut back, 40, 1).await;
+    assert_eq!(last, "end");
+    back.assert_nothing_pending().await;
 }

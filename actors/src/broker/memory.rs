@@ -20,8 +20,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::broker::answers::{self, Answers};
 use crate::broker::{
-    new_epoch, Answer, Broker, Counted, HistoryConfig, HistoryError, Page, Position, PresenceStore, Retention,
+    new_epoch, Answer, Broker, ChannelState, Counted, HistoryConfig, HistoryError, Page, Position, PresenceStore,
+    Retention,
 };
 use crate::cluster::Topic;
 use crate::protocol::Frame;
@@ -50,15 +52,22 @@ struct Stream {
     events: VecDeque<(u64, Frame, Instant)>,
     bytes: usize,
     touched: Instant,
+    /// Answers streaming in the channel (`answers.rs`).
+    answers: Answers,
 }
 
 impl Stream {
     fn new(now: Instant) -> Stream {
-        Stream { epoch: new_epoch(), top: 0, events: VecDeque::new(), bytes: 0, touched: now }
+        Stream { epoch: new_epoch(), top: 0, events: VecDeque::new(), bytes: 0, touched: now, answers: Answers::new() }
     }
 
     fn position(&self) -> Position {
         Position { offset: self.top, epoch: Arc::clone(&self.epoch) }
+    }
+
+    fn state(&mut self, now: Instant) -> ChannelState {
+        self.answers.expire(now);
+        ChannelState { position: self.position(), answers: self.answers.clone() }
     }
 
     /// Drops what `retention` no longer keeps; returns the bytes freed.
@@ -179,6 +188,9 @@ impl Broker for MemoryBroker {
             stream.top += 1;
             stream.touched = now;
             let stamped = frame.with_offset(stream.top);
+            if let Some(piece) = answers::piece(frame.text()) {
+                stream.answers.apply(&piece, stream.top, now);
+            }
             stream.bytes += stamped.len();
             stream.events.push_back((stream.top, stamped.clone(), now));
             let freed = stream.trim(retention, now);
@@ -202,14 +214,14 @@ impl Broker for MemoryBroker {
         self.config.retention(key)
     }
 
-    fn position_now(&self, channel: &Arc<str>) -> Option<Position> {
+    fn state_now(&self, channel: &Arc<str>) -> Option<ChannelState> {
         self.config.retention(channel)?;
-        Some(self.with_stream(channel, |stream| stream.position()))
+        Some(self.with_stream(channel, |stream| stream.state(Instant::now())))
     }
 
-    fn load_position(&self, channel: &Arc<str>) -> Answer<Result<Position, HistoryError>> {
-        let position = self.position_now(channel).ok_or_else(|| HistoryError::NotKept(channel.to_string()));
-        Box::pin(std::future::ready(position))
+    fn load_state(&self, channel: &Arc<str>) -> Answer<Result<ChannelState, HistoryError>> {
+        let state = self.state_now(channel).ok_or_else(|| HistoryError::NotKept(channel.to_string()));
+        Box::pin(std::future::ready(state))
     }
 
     fn history(
@@ -302,7 +314,7 @@ mod tests {
     fn offsets_count_per_channel_and_are_in_the_frame() {
         let b = broker("conversation=10/1h", usize::MAX);
         let (c1, c2): (Arc<str>, Arc<str>) = ("conversation:c1".into(), "conversation:c2".into());
-        let start = b.position_now(&c1).unwrap();
+        let start = b.state_now(&c1).unwrap().position;
         assert_eq!(start.offset, 0);
         for n in 1..=3 {
             let (frame, position) = b.publish(&c1, event(n)).unwrap();
@@ -325,7 +337,7 @@ mod tests {
         let (frame, position) = b.publish(&system, event(1)).unwrap();
         assert!(position.is_none());
         assert!(!frame.text().contains("offset"));
-        assert!(b.position_now(&system).is_none());
+        assert!(b.state_now(&system).is_none());
     }
 
     #[test]
@@ -364,9 +376,24 @@ mod tests {
             b.publish(&new, event(n));
         }
         assert!(b.bytes() <= 4 * (size + STREAM_OVERHEAD + 20));
-        let now = b.position_now(&old).unwrap();
+        let now = b.state_now(&old).unwrap().position;
         assert_ne!(now.epoch, old_epoch, "evicted: a new epoch");
         assert_eq!(now.offset, 0);
+    }
+
+    #[test]
+    fn the_state_holds_the_answers_streaming() {
+        let b = broker("conversation=10/1h", usize::MAX);
+        let c: Arc<str> = "conversation:c1".into();
+        b.publish(&c, event(1));
+        for chunk in ["Hel", "lo"] {
+            let data = serde_json::json!({"stream_id": "s1", "chunk": chunk});
+            b.publish(&c, protocol::encode("assistant.token", Some("conversation:c1"), &data, None));
+        }
+        let state = b.state_now(&c).unwrap();
+        let answers = state.answers.snapshottable();
+        assert_eq!(answers.len(), 1);
+        assert_eq!((answers[0].1.text.as_str(), answers[0].1.first, answers[0].1.last), ("Hello", 2, 3));
     }
 
     #[test]
@@ -378,6 +405,6 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         b.sweep(Instant::now());
         assert!(b.bytes() < before);
-        assert_eq!(b.position_now(&c).unwrap().offset, 1);
+        assert_eq!(b.state_now(&c).unwrap().position.offset, 1);
     }
 }

@@ -14,6 +14,7 @@
 //! registry and the channel actors hold an `Arc<dyn Broker>` and an
 //! `Arc<dyn PresenceStore>` and never ask which one they have.
 
+pub mod answers;
 pub mod memory;
 pub mod redis;
 
@@ -40,6 +41,16 @@ pub struct Position {
     /// (restart, eviction, lost events), so an old offset is not mistaken
     /// for a place in the new stream.
     pub epoch: Arc<str>,
+}
+
+/// What a channel actor starts from: the channel's position and the
+/// answers streaming in it, as of the same moment.
+#[derive(Debug, Clone)]
+pub struct ChannelState {
+    /// The last event's offset and its epoch.
+    pub position: Position,
+    /// Answers not finished (or just finished) at that offset.
+    pub answers: answers::Answers,
 }
 
 /// How much of a channel's events are kept.
@@ -159,13 +170,13 @@ pub trait Broker: Send + Sync + 'static {
     /// What channel `key` keeps; `None`: no history, no offsets.
     fn retention(&self, key: &str) -> Option<Retention>;
 
-    /// The channel's position when this node decides offsets itself (so
-    /// it is exact at the moment of asking); `None` when it must be loaded.
-    fn position_now(&self, channel: &Arc<str>) -> Option<Position>;
+    /// The channel's state when this node decides offsets itself (so it
+    /// is exact at the moment of asking); `None` when it must be loaded.
+    fn state_now(&self, channel: &Arc<str>) -> Option<ChannelState>;
 
-    /// The channel's position, loaded once the node's subscription to it
-    /// is in place (so no event falls between the two).
-    fn load_position(&self, channel: &Arc<str>) -> Answer<Result<Position, HistoryError>>;
+    /// The channel's state, loaded once the node's subscription to it is
+    /// in place (so no event falls between the two).
+    fn load_state(&self, channel: &Arc<str>) -> Answer<Result<ChannelState, HistoryError>>;
 
     /// Up to `limit` events after `since`, no later than `until`.
     fn history(

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use actix::Addr;
 
-use crate::broker::{Answer, Broker, Counted, HistoryConfig, HistoryError, Page, Position, PresenceStore, Retention};
+use crate::broker::{
+    Answer, Broker, ChannelState, Counted, HistoryConfig, HistoryError, Page, Position, PresenceStore, Retention,
+};
 use crate::cluster::bus::{Bus, Interest, LoadPresence, LoadStatuses, PresenceChange, StoreStatus};
 use crate::cluster::outbox::Outbox;
 use crate::cluster::Topic;
@@ -46,11 +48,11 @@ impl Broker for RedisBroker {
         None
     }
 
-    fn position_now(&self, _: &Arc<str>) -> Option<Position> {
+    fn state_now(&self, _: &Arc<str>) -> Option<ChannelState> {
         None
     }
 
-    fn load_position(&self, channel: &Arc<str>) -> Answer<Result<Position, HistoryError>> {
+    fn load_state(&self, channel: &Arc<str>) -> Answer<Result<ChannelState, HistoryError>> {
         let channel = channel.to_string();
         Box::pin(async move { Err(HistoryError::NotKept(channel)) })
     }

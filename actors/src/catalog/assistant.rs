@@ -84,6 +84,21 @@ struct ErrorData {
     retryable: Option<bool>,
 }
 
+/// `assistant.snapshot`: an answer so far, sent by the server itself.
+#[derive(Serialize, Deserialize, JsonSchema)]
+struct SnapshotData {
+    /// The answer.
+    stream_id: String,
+    /// Its chunks so far, in order.
+    text: String,
+    /// The offset of the last token in `text`: the answer's tokens after
+    /// it follow as `assistant.token` events.
+    offset: u64,
+    /// Whether the answer has ended (nothing of it follows but
+    /// `assistant.complete` or `assistant.error`, if not received yet).
+    is_final: bool,
+}
+
 /// The events of this family.
 pub(super) const EVENTS: &[Event] = &[
     event!("assistant.start", from::BACKEND, Delivered, Required, StartData,
@@ -93,6 +108,9 @@ pub(super) const EVENTS: &[Event] = &[
     event!("assistant.complete", from::BACKEND, Delivered, Required, CompleteData,
         "An answer finished: its full text and why it stopped.",
         {"stream_id": "s1", "message_id": "m-42", "content": "Hello!", "finish_reason": "stop"}),
+    event!("assistant.snapshot", from::SERVER, Delivered, Required, SnapshotData,
+        "An answer so far, for a client that joined or returned mid-answer; its later tokens follow.",
+        {"stream_id": "s1", "text": "Hello, wor", "offset": 57, "is_final": false}),
     event!("assistant.error", from::BACKEND, Delivered, Required, ErrorData,
         "An answer failed.", {"stream_id": "s1", "message": "the model timed out", "retryable": true}),
 ];
