@@ -26,7 +26,7 @@ use nova_actors::auth::Authenticator;
 use nova_actors::broker::memory::{MemoryBroker, MemoryPresence};
 use nova_actors::broker::redis::{RedisBroker, RedisPresence};
 use nova_actors::broker::{Broker, PresenceStore};
-use nova_actors::cluster::bus::{Bus, BusConfig, Retire};
+use nova_actors::cluster::bus::{Bus, BusConfig};
 use nova_actors::cluster::seal::ClusterKey;
 use nova_actors::cluster::BusStatus;
 use nova_actors::codes::Close;
@@ -89,7 +89,7 @@ pub struct Running {
 pub struct Control {
     handle: ServerHandle,
     registry: Addr<Registry>,
-    bus: Option<Addr<Bus>>,
+    presence: Arc<dyn PresenceStore>,
     drain_timeout: Duration,
     /// Tells kept-alive HTTP connections to close on shutdown.
     http_shutdown: Arc<Notify>,
@@ -107,11 +107,9 @@ impl Control {
             Err(e) => log::warn!("registry unavailable during shutdown: {e}"),
         }
         self.http_shutdown.notify_waiters();
-        if let Some(bus) = &self.bus {
-            // Other nodes announce this node's users as gone now rather
-            // than when its heartbeat expires.
-            let _ = bus.send(Retire).await;
-        }
+        // Other nodes announce this node's users as gone now rather than
+        // when its heartbeat expires.
+        self.presence.retire().await;
         self.handle.stop(true).await;
     }
 
@@ -193,7 +191,7 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
             (Some(bus), roles, Some(status))
         }
     };
-    let broker = Arc::clone(&roles.0);
+    let (broker, presence) = (Arc::clone(&roles.0), Arc::clone(&roles.1));
     {
         let (node_id, metrics, limits) = (node_id.clone(), metrics.clone(), config.limits.clone());
         let handles: Vec<_> = hubs.iter().map(Arbiter::handle).collect();
@@ -220,7 +218,6 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
         });
         hubs.push(thread);
     }
-    let bus_addr = config.redis.as_ref().map(|_| bus_addr);
 
     // The agent gateway on a thread of its own: webhook deliveries and
     // Redis writes never hold up the hubs or the settings thread.
@@ -245,12 +242,12 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
         let thread = Arbiter::new();
         let (registry, state, store) = (registry.clone(), settings.clone(), store.clone());
         let (interval, timeout, window) = (s.health_interval, s.health_timeout, s.debounce);
-        let bus = bus_addr.clone();
+        let broker = Arc::clone(&broker);
         let gateway = gateway.clone().recipient();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         thread.spawn_fn(move || {
             let health = HealthMonitor::new(registry.clone(), state.clone(), interval, timeout).start();
-            ConfigWatcher::new(store, state, registry, health, gateway, bus, window).on_ready(ready_tx).start();
+            ConfigWatcher::new(store, state, registry, health, gateway, broker, window).on_ready(ready_tx).start();
         });
         let handle = thread.handle();
         hubs.push(thread);
@@ -349,13 +346,8 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
             })
         })?
         .run();
-    let control = Control {
-        handle: server.handle(),
-        registry,
-        bus: bus_addr,
-        drain_timeout: config.drain_timeout,
-        http_shutdown,
-    };
+    let control =
+        Control { handle: server.handle(), registry, presence, drain_timeout: config.drain_timeout, http_shutdown };
     Ok(Running { addr, server, control, hubs })
 }
 

@@ -254,6 +254,10 @@ impl Broker for MemoryBroker {
         Box::pin(std::future::ready(Ok(page)))
     }
 
+    fn claim(&self, _: String, _: Duration) -> Answer<bool> {
+        Box::pin(std::future::ready(true))
+    }
+
     fn tick(&self) {
         let now = Instant::now();
         {
@@ -284,6 +288,10 @@ impl PresenceStore for MemoryPresence {
 
     fn load_statuses(&self, _: &Arc<str>) -> Answer<Option<Vec<(String, String)>>> {
         Box::pin(std::future::ready(Some(Vec::new())))
+    }
+
+    fn retire(&self) -> Answer<()> {
+        Box::pin(std::future::ready(()))
     }
 }
 

@@ -187,6 +187,13 @@ pub trait Broker: Send + Sync + 'static {
         limit: usize,
     ) -> Answer<Result<Page, HistoryError>>;
 
+    /// Whether this node is the one to announce something every node
+    /// observes (a settings file changed on a shared volume): the first to
+    /// claim `key` gets `true`, the others `false` for `ttl`. On its own, or
+    /// when Redis does not answer, a node announces: a duplicate is better
+    /// than a lost event.
+    fn claim(&self, key: String, ttl: Duration) -> Answer<bool>;
+
     /// Periodic upkeep (expiry); called about once a second.
     fn tick(&self) {}
 }
@@ -214,6 +221,10 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     /// Statuses kept for a team channel (user → `{"status","text"?}`).
     fn load_statuses(&self, channel: &Arc<str>) -> Answer<Option<Vec<(String, String)>>>;
+
+    /// The node is stopping: its users leave every channel now, for the
+    /// other nodes, rather than when its heartbeat expires.
+    fn retire(&self) -> Answer<()>;
 }
 
 /// A random epoch: 8 characters of `[0-9a-f]`, enough that two epochs of

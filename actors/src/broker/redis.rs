@@ -10,7 +10,7 @@ use actix::Addr;
 use crate::broker::{
     Answer, Broker, ChannelState, Counted, HistoryConfig, HistoryError, Page, Position, PresenceStore, Retention,
 };
-use crate::cluster::bus::{Bus, Interest, LoadPresence, LoadStatuses, PresenceChange, StoreStatus};
+use crate::cluster::bus::{Bus, Claim, Interest, LoadPresence, LoadStatuses, PresenceChange, Retire, StoreStatus};
 use crate::cluster::outbox::Outbox;
 use crate::cluster::Topic;
 use crate::protocol::Frame;
@@ -62,6 +62,11 @@ impl Broker for RedisBroker {
         let channel = channel.to_string();
         Box::pin(async move { Err(HistoryError::NotKept(channel)) })
     }
+
+    fn claim(&self, key: String, ttl: std::time::Duration) -> Answer<bool> {
+        let claim = self.bus.send(Claim { key, ttl });
+        Box::pin(async move { claim.await.unwrap_or(true) })
+    }
 }
 
 /// Presence counted in Redis across nodes (`cluster/presence.rs`).
@@ -94,5 +99,12 @@ impl PresenceStore for RedisPresence {
     fn load_statuses(&self, channel: &Arc<str>) -> Answer<Option<Vec<(String, String)>>> {
         let load = self.bus.send(LoadStatuses { channel: Arc::clone(channel) });
         Box::pin(async move { load.await.ok().flatten() })
+    }
+
+    fn retire(&self) -> Answer<()> {
+        let retire = self.bus.send(Retire);
+        Box::pin(async move {
+            let _ = retire.await;
+        })
     }
 }

@@ -53,7 +53,7 @@ use super::mcp::{self, Change, ConfigError, McpConfig};
 use super::prompt::hash;
 use super::store::{SettingsFile, Store};
 use super::{frame, kind, publish, Shared, AGENTS_FILE, MCP_FILE, PROMPT_FILE};
-use crate::cluster::bus::{Bus, Claim};
+use crate::broker::Broker;
 use crate::gateway::Configure;
 use crate::protocol::Frame;
 use crate::registry::Registry;
@@ -112,7 +112,7 @@ pub struct ConfigWatcher {
     registry: Addr<Registry>,
     health: Addr<HealthMonitor>,
     gateway: Recipient<Configure>,
-    bus: Option<Addr<Bus>>,
+    broker: Arc<dyn Broker>,
     config_dir: PathBuf,
     prompts_dir: PathBuf,
     window: Duration,
@@ -145,14 +145,15 @@ struct Dirty {
 
 impl ConfigWatcher {
     /// A watcher of `store`'s files, debouncing with `window`, handing
-    /// valid agents to `gateway`; with `bus`, one of several nodes.
+    /// valid agents to `gateway`, claiming changes through `broker` (with
+    /// several nodes sharing the files, one announces each).
     pub fn new(
         store: Arc<Store>,
         state: Shared,
         registry: Addr<Registry>,
         health: Addr<HealthMonitor>,
         gateway: Recipient<Configure>,
-        bus: Option<Addr<Bus>>,
+        broker: Arc<dyn Broker>,
         window: Duration,
     ) -> Self {
         let config_dir = store.path(SettingsFile::Mcp).parent().map(Path::to_path_buf).unwrap_or_default();
@@ -163,7 +164,7 @@ impl ConfigWatcher {
             registry,
             health,
             gateway,
-            bus,
+            broker,
             config_dir,
             prompts_dir,
             window,
@@ -409,18 +410,23 @@ impl ConfigWatcher {
         frames: Vec<Frame>,
         ctx: &mut Context<Self>,
     ) {
-        let Some(bus) = &self.bus else {
-            return frames.into_iter().for_each(|f| publish(&self.registry, f));
-        };
         let key = match stamp {
             Some((len, mtime)) => format!("{}:{len}:{mtime}:{}", file.name(), text_hash.unwrap_or("-")),
             None => format!("{}:missing:{}", file.name(), text_hash.unwrap_or("-")),
         };
-        let claim = bus.send(Claim { key, ttl: CLAIM_TTL });
+        let mut claim = self.broker.claim(key, CLAIM_TTL);
+        // On one node the answer is there at once: published now, in order.
+        let waker = futures_util::task::noop_waker();
+        if let std::task::Poll::Ready(claimed) = claim.as_mut().poll(&mut std::task::Context::from_waker(&waker)) {
+            if claimed {
+                frames.into_iter().for_each(|f| publish(&self.registry, f));
+            }
+            return;
+        }
         let registry = self.registry.clone();
         ctx.spawn(
             async move {
-                if claim.await.unwrap_or(true) {
+                if claim.await {
                     frames.into_iter().for_each(|f| publish(&registry, f));
                 }
             }
