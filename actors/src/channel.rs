@@ -32,7 +32,9 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use crate::broker::answers::{self, Answers, Piece};
-use crate::broker::{Broker, ChannelState, Counted, HistoryError, Page, Position, PresenceStore, Retention};
+use crate::broker::{
+    Broker, ChannelState, Counted, HistoryError, Page, Position, PresenceStore, Retention, MAX_HISTORY_SIZE,
+};
 use crate::catalog::PresenceStatus;
 use crate::catalog::TeamPresenceUpdate;
 use crate::cluster::wire::{PresenceNote, SeqOrder};
@@ -188,6 +190,9 @@ enum Recovery {
     Failed,
 }
 
+/// A gap's bounds and what history said of it (`None`: nothing to read).
+type CaughtUp = (Position, Position, Result<Option<Page>, HistoryError>);
+
 /// Frames held for a member while what it missed is read, at most: past
 /// it, the member is too slow to be served and is treated as one.
 const MAX_HELD_BATCHES: usize = 4096;
@@ -248,6 +253,9 @@ pub struct Channel {
     answers: Answers,
     /// Members whose missed events are being read.
     recovering: HashMap<ConnId, Recovering>,
+    /// While events the channel missed are read: the events that came
+    /// after them, held.
+    catching_up: Option<Vec<Publish>>,
     /// Users present in the channel on any node, as the presence store
     /// last said.
     cluster_users: HashSet<Arc<str>>,
@@ -294,6 +302,7 @@ impl Channel {
             position,
             answers,
             recovering: HashMap::new(),
+            catching_up: None,
             name,
             members: Vec::new(),
             index: HashMap::new(),
@@ -428,7 +437,7 @@ impl Channel {
 
     /// The `channel.subscribed` reply: presence, and with history the
     /// position the subscription starts at and what recovery made of it.
-    fn subscribed_frame(&self, reply_to: &str, position: Option<&Position>, recovery: Recovery) -> Frame {
+    fn subscribed_frame(&self, reply_to: Option<&str>, position: Option<&Position>, recovery: Recovery) -> Frame {
         let (recovered, missed) = match recovery {
             Recovery::NotAsked => (None, None),
             Recovery::Recovered(missed) => (Some(true), Some(missed)),
@@ -452,13 +461,13 @@ impl Channel {
             let presence_count = self.present_count();
             SubscribedData { presence, presence_count, statuses, offset, epoch, recovered, missed }
         };
-        protocol::encode(kind::SUBSCRIBED, Some(names::visible(&self.name)), &data, Some(reply_to))
+        protocol::encode(kind::SUBSCRIBED, Some(names::visible(&self.name)), &data, reply_to)
     }
 
     /// The reply, and with it the snapshot of every answer streaming
     /// unless the client recovered everything.
     fn subscribed(&self, link: &Arc<Link>, reply_to: &str, recovery: Recovery) {
-        let mut frames = vec![self.subscribed_frame(reply_to, self.position.as_ref(), recovery)];
+        let mut frames = vec![self.subscribed_frame(Some(reply_to), self.position.as_ref(), recovery)];
         if !matches!(recovery, Recovery::Recovered(_)) {
             frames.extend(self.snapshots(0).into_iter().map(|(_, frame)| frame));
         }
@@ -562,13 +571,13 @@ impl Channel {
                             Some(Piece::Token { stream_id, .. }) if r.newer.iter().any(|(id, _)| *id == stream_id))
                 };
                 let events: Vec<Frame> = events.into_iter().map(|(_, f)| f).filter(|f| !replaced(f)).collect();
-                frames.push(self.subscribed_frame(&r.reply_to, Some(&r.top), Recovery::Recovered(events.len())));
+                frames.push(self.subscribed_frame(Some(&r.reply_to), Some(&r.top), Recovery::Recovered(events.len())));
                 frames.extend(events);
                 frames.extend(r.newer.into_iter().map(|(_, frame)| frame));
             }
             None => {
                 self.metrics.recoveries_failed.fetch_add(1, Ordering::Relaxed);
-                frames.push(self.subscribed_frame(&r.reply_to, Some(&r.top), Recovery::Failed));
+                frames.push(self.subscribed_frame(Some(&r.reply_to), Some(&r.top), Recovery::Failed));
                 frames.extend(r.all);
             }
         }
@@ -687,14 +696,46 @@ impl Handler<Publish> for Channel {
     type Result = ();
 
     fn handle(&mut self, publish: Publish, ctx: &mut Self::Context) {
-        if let Some(position) = publish.position {
-            if let Some(top) = &self.position {
+        if let Some(held) = &mut self.catching_up {
+            held.push(publish);
+            if held.len() > MAX_HELD_BATCHES * MAX_BATCH_FRAMES {
+                // History does not answer while events pile up: serve
+                // what is here (members learn of the gap from offsets).
+                log::warn!("channel '{}': gave up reading a gap in its events", self.name);
+                self.caught_up(None, ctx);
+            }
+            return;
+        }
+        self.take(publish, ctx);
+    }
+}
+
+impl Channel {
+    /// Fans an event out, after what it says of the channel's position: a
+    /// duplicate is dropped, an event after a gap or in a new epoch first
+    /// has what was missed read from history.
+    fn take(&mut self, publish: Publish, ctx: &mut Context<Self>) {
+        if let Some(position) = &publish.position {
+            match &self.position {
                 // Loaded after the event was written: it is in the history
                 // every member's position already counts.
-                if top.epoch == position.epoch && position.offset <= top.offset {
-                    return;
+                Some(top) if top.epoch == position.epoch && position.offset <= top.offset => return,
+                Some(top) if top.epoch == position.epoch && position.offset > top.offset + 1 => {
+                    let from = top.clone();
+                    return self.catch_up(from, position.clone(), Some(publish), ctx);
                 }
+                Some(top) if top.epoch != position.epoch => {
+                    let from = Position { offset: 0, epoch: Arc::clone(&position.epoch) };
+                    return self.catch_up(from, position.clone(), Some(publish), ctx);
+                }
+                _ => {}
             }
+        }
+        self.fan_out(publish, ctx);
+    }
+
+    fn fan_out(&mut self, publish: Publish, ctx: &mut Context<Self>) {
+        if let Some(position) = publish.position {
             if let Some(piece) = answers::piece(publish.frame.text()) {
                 self.answers.apply(&piece, position.offset, std::time::Instant::now());
             }
@@ -712,6 +753,88 @@ impl Handler<Publish> for Channel {
             // actix runs notified messages after the mailbox is drained, so
             // every Publish already queued joins this batch.
             ctx.notify(Flush);
+        }
+    }
+
+    /// The channel missed events between `from` and `to` (this node's
+    /// link to Redis dropped them, or the epoch changed): events are held
+    /// while the missed ones are read, then everything goes out in order.
+    fn catch_up(&mut self, from: Position, to: Position, event: Option<Publish>, ctx: &mut Context<Self>) {
+        let last_missed = match &event {
+            Some(_) => to.offset.saturating_sub(1),
+            None => to.offset,
+        };
+        self.catching_up = Some(event.into_iter().collect());
+        let wanted = last_missed.saturating_sub(from.offset) as usize;
+        let target = Position { offset: last_missed, epoch: to.epoch };
+        if wanted == 0 {
+            return self.caught_up(Some((from, target, Ok(None))), ctx);
+        }
+        let read = self.broker.history(&self.name, from.offset, Some(last_missed), wanted.min(MAX_HISTORY_SIZE));
+        ctx.spawn(read.into_actor(self).map(move |page, act, ctx| {
+            act.caught_up(Some((from, target, page.map(Some))), ctx);
+        }));
+    }
+
+    /// The missed events are read (or given up on): members get them, or
+    /// a `channel.subscribed` without `reply_to` saying the channel moved
+    /// on without them (`recovered: false`) or to a new epoch; then the
+    /// events held meanwhile.
+    fn caught_up(&mut self, read: Option<CaughtUp>, ctx: &mut Context<Self>) {
+        let Some(held) = self.catching_up.take() else { return };
+        if let Some((from, to, page)) = read {
+            self.flush();
+            let wanted = (to.offset - from.offset) as usize;
+            let events = match page {
+                Ok(None) => Some(Vec::new()),
+                Ok(Some(page))
+                    if page.position.epoch == to.epoch
+                        && page.events.len() == wanted
+                        && page.events.first().is_some_and(|(o, _)| *o == from.offset + 1) =>
+                {
+                    Some(page.events)
+                }
+                Ok(Some(_)) => None,
+                Err(e) => {
+                    log::warn!("channel '{}': reading missed events failed: {e}", self.name);
+                    None
+                }
+            };
+            let new_epoch = self.position.as_ref().is_some_and(|p| p.epoch != to.epoch);
+            let mut frames = Vec::new();
+            if new_epoch || events.is_none() {
+                // Members hold positions of the old epoch, or missed
+                // events: they learn where the channel is now.
+                let (position, recovery) = match &events {
+                    Some(events) => (&from, Recovery::Recovered(events.len())),
+                    None => (&to, Recovery::Failed),
+                };
+                frames.push(self.subscribed_frame(None, Some(position), recovery));
+            }
+            for (offset, frame) in events.into_iter().flatten() {
+                if let Some(piece) = answers::piece(frame.text()) {
+                    self.answers.apply(&piece, offset, std::time::Instant::now());
+                }
+                frames.push(frame);
+            }
+            self.position = Some(to);
+            if !frames.is_empty() {
+                let batch = Batch::new(frames);
+                for link in &self.members {
+                    self.deliver(link, &batch);
+                }
+                self.hold(&batch, None);
+            }
+        }
+        for publish in held {
+            if self.catching_up.is_some() {
+                // A new gap among the held events: the rest wait for it.
+                if let Some(held) = &mut self.catching_up {
+                    held.push(publish);
+                }
+                continue;
+            }
+            self.take(publish, ctx);
         }
     }
 }

@@ -995,3 +995,80 @@ pub fn sealed(name: &str, origin: &str, event: &str, presence: Option<(&str, boo
     };
     String::from_utf8(bytes).expect("a node's message is UTF-8")
 }
+
+/// One `redis-server` for every test of this process that only needs a
+/// Redis of its own prefix (cheaper than a server per test). It runs under
+/// a shell that kills it when this process's end of the pipe closes, so it
+/// never outlives the test run, however that ends.
+pub fn shared_redis_url() -> &'static str {
+    static SHARED: std::sync::OnceLock<(String, std::sync::Mutex<std::process::ChildStdin>)> =
+        std::sync::OnceLock::new();
+    let (url, _) = SHARED.get_or_init(|| {
+        let port = free_port();
+        let script = format!(
+            "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & pid=$!; \
+             read _; kill $pid"
+        );
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the shared redis-server");
+        let stdin = child.stdin.take().expect("the watchdog's stdin");
+        let url = format!("redis://127.0.0.1:{port}");
+        let until = std::time::Instant::now() + DEADLINE;
+        loop {
+            let ping = redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if ping.is_ok() {
+                break;
+            }
+            assert!(std::time::Instant::now() < until, "the shared redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (url, std::sync::Mutex::new(stdin))
+    });
+    url
+}
+
+/// Which broker a suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Brokers {
+    /// One node, history in memory.
+    Memory,
+    /// Nodes on the shared Redis, under a prefix of the test's own.
+    Redis,
+}
+
+/// A deployment of one or more nodes on one broker: for Redis, every node
+/// it starts shares a fresh prefix on the shared redis-server.
+pub struct Deployment {
+    /// The broker.
+    pub brokers: Brokers,
+    prefix: String,
+}
+
+impl Deployment {
+    /// A new deployment on `brokers`.
+    pub fn new(brokers: Brokers) -> Deployment {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Deployment { brokers, prefix: format!("t{}-{n}:", std::process::id()) }
+    }
+
+    /// A node, with `tweak` applied to its settings.
+    pub fn node(&self, id: &str, tweak: impl FnOnce(&mut Args)) -> TestServer {
+        let (brokers, prefix) = (self.brokers, self.prefix.clone());
+        TestServer::with(|a| {
+            a.node_id = Some(id.into());
+            if brokers == Brokers::Redis {
+                a.redis_url = Some(shared_redis_url().to_owned());
+                a.redis_prefix = Some(prefix);
+                a.redis_presence_ttl_ms = Some(1500);
+                a.cluster_secret = Some(CLUSTER_SECRET.into());
+            }
+            tweak(a);
+        })
+    }
+}

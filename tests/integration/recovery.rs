@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{Client, TestServer};
+use crate::common::{Brokers, Client, Deployment, TestServer};
 
 const CHANNEL: &str = "conversation:c1";
 
@@ -57,9 +57,9 @@ fn position(ack: &Value) -> (u64, String) {
     (offset, epoch.to_owned())
 }
 
-#[actix_rt::test]
-async fn channels_with_history_tell_their_position_and_number_events() {
-    let server = TestServer::start();
+async fn channels_with_history_tell_their_position_and_number_events(brokers: Brokers) {
+    let deployment = Deployment::new(brokers);
+    let server = deployment.node("a", |_| {});
     let mut alice = server.connect_as("alice").await;
     let mut acks = alice.subscribe(&[CHANNEL, "team:t1"]).await;
     acks.sort_by_key(|a| a["channel"].as_str().unwrap().to_owned());
@@ -79,9 +79,9 @@ async fn channels_with_history_tell_their_position_and_number_events() {
     assert_eq!(position(&ack), (3, epoch));
 }
 
-#[actix_rt::test]
-async fn a_client_that_dropped_recovers_every_missed_event_while_publishing_goes_on() {
-    let server = TestServer::with(|a| a.history = Some("conversation=2000/10m".into()));
+async fn a_client_that_dropped_recovers_every_missed_event_while_publishing_goes_on(brokers: Brokers) {
+    let deployment = Deployment::new(brokers);
+    let server = deployment.node("a", |a| a.history = Some("conversation=2000/10m".into()));
     let mut alice = server.connect_as("alice").await;
     let (_, epoch) = position(&alice.subscribe(&[CHANNEL]).await.remove(0));
     publish_numbered(&server, CHANNEL, 1, 20).await;
@@ -132,9 +132,9 @@ async fn a_position_in_another_epoch_is_not_recovered() {
     alice.assert_nothing_pending().await;
 }
 
-#[actix_rt::test]
-async fn events_trimmed_or_expired_from_history_are_not_recovered() {
-    let server = TestServer::with(|a| a.history = Some("conversation=5/1h,agent=50/300ms".into()));
+async fn events_trimmed_or_expired_from_history_are_not_recovered(brokers: Brokers) {
+    let deployment = Deployment::new(brokers);
+    let server = deployment.node("a", |a| a.history = Some("conversation=5/1h,agent=50/300ms".into()));
     let mut alice = server.connect_as("alice").await;
     let epochs = epochs(&alice.subscribe(&[CHANNEL, "agent:a1"]).await);
     let (epoch, agent_epoch) = (epochs[CHANNEL].clone(), epochs["agent:a1"].clone());
@@ -160,9 +160,9 @@ async fn events_trimmed_or_expired_from_history_are_not_recovered() {
     back.assert_nothing_pending().await;
 }
 
-#[actix_rt::test]
-async fn recovering_where_nothing_was_missed_or_without_history() {
-    let server = TestServer::start();
+async fn recovering_where_nothing_was_missed_or_without_history(brokers: Brokers) {
+    let deployment = Deployment::new(brokers);
+    let server = deployment.node("a", |_| {});
     let mut alice = server.connect_as("alice").await;
     let (_, epoch) = position(&alice.subscribe(&[CHANNEL]).await.remove(0));
     publish_numbered(&server, CHANNEL, 1, 2).await;
@@ -180,9 +180,9 @@ async fn recovering_where_nothing_was_missed_or_without_history() {
     bob.assert_nothing_pending().await;
 }
 
-#[actix_rt::test]
-async fn connection_reconnect_authenticates_and_recovers_three_channels_in_one_frame() {
-    let server = TestServer::start();
+async fn connection_reconnect_authenticates_and_recovers_three_channels_in_one_frame(brokers: Brokers) {
+    let deployment = Deployment::new(brokers);
+    let server = deployment.node("a", |_| {});
     let channels = ["conversation:c1", "conversation:c2", "agent:a1"];
     let mut alice = server.connect_as("alice").await;
     let epochs = epochs(&alice.subscribe(&channels).await);
@@ -240,9 +240,9 @@ async fn connection_reconnect_authenticates_and_recovers_three_channels_in_one_f
     back.assert_nothing_pending().await;
 }
 
-#[actix_rt::test]
-async fn bad_recovery_requests_are_refused_and_change_nothing() {
-    let server = TestServer::start();
+async fn bad_recovery_requests_are_refused_and_change_nothing(brokers: Brokers) {
+    let deployment = Deployment::new(brokers);
+    let server = deployment.node("a", |_| {});
     let mut alice = server.connect_as("alice").await;
     for recover in [
         json!({"conversation:c2": {"offset": 1, "epoch": "e"}}),
@@ -266,9 +266,9 @@ async fn bad_recovery_requests_are_refused_and_change_nothing() {
     alice.assert_nothing_pending().await;
 }
 
-#[actix_rt::test]
-async fn the_history_api_pages_through_kept_events() {
-    let server = TestServer::with(|a| a.history = Some("conversation=5/1h".into()));
+async fn the_history_api_pages_through_kept_events(brokers: Brokers) {
+    let deployment = Deployment::new(brokers);
+    let server = deployment.node("a", |a| a.history = Some("conversation=5/1h".into()));
     publish_numbered(&server, CHANNEL, 1, 8).await;
     let (status, body) = server.get(&format!("/api/channels/{CHANNEL}/history?since=4&limit=2")).await;
     assert_eq!(status, 200, "{body}");
@@ -311,7 +311,26 @@ async fn past_the_memory_cap_the_oldest_channels_lose_history_and_change_epoch()
     let mut back = server.connect_as("alice").await;
     let ack = recover(&mut back, "conversation:old", 0, &epoch).await;
     assert_eq!(ack["data"]["recovered"], false, "{ack}");
-    assert_ne!(position(&ack).1, epoch, "evicted history starts a new epoch");
+    let (_, new_epoch) = position(&ack);
+    assert_ne!(new_epoch, epoch, "evicted history starts a new epoch");
+
+    // A member that stays while its channel is evicted hears of the new
+    // epoch before the channel's next event.
+    for c in 0..4 {
+        let channel = format!("conversation:more{c}");
+        let events: Vec<Value> = (0..300)
+            .map(|i| json!({"channel": channel, "type": "demo.fill", "data": {"n": i, "text": filler}}))
+            .collect();
+        server.post("/api/publish/batch", json!({ "events": events })).await;
+    }
+    publish_numbered(&server, "conversation:old", 1, 1).await;
+    let notice = back.recv_type("channel.subscribed").await;
+    assert_eq!(notice.get("reply_to"), None, "{notice}");
+    assert_eq!(notice["data"]["offset"], 0, "{notice}");
+    assert_ne!(notice["data"]["epoch"], new_epoch.as_str(), "{notice}");
+    let event = back.recv_type("demo.tick").await;
+    assert_eq!(event["offset"], 1, "{event}");
+    back.assert_nothing_pending().await;
 }
 
 /// Publishes answer `stream` token by token; returns the offsets the
@@ -342,9 +361,9 @@ async fn read_tokens(client: &mut Client, mut after: u64, n: usize) -> (String, 
     (text, after)
 }
 
-#[actix_rt::test]
-async fn a_late_joiner_gets_the_answer_so_far_as_one_snapshot_then_the_rest() {
-    let server = TestServer::start();
+async fn a_late_joiner_gets_the_answer_so_far_as_one_snapshot_then_the_rest(brokers: Brokers) {
+    let deployment = Deployment::new(brokers);
+    let server = deployment.node("a", |_| {});
     let mut alice = server.subscriber("alice", &[CHANNEL]).await;
     server.publish(CHANNEL, "assistant.start", json!({"stream_id": "s1"})).await;
     alice.recv_type("assistant.start").await;
@@ -375,9 +394,9 @@ async fn a_late_joiner_gets_the_answer_so_far_as_one_snapshot_then_the_rest() {
     carol.assert_nothing_pending().await;
 }
 
-#[actix_rt::test]
-async fn recovery_replaces_the_tokens_of_answers_begun_since_with_a_snapshot() {
-    let server = TestServer::start();
+async fn recovery_replaces_the_tokens_of_answers_begun_since_with_a_snapshot(brokers: Brokers) {
+    let deployment = Deployment::new(brokers);
+    let server = deployment.node("a", |_| {});
     let mut alice = server.connect_as("alice").await;
     let (_, epoch) = position(&alice.subscribe(&[CHANNEL]).await.remove(0));
     publish_numbered(&server, CHANNEL, 1, 2).await;
@@ -409,9 +428,9 @@ async fn recovery_replaces_the_tokens_of_answers_begun_since_with_a_snapshot() {
     early.assert_nothing_pending().await;
 }
 
-#[actix_rt::test]
-async fn an_answer_longer_than_the_history_still_comes_back_whole() {
-    let server = TestServer::with(|a| a.history = Some("conversation=5/1h".into()));
+async fn an_answer_longer_than_the_history_still_comes_back_whole(brokers: Brokers) {
+    let deployment = Deployment::new(brokers);
+    let server = deployment.node("a", |a| a.history = Some("conversation=5/1h".into()));
     let mut alice = server.connect_as("alice").await;
     let (_, epoch) = position(&alice.subscribe(&[CHANNEL]).await.remove(0));
     alice.close().await;
@@ -430,3 +449,36 @@ async fn an_answer_longer_than_the_history_still_comes_back_whole() {
     assert_eq!(last, "end");
     back.assert_nothing_pending().await;
 }
+
+/// Each suite above, once on the memory broker and once on Redis.
+macro_rules! on_both_brokers {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            use crate::common::Brokers;
+            $(#[actix_rt::test]
+            async fn $name() {
+                super::$name(Brokers::Memory).await
+            })*
+        }
+        mod redis {
+            use crate::common::Brokers;
+            $(#[actix_rt::test]
+            async fn $name() {
+                super::$name(Brokers::Redis).await
+            })*
+        }
+    };
+}
+
+on_both_brokers!(
+    channels_with_history_tell_their_position_and_number_events,
+    a_client_that_dropped_recovers_every_missed_event_while_publishing_goes_on,
+    events_trimmed_or_expired_from_history_are_not_recovered,
+    recovering_where_nothing_was_missed_or_without_history,
+    connection_reconnect_authenticates_and_recovers_three_channels_in_one_frame,
+    bad_recovery_requests_are_refused_and_change_nothing,
+    the_history_api_pages_through_kept_events,
+    a_late_joiner_gets_the_answer_so_far_as_one_snapshot_then_the_rest,
+    recovery_replaces_the_tokens_of_answers_begun_since_with_a_snapshot,
+    an_answer_longer_than_the_history_still_comes_back_whole,
+);
