@@ -1001,8 +1001,10 @@ pub fn sealed(name: &str, origin: &str, event: &str, presence: Option<(&str, boo
 /// a shell that kills it when this process's end of the pipe closes, so it
 /// never outlives the test run, however that ends.
 pub fn shared_redis_url() -> &'static str {
-    static SHARED: std::sync::OnceLock<(String, std::sync::Mutex<std::process::ChildStdin>)> =
-        std::sync::OnceLock::new();
+    /// The URL, and the watchdog shell (with its stdin) kept for the
+    /// process's life.
+    type Shared = (String, std::sync::Mutex<std::process::Child>);
+    static SHARED: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
     let (url, _) = SHARED.get_or_init(|| {
         let port = free_port();
         let script = format!(
@@ -1014,7 +1016,6 @@ pub fn shared_redis_url() -> &'static str {
             .stdin(std::process::Stdio::piped())
             .spawn()
             .expect("start the shared redis-server");
-        let stdin = child.stdin.take().expect("the watchdog's stdin");
         let url = format!("redis://127.0.0.1:{port}");
         let until = std::time::Instant::now() + DEADLINE;
         loop {
@@ -1027,7 +1028,7 @@ pub fn shared_redis_url() -> &'static str {
             assert!(std::time::Instant::now() < until, "the shared redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        (url, std::sync::Mutex::new(stdin))
+        (url, std::sync::Mutex::new(child))
     });
     url
 }
