@@ -1011,7 +1011,7 @@ pub fn shared_redis_url() -> &'static str {
             "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & pid=$!; \
              read _; kill $pid"
         );
-        let mut child = std::process::Command::new("sh")
+        let child = std::process::Command::new("sh")
             .args(["-c", &script])
             .stdin(std::process::Stdio::piped())
             .spawn()
