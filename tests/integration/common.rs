@@ -65,6 +65,15 @@ impl TestServer {
             ..Args::default()
         };
         tweak(&mut args);
+        if args.redis_url.is_none() && std::env::var("NOVA_TEST_BROKER").as_deref() == Ok("redis") {
+            // The suites that run on both brokers (scripts/test): a node on
+            // the shared Redis, alone under a prefix of its own.
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            args.redis_url = Some(shared_redis_url().to_owned());
+            args.redis_prefix = Some(format!("e{}-{n}:", std::process::id()));
+            args.cluster_secret = Some(CLUSTER_SECRET.into());
+        }
         // Settings files of its own, so no test reads or writes the
         // repository's configs/ and prompts/.
         let dirs = match (&args.config_dir, &args.prompts_dir) {
