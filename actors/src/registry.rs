@@ -781,7 +781,7 @@ impl Handler<Deliver> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        let Inbound { frame, presence, status, everyone } = msg.inbound;
+        let Inbound { frame, presence, status, everyone, .. } = msg.inbound;
         match msg.topic {
             Topic::Channel(name) => {
                 let Some(channel) = self.channels.get(&name) else { return };

@@ -410,7 +410,7 @@ impl Bus {
         if remote {
             self.outbox.presence(&channel, &frame, &note);
         }
-        let inbound = wire::Inbound { frame, presence: Some(note), status: None, everyone: false };
+        let inbound = wire::Inbound { frame, presence: Some(note), status: None, everyone: false, position: None };
         self.registry.do_send(Deliver { topic: Topic::Channel(channel), inbound });
     }
 

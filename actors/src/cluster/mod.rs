@@ -21,11 +21,14 @@
 //!   else published to Redis.
 //! - [`presence`]: the Lua scripts that keep cross-node presence counts
 //!   atomic.
+//! - [`history`]: a channel's recent events in Redis, numbered by offsets
+//!   Redis assigns in the same step as it publishes them.
 //!
 //! Without a Redis URL none of this runs and the node is on its own.
 //! docs/scaling.md describes the design, the keys and the failure behaviour.
 
 pub mod bus;
+pub mod history;
 pub mod interest;
 pub mod membership;
 pub mod outbox;
@@ -103,6 +106,22 @@ impl Keys {
         pattern.push_str(node);
         pattern.push_str(":*");
         pattern
+    }
+
+    /// Stream of a channel's recent events, its ids `<offset>-1`:
+    /// `{prefix}history:{<channel>}`. The braces are literal, a Redis
+    /// Cluster hash tag, so the history and [`Keys::meta`] of a channel
+    /// are in one slot and one script may touch both (a channel key holds
+    /// no brace; a prefix with one makes its own tag, every key in one
+    /// slot).
+    pub fn history(&self, channel: &str) -> String {
+        format!("{}history:{{{channel}}}", self.prefix)
+    }
+
+    /// Hash of a channel's position, `top` (its last offset) and `epoch`:
+    /// `{prefix}meta:{<channel>}`, in the slot of [`Keys::history`].
+    pub fn meta(&self, channel: &str) -> String {
+        format!("{}meta:{{{channel}}}", self.prefix)
     }
 
     /// Sorted set of live nodes, scored by when their heartbeat expires
@@ -213,10 +232,13 @@ pub struct BusStatus {
     pub queued: AtomicU64,
     /// Events written to Redis.
     pub published: AtomicU64,
-    /// Events from other nodes (or external publishers) delivered here.
+    /// Events from Redis delivered here: other nodes' and external
+    /// publishers', and this node's own events of channels with history,
+    /// which its subscribers get only back from Redis, numbered.
     pub received: AtomicU64,
-    /// Events not written to Redis: Redis down, the outbox full, or the
-    /// write failed. Local subscribers got them all the same.
+    /// Plain events (not of channels with history) not written to Redis:
+    /// Redis down, the outbox full, or the write failed. Local subscribers
+    /// got them all the same.
     pub dropped: AtomicU64,
     /// Payloads on our Redis channels that were not valid events.
     pub malformed: AtomicU64,
@@ -225,6 +247,14 @@ pub struct BusStatus {
     pub unsealed: AtomicU64,
     /// Connections made to Redis (the first and every reconnect).
     pub connects: AtomicU64,
+    /// Events of channels with history that never got an offset (the
+    /// outbox full) or may not have (a write failed or went unanswered).
+    /// Unlike [`BusStatus::dropped`] these reach no subscriber, not even
+    /// local ones, whose copy is Redis's echo.
+    pub history_lost: AtomicU64,
+    /// Epochs started because events of their channel were lost: each
+    /// tells the channel's clients that its history has a hole.
+    pub epochs_bumped: AtomicU64,
     changed: Mutex<Option<(SystemTime, Option<String>)>>,
 }
 
@@ -282,6 +312,16 @@ mod tests {
         for bad in ["conn:node-a:0", "conn:node-a:07", "conn:node-a:x", "conn:node-a", "conn:no*de:1", "conn:n:1/a b"] {
             assert_eq!(Topic::parse(&keys, &format!("nova:{bad}")), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_channels_history_and_meta_share_its_hash_tag() {
+        let keys = Keys::new("nova:");
+        assert_eq!(keys.history("conversation:c1"), "nova:history:{conversation:c1}");
+        assert_eq!(keys.meta("conversation:c1"), "nova:meta:{conversation:c1}");
+        assert_eq!(keys.history("acme/team:t1"), "nova:history:{acme/team:t1}");
+        assert_eq!(keys.meta("acme/team:t1"), "nova:meta:{acme/team:t1}");
+        assert_eq!(Keys::new("").meta("team:t1"), "meta:{team:t1}");
     }
 
     #[test]

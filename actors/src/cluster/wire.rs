@@ -26,6 +26,21 @@
 //! {"type":"assistant.token","data":{"stream_id":"s1","chunk":"Hel"},"id":"optional-id"}
 //! ```
 //!
+//! An event of a channel that keeps history is not published by the node
+//! but by the script that numbers it (`history.rs`), which puts the
+//! channel's position in front of the node's sealed message:
+//!
+//! ```text
+//! @<offset>,<epoch>|{"nova":1,"origin":"node-a","event":{…},"mac":"…"}
+//! ```
+//!
+//! Every node delivers it, the publishing node too: its local subscribers
+//! get such events only through this echo, so every client of every node
+//! sees each event with the offset Redis gave it. The position itself is
+//! not sealed (Redis makes it after the node sealed the message), so it is
+//! only as trustworthy as Redis; the event it carries must still be a
+//! node's, sealed for this Redis channel.
+//!
 //! Redis is not trusted: anyone who can publish to it can send anything.
 //! So a message in the nodes' format counts only with a valid seal, and
 //! every event, sealed or not, is checked as a REST publish is (type, the
@@ -44,6 +59,7 @@ use serde_json::{Map, Value};
 
 use crate::catalog::{self, Refusal, TeamPresenceUpdate};
 use crate::channel::StatusNote;
+use crate::cluster::history::{self, MAX_EPOCH_LEN};
 use crate::cluster::seal::{ClusterKey, SEAL_HEX_LEN};
 use crate::cluster::Topic;
 use crate::names;
@@ -56,6 +72,10 @@ pub const VERSION: u32 = 1;
 /// with the node id, a presence note (a user id escapes to at most 6 bytes
 /// a character) and the seal.
 const ENVELOPE_ALLOWANCE: usize = 2048;
+
+/// The longest position in front of a numbered event: an offset of up to
+/// 20 digits, a comma, an epoch, the bar.
+const POSITION_MAX: usize = 20 + 1 + MAX_EPOCH_LEN + 1;
 
 /// A presence number more than this above the last one seen for a user
 /// is not a later change but a broken or hostile node: it would make the
@@ -112,12 +132,17 @@ pub struct Inbound {
     pub status: Option<StatusNote>,
     /// A broadcast for every tenant: the server's ping.
     pub everyone: bool,
+    /// Set on events of channels with history: the offset Redis gave the
+    /// event (already in `frame`) and the channel's epoch, by which a
+    /// client tells a continuation from a new history.
+    pub position: Option<(u64, Arc<str>)>,
 }
 
 /// What a payload from Redis turned out to be.
 #[derive(Debug)]
 pub enum Decoded {
-    /// This node's own message, echoed by Redis: already delivered here.
+    /// This node's own unnumbered message, echoed by Redis: already
+    /// delivered here.
     Own,
     /// An event for this node's clients.
     Event(Inbound),
@@ -318,6 +343,9 @@ impl Wire {
         if payload.len() > self.max_frame_bytes + ENVELOPE_ALLOWANCE {
             return Err(Refused::TooLarge(payload.len()));
         }
+        if let Some(rest) = payload.strip_prefix(b"@") {
+            return self.positioned(topic, redis_channel, rest).map(Decoded::Event);
+        }
         // Redis hands every node its own messages back: recognised by their
         // opening, believed only with their seal (a forgery naming this node
         // is refused and counted, as on every other node).
@@ -335,16 +363,8 @@ impl Wire {
         if depth > MAX_DATA_DEPTH + 2 {
             return Err(Refused::TooDeep);
         }
-        if let Some((body, seal)) = Wire::split_seal(payload) {
-            if !self.key.verify(redis_channel.as_bytes(), body, seal) {
-                return Err(Refused::Unsealed);
-            }
-            let text = std::str::from_utf8(payload).map_err(|_| Refused::NotUtf8)?;
-            let sealed: Sealed = serde_json::from_str(text)?;
-            if sealed.nova != VERSION {
-                return Err(Refused::invalid(format!("format version {} (this node reads {VERSION})", sealed.nova)));
-            }
-            return self.forwarded(topic, sealed.event, sealed.presence).map(Decoded::Event);
+        if Wire::split_seal(payload).is_some() {
+            return self.sealed(topic, redis_channel, payload, false).map(Decoded::Event);
         }
         if depth > MAX_DATA_DEPTH + 1 {
             return Err(Refused::TooDeep);
@@ -355,6 +375,82 @@ impl Wire {
             return Err(Refused::Unsealed);
         }
         self.external(topic, p).map(Decoded::Event)
+    }
+
+    /// Decodes an event of a channel with history as its numbering script
+    /// published it, `rest` following the `@`.
+    fn positioned(&self, topic: &Topic, redis_channel: &str, rest: &[u8]) -> Result<Inbound, Refused> {
+        let bar = rest
+            .iter()
+            .take(POSITION_MAX)
+            .position(|&b| b == b'|')
+            .ok_or_else(|| Refused::invalid("a position must be '@<offset>,<epoch>|' before the message"))?;
+        let (header, tail) = (&rest[..bar], &rest[bar + 1..]);
+        let header = std::str::from_utf8(header).map_err(|_| Refused::NotUtf8)?;
+        let (offset, epoch) =
+            header.split_once(',').ok_or_else(|| Refused::invalid("a position must be '<offset>,<epoch>'"))?;
+        let offset = parse_offset(offset)
+            .ok_or_else(|| Refused::invalid("an offset must be a number from 1 to 2^64-1 without leading zeros"))?;
+        if !history::is_epoch(epoch) {
+            return Err(Refused::invalid(format!(
+                "an epoch must be 1 to {MAX_EPOCH_LEN} characters of A-Z, a-z, 0-9, '_' and '-'"
+            )));
+        }
+        let inbound = self.numbered(topic, redis_channel, offset, tail)?;
+        Ok(Inbound { position: Some((offset, epoch.into())), ..inbound })
+    }
+
+    /// Checks an entry of a channel's history (`history.rs`): the node's
+    /// message the script stored with offset `offset`, which must be sealed
+    /// for the channel's Redis channel `redis_channel`. Returns the event
+    /// as clients get it, with its offset.
+    pub fn history_entry(
+        &self,
+        topic: &Topic,
+        redis_channel: &str,
+        offset: u64,
+        payload: &[u8],
+    ) -> Result<Frame, Refused> {
+        if payload.len() > self.max_frame_bytes + ENVELOPE_ALLOWANCE {
+            return Err(Refused::TooLarge(payload.len()));
+        }
+        if offset == 0 {
+            return Err(Refused::invalid("offsets start at 1"));
+        }
+        self.numbered(topic, redis_channel, offset, payload).map(|inbound| inbound.frame)
+    }
+
+    /// A numbered event: only a sealed node message of a channel, without
+    /// a presence note; its frame gets the offset.
+    fn numbered(&self, topic: &Topic, redis_channel: &str, offset: u64, payload: &[u8]) -> Result<Inbound, Refused> {
+        if !matches!(topic, Topic::Channel(_)) {
+            return Err(Refused::invalid("only a channel's events have offsets"));
+        }
+        if protocol::json_depth(payload, MAX_DATA_DEPTH + 2) > MAX_DATA_DEPTH + 2 {
+            return Err(Refused::TooDeep);
+        }
+        let inbound = self.sealed(topic, redis_channel, payload, true)?;
+        let frame = Frame::from_encoded(&history::with_offset(inbound.frame.text(), offset));
+        Ok(Inbound { frame, ..inbound })
+    }
+
+    /// Checks a node's message: the seal first (over the bytes and the
+    /// Redis channel), then the event. `numbered`: one carrying an offset,
+    /// which a presence change never does.
+    fn sealed(&self, topic: &Topic, redis_channel: &str, payload: &[u8], numbered: bool) -> Result<Inbound, Refused> {
+        let Some((body, seal)) = Wire::split_seal(payload) else { return Err(Refused::Unsealed) };
+        if !self.key.verify(redis_channel.as_bytes(), body, seal) {
+            return Err(Refused::Unsealed);
+        }
+        let text = std::str::from_utf8(payload).map_err(|_| Refused::NotUtf8)?;
+        let sealed: Sealed = serde_json::from_str(text)?;
+        if sealed.nova != VERSION {
+            return Err(Refused::invalid(format!("format version {} (this node reads {VERSION})", sealed.nova)));
+        }
+        if numbered && sealed.presence.is_some() {
+            return Err(Refused::invalid("a presence change has no offset"));
+        }
+        self.forwarded(topic, sealed.event, sealed.presence)
     }
 
     /// Checks an event another node forwarded, as its own REST API would
@@ -421,7 +517,7 @@ impl Wire {
             _ => None,
         };
         let everyone = view.kind == kind::HEARTBEAT && matches!(topic, Topic::Broadcast(None));
-        Ok(Inbound { frame: Frame::from_encoded(event.get()), presence: note, status, everyone })
+        Ok(Inbound { frame: Frame::from_encoded(event.get()), presence: note, status, everyone, position: None })
     }
 
     /// Checks and encodes an external publisher's event.
@@ -456,7 +552,19 @@ impl Wire {
                 self.max_frame_bytes
             )));
         }
-        Ok(Inbound { frame, presence: None, status: None, everyone: false })
+        Ok(Inbound { frame, presence: None, status: None, everyone: false, position: None })
+    }
+}
+
+/// An offset as a position writes it: 1 to 20 digits, no leading zero,
+/// at most `u64::MAX`.
+fn parse_offset(digits: &str) -> Option<u64> {
+    let valid =
+        (1..=20).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
+    if valid {
+        digits.parse().ok()
+    } else {
+        None
     }
 }
 
@@ -697,6 +805,115 @@ mod tests {
         let v: Value = serde_json::from_str(direct.frame.text()).unwrap();
         assert!(v.get("channel").is_none());
         assert_eq!(v["data"], json!({}));
+    }
+
+    /// The message the history script publishes for `frame`, sealed by
+    /// `node`, at `position` (`<offset>,<epoch>`).
+    fn numbered(node: &str, position: &str, frame: &Frame) -> Vec<u8> {
+        let mut payload = format!("@{position}|").into_bytes();
+        payload.extend_from_slice(&wire(node).event(CH, frame));
+        payload
+    }
+
+    fn task(n: u64) -> Frame {
+        protocol::encode("task_updated", Some("team:t1"), &json!({ "n": n }), None)
+    }
+
+    #[test]
+    fn a_numbered_event_carries_its_position_and_offset() {
+        let frame = task(1);
+        let inbound = event(wire("node-b").decode(&channel(), CH, &numbered("node-a", "42,Ep-och_1", &frame)));
+        assert_eq!(inbound.position, Some((42, "Ep-och_1".into())));
+        assert_eq!(inbound.frame.text(), &history::with_offset(frame.text(), 42));
+        assert!(inbound.frame.text().ends_with(r#","offset":42}"#));
+        let v: Value = serde_json::from_str(inbound.frame.text()).unwrap();
+        assert_eq!((v["offset"].as_u64(), v["data"]["n"].as_u64()), (Some(42), Some(1)));
+        assert_eq!(inbound.presence, None);
+        let max = event(wire("b").decode(&channel(), CH, &numbered("a", "18446744073709551615,e", &frame)));
+        assert_eq!(max.position, Some((u64::MAX, "e".into())));
+        let long = "x".repeat(MAX_EPOCH_LEN);
+        assert!(wire("b").decode(&channel(), CH, &numbered("a", &format!("1,{long}"), &frame)).is_ok());
+    }
+
+    #[test]
+    fn a_numbered_event_is_delivered_to_the_node_that_sent_it() {
+        // Its local subscribers get it only through Redis, with its offset.
+        let inbound = event(wire("node-a").decode(&channel(), CH, &numbered("node-a", "7,e1", &task(7))));
+        assert_eq!(inbound.position, Some((7, "e1".into())));
+        // Unnumbered, the same message is an echo, already delivered.
+        assert!(matches!(wire("node-a").decode(&channel(), CH, &wire("node-a").event(CH, &task(7))), Ok(Decoded::Own)));
+    }
+
+    #[test]
+    fn a_position_must_be_well_formed() {
+        let frame = task(1);
+        for position in ["0,e", "01,e", ",e", "x,e", "-1,e", "+1,e", " 1,e", "18446744073709551616,e", "1e", "1"] {
+            let refused = wire("b").decode(&channel(), CH, &numbered("a", position, &frame)).unwrap_err();
+            assert!(matches!(refused, Refused::Invalid(_)), "{position}: {refused:?}");
+        }
+        let long = "x".repeat(MAX_EPOCH_LEN + 1);
+        for epoch in ["", long.as_str(), "a b", "é", "a,b", "a.b"] {
+            let refused = wire("b").decode(&channel(), CH, &numbered("a", &format!("1,{epoch}"), &frame)).unwrap_err();
+            assert!(refused.to_string().contains("epoch"), "{epoch}: {refused}");
+        }
+        // No bar within reach of the longest position.
+        let refused = wire("b").decode(&channel(), CH, b"@1,e").unwrap_err();
+        assert!(refused.to_string().contains("'@<offset>,<epoch>|'"), "{refused}");
+        let far = format!("@1,{}|{}", "e".repeat(60), String::from_utf8(wire("a").event(CH, &frame)).unwrap());
+        assert!(wire("b").decode(&channel(), CH, far.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_numbered_event_must_be_a_sealed_node_message_of_its_channel() {
+        let frame = task(1);
+        let good = numbered("a", "1,e", &frame);
+        assert!(wire("b").decode(&channel(), CH, &good).is_ok());
+        // An external publisher's event, a forged or stale seal, another
+        // channel's message: all unsealed.
+        let tampered = String::from_utf8(good.clone()).unwrap().replace(r#""n":1"#, r#""n":2"#).into_bytes();
+        let zeros = "0".repeat(64);
+        let text = frame.text().to_string();
+        for payload in [
+            br#"@1,e|{"type":"task_updated","data":{"n":1}}"#.to_vec(),
+            format!(r#"@1,e|{{"nova":1,"origin":"a","event":{text},"mac":"{zeros}"}}"#).into_bytes(),
+            format!("@1,e|{text}").into_bytes(),
+            b"@1,e|".to_vec(),
+            tampered,
+        ] {
+            let refused = wire("b").decode(&channel(), CH, &payload);
+            assert!(matches!(refused, Err(Refused::Unsealed)), "{}: {refused:?}", String::from_utf8_lossy(&payload));
+        }
+        let t2 = Topic::Channel("team:t2".into());
+        assert!(matches!(wire("b").decode(&t2, "nova:ch:team:t2", &good), Err(Refused::Unsealed)));
+        // Only a channel's events, never a presence change, are numbered.
+        let mut direct = b"@1,e|".to_vec();
+        direct.extend_from_slice(&wire("a").event("nova:user:u", &frame));
+        assert!(matches!(wire("b").decode(&Topic::User("u".into()), "nova:user:u", &direct), Err(Refused::Invalid(_))));
+        let note = PresenceNote { user: "alice".into(), joined: true, seq: 1 };
+        let mut presence = b"@1,e|".to_vec();
+        presence.extend_from_slice(&wire("a").presence(
+            CH,
+            &crate::channel::presence_frame("team:t1", "alice", true),
+            &note,
+        ));
+        assert!(matches!(wire("b").decode(&channel(), CH, &presence), Err(Refused::Invalid(_))));
+        // The event inside is checked as any node's is.
+        let mut bad = good_event();
+        bad["type"] = json!("connection.ack");
+        let mut wrong = b"@1,e|".to_vec();
+        wrong.extend_from_slice(&sealed(&bad));
+        assert!(matches!(wire("b").decode(&channel(), CH, &wrong), Err(Refused::Invalid(_))));
+    }
+
+    #[test]
+    fn a_history_entry_is_checked_and_given_its_offset() {
+        let frame = task(3);
+        let stored = wire("a").event(CH, &frame);
+        let entry = wire("b").history_entry(&channel(), CH, 9, &stored).unwrap();
+        assert_eq!(entry.text(), &history::with_offset(frame.text(), 9));
+        assert!(wire("b").history_entry(&channel(), CH, 0, &stored).is_err());
+        assert!(matches!(wire("b").history_entry(&channel(), "nova:ch:team:t2", 9, &stored), Err(Refused::Unsealed)));
+        assert!(matches!(wire("b").history_entry(&channel(), CH, 9, frame.text().as_bytes()), Err(Refused::Unsealed)));
     }
 
     #[test]

@@ -123,6 +123,6 @@ pub fn publish(registry: &Addr<Registry>, frame: Frame) {
 /// Publishes a settings event to this node's subscribers only: what each
 /// node observes for itself (health), which every node reports anyway.
 pub fn publish_local(registry: &Addr<Registry>, frame: Frame) {
-    let inbound = Inbound { frame, presence: None, status: None, everyone: false };
+    let inbound = Inbound { frame, presence: None, status: None, everyone: false, position: None };
     registry.do_send(Deliver { topic: Topic::Channel(Arc::from(SETTINGS_CHANNEL)), inbound });
 }
