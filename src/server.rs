@@ -185,7 +185,7 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
             let (bus, outbox) = Bus::new(bus_config, node_id.clone(), registry.clone(), status.clone())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("redis: {e}")))?;
             let roles: Roles = (
-                Arc::new(RedisBroker::new(bus_addr.clone(), outbox, history)),
+                Arc::new(RedisBroker::new(&bus, bus_addr.clone(), outbox, history)),
                 Arc::new(RedisPresence::new(bus_addr.clone())),
             );
             (Some(bus), roles, Some(status))

@@ -781,13 +781,14 @@ impl Handler<Deliver> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        let Inbound { frame, presence, status, everyone, .. } = msg.inbound;
+        let Inbound { frame, presence, status, everyone, position } = msg.inbound;
         match msg.topic {
             Topic::Channel(name) => {
                 let Some(channel) = self.channels.get(&name) else { return };
+                let position = position.map(|(offset, epoch)| Position { offset, epoch });
                 match presence {
                     Some(note) => channel.addr.do_send(channel::Presence { frame, note }),
-                    None => channel.addr.do_send(channel::Publish { frame, status, position: None }),
+                    None => channel.addr.do_send(channel::Publish { frame, status, position }),
                 }
             }
             user @ (Topic::User(_) | Topic::TenantUser { .. }) => {

@@ -227,11 +227,11 @@ pub trait PresenceStore: Send + Sync + 'static {
     fn retire(&self) -> Answer<()>;
 }
 
-/// A random epoch: 8 characters of `[0-9a-f]`, enough that two epochs of
-/// one channel do not meet.
+/// A random epoch: 16 characters of `[0-9a-f]`, so a channel's new epoch
+/// is never one a client saw before.
 pub fn new_epoch() -> Arc<str> {
     let id = uuid::Uuid::new_v4().simple().to_string();
-    Arc::from(&id[..8])
+    Arc::from(&id[..16])
 }
 
 #[cfg(test)]
@@ -263,6 +263,6 @@ mod tests {
     #[test]
     fn epochs_differ() {
         assert_ne!(new_epoch(), new_epoch());
-        assert_eq!(new_epoch().len(), 8);
+        assert_eq!(new_epoch().len(), 16);
     }
 }

@@ -266,9 +266,21 @@ impl Bus {
     }
 
     /// The connection to Redis as it comes and goes (`None` while down),
-    /// for the agent gateway, which writes records on it.
+    /// for the agent gateway, which writes records on it, and history
+    /// reads.
     pub fn connection(&self) -> watch::Receiver<Conn> {
         self.conn_tx.subscribe()
+    }
+
+    /// The deployment's key names.
+    pub fn keys(&self) -> Arc<Keys> {
+        Arc::clone(&self.keys)
+    }
+
+    /// This node's side of the nodes' format, which checks what history
+    /// hands back.
+    pub fn wire(&self) -> Arc<Wire> {
+        Arc::clone(&self.wire)
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
@@ -623,6 +635,25 @@ impl Handler<FlushPresence> for Bus {
 
     fn handle(&mut self, _: FlushPresence, ctx: &mut Self::Context) {
         self.flush_presence(ctx);
+    }
+}
+
+/// Answers once every subscription asked for so far is in place (or Redis
+/// did not confirm in time): what happens in Redis after it reaches this
+/// node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribed;
+
+impl Handler<Subscribed> for Bus {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Subscribed, ctx: &mut Self::Context) -> Self::Result {
+        self.flush_subscriptions(ctx);
+        let (sent, mut done) = (self.interest.sent(), self.changes_done.subscribe());
+        Box::pin(async move {
+            let _ = tokio::time::timeout(REDIS_TIMEOUT, done.wait_for(|d| *d >= sent)).await;
+        })
     }
 }
 

@@ -50,13 +50,7 @@ pub const META_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How much of a channel's history is kept: the namespace's setting,
 /// carried with each event so the script trims and expires its stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// The most events kept; older ones are trimmed as new ones come.
-    pub size: usize,
-    /// How long the history outlives the channel's last event.
-    pub ttl: Duration,
-}
+pub use crate::broker::Retention;
 
 /// Numbers, stores and publishes one event, atomically.
 ///
@@ -133,6 +127,27 @@ if first[1] then kept = first[1][1] end
 return {meta[1], meta[2], kept, entries}
 ";
 
+/// Where a channel stands, giving it an epoch if it has none yet, so a
+/// client that subscribes before its first event holds a position its
+/// first event continues (the publish script keeps a valid epoch).
+/// `KEYS[1]`: the meta. ARGV: an epoch candidate, the meta's TTL (ms).
+/// Returns `{top, epoch}`.
+const OPEN: &str = r"
+local meta = redis.call('HMGET', KEYS[1], 'top', 'epoch')
+local e = meta[2]
+if type(e) ~= 'string' or #e < 1 or #e > 32 or string.find(e, '[^%w_%-]') then
+  e = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', e)
+end
+local t = meta[1]
+if not t or not (#t <= 15 and (t == '0' or string.find(t, '^[1-9]%d*$'))) then
+  t = '0'
+  redis.call('HSET', KEYS[1], 'top', 0)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {t, e}
+";
+
 /// The scripts, built (and hashed) once per process.
 pub struct Scripts {
     /// [`PUBLISH`].
@@ -140,11 +155,16 @@ pub struct Scripts {
     /// [`BUMP`].
     pub bump: Script,
     range: Script,
+    open: Script,
 }
 
 /// The history scripts; the outbox's writer calls them by hash.
-pub static SCRIPTS: LazyLock<Scripts> =
-    LazyLock::new(|| Scripts { publish: Script::new(PUBLISH), bump: Script::new(BUMP), range: Script::new(RANGE) });
+pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    publish: Script::new(PUBLISH),
+    bump: Script::new(BUMP),
+    range: Script::new(RANGE),
+    open: Script::new(OPEN),
+});
 
 /// Why history could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -200,28 +220,9 @@ pub fn is_epoch(epoch: &str) -> bool {
         && epoch.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// A fresh epoch candidate: 16 random hex digits, so a channel's new epoch
-/// is never one a client saw before.
+/// A fresh epoch candidate (`broker::new_epoch`), as the scripts take it.
 pub fn new_epoch() -> String {
-    let mut epoch = uuid::Uuid::new_v4().simple().to_string();
-    epoch.truncate(16);
-    epoch
-}
-
-/// An event's JSON with its offset: `,"offset":N` before the closing
-/// brace. The events spliced never hold an `offset` of their own (the
-/// nodes' format refuses unknown fields).
-pub fn with_offset(text: &str, offset: u64) -> String {
-    let body = text.trim_end();
-    let Some(open) = body.strip_suffix('}') else { return text.to_owned() };
-    let separator = if open.trim_end().ends_with('{') { "" } else { "," };
-    let mut out = String::with_capacity(body.len() + 32);
-    out.push_str(open);
-    out.push_str(separator);
-    out.push_str("\"offset\":");
-    out.push_str(&offset.to_string());
-    out.push('}');
-    out
+    crate::broker::new_epoch().to_string()
 }
 
 fn millis(d: Duration) -> u64 {
@@ -314,6 +315,20 @@ pub async fn bump_epoch(
     let mut call = SCRIPTS.bump.prepare_invoke();
     call.key(keys.history(channel)).key(keys.meta(channel)).arg(candidate).arg(millis(META_TTL));
     timed(call.invoke_async(conn)).await
+}
+
+/// Where `channel` stands, as [`OPEN`] makes sure it has an epoch: its
+/// last offset and its epoch.
+pub async fn open(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    channel: &str,
+    retention: Retention,
+) -> Result<(u64, String), HistoryError> {
+    let mut call = SCRIPTS.open.prepare_invoke();
+    call.key(keys.meta(channel)).arg(new_epoch()).arg(meta_ttl(retention));
+    let (top, epoch): (u64, String) = timed(call.invoke_async(conn)).await?;
+    Ok((top, epoch))
 }
 
 /// Where `channel` stands: its last offset (0 when none) and its epoch
@@ -515,14 +530,14 @@ mod tests {
 
     #[test]
     fn the_offset_is_spliced_before_the_closing_brace() {
-        assert_eq!(with_offset(r#"{"a":1}"#, 7), r#"{"a":1,"offset":7}"#);
+        assert_eq!(crate::protocol::splice_offset(r#"{"a":1}"#, 7), r#"{"a":1,"offset":7}"#);
         assert_eq!(
-            with_offset(r#"{"a":{"b":2}}"#, 18446744073709551615),
+            crate::protocol::splice_offset(r#"{"a":{"b":2}}"#, 18446744073709551615),
             r#"{"a":{"b":2},"offset":18446744073709551615}"#
         );
-        assert_eq!(with_offset("{}", 1), r#"{"offset":1}"#);
+        assert_eq!(crate::protocol::splice_offset("{}", 1), r#"{"offset":1}"#);
         let event = frame(3);
-        let v: Json = serde_json::from_str(&with_offset(event.text(), 42)).unwrap();
+        let v: Json = serde_json::from_str(&crate::protocol::splice_offset(event.text(), 42)).unwrap();
         assert_eq!(v["offset"], 42);
         assert_eq!(v["data"]["n"], 3);
     }

@@ -430,7 +430,7 @@ impl Wire {
             return Err(Refused::TooDeep);
         }
         let inbound = self.sealed(topic, redis_channel, payload, true)?;
-        let frame = Frame::from_encoded(&history::with_offset(inbound.frame.text(), offset));
+        let frame = Frame::from_encoded(&crate::protocol::splice_offset(inbound.frame.text(), offset));
         Ok(Inbound { frame, ..inbound })
     }
 
@@ -824,7 +824,7 @@ mod tests {
         let frame = task(1);
         let inbound = event(wire("node-b").decode(&channel(), CH, &numbered("node-a", "42,Ep-och_1", &frame)));
         assert_eq!(inbound.position, Some((42, "Ep-och_1".into())));
-        assert_eq!(inbound.frame.text(), &history::with_offset(frame.text(), 42));
+        assert_eq!(inbound.frame.text(), &crate::protocol::splice_offset(frame.text(), 42));
         assert!(inbound.frame.text().ends_with(r#","offset":42}"#));
         let v: Value = serde_json::from_str(inbound.frame.text()).unwrap();
         assert_eq!((v["offset"].as_u64(), v["data"]["n"].as_u64()), (Some(42), Some(1)));
@@ -910,7 +910,7 @@ mod tests {
         let frame = task(3);
         let stored = wire("a").event(CH, &frame);
         let entry = wire("b").history_entry(&channel(), CH, 9, &stored).unwrap();
-        assert_eq!(entry.text(), &history::with_offset(frame.text(), 9));
+        assert_eq!(entry.text(), &crate::protocol::splice_offset(frame.text(), 9));
         assert!(wire("b").history_entry(&channel(), CH, 0, &stored).is_err());
         assert!(matches!(wire("b").history_entry(&channel(), "nova:ch:team:t2", 9, &stored), Err(Refused::Unsealed)));
         assert!(matches!(wire("b").history_entry(&channel(), CH, 9, frame.text().as_bytes()), Err(Refused::Unsealed)));
