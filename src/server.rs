@@ -182,8 +182,13 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
                 key: ClusterKey::new(redis.cluster_secret.as_bytes())
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
             };
-            let (bus, outbox) = Bus::new(bus_config, node_id.clone(), registry.clone(), status.clone())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("redis: {e}")))?;
+            let (bus, outbox) = Bus::new(
+                bus_config,
+                node_id.clone(),
+                (registry.clone().recipient(), registry.clone().recipient()),
+                status.clone(),
+            )
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("redis: {e}")))?;
             let roles: Roles = (
                 Arc::new(RedisBroker::new(&bus, bus_addr.clone(), outbox, history)),
                 Arc::new(RedisPresence::new(bus_addr.clone())),

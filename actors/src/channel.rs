@@ -764,7 +764,10 @@ impl Channel {
             Some(_) => to.offset.saturating_sub(1),
             None => to.offset,
         };
-        self.catching_up = Some(event.into_iter().collect());
+        // Events held already (a resync) stay first.
+        let mut held = self.catching_up.take().unwrap_or_default();
+        held.extend(event);
+        self.catching_up = Some(held);
         let wanted = last_missed.saturating_sub(from.offset) as usize;
         let target = Position { offset: last_missed, epoch: to.epoch };
         if wanted == 0 {
@@ -773,6 +776,40 @@ impl Channel {
         let read = self.broker.history(&self.name, from.offset, Some(last_missed), wanted.min(MAX_HISTORY_SIZE));
         ctx.spawn(read.into_actor(self).map(move |page, act, ctx| {
             act.caught_up(Some((from, target, page.map(Some))), ctx);
+        }));
+    }
+
+    /// After the node was cut off from Redis: events published meanwhile
+    /// may not have reached it, and the channel's history may have started
+    /// again. Where the channel stands is read, and what it missed caught
+    /// up on, before the next event goes out.
+    fn resync(&mut self, ctx: &mut Context<Self>) {
+        if self.retention.is_none() || self.catching_up.is_some() {
+            return;
+        }
+        // Events that arrive meanwhile wait, so none overtakes the missed.
+        self.catching_up = Some(Vec::new());
+        let load = self.broker.load_state(&self.name);
+        ctx.spawn(load.into_actor(self).map(|state, act, ctx| {
+            let Some(held) = act.catching_up.take() else { return };
+            let to = match state {
+                Ok(state) => state.position,
+                Err(e) => {
+                    log::warn!("channel '{}': could not check its position after a reconnect: {e}", act.name);
+                    act.catching_up = Some(held);
+                    return act.caught_up(None, ctx);
+                }
+            };
+            let from = match &act.position {
+                Some(top) if top.epoch == to.epoch && top.offset >= to.offset => None,
+                Some(top) if top.epoch == to.epoch => Some(top.clone()),
+                _ => Some(Position { offset: 0, epoch: Arc::clone(&to.epoch) }),
+            };
+            act.catching_up = Some(held);
+            match from {
+                None => act.caught_up(None, ctx),
+                Some(from) => act.catch_up(from, to, None, ctx),
+            }
         }));
     }
 
@@ -877,6 +914,7 @@ impl Handler<Refresh> for Channel {
         if !msg.gone {
             // A Redis that restarted empty numbers changes from 1 again.
             self.seqs.clear();
+            self.resync(ctx);
         }
         let load = self.presence.load(&self.name);
         let announce_gone = msg.gone;

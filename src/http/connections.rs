@@ -68,6 +68,8 @@ pub async fn metrics(_: Admin, state: web::Data<AppState>) -> Result<HttpRespons
                 "malformed": count(&bus.malformed),
                 "unsealed": count(&bus.unsealed),
                 "connects": count(&bus.connects),
+                "history_lost": count(&bus.history_lost),
+                "epochs_bumped": count(&bus.epochs_bumped),
             });
             map.insert("redis".into(), redis);
         }

@@ -427,9 +427,24 @@ async fn a_failing_webhook_gets_every_record_in_order_once_it_recovers() {
         .map(|(i, a)| (ids[*i].clone(), a.to_string()))
         .collect();
     assert_eq!(seen, expected, "retried until delivered, the rest held back and then in order");
-    let (_, body) = server.get("/api/agents").await;
-    assert_eq!(body["agents"][0]["delivered"], 3, "{body}");
-    assert_eq!(body["agents"][0]["failed_attempts"], 3, "{body}");
+    // The hook has the last POST before the gateway has its answer: the
+    // count is awaited, not read at once.
+    let agent = wait_for_agent(&server, "chat", |a| a["delivered"] == 3).await;
+    assert_eq!(agent["failed_attempts"], 3, "{agent}");
+}
+
+/// `GET /api/agents` until agent `name` satisfies `done`; returns it.
+async fn wait_for_agent(server: &TestServer, name: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (_, body) = server.get("/api/agents").await;
+        let agent = body["agents"].as_array().and_then(|a| a.iter().find(|a| a["name"] == name)).cloned();
+        if let Some(agent) = agent.filter(&done) {
+            return agent;
+        }
+        assert!(tokio::time::Instant::now() < until, "agent '{name}' never got there: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[actix_rt::test]

@@ -12,6 +12,7 @@ mod catalog;
 mod channels;
 mod chat;
 mod cluster;
+mod cluster_recovery;
 mod connection_send;
 mod examples;
 mod gateway;

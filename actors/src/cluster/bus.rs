@@ -50,7 +50,7 @@ use crate::cluster::retry::Retry;
 use crate::cluster::seal::ClusterKey;
 use crate::cluster::wire::{self, Decoded, Refused, Wire};
 use crate::cluster::{BusStatus, Keys, Topic};
-use crate::registry::{Deliver, RefreshPresence, Registry};
+use crate::registry::{Deliver, RefreshPresence};
 
 /// Time to connect, and to wait for any one answer from Redis.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -205,7 +205,11 @@ pub struct Bus {
     keys: Arc<Keys>,
     node: Arc<str>,
     wire: Arc<Wire>,
-    registry: Addr<Registry>,
+    /// Where events from Redis go (the registry), held as the one
+    /// message the bus sends it so the two need not know each other.
+    deliver: Recipient<Deliver>,
+    /// Where reconnects are reported (the registry).
+    refresh: Recipient<RefreshPresence>,
     status: Arc<BusStatus>,
     outbox: Outbox,
     writer: Option<Writer>,
@@ -229,12 +233,13 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// The bus of node `node`, with the outbox the registry publishes
-    /// through. The server starts it on a thread of its own.
+    /// The bus of node `node`, handing what comes from Redis to
+    /// `deliver` and `refresh` (the registry), with the outbox the broker
+    /// publishes through. The server starts it on a thread of its own.
     pub fn new(
         config: BusConfig,
         node: Arc<str>,
-        registry: Addr<Registry>,
+        (deliver, refresh): (Recipient<Deliver>, Recipient<RefreshPresence>),
         status: Arc<BusStatus>,
     ) -> Result<(Bus, Outbox), RedisError> {
         let client = Client::open(config.url.as_str())?;
@@ -249,7 +254,8 @@ impl Bus {
             config,
             node,
             wire,
-            registry,
+            deliver,
+            refresh,
             status,
             outbox: outbox.clone(),
             writer: Some(writer),
@@ -423,7 +429,7 @@ impl Bus {
             self.outbox.presence(&channel, &frame, &note);
         }
         let inbound = wire::Inbound { frame, presence: Some(note), status: None, everyone: false, position: None };
-        self.registry.do_send(Deliver { topic: Topic::Channel(channel), inbound });
+        self.deliver.do_send(Deliver { topic: Topic::Channel(channel), inbound });
     }
 
     /// Runs a presence script and announces the transitions it reports.
@@ -446,8 +452,8 @@ impl Bus {
                     // on other nodes while this one was away. Departures
                     // are believed once every node has had time to
                     // reconnect and sync again.
-                    act.registry.do_send(RefreshPresence { gone: false });
-                    ctx.run_later(RESYNC_SETTLE, |act, _| act.registry.do_send(RefreshPresence { gone: true }));
+                    act.refresh.do_send(RefreshPresence { gone: false });
+                    ctx.run_later(RESYNC_SETTLE, |act, _| act.refresh.do_send(RefreshPresence { gone: true }));
                 }
                 for transition in presence::transitions(answer) {
                     if local {
@@ -569,7 +575,7 @@ impl StreamHandler<FromRedis> for Bus {
             Ok(Decoded::Own) => {}
             Ok(Decoded::Event(inbound)) => {
                 self.status.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.registry.do_send(Deliver { topic, inbound });
+                self.deliver.do_send(Deliver { topic, inbound });
             }
             Err(why) => {
                 let (counter, what) = match why {
