@@ -11,8 +11,8 @@
 //! Redis assigns the offsets, so every node agrees on them: one script per
 //! event ([`PUBLISH`]) numbers it, appends it to the channel's stream and
 //! publishes it with its position, as one atomic step. The keys, under the
-//! deployment's prefix, are hash-tagged by channel so the script's two
-//! keys share a slot on Redis Cluster:
+//! deployment's prefix, are hash-tagged by channel so a script's keys
+//! share a slot on Redis Cluster:
 //!
 //! - `history:{<channel>}`, a stream: entry `<offset>-1` holds field `p`,
 //!   the node's sealed message (`wire.rs`), trimmed to the retention's
@@ -26,7 +26,8 @@
 //!   [`MAX_ANSWER_BYTES`], the text's length, and `key`, 32 hex digits;
 //! - `answer:{<channel>}:<key>`, a string: that answer's text so far, each
 //!   token `APPEND`ed. `key` is a digest of the stream id, so a stream id
-//!   (a publisher's word) never makes a key name of its own.
+//!   (a publisher's word) never makes a key name of its own. Answers with
+//!   ids over [`MAX_STREAM_ID_BYTES`] are not kept.
 //!
 //! The publish script keeps the answers in the step that gives the event
 //! its offset, and the open script reads them with the position, so a
@@ -44,7 +45,10 @@
 //! given, keeping its tag and so its slot.
 //!
 //! Redis is not trusted, so every entry read back is checked as a message
-//! from Redis is (its seal, the rules of events) before a client sees it.
+//! from Redis is (its seal, the rules of events) before a client sees it,
+//! and answers read back are bounded and checked (their format, their
+//! offsets against the position, their text's length) before a channel
+//! snapshots them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
@@ -622,7 +626,7 @@ pub struct Opened {
     pub answers: Vec<StoredAnswer>,
 }
 
-/// Where `channel` stands, as [`OPEN`] makes sure it has an epoch: its
+/// Where `channel` stands, as the open script makes sure it has an epoch: its
 /// last offset, its epoch and its answers as of that offset.
 pub async fn open(
     conn: &mut MultiplexedConnection,
