@@ -7,20 +7,26 @@
 //! delivers the same offsets in the same order. Interest and presence go to
 //! the bus, which owns the Redis connections (`cluster/bus.rs`); history is
 //! read on the bus's connection.
+//!
+//! The same script keeps the channel's streaming answers beside its
+//! events, so a channel that starts on any node (its first local
+//! subscriber) loads its position and its answers as of that position
+//! together, and snapshots them as the memory broker's channels do.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::Addr;
 use tokio::sync::watch;
 
+use crate::broker::answers::{Answers, Assembly, Piece};
 use crate::broker::{
     Answer, Broker, ChannelState, Counted, HistoryConfig, HistoryError, Page, Position, PresenceStore, Retention,
 };
 use crate::cluster::bus::{
     Bus, Claim, Interest, LoadPresence, LoadStatuses, PresenceChange, Retire, StoreStatus, Subscribed,
 };
-use crate::cluster::history;
+use crate::cluster::history::{self, StoredAnswer};
 use crate::cluster::outbox::{Conn, Outbox};
 use crate::cluster::wire::Wire;
 use crate::cluster::{Keys, Topic};
@@ -95,10 +101,11 @@ impl Broker for RedisBroker {
             let Some((_, mut conn)) = conn.borrow().clone() else {
                 return Err(RedisBroker::unavailable(history::HistoryError::Down));
             };
-            let (offset, epoch) =
+            // The position and the answers as of it, read in one step.
+            let opened =
                 history::open(&mut conn, &keys, &channel, retention).await.map_err(RedisBroker::unavailable)?;
-            let position = Position { offset, epoch: Arc::from(epoch) };
-            Ok(ChannelState { position, answers: Default::default() })
+            let position = Position { offset: opened.top, epoch: Arc::from(opened.epoch) };
+            Ok(ChannelState { position, answers: answers_of(opened.answers, Instant::now()) })
         })
     }
 
@@ -126,7 +133,9 @@ impl Broker for RedisBroker {
             let epoch = match range.epoch {
                 Some(epoch) => epoch,
                 // Never published (or its meta expired): give it its epoch.
-                None => history::open(&mut conn, &keys, &channel, retention).await.map_err(RedisBroker::unavailable)?.1,
+                None => {
+                    history::open(&mut conn, &keys, &channel, retention).await.map_err(RedisBroker::unavailable)?.epoch
+                }
             };
             let position = Position { offset: range.top, epoch: Arc::from(epoch) };
             Ok(Page { position, events: range.events, complete })
@@ -137,6 +146,33 @@ impl Broker for RedisBroker {
         let claim = self.bus.send(Claim { key, ttl });
         Box::pin(async move { claim.await.unwrap_or(true) })
     }
+}
+
+/// A channel's answers as Redis keeps them (`cluster/history.rs`), as the
+/// channel actor keeps them: an answer's end, measured on Redis's clock,
+/// becomes an instant on this node's, so it is forgotten `KEEP_ENDED`
+/// after the end wherever it is read.
+fn answers_of(stored: Vec<StoredAnswer>, now: Instant) -> Answers {
+    // Assemblies are made by `Answers` alone (their order is private): a
+    // blank one is made the way an answer's first token makes one, and
+    // given each stored answer's state; `from_assemblies` orders them.
+    let mut blank = Answers::new();
+    let start = Piece::Token { stream_id: Arc::from(""), chunk: String::new(), is_final: false };
+    blank.apply(&start, 0, now);
+    let Some((_, blank)) = blank.iter().next() else { return Answers::new() };
+    let assemblies = stored.into_iter().map(|a| {
+        let mut assembly: Assembly = blank.clone();
+        assembly.text = a.text;
+        assembly.first = a.first;
+        assembly.last = a.last;
+        assembly.is_final = a.is_final;
+        // An end too far back for this node's clock: as if now, kept a
+        // little longer rather than lost.
+        assembly.ended = a.ended_ago.map(|ago| now.checked_sub(ago).unwrap_or(now));
+        assembly.too_long = a.too_long;
+        (Arc::from(a.stream_id), assembly)
+    });
+    Answers::from_assemblies(assemblies)
 }
 
 /// Presence counted in Redis across nodes (`cluster/presence.rs`).
@@ -176,5 +212,59 @@ impl PresenceStore for RedisPresence {
         Box::pin(async move {
             let _ = retire.await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::answers::KEEP_ENDED;
+
+    fn stored(
+        id: &str,
+        text: &str,
+        (first, last): (u64, u64),
+        ended_ago: Option<Duration>,
+        too_long: bool,
+    ) -> StoredAnswer {
+        StoredAnswer {
+            stream_id: id.to_owned(),
+            text: text.to_owned(),
+            first,
+            last,
+            is_final: ended_ago.is_some(),
+            ended_ago,
+            too_long,
+        }
+    }
+
+    #[test]
+    fn answers_from_redis_continue_as_the_channels_own() {
+        let now = Instant::now();
+        let answers = answers_of(
+            vec![
+                stored("a", "Hi", (2, 5), None, false),
+                stored("b", "", (3, 4), Some(Duration::from_secs(10)), true),
+                stored("c", "done", (4, 6), Some(KEEP_ENDED - Duration::from_secs(1)), false),
+            ],
+            now,
+        );
+        let list = answers.snapshottable();
+        let got: Vec<_> =
+            list.iter().map(|(id, a)| (id.as_ref(), a.text.as_str(), a.first, a.last, a.is_final)).collect();
+        assert_eq!(got, [("a", "Hi", 2, 5, false), ("c", "done", 4, 6, true)], "b is too long to snapshot");
+        // Their ends are instants here: c's comes a second later.
+        let mut later = answers.clone();
+        later.expire(now + Duration::from_secs(1));
+        assert_eq!(later.iter().count(), 2);
+        assert!(later.snapshottable().iter().all(|(id, _)| id.as_ref() == "a"));
+        // Later tokens go on from where Redis was.
+        let mut next = answers;
+        let token = |id: &str, chunk: &str| Piece::Token { stream_id: id.into(), chunk: chunk.into(), is_final: false };
+        next.apply(&token("a", "!"), 7, now);
+        next.apply(&token("b", "x"), 8, now);
+        next.apply(&token("c", "late"), 9, now);
+        let got: Vec<_> = next.snapshottable().iter().map(|(id, a)| (id.to_string(), a.text.clone(), a.last)).collect();
+        assert_eq!(got, [("a".to_owned(), "Hi!".to_owned(), 7), ("c".to_owned(), "done".to_owned(), 6)]);
     }
 }

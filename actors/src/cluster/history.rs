@@ -11,17 +11,44 @@
 //! Redis assigns the offsets, so every node agrees on them: one script per
 //! event ([`PUBLISH`]) numbers it, appends it to the channel's stream and
 //! publishes it with its position, as one atomic step. The keys, under the
-//! deployment's prefix, are hash-tagged by channel so the script's two
-//! keys share a slot on Redis Cluster:
+//! deployment's prefix, are hash-tagged by channel so a script's keys
+//! share a slot on Redis Cluster:
 //!
 //! - `history:{<channel>}`, a stream: entry `<offset>-1` holds field `p`,
 //!   the node's sealed message (`wire.rs`), trimmed to the retention's
 //!   size and expiring after its age of silence;
 //! - `meta:{<channel>}`, a hash: `top` (the last offset given) and `epoch`,
-//!   kept [`META_TTL`] after the last event.
+//!   kept [`META_TTL`] after the last event;
+//! - `answers:{<channel>}`, a hash: the answers streaming in the channel
+//!   (`broker/answers.rs`), stream id → `first,last,final,ended_ms,
+//!   too_long,len,key`: the offsets of its first and last tokens, whether
+//!   it ended and when (ms, Redis's clock), whether its text went over
+//!   [`MAX_ANSWER_BYTES`], the text's length, and `key`, 32 hex digits;
+//! - `answer:{<channel>}:<key>`, a string: that answer's text so far, each
+//!   token `APPEND`ed. `key` is a digest of the stream id, so a stream id
+//!   (a publisher's word) never makes a key name of its own. Answers with
+//!   ids over [`MAX_STREAM_ID_BYTES`] are not kept.
+//!
+//! The publish script keeps the answers in the step that gives the event
+//! its offset, and the open script reads them with the position, so a
+//! channel that starts on any node gets the answers exactly as of its
+//! position. They follow the memory broker's rules: [`MAX_ANSWERS`] per
+//! channel (the oldest goes), [`MAX_ANSWER_BYTES`] of text, [`KEEP_ENDED`]
+//! after an answer's end; they expire with the channel's events (but never
+//! sooner than [`KEEP_ENDED`]), and go when its history starts again or
+//! gets a new epoch: their offsets belong to the old numbering.
+//!
+//! Every key of a channel carries `{<channel>}`, a Redis Cluster hash tag:
+//! the scripts' keys share a slot. The text keys of answers other than the
+//! event's own are not known to the caller (only Redis knows which answers
+//! a channel has), so the scripts name them from the text key they are
+//! given, keeping its tag and so its slot.
 //!
 //! Redis is not trusted, so every entry read back is checked as a message
-//! from Redis is (its seal, the rules of events) before a client sees it.
+//! from Redis is (its seal, the rules of events) before a client sees it,
+//! and answers read back are bounded and checked (their format, their
+//! offsets against the position, their text's length) before a channel
+//! snapshots them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
@@ -30,6 +57,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, RedisResult, Script, Value};
 
+use crate::broker::answers::{self, Piece, KEEP_ENDED, MAX_ANSWERS, MAX_ANSWER_BYTES};
 use crate::cluster::bus::REDIS_TIMEOUT;
 use crate::cluster::wire::Wire;
 use crate::cluster::{Keys, Topic};
@@ -52,26 +80,82 @@ pub const META_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// carried with each event so the script trims and expires its stream.
 pub use crate::broker::Retention;
 
-/// Numbers, stores and publishes one event, atomically.
+/// Lua shared by the scripts that keep answers: `answer(v)` parses an
+/// entry of the answers hash (`nil` when it is not one the scripts wrote),
+/// `encode(a)` writes one, `drop_answers(hash, base)` deletes a channel's
+/// answers and their texts (`base .. key`), `clock()` is Redis's time in
+/// ms. A `key` is 32 hex digits, so `base .. key` keeps `base`'s hash tag
+/// whatever the hash holds.
+macro_rules! answers_lua {
+    () => {
+        r"
+local function answer(v)
+  if type(v) ~= 'string' then return nil end
+  local f, l, fin, en, long, len, k = string.match(v, '^(%d+),(%d+),([01]),(%d+),([01]),(%d+),(%x+)$')
+  if not f or #k ~= 32 or #f > 15 or #l > 15 or #en > 15 or #len > 15 then return nil end
+  return {first = tonumber(f), last = tonumber(l), fin = fin, ended = tonumber(en), long = long,
+    len = tonumber(len), key = k}
+end
+local function encode(a)
+  return string.format('%d,%d,%s,%d,%s,%d,%s', a.first, a.last, a.fin, a.ended, a.long, a.len, a.key)
+end
+local function drop_answers(hash, base)
+  local all = redis.call('HGETALL', hash)
+  for i = 2, #all, 2 do
+    local k = string.match(all[i], ',(%x+)$')
+    if k and #k == 32 then redis.call('DEL', base .. k) end
+  end
+  redis.call('DEL', hash)
+end
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"
+    };
+}
+
+/// Numbers, stores and publishes one event, atomically, and keeps the
+/// channel's answers with it.
 ///
-/// `KEYS[1]`: the channel's stream, `KEYS[2]`: its meta hash. ARGV: the
-/// sealed message, the stream's MAXLEN, its TTL (ms), the meta's TTL (ms),
-/// the Redis channel to publish on, an epoch candidate (random, used only
-/// when the history starts again). Publishes `@<offset>,<epoch>|<message>`
-/// and returns `{offset, epoch}`.
+/// `KEYS[1]`: the channel's stream, `KEYS[2]`: its meta hash, `KEYS[3]`:
+/// its answers hash, `KEYS[4]`: the text key of the event's answer, or for
+/// an event that is no answer's the text keys' common start
+/// (`…answer:{<channel>}:`). ARGV: the sealed message, the stream's MAXLEN,
+/// its TTL (ms), the meta's TTL (ms), the Redis channel to publish on, an
+/// epoch candidate (random, used only when the history starts again), then
+/// what the event does to an answer: `token`, `end` or nothing, and for an
+/// answer's event its stream id, the chunk, `1` when the token is the last,
+/// [`MAX_ANSWER_BYTES`], [`MAX_ANSWERS`], [`KEEP_ENDED`] (ms) and the
+/// answers' TTL (ms). Publishes `@<offset>,<epoch>|<message>` and returns
+/// `{offset, epoch}`.
 ///
 /// History starts again (the stream deleted, a new epoch, offset 1) when
 /// the meta has no valid epoch (a new channel, or its meta expired), when
 /// its `top` is not a number, or when the stream refuses the id: it holds a
 /// larger one, so offsets were given that the meta no longer remembers.
+/// The channel's answers go then.
 ///
 /// The meta is checked by reading it, so that on a Redis out of memory the
 /// script's first write, `HINCRBY`, is refused and the script fails having
 /// changed nothing (Redis refuses only a script's first write then).
-pub const PUBLISH: &str = r"
+///
+/// An answer is what `Answers::apply` makes of its events: a token of an
+/// answer not kept starts one at this offset (making room: answers ended
+/// more than [`KEEP_ENDED`] ago go, then the oldest past [`MAX_ANSWERS`]);
+/// a token of a kept answer moves its `last` here and appends its chunk,
+/// unless the answer ended (the token is ignored) or its text is over
+/// [`MAX_ANSWER_BYTES`] (dropped, the answer marked too long); a last token,
+/// `assistant.complete` or `assistant.error` ends it. Appending checks the
+/// text's length against the entry's, so a text that expired on its own is
+/// not continued as if whole: its answer is marked too long.
+pub const PUBLISH: &str = concat!(
+    answers_lua!(),
+    r"
 local function valid(e)
   return type(e) == 'string' and #e >= 1 and #e <= 32 and not string.find(e, '[^%w_%-]')
 end
+local base = string.match(KEYS[4], '^(.*:)%x*$')
 local meta = redis.pcall('HMGET', KEYS[2], 'top', 'epoch')
 local epoch, top = false, false
 if type(meta) == 'table' and not meta.err and valid(meta[2]) then
@@ -89,18 +173,82 @@ if not top then
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('HSET', KEYS[2], 'top', 1, 'epoch', epoch)
   redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '1-1', 'p', ARGV[1])
+  if base then drop_answers(KEYS[3], base) end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
+local kind = ARGV[7]
+local key = base and string.sub(KEYS[4], #base + 1)
+if (kind == 'token' or kind == 'end') and key and #key == 32 then
+  local sid, maxb, maxn = ARGV[8], tonumber(ARGV[11]), tonumber(ARGV[12])
+  local keep, ttl = tonumber(ARGV[13]), ARGV[14]
+  local now = clock()
+  local function gone(a) return a.ended > 0 and now - a.ended >= keep end
+  local a = answer(redis.call('HGET', KEYS[3], sid))
+  if a and (gone(a) or a.key ~= key) then
+    redis.call('HDEL', KEYS[3], sid)
+    redis.call('DEL', base .. a.key)
+    a = nil
+  end
+  if kind == 'token' and not a then
+    local all = redis.call('HGETALL', KEYS[3])
+    local live = {}
+    for i = 1, #all, 2 do
+      local b = answer(all[i + 1])
+      if b and not gone(b) then
+        live[#live + 1] = {all[i], b}
+      else
+        redis.call('HDEL', KEYS[3], all[i])
+        if b then redis.call('DEL', base .. b.key) end
+      end
+    end
+    table.sort(live, function(x, y) return x[2].first < y[2].first end)
+    for i = 1, #live - maxn + 1 do
+      redis.call('HDEL', KEYS[3], live[i][1])
+      redis.call('DEL', base .. live[i][2].key)
+    end
+    a = {first = top, last = top, fin = '0', ended = 0, long = '0', len = 0, key = key}
+    redis.call('DEL', KEYS[4])
+  end
+  if a and a.ended == 0 then
+    if kind == 'token' then
+      a.last = top
+      local chunk = ARGV[9]
+      if a.long == '0' then
+        local n = -1
+        if a.len + #chunk <= maxb then n = redis.call('APPEND', KEYS[4], chunk) end
+        if n == a.len + #chunk then
+          a.len = n
+        else
+          a.long, a.len = '1', 0
+          redis.call('DEL', KEYS[4])
+        end
+      end
+    end
+    if kind == 'end' or ARGV[10] == '1' then
+      a.fin, a.ended = '1', now
+      redis.call('PEXPIRE', KEYS[4], keep + 1000)
+    elseif a.long == '0' then
+      redis.call('PEXPIRE', KEYS[4], ttl)
+    end
+    redis.call('HSET', KEYS[3], sid, encode(a))
+    redis.call('PEXPIRE', KEYS[3], ttl)
+  end
+end
 redis.call('PUBLISH', ARGV[5], '@' .. string.format('%d', top) .. ',' .. epoch .. '|' .. ARGV[1])
 return {top, epoch}
-";
+"
+);
 
 /// Starts a new epoch for a channel whose events were lost on the way to
-/// Redis: the stream goes (it no longer tells the whole story), the offset
-/// stays. `KEYS[1]`: the stream, `KEYS[2]`: the meta. ARGV: the new epoch,
-/// the meta's TTL (ms). Returns the epoch.
-pub const BUMP: &str = r"
+/// Redis: the stream goes (it no longer tells the whole story) and so do
+/// the answers (tokens of theirs may be among the lost), the offset stays.
+/// `KEYS[1]`: the stream, `KEYS[2]`: the meta, `KEYS[3]`: the answers
+/// hash, `KEYS[4]`: the text keys' common start. ARGV: the new epoch, the
+/// meta's TTL (ms). Returns the epoch.
+pub const BUMP: &str = concat!(
+    answers_lua!(),
+    r"
 redis.call('DEL', KEYS[1])
 local set = redis.pcall('HSET', KEYS[2], 'epoch', ARGV[1])
 if type(set) == 'table' and set.err then
@@ -108,8 +256,10 @@ if type(set) == 'table' and set.err then
   redis.call('HSET', KEYS[2], 'epoch', ARGV[1])
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
+drop_answers(KEYS[3], KEYS[4])
 return ARGV[1]
-";
+"
+);
 
 /// Reads a channel's position and a run of its events in one atomic step,
 /// so the events and the position belong together. `KEYS[1]`: the stream,
@@ -129,24 +279,58 @@ return {meta[1], meta[2], kept, entries}
 
 /// Where a channel stands, giving it an epoch if it has none yet, so a
 /// client that subscribes before its first event holds a position its
-/// first event continues (the publish script keeps a valid epoch).
-/// `KEYS[1]`: the meta. ARGV: an epoch candidate, the meta's TTL (ms).
-/// Returns `{top, epoch}`.
-const OPEN: &str = r"
+/// first event continues (the publish script keeps a valid epoch), and the
+/// answers streaming in it as of that position, in the same step.
+/// `KEYS[1]`: the meta, `KEYS[2]`: the answers hash, `KEYS[3]`: the text
+/// keys' common start. ARGV: an epoch candidate, the meta's TTL (ms),
+/// [`KEEP_ENDED`] (ms), [`MAX_ANSWER_BYTES`], the most entries the answers
+/// hash may hold to be read. Returns `{top, epoch, now (ms), answers}`,
+/// `answers` flat: stream id, entry, text (empty when not read: too long,
+/// or not the length its entry says) for each answer not ended more than
+/// [`KEEP_ENDED`] ago. A meta given a new epoch or top here has answers of
+/// another numbering: they go.
+const OPEN: &str = concat!(
+    answers_lua!(),
+    r"
 local meta = redis.call('HMGET', KEYS[1], 'top', 'epoch')
+local fresh = false
 local e = meta[2]
 if type(e) ~= 'string' or #e < 1 or #e > 32 or string.find(e, '[^%w_%-]') then
   e = ARGV[1]
+  fresh = true
   redis.call('HSET', KEYS[1], 'epoch', e)
 end
 local t = meta[1]
 if not t or not (#t <= 15 and (t == '0' or string.find(t, '^[1-9]%d*$'))) then
   t = '0'
+  fresh = true
   redis.call('HSET', KEYS[1], 'top', 0)
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {t, e}
-";
+local now = clock()
+local out = {}
+if fresh then
+  drop_answers(KEYS[2], KEYS[3])
+elseif redis.call('HLEN', KEYS[2]) <= tonumber(ARGV[5]) then
+  local keep, maxb = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local all = redis.call('HGETALL', KEYS[2])
+  for i = 1, #all, 2 do
+    local a = answer(all[i + 1])
+    if a and not (a.ended > 0 and now - a.ended >= keep) then
+      local text = ''
+      local k = KEYS[3] .. a.key
+      if a.long == '0' and a.len <= maxb and redis.call('STRLEN', k) == a.len then
+        text = redis.call('GET', k) or ''
+      end
+      out[#out + 1] = all[i]
+      out[#out + 1] = all[i + 1]
+      out[#out + 1] = text
+    end
+  end
+end
+return {t, e, now, out}
+"
+);
 
 /// The scripts, built (and hashed) once per process.
 pub struct Scripts {
@@ -235,9 +419,78 @@ fn meta_ttl(retention: Retention) -> u64 {
     millis(META_TTL.max(retention.ttl))
 }
 
+/// The longest stream id whose answer Redis keeps (an answer with a
+/// longer one is streamed, never snapshotted, on Redis): ids are a
+/// publisher's choice, and each is stored in the answers hash.
+pub const MAX_STREAM_ID_BYTES: usize = 1024;
+
+/// The most entries the answers hash may hold to be read: a few times
+/// [`MAX_ANSWERS`], which the scripts keep it to; a larger one was not
+/// written by them and is not read.
+const MAX_ANSWER_ENTRIES: usize = 4 * MAX_ANSWERS;
+
+/// The hash of `channel`'s answers: `{prefix}answers:{<channel>}`, in the
+/// slot of [`Keys::history`].
+pub fn answers_key(keys: &Keys, channel: &str) -> String {
+    format!("{}answers:{{{channel}}}", keys.prefix())
+}
+
+/// The common start of the text keys of `channel`'s answers:
+/// `{prefix}answer:{<channel>}:`, in the slot of [`Keys::history`].
+pub fn answer_base(keys: &Keys, channel: &str) -> String {
+    format!("{}answer:{{{channel}}}:", keys.prefix())
+}
+
+/// The key holding the text of answer `stream_id` of `channel`:
+/// [`answer_base`] and 32 hex digits of the id's SHA-256, so whatever the
+/// id holds (braces, colons, another channel's name), the key stays one of
+/// this channel's, of a bounded length.
+pub fn answer_key(keys: &Keys, channel: &str, stream_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    let mut key = answer_base(keys, channel);
+    for b in &Sha256::digest(stream_id.as_bytes())[..16] {
+        let _ = write!(key, "{b:02x}");
+    }
+    key
+}
+
+/// The answers' TTL: the events', but at least [`KEEP_ENDED`], so an
+/// answer just ended is kept its while whatever the retention.
+fn answers_ttl(retention: Retention) -> u64 {
+    millis(retention.ttl.max(KEEP_ENDED))
+}
+
+/// The [`PUBLISH`] keys and arguments an event adds for its answer:
+/// `(KEYS[4], ARGV[7..])`. An event that is no answer's (or whose stream
+/// id is over [`MAX_STREAM_ID_BYTES`]) passes the text keys' common start
+/// and no piece.
+fn answer_args(keys: &Keys, channel: &str, piece: Option<&Piece>, retention: Retention) -> (String, Vec<Vec<u8>>) {
+    let Some(piece) = piece.filter(|p| p.stream_id().len() <= MAX_STREAM_ID_BYTES) else {
+        return (answer_base(keys, channel), vec![Vec::new()]);
+    };
+    let (kind, chunk, last) = match piece {
+        Piece::Token { chunk, is_final, .. } => ("token", chunk.as_str(), *is_final),
+        Piece::End { .. } => ("end", "", false),
+    };
+    let args = vec![
+        kind.as_bytes().to_vec(),
+        piece.stream_id().as_bytes().to_vec(),
+        chunk.as_bytes().to_vec(),
+        if last { b"1".to_vec() } else { b"0".to_vec() },
+        MAX_ANSWER_BYTES.to_string().into_bytes(),
+        MAX_ANSWERS.to_string().into_bytes(),
+        millis(KEEP_ENDED).to_string().into_bytes(),
+        answers_ttl(retention).to_string().into_bytes(),
+    ];
+    (answer_key(keys, channel, piece.stream_id()), args)
+}
+
 /// Adds to `pipe` the [`PUBLISH`] call, by hash, for `payload` (a sealed
-/// message of `channel`, published on `redis_channel`). The caller makes
-/// sure the script is loaded on the connection.
+/// message of `channel`, published on `redis_channel`) and `piece`, what
+/// the event does to the channel's answers (`answers::piece` of its
+/// frame). The caller makes sure the script is loaded on the connection.
+#[allow(clippy::too_many_arguments)]
 pub fn publish_cmd(
     pipe: &mut redis::Pipeline,
     keys: &Keys,
@@ -246,18 +499,25 @@ pub fn publish_cmd(
     payload: &[u8],
     retention: Retention,
     candidate: &str,
+    piece: Option<&Piece>,
 ) {
+    let (text_key, answer) = answer_args(keys, channel, piece, retention);
     pipe.cmd("EVALSHA")
         .arg(SCRIPTS.publish.get_hash())
-        .arg(2)
+        .arg(4)
         .arg(keys.history(channel))
         .arg(keys.meta(channel))
+        .arg(answers_key(keys, channel))
+        .arg(text_key)
         .arg(payload)
         .arg(retention.size)
         .arg(millis(retention.ttl))
         .arg(meta_ttl(retention))
         .arg(redis_channel)
         .arg(candidate);
+    for arg in answer {
+        pipe.arg(arg);
+    }
 }
 
 /// Adds to `pipe` the [`BUMP`] call, by hash, giving `channel` epoch
@@ -265,9 +525,11 @@ pub fn publish_cmd(
 pub fn bump_cmd(pipe: &mut redis::Pipeline, keys: &Keys, channel: &str, candidate: &str) {
     pipe.cmd("EVALSHA")
         .arg(SCRIPTS.bump.get_hash())
-        .arg(2)
+        .arg(4)
         .arg(keys.history(channel))
         .arg(keys.meta(channel))
+        .arg(answers_key(keys, channel))
+        .arg(answer_base(keys, channel))
         .arg(candidate)
         .arg(millis(META_TTL));
 }
@@ -280,7 +542,8 @@ async fn timed<T>(call: impl std::future::Future<Output = RedisResult<T>>) -> Re
 }
 
 /// Numbers, stores and publishes one event of `channel` now, outside the
-/// outbox's order: returns its offset and the channel's epoch.
+/// outbox's order, keeping its answers: returns its offset and the
+/// channel's epoch.
 pub async fn publish(
     conn: &mut MultiplexedConnection,
     keys: &Keys,
@@ -291,21 +554,28 @@ pub async fn publish(
 ) -> Result<(u64, String), HistoryError> {
     let name = keys.channel(channel);
     let payload = wire.event(&name, frame);
+    let piece = answers::piece(frame.text());
+    let (text_key, answer) = answer_args(keys, channel, piece.as_ref(), retention);
     let mut call = SCRIPTS.publish.prepare_invoke();
     call.key(keys.history(channel))
         .key(keys.meta(channel))
+        .key(answers_key(keys, channel))
+        .key(text_key)
         .arg(payload)
         .arg(retention.size)
         .arg(millis(retention.ttl))
         .arg(meta_ttl(retention))
         .arg(name)
         .arg(new_epoch());
+    for arg in answer {
+        call.arg(arg);
+    }
     timed(call.invoke_async(conn)).await
 }
 
 /// Starts a new epoch for `channel` (its events were lost, or its history
-/// is otherwise not to be trusted): its stream is deleted, its offset
-/// kept. Returns the epoch, `candidate`.
+/// is otherwise not to be trusted): its stream and answers are deleted,
+/// its offset kept. Returns the epoch, `candidate`.
 pub async fn bump_epoch(
     conn: &mut MultiplexedConnection,
     keys: &Keys,
@@ -313,22 +583,154 @@ pub async fn bump_epoch(
     candidate: &str,
 ) -> Result<String, HistoryError> {
     let mut call = SCRIPTS.bump.prepare_invoke();
-    call.key(keys.history(channel)).key(keys.meta(channel)).arg(candidate).arg(millis(META_TTL));
+    call.key(keys.history(channel))
+        .key(keys.meta(channel))
+        .key(answers_key(keys, channel))
+        .key(answer_base(keys, channel))
+        .arg(candidate)
+        .arg(millis(META_TTL));
     timed(call.invoke_async(conn)).await
 }
 
-/// Where `channel` stands, as [`OPEN`] makes sure it has an epoch: its
-/// last offset and its epoch.
+/// An answer as Redis keeps it, checked: what a channel starting from the
+/// position read with it needs to snapshot it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    /// The answer's `stream_id`.
+    pub stream_id: String,
+    /// Its chunks so far; empty when `too_long`.
+    pub text: String,
+    /// The offset of its first token.
+    pub first: u64,
+    /// The offset of its last token.
+    pub last: u64,
+    /// Whether it has ended.
+    pub is_final: bool,
+    /// How long ago it ended, by Redis's clock (less than [`KEEP_ENDED`]);
+    /// `None` while it streams.
+    pub ended_ago: Option<Duration>,
+    /// Its text is not kept (over [`MAX_ANSWER_BYTES`], or lost): it is
+    /// not snapshotted, and its later tokens are not appended to anything.
+    pub too_long: bool,
+}
+
+/// Where a channel stands and its answers, read together.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The channel's last offset; 0 before its first event.
+    pub top: u64,
+    /// Its epoch (given now if it had none).
+    pub epoch: String,
+    /// The answers streaming (or just ended) as of `top`, oldest first,
+    /// [`MAX_ANSWERS`] at most.
+    pub answers: Vec<StoredAnswer>,
+}
+
+/// Where `channel` stands, as the open script makes sure it has an epoch: its
+/// last offset, its epoch and its answers as of that offset.
 pub async fn open(
     conn: &mut MultiplexedConnection,
     keys: &Keys,
     channel: &str,
     retention: Retention,
-) -> Result<(u64, String), HistoryError> {
+) -> Result<Opened, HistoryError> {
     let mut call = SCRIPTS.open.prepare_invoke();
-    call.key(keys.meta(channel)).arg(new_epoch()).arg(meta_ttl(retention));
-    let (top, epoch): (u64, String) = timed(call.invoke_async(conn)).await?;
-    Ok((top, epoch))
+    call.key(keys.meta(channel))
+        .key(answers_key(keys, channel))
+        .key(answer_base(keys, channel))
+        .arg(new_epoch())
+        .arg(meta_ttl(retention))
+        .arg(millis(KEEP_ENDED))
+        .arg(MAX_ANSWER_BYTES)
+        .arg(MAX_ANSWER_ENTRIES);
+    let answer: Value = timed(call.invoke_async(conn)).await?;
+    let (top, epoch, now, entries): (u64, String, Value, Value) =
+        redis::from_redis_value(answer).map_err(RedisError::from)?;
+    // The position is the script's own; the answers are Redis's word, read
+    // with care: one not understood is left out, not the position.
+    let answers = match (now, entries) {
+        (Value::Int(now), Value::Array(entries)) => stored_answers(top, now, entries),
+        _ => Vec::new(),
+    };
+    Ok(Opened { top, epoch, answers })
+}
+
+/// The answers [`OPEN`] read, checked (an entry the scripts would not
+/// have written is left out, an answer whose text is not the length its
+/// entry says is marked too long), oldest first, the newest
+/// [`MAX_ANSWERS`].
+fn stored_answers(top: u64, now: i64, entries: Vec<Value>) -> Vec<StoredAnswer> {
+    let mut answers = Vec::new();
+    let mut bad = 0usize;
+    let mut entries = entries.into_iter();
+    while let (Some(id), Some(entry), Some(text)) = (entries.next(), entries.next(), entries.next()) {
+        match stored_answer(top, now, id, entry, text) {
+            Some(Some(answer)) => answers.push(answer),
+            Some(None) => {}
+            None => bad += 1,
+        }
+        if answers.len() + bad > MAX_ANSWER_ENTRIES {
+            break;
+        }
+    }
+    if bad > 0 {
+        log::warn!("redis: left out {bad} answer entries of a channel at offset {top} that were not understood");
+    }
+    answers.sort_by_key(|a| a.first);
+    let extra = answers.len().saturating_sub(MAX_ANSWERS);
+    answers.drain(..extra);
+    answers
+}
+
+/// One answer [`OPEN`] read: `None` when not understood, `Some(None)` when
+/// ended too long ago.
+fn stored_answer(top: u64, now: i64, id: Value, entry: Value, text: Value) -> Option<Option<StoredAnswer>> {
+    let (Value::BulkString(id), Value::BulkString(entry), Value::BulkString(text)) = (id, entry, text) else {
+        return None;
+    };
+    if id.is_empty() || id.len() > MAX_STREAM_ID_BYTES || entry.len() > 160 {
+        return None;
+    }
+    let stream_id = String::from_utf8(id).ok()?;
+    let entry = std::str::from_utf8(&entry).ok()?;
+    let mut fields = entry.split(',');
+    let mut number = || -> Option<u64> {
+        let field = fields.next()?;
+        if field.is_empty() || field.len() > 15 || !field.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        field.parse().ok()
+    };
+    let (first, last, fin, ended, long, len) = (number()?, number()?, number()?, number()?, number()?, number()?);
+    let key = fields.next()?;
+    if fields.next().is_some() || key.len() != 32 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    if first == 0 || first > last || last > top || fin > 1 || long > 1 {
+        return None;
+    }
+    // Ended when it says so, by either mark.
+    let ended_ago = if ended > 0 {
+        Some(Duration::from_millis(u64::try_from(now).unwrap_or(0).saturating_sub(ended)))
+    } else {
+        (fin == 1).then_some(Duration::ZERO)
+    };
+    if ended_ago.is_some_and(|ago| ago >= KEEP_ENDED) {
+        return Some(None);
+    }
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    let text =
+        if long == 0 && len <= MAX_ANSWER_BYTES && text.len() == len { String::from_utf8(text).ok() } else { None };
+    let too_long = text.is_none();
+    Some(Some(StoredAnswer {
+        stream_id,
+        text: text.unwrap_or_default(),
+        first,
+        last,
+        is_final: ended_ago.is_some(),
+        ended_ago,
+        too_long,
+    }))
 }
 
 /// Where `channel` stands: its last offset (0 when none) and its epoch
@@ -738,5 +1140,357 @@ mod tests {
         assert_eq!(r.events.iter().map(|(o, f)| (*o, n_of(f))).collect::<Vec<_>>(), [(1, (1, 1)), (6, (4, 6))]);
         assert_eq!(r.refused, 4);
         assert!(!r.complete_after(0));
+    }
+
+    // Answers.
+
+    use crate::protocol::kind;
+
+    fn token(channel: &str, stream: &str, chunk: &str, last: bool) -> Frame {
+        let data = json!({"stream_id": stream, "chunk": chunk, "is_final": last});
+        crate::protocol::encode(kind::ASSISTANT_TOKEN, Some(channel), &data, None)
+    }
+
+    fn ended(kind: &str, stream: &str) -> Frame {
+        crate::protocol::encode(kind, Some(CH), &json!({"stream_id": stream}), None)
+    }
+
+    async fn send_to(conn: &mut MultiplexedConnection, keys: &Keys, channel: &str, frame: Frame) -> u64 {
+        publish(conn, keys, &wire("node-a"), channel, &frame, KEEP).await.unwrap().0
+    }
+
+    async fn send(conn: &mut MultiplexedConnection, keys: &Keys, frame: Frame) -> u64 {
+        send_to(conn, keys, CH, frame).await
+    }
+
+    /// Each answer as `(stream_id, text, first, last, is_final, too_long)`.
+    fn summary(opened: &Opened) -> Vec<(&str, &str, u64, u64, bool, bool)> {
+        opened
+            .answers
+            .iter()
+            .map(|a| (a.stream_id.as_str(), a.text.as_str(), a.first, a.last, a.is_final, a.too_long))
+            .collect()
+    }
+
+    async fn exists(conn: &mut MultiplexedConnection, key: &str) -> bool {
+        redis::cmd("EXISTS").arg(key).query_async::<i64>(conn).await.unwrap() == 1
+    }
+
+    async fn pttl(conn: &mut MultiplexedConnection, key: &str) -> i64 {
+        redis::cmd("PTTL").arg(key).query_async(conn).await.unwrap()
+    }
+
+    #[actix::test]
+    async fn tokens_make_answers_in_order_across_publishes() {
+        let redis = RedisServer::start();
+        let keys = Keys::new("nova:");
+        let mut conn = redis.connection().await;
+        let first = open(&mut conn, &keys, CH, KEEP).await.unwrap();
+        assert_eq!((first.top, first.answers.len()), (0, 0));
+        send(&mut conn, &keys, frame(1)).await;
+        for (stream, chunk, last) in [("s1", "Hel", false), ("s2", "A", false), ("s1", "lo", false), ("s2", "B", false)]
+        {
+            send(&mut conn, &keys, token(CH, stream, chunk, last)).await;
+        }
+        assert_eq!(send(&mut conn, &keys, token(CH, "s1", "!", true)).await, 6);
+        let opened = open(&mut conn, &keys, CH, KEEP).await.unwrap();
+        assert_eq!((opened.top, opened.epoch.as_str()), (6, first.epoch.as_str()));
+        assert_eq!(summary(&opened), [("s1", "Hello!", 2, 6, true, false), ("s2", "AB", 3, 5, false, false)]);
+        assert!(opened.answers[0].ended_ago.is_some_and(|ago| ago < Duration::from_secs(5)));
+        assert_eq!(opened.answers[1].ended_ago, None);
+        // Each text is a key of its own, appended to; all expire.
+        let text: String = redis::cmd("GET").arg(answer_key(&keys, CH, "s2")).query_async(&mut conn).await.unwrap();
+        assert_eq!(text, "AB");
+        let streaming = pttl(&mut conn, &answer_key(&keys, CH, "s2")).await;
+        assert!(streaming > 50_000 && streaming <= 60_000, "{streaming}");
+        let done = pttl(&mut conn, &answer_key(&keys, CH, "s1")).await;
+        assert!(done > 25_000 && done <= 31_000, "kept a while after its end: {done}");
+        let hash = pttl(&mut conn, &answers_key(&keys, CH)).await;
+        assert!(hash > 50_000 && hash <= 60_000, "{hash}");
+        // The outbox's way (a pipeline, by hash) keeps them the same.
+        let mut pipe = redis::pipe();
+        let name = keys.channel(CH);
+        let piece = answers::piece(token(CH, "s2", "C", false).text());
+        let payload = wire("node-a").event(&name, &token(CH, "s2", "C", false));
+        pipe.cmd("SCRIPT").arg("LOAD").arg(PUBLISH).ignore();
+        publish_cmd(&mut pipe, &keys, CH, &name, &payload, KEEP, &new_epoch(), piece.as_ref());
+        let answers: Vec<(u64, String)> = pipe.query_async(&mut conn).await.unwrap();
+        let offset = answers[0].0;
+        assert_eq!(offset, 7);
+        let opened = open(&mut conn, &keys, CH, KEEP).await.unwrap();
+        assert_eq!(summary(&opened)[1], ("s2", "ABC", 3, 7, false, false));
+    }
+
+    #[actix::test]
+    async fn an_ended_answer_is_kept_a_while_and_nothing_is_added_to_it() {
+        let redis = RedisServer::start();
+        let keys = Keys::new("nova:");
+        let mut conn = redis.connection().await;
+        send(&mut conn, &keys, token(CH, "a", "one", false)).await;
+        send(&mut conn, &keys, token(CH, "b", "two", false)).await;
+        send(&mut conn, &keys, ended(kind::ASSISTANT_COMPLETE, "a")).await;
+        send(&mut conn, &keys, ended(kind::ASSISTANT_ERROR, "b")).await;
+        send(&mut conn, &keys, ended(kind::ASSISTANT_COMPLETE, "never-began")).await;
+        // After the end: ignored.
+        send(&mut conn, &keys, token(CH, "a", "more", false)).await;
+        let opened = open(&mut conn, &keys, CH, KEEP).await.unwrap();
+        assert_eq!(opened.top, 6);
+        assert_eq!(summary(&opened), [("a", "one", 1, 1, true, false), ("b", "two", 2, 2, true, false)]);
+        // KEEP_ENDED later (its end moved back on Redis's clock): gone.
+        let hash = answers_key(&keys, CH);
+        let entry: String = redis::cmd("HGET").arg(&hash).arg("a").query_async(&mut conn).await.unwrap();
+        let mut fields: Vec<String> = entry.split(',').map(str::to_owned).collect();
+        let ended_ms: u64 = fields[3].parse().unwrap();
+        fields[3] = (ended_ms - KEEP_ENDED.as_millis() as u64 - 1).to_string();
+        redis::cmd("HSET").arg(&hash).arg("a").arg(fields.join(",")).query_async::<i64>(&mut conn).await.unwrap();
+        let opened = open(&mut conn, &keys, CH, KEEP).await.unwrap();
+        assert_eq!(summary(&opened), [("b", "two", 2, 2, true, false)]);
+        // Its id may begin a new answer then, from nothing.
+        send(&mut conn, &keys, token(CH, "a", "new", false)).await;
+        let opened = open(&mut conn, &keys, CH, KEEP).await.unwrap();
+        assert_eq!(summary(&opened), [("b", "two", 2, 2, true, false), ("a", "new", 7, 7, false, false)]);
+    }
+
+    #[actix::test]
+    async fn an_answer_too_long_keeps_no_text() {
+        let redis = RedisServer::start();
+        let keys = Keys::new("nova:");
+        let mut conn = redis.connection().await;
+        let big = "y".repeat(MAX_ANSWER_BYTES - 1);
+        send(&mut conn, &keys, token(CH, "l", &big, false)).await;
+        send(&mut conn, &keys, token(CH, "l", "z", false)).await;
+        let opened = open(&mut conn, &keys, CH, KEEP).await.unwrap();
+        assert_eq!(opened.answers[0].text.len(), MAX_ANSWER_BYTES, "at the bound: kept");
+        send(&mut conn, &keys, token(CH, "l", "!", false)).await;
+        send(&mut conn, &keys, token(CH, "l", "?", false)).await;
+        let opened = open(&mut conn, &keys, CH, KEEP).await.unwrap();
+        assert_eq!(summary(&opened), [("l", "", 1, 4, false, true)]);
+        assert!(!exists(&mut conn, &answer_key(&keys, CH, "l")).await, "its text went");
+        send(&mut conn, &keys, token(CH, "l", "", true)).await;
+        let opened = open(&mut conn, &keys, CH, KEEP).await.unwrap();
+        assert_eq!(summary(&opened), [("l", "", 1, 5, true, true)]);
+        // A text lost on its own (expired) is not continued as if whole.
+        send(&mut conn, &keys, token(CH, "m", "abc", false)).await;
+        redis::cmd("DEL").arg(answer_key(&keys, CH, "m")).query_async::<i64>(&mut conn).await.unwrap();
+        let opened = open(&mut conn, &keys, CH, KEEP).await.unwrap();
+        assert_eq!(summary(&opened)[1], ("m", "", 6, 6, false, true));
+        send(&mut conn, &keys, token(CH, "m", "d", false)).await;
+        let opened = open(&mut conn, &keys, CH, KEEP).await.unwrap();
+        assert_eq!(summary(&opened)[1], ("m", "", 6, 7, false, true));
+    }
+
+    #[actix::test]
+    async fn past_the_most_answers_the_oldest_goes() {
+        let redis = RedisServer::start();
+        let keys = Keys::new("nova:");
+        let mut conn = redis.connection().await;
+        for i in 0..MAX_ANSWERS + 2 {
+            send(&mut conn, &keys, token(CH, &format!("s{i}"), &format!("t{i}"), false)).await;
+        }
+        let opened = open(&mut conn, &keys, CH, KEEP).await.unwrap();
+        let ids: Vec<&str> = opened.answers.iter().map(|a| a.stream_id.as_str()).collect();
+        let expected: Vec<String> = (2..MAX_ANSWERS + 2).map(|i| format!("s{i}")).collect();
+        assert_eq!(ids, expected);
+        assert!(opened.answers.iter().all(|a| a.text == format!("t{}", &a.stream_id[1..])));
+        for gone in ["s0", "s1"] {
+            assert!(!exists(&mut conn, &answer_key(&keys, CH, gone)).await, "{gone}'s text went with it");
+        }
+        let hlen: usize = redis::cmd("HLEN").arg(answers_key(&keys, CH)).query_async(&mut conn).await.unwrap();
+        assert_eq!(hlen, MAX_ANSWERS);
+    }
+
+    #[actix::test]
+    async fn answers_go_when_history_starts_again_or_changes_epoch() {
+        let redis = RedisServer::start();
+        let keys = Keys::new("nova:");
+        let mut conn = redis.connection().await;
+        send(&mut conn, &keys, token(CH, "s1", "old", false)).await;
+        // The meta lost: history starts again, at 1, without the answers.
+        redis::cmd("DEL").arg(keys.meta(CH)).query_async::<i64>(&mut conn).await.unwrap();
+        assert_eq!(send(&mut conn, &keys, frame(1)).await, 1);
+        let opened = open(&mut conn, &keys, CH, KEEP).await.unwrap();
+        assert_eq!((opened.top, opened.answers.len()), (1, 0));
+        assert!(!exists(&mut conn, &answers_key(&keys, CH)).await);
+        assert!(!exists(&mut conn, &answer_key(&keys, CH, "s1")).await);
+        // A token that starts history again starts its answer there.
+        send(&mut conn, &keys, token(CH, "s1", "x", false)).await;
+        redis::cmd("DEL").arg(keys.meta(CH)).query_async::<i64>(&mut conn).await.unwrap();
+        assert_eq!(send(&mut conn, &keys, token(CH, "s1", "y", false)).await, 1);
+        let opened = open(&mut conn, &keys, CH, KEEP).await.unwrap();
+        assert_eq!(summary(&opened), [("s1", "y", 1, 1, false, false)]);
+        // A new epoch: the offsets go on, the answers go.
+        bump_epoch(&mut conn, &keys, CH, "bumped").await.unwrap();
+        let opened = open(&mut conn, &keys, CH, KEEP).await.unwrap();
+        assert_eq!((opened.top, opened.epoch.as_str(), opened.answers.len()), (1, "bumped", 0));
+        assert!(!exists(&mut conn, &answer_key(&keys, CH, "s1")).await);
+        // A channel opened without a meta: answers left over go too.
+        send(&mut conn, &keys, token(CH, "s2", "z", false)).await;
+        redis::cmd("DEL").arg(keys.meta(CH)).query_async::<i64>(&mut conn).await.unwrap();
+        let opened = open(&mut conn, &keys, CH, KEEP).await.unwrap();
+        assert_eq!((opened.top, opened.answers.len()), (0, 0));
+        assert!(!exists(&mut conn, &answer_key(&keys, CH, "s2")).await);
+    }
+
+    #[actix::test]
+    async fn a_stream_id_cannot_reach_beyond_its_channel() {
+        let redis = RedisServer::start();
+        let keys = Keys::new("nova:");
+        let mut conn = redis.connection().await;
+        const OTHER: &str = "conversation:c2";
+        send_to(&mut conn, &keys, OTHER, token(OTHER, "s", "theirs", false)).await;
+        let long = "x".repeat(MAX_STREAM_ID_BYTES);
+        let hostile = [
+            "}",
+            "{conversation:c2}",
+            "s}:{conversation:c2}:",
+            "../../nova:meta:{conversation:c2}",
+            "a\nb\0c",
+            "é*?[",
+            "1,2,0,0,0,3,aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            long.as_str(),
+        ];
+        for (i, id) in hostile.iter().enumerate() {
+            send(&mut conn, &keys, token(CH, id, &format!("<{i}>"), false)).await;
+        }
+        let too_long = "x".repeat(MAX_STREAM_ID_BYTES + 1);
+        send(&mut conn, &keys, token(CH, &too_long, "not kept", false)).await;
+        let opened = open(&mut conn, &keys, CH, KEEP).await.unwrap();
+        assert_eq!(opened.answers.len(), hostile.len());
+        for (i, id) in hostile.iter().enumerate() {
+            let a = &opened.answers[i];
+            assert_eq!((a.stream_id.as_str(), a.text.clone()), (*id, format!("<{i}>")));
+        }
+        // Every key is the channel's (its hash tag) or the other's, as before.
+        let all: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+        let tag = |key: &str| {
+            let open = key.find('{').unwrap();
+            let close = open + key[open..].find('}').unwrap();
+            key[open + 1..close].to_owned()
+        };
+        for key in &all {
+            assert!(tag(key) == CH || tag(key) == OTHER, "{key}");
+            if let Some(rest) = key.strip_prefix(&answer_base(&keys, CH)) {
+                assert!(rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_hexdigit()), "{key}");
+            }
+        }
+        let texts = all.iter().filter(|k| k.starts_with(&answer_base(&keys, CH))).count();
+        assert_eq!(texts, hostile.len());
+        let theirs = open(&mut conn, &keys, OTHER, KEEP).await.unwrap();
+        assert_eq!(summary(&theirs), [("s", "theirs", 1, 1, false, false)]);
+        let mut other_keys: Vec<&String> = all.iter().filter(|k| tag(k) == OTHER).collect();
+        other_keys.sort();
+        let mut expected =
+            [keys.history(OTHER), keys.meta(OTHER), answers_key(&keys, OTHER), answer_key(&keys, OTHER, "s")];
+        expected.sort();
+        assert_eq!(other_keys, expected.iter().collect::<Vec<_>>());
+    }
+
+    #[actix::test]
+    async fn answers_are_read_with_the_position_they_belong_to() {
+        let redis = RedisServer::start();
+        let keys = Keys::new("nova:");
+        let (mut writer, mut reader) = (redis.connection().await, redis.connection().await);
+        const N: u64 = 300;
+        let write = {
+            let keys = keys.clone();
+            async move {
+                for i in 1..=N {
+                    send(&mut writer, &keys, token(CH, "s1", &format!("t{i},"), false)).await;
+                }
+            }
+        };
+        let read = async {
+            let mut reads = 0;
+            loop {
+                let opened = open(&mut reader, &keys, CH, KEEP).await.unwrap();
+                reads += 1;
+                let text: String = (1..=opened.top).map(|i| format!("t{i},")).collect();
+                match summary(&opened).as_slice() {
+                    [] => assert_eq!(opened.top, 0),
+                    [(id, got, first, last, false, false)] => {
+                        assert_eq!((*id, *first, *last), ("s1", 1, opened.top));
+                        assert_eq!(*got, text);
+                    }
+                    other => panic!("{other:?}"),
+                }
+                if opened.top == N {
+                    return reads;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        let ((), reads) = futures_util::future::join(write, read).await;
+        assert!(reads > 1);
+    }
+
+    #[test]
+    fn answers_read_back_are_checked() {
+        let bulk = |s: &[u8]| Value::BulkString(s.to_vec());
+        let entry = |e: String| Value::BulkString(e.into_bytes());
+        let key = "0a".repeat(16);
+        let now = 1_000_000;
+        let entries = vec![
+            bulk(b"s1"),
+            entry(format!("2,4,0,0,0,3,{key}")),
+            bulk(b"abc"),
+            // Ended a second ago.
+            bulk(b"s2"),
+            entry(format!("1,3,1,999000,0,2,{key}")),
+            bulk(b"hi"),
+            // Ended KEEP_ENDED ago: left out.
+            bulk(b"s3"),
+            entry(format!("1,1,1,{},0,0,{key}", now - 30_000)),
+            bulk(b""),
+            // A text not the length its entry says, or not UTF-8: too long.
+            bulk(b"s4"),
+            entry(format!("3,3,0,0,0,5,{key}")),
+            bulk(b"abc"),
+            bulk(b"s5"),
+            entry(format!("4,4,0,0,0,2,{key}")),
+            bulk(b"\xff\xfe"),
+            // Not understood: left out.
+            bulk(b"b1"),
+            entry(format!("3,9,0,0,0,0,{key}")),
+            bulk(b""),
+            bulk(b"b2"),
+            entry(format!("4,3,0,0,0,0,{key}")),
+            bulk(b""),
+            bulk(b"b3"),
+            entry("1,1,0,0,0,0,zz".to_owned()),
+            bulk(b""),
+            bulk(b"b4"),
+            entry(format!("1,1,0,0,0,0,{key},x")),
+            bulk(b""),
+            bulk(b"b5"),
+            entry(format!("-1,1,0,0,0,0,{key}")),
+            bulk(b""),
+            bulk(b"b6"),
+            entry(format!("1,1,2,0,0,0,{key}")),
+            bulk(b""),
+            bulk(b"\xff"),
+            entry(format!("1,1,0,0,0,0,{key}")),
+            bulk(b""),
+            Value::Int(3),
+            entry(format!("1,1,0,0,0,0,{key}")),
+            bulk(b""),
+            // A stray end.
+            bulk(b"s9"),
+        ];
+        let answers = stored_answers(8, now, entries);
+        let got: Vec<_> =
+            answers.iter().map(|a| (a.stream_id.as_str(), a.text.as_str(), a.first, a.last, a.too_long)).collect();
+        assert_eq!(
+            got,
+            [("s2", "hi", 1, 3, false), ("s1", "abc", 2, 4, false), ("s4", "", 3, 3, true), ("s5", "", 4, 4, true)]
+        );
+        assert_eq!(answers[0].ended_ago, Some(Duration::from_secs(1)));
+        assert!(answers[0].is_final && !answers[1].is_final && answers[1].ended_ago.is_none());
+        // More than the scripts keep: the newest.
+        let many = (1..=40u64)
+            .flat_map(|i| [bulk(format!("s{i}").as_bytes()), entry(format!("{i},{i},0,0,0,1,{key}")), bulk(b"x")])
+            .collect();
+        let answers = stored_answers(40, now, many);
+        assert_eq!(answers.len(), MAX_ANSWERS);
+        assert_eq!(answers[0].first, 40 - MAX_ANSWERS as u64 + 1);
     }
 }

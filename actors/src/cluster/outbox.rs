@@ -13,7 +13,8 @@
 //! miss.
 //!
 //! Events of channels with history ([`Outbox::history_event`]) are numbered
-//! by a script (`history.rs`) in the same pipeline, and reach every
+//! by a script (`history.rs`) in the same pipeline (which keeps the
+//! channel's streaming answers too, in the same step), and reach every
 //! subscriber, this node's too, only through Redis. So they are not dropped
 //! while Redis is down: they wait in the queue and are written, in order,
 //! when a connection returns. One that cannot wait (the queue is full) or
@@ -32,6 +33,7 @@ use redis::aio::MultiplexedConnection;
 use redis::Value;
 use tokio::sync::{mpsc, watch};
 
+use crate::broker::answers;
 use crate::cluster::history::{self, Retention};
 use crate::cluster::wire::{PresenceNote, Wire};
 use crate::cluster::{BusStatus, Keys, Topic};
@@ -354,6 +356,9 @@ impl Writer {
                     }
                     let payload = self.wire.event(&name, &out.frame);
                     let candidate = history::new_epoch();
+                    // Found here, once per event: the script keeps the
+                    // channel's answers in the step that numbers it.
+                    let piece = answers::piece(out.frame.text());
                     history::publish_cmd(
                         &mut pipe,
                         &self.keys,
@@ -362,6 +367,7 @@ impl Writer {
                         &payload,
                         numbered.retention,
                         &candidate,
+                        piece.as_ref(),
                     );
                     steps.push(Step::History(i));
                 }
@@ -716,6 +722,28 @@ mod tests {
         assert_ne!(epoch, old);
         until("the writer to count the new epoch", || b.count(&b.status.epochs_bumped) == 1).await;
         assert_eq!(b.count(&b.status.history_lost), 1);
+    }
+
+    #[actix::test]
+    async fn the_writer_keeps_the_answers_of_the_events_it_numbers() {
+        let mut b = Bench::new(QUEUE_CAPACITY).await;
+        b.start();
+        b.connect(1).await;
+        for (chunk, last) in [("Hel", false), ("lo", true)] {
+            let data = serde_json::json!({"stream_id": "s1", "chunk": chunk, "is_final": last});
+            let token = crate::protocol::encode(crate::protocol::kind::ASSISTANT_TOKEN, Some(CH), &data, None);
+            assert!(b.outbox.history_event(&CH.into(), &token, KEEP));
+        }
+        // Published by the script that keeps the answer: once both are
+        // seen, the answer is whole.
+        for _ in 0..2 {
+            tokio::time::timeout(Duration::from_secs(10), b.messages.next()).await.unwrap().unwrap();
+        }
+        let mut conn = b.redis.connection().await;
+        let opened = history::open(&mut conn, &b.keys, CH, KEEP).await.unwrap();
+        assert_eq!(opened.top, 2);
+        let a = &opened.answers[0];
+        assert_eq!((a.stream_id.as_str(), a.text.as_str(), a.first, a.last, a.is_final), ("s1", "Hello", 1, 2, true));
     }
 
     #[test]
