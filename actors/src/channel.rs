@@ -251,6 +251,10 @@ pub struct Channel {
     position: Option<Position>,
     /// Answers streaming in the channel as of `position`.
     answers: Answers,
+    /// Whether `answers` holds every answer from its first token: not
+    /// when the broker could not say what was streaming when the channel
+    /// opened (a snapshot would then lack the start).
+    answers_known: bool,
     /// Members whose missed events are being read.
     recovering: HashMap<ConnId, Recovering>,
     /// While events the channel missed are read: the events that came
@@ -299,6 +303,7 @@ impl Channel {
             has_presence: !names::visible(&name).starts_with("system:"),
             statuses: names::visible(&name).starts_with("team:").then(HashMap::new),
             retention: broker.retention(&name),
+            answers_known: position.is_some(),
             position,
             answers,
             recovering: HashMap::new(),
@@ -477,7 +482,7 @@ impl Channel {
     /// The snapshots of the answers whose first token came after offset
     /// `after`.
     fn snapshots(&self, after: u64) -> Vec<(Arc<str>, Frame)> {
-        if self.answers.is_empty() {
+        if self.answers.is_empty() || !self.answers_known {
             return Vec::new();
         }
         self.answers
@@ -621,6 +626,7 @@ impl Actor for Channel {
                 Ok(state) => {
                     act.position = Some(state.position);
                     act.answers = state.answers;
+                    act.answers_known = true;
                 }
                 Err(e) => log::warn!("channel '{}': its position is unknown: {e}", act.name),
             }));
@@ -793,7 +799,14 @@ impl Channel {
         ctx.spawn(load.into_actor(self).map(|state, act, ctx| {
             let Some(held) = act.catching_up.take() else { return };
             let to = match state {
-                Ok(state) => state.position,
+                Ok(state) => {
+                    if act.position.as_ref() == Some(&state.position) {
+                        // Where the channel is: what was streaming too.
+                        act.answers = state.answers;
+                        act.answers_known = true;
+                    }
+                    state.position
+                }
                 Err(e) => {
                     log::warn!("channel '{}': could not check its position after a reconnect: {e}", act.name);
                     act.catching_up = Some(held);

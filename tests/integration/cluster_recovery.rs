@@ -59,7 +59,10 @@ async fn a_client_that_drops_from_one_node_recovers_on_another() {
     alice.close().await;
     // Published on both nodes while it is away: one numbering.
     publish_numbered(&b, 11, 25).await;
+    // Numbered by Redis as they arrive: node B's first, then node A's.
+    b.wait_for_history(CHANNEL, 35).await;
     publish_numbered(&a, 36, 25).await;
+    b.wait_for_history(CHANNEL, 60).await;
 
     let mut back = b.connect().await;
     let channels = json!({ CHANNEL: {"offset": 10, "epoch": epoch} });
@@ -122,6 +125,7 @@ async fn a_node_killed_mid_answer_loses_nothing_of_it() {
     let (status, _) =
         b.post("/api/publish/batch", json!({"events": [token(" is", false), token(" the", false)]})).await;
     assert_eq!(status, 202);
+    b.wait_for_history(CHANNEL, seen + 2).await;
 
     // The returning client gets the tokens it missed; a new page, the
     // answer so far in one snapshot.

@@ -1082,3 +1082,21 @@ impl Deployment {
         })
     }
 }
+
+impl TestServer {
+    /// Polls `GET /api/channels/{channel}/history` until the channel's
+    /// last offset is `top` or more: events published through REST are
+    /// numbered later (by the registry, or by Redis through the outbox),
+    /// and a test that recovers must know they are in history first.
+    pub async fn wait_for_history(&self, channel: &str, top: u64) {
+        let until = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let (status, body) = self.get(&format!("/api/channels/{channel}/history?limit=1")).await;
+            if status == 200 && body["offset"].as_u64() >= Some(top) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < until, "'{channel}' never reached offset {top}: {body}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

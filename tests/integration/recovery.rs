@@ -90,6 +90,7 @@ async fn a_client_that_dropped_recovers_every_missed_event_while_publishing_goes
 
     // 500 events while it is away, then more while it comes back.
     publish_numbered(&server, CHANNEL, 21, 500).await;
+    server.wait_for_history(CHANNEL, 520).await;
     let back = async {
         let mut alice = server.connect_as("alice").await;
         let ack = recover(&mut alice, CHANNEL, seen, &epoch).await;
@@ -141,6 +142,8 @@ async fn events_trimmed_or_expired_from_history_are_not_recovered(brokers: Broke
     alice.close().await;
     publish_numbered(&server, CHANNEL, 1, 10).await;
     publish_numbered(&server, "agent:a1", 1, 2).await;
+    server.wait_for_history(CHANNEL, 10).await;
+    server.wait_for_history("agent:a1", 2).await;
 
     let mut back = server.connect_as("alice").await;
     // Offsets 2..=5 were trimmed: from 1, events are missing.
@@ -189,6 +192,7 @@ async fn connection_reconnect_authenticates_and_recovers_three_channels_in_one_f
     alice.close().await;
     for (i, channel) in channels.iter().enumerate() {
         publish_numbered(&server, channel, 1, 3 + i as u64).await;
+        server.wait_for_history(channel, 3 + i as u64).await;
     }
 
     let mut back = server.connect().await;
@@ -270,6 +274,7 @@ async fn the_history_api_pages_through_kept_events(brokers: Brokers) {
     let deployment = Deployment::new(brokers);
     let server = deployment.node("a", |a| a.history = Some("conversation=5/1h".into()));
     publish_numbered(&server, CHANNEL, 1, 8).await;
+    server.wait_for_history(CHANNEL, 8).await;
     let (status, body) = server.get(&format!("/api/channels/{CHANNEL}/history?since=4&limit=2")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["offset"], 8);
@@ -406,6 +411,7 @@ async fn recovery_replaces_the_tokens_of_answers_begun_since_with_a_snapshot(bro
     stream_tokens(&server, "s1", &["a", "b", "c"], false).await;
     publish_numbered(&server, CHANNEL, 3, 1).await;
     stream_tokens(&server, "s1", &["d"], false).await;
+    server.wait_for_history(CHANNEL, 7).await;
 
     let mut back = server.connect_as("alice").await;
     let ack = recover(&mut back, CHANNEL, 2, &epoch).await;
@@ -437,6 +443,7 @@ async fn an_answer_longer_than_the_history_still_comes_back_whole(brokers: Broke
     let chunks: Vec<String> = (0..40).map(|i| format!("w{i} ")).collect();
     let chunks: Vec<&str> = chunks.iter().map(String::as_str).collect();
     stream_tokens(&server, "long", &chunks, false).await;
+    server.wait_for_history(CHANNEL, 40).await;
 
     let mut back = server.connect_as("alice").await;
     let ack = recover(&mut back, CHANNEL, 0, &epoch).await;

@@ -124,6 +124,14 @@ pub struct Assembly {
     seq: u64,
 }
 
+impl Assembly {
+    /// An answer as a store kept it (Redis); [`Answers::from_assemblies`]
+    /// orders it among the others.
+    pub fn stored(text: String, first: u64, last: u64, is_final: bool, ended: Option<Instant>, too_long: bool) -> Self {
+        Assembly { text, first, last, is_final, ended, too_long, seq: 0 }
+    }
+}
+
 /// A channel's answers, by `stream_id`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Answers {

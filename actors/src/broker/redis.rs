@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use tokio::sync::watch;
 
-use crate::broker::answers::{Answers, Assembly, Piece};
+use crate::broker::answers::{Answers, Assembly};
 use crate::broker::{
     Answer, Broker, ChannelState, Counted, HistoryConfig, HistoryError, Page, Position, PresenceStore, Retention,
 };
 use crate::cluster::bus::{
-    Bus, Claim, Interest, LoadPresence, LoadStatuses, PresenceChange, Retire, StoreStatus, Subscribed,
+    Bus, Claim, Interest, LoadPresence, LoadStatuses, PresenceChange, Retire, StoreStatus, Subscribed, REDIS_TIMEOUT,
 };
 use crate::cluster::history::{self, StoredAnswer};
 use crate::cluster::outbox::{Conn, Outbox};
@@ -92,12 +92,15 @@ impl Broker for RedisBroker {
             let channel = channel.to_string();
             return Box::pin(async move { Err(HistoryError::NotKept(channel)) });
         };
-        let subscribed = self.bus.send(Subscribed);
-        let (conn, keys, channel) = (self.conn.clone(), Arc::clone(&self.keys), Arc::clone(channel));
+        let (bus, mut conn, keys, channel) =
+            (self.bus.clone(), self.conn.clone(), Arc::clone(&self.keys), Arc::clone(channel));
         Box::pin(async move {
+            // A node that has just started may not be connected yet: worth
+            // a short wait, or its first subscribers get no position.
+            let _ = tokio::time::timeout(REDIS_TIMEOUT, conn.wait_for(Option::is_some)).await;
             // The node's subscription first: every event after the position
             // read then reaches it.
-            subscribed.await.map_err(RedisBroker::unavailable)?;
+            bus.send(Subscribed).await.map_err(RedisBroker::unavailable)?;
             let Some((_, mut conn)) = conn.borrow().clone() else {
                 return Err(RedisBroker::unavailable(history::HistoryError::Down));
             };
@@ -153,23 +156,11 @@ impl Broker for RedisBroker {
 /// becomes an instant on this node's, so it is forgotten `KEEP_ENDED`
 /// after the end wherever it is read.
 fn answers_of(stored: Vec<StoredAnswer>, now: Instant) -> Answers {
-    // Assemblies are made by `Answers` alone (their order is private): a
-    // blank one is made the way an answer's first token makes one, and
-    // given each stored answer's state; `from_assemblies` orders them.
-    let mut blank = Answers::new();
-    let start = Piece::Token { stream_id: Arc::from(""), chunk: String::new(), is_final: false };
-    blank.apply(&start, 0, now);
-    let Some((_, blank)) = blank.iter().next() else { return Answers::new() };
     let assemblies = stored.into_iter().map(|a| {
-        let mut assembly: Assembly = blank.clone();
-        assembly.text = a.text;
-        assembly.first = a.first;
-        assembly.last = a.last;
-        assembly.is_final = a.is_final;
         // An end too far back for this node's clock: as if now, kept a
         // little longer rather than lost.
-        assembly.ended = a.ended_ago.map(|ago| now.checked_sub(ago).unwrap_or(now));
-        assembly.too_long = a.too_long;
+        let ended = a.ended_ago.map(|ago| now.checked_sub(ago).unwrap_or(now));
+        let assembly = Assembly::stored(a.text, a.first, a.last, a.is_final, ended, a.too_long);
         (Arc::from(a.stream_id), assembly)
     });
     Answers::from_assemblies(assemblies)
