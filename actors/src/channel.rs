@@ -193,6 +193,10 @@ enum Recovery {
 /// A gap's bounds and what history said of it (`None`: nothing to read).
 type CaughtUp = (Position, Position, Result<Option<Page>, HistoryError>);
 
+/// Events a channel holds behind a gap while it reads the missed ones, at
+/// most: past it, it goes on without them.
+const MAX_HELD_EVENTS: usize = 100_000;
+
 /// Frames held for a member while what it missed is read, at most: past
 /// it, the member is too slow to be served and is treated as one.
 const MAX_HELD_BATCHES: usize = 4096;
@@ -212,6 +216,11 @@ struct Recovering {
     newer: Vec<(Arc<str>, Frame)>,
     /// The snapshots of every answer as of `top`, sent when it fails.
     all: Vec<Frame>,
+    /// Which recovery of the connection this is: a read that ends after
+    /// the connection left and joined again is not applied to the next.
+    generation: u64,
+    /// Over [`MAX_HELD_BATCHES`]: nothing more is held for it.
+    overflowed: bool,
 }
 
 #[derive(Serialize)]
@@ -257,6 +266,9 @@ pub struct Channel {
     answers_known: bool,
     /// Members whose missed events are being read.
     recovering: HashMap<ConnId, Recovering>,
+    /// Numbers the recoveries and catch-ups, so a read that ends late is
+    /// recognised as stale.
+    generation: u64,
     /// While events the channel missed are read: the events that came
     /// after them, held.
     catching_up: Option<Vec<Publish>>,
@@ -307,6 +319,7 @@ impl Channel {
             position,
             answers,
             recovering: HashMap::new(),
+            generation: 0,
             catching_up: None,
             name,
             members: Vec::new(),
@@ -356,8 +369,10 @@ impl Channel {
             return;
         }
         let mut overflowed = Vec::new();
-        for r in self.recovering.values_mut().filter(|r| except_user != Some(&**r.link.user())) {
+        for r in self.recovering.values_mut().filter(|r| !r.overflowed && except_user != Some(&**r.link.user())) {
             if r.held.len() >= MAX_HELD_BATCHES {
+                // Reported once; it is closed as a slow consumer.
+                r.overflowed = true;
                 overflowed.push(Arc::clone(&r.link));
                 continue;
             }
@@ -437,7 +452,8 @@ impl Channel {
         for link in self.members.iter().filter(|l| l.user() != user) {
             self.deliver(link, &batch);
         }
-        self.hold(&batch, Some(user));
+        // Not held for recovering members: their reply's presence list,
+        // made when the recovery ends, counts this change already.
     }
 
     /// The `channel.subscribed` reply: presence, and with history the
@@ -515,38 +531,49 @@ impl Channel {
     /// when there is nothing to read, held apart while the broker reads
     /// what it missed otherwise.
     fn recover(&mut self, link: Arc<Link>, reply_to: String, from: Position, ctx: &mut Context<Self>) {
-        let Some(top) = self.position.clone() else {
+        self.metrics.recoveries.fetch_add(1, Ordering::Relaxed);
+        let at_once = match &self.position {
             // No history here: nothing can be recovered.
-            self.subscribed(&link, &reply_to, Recovery::Failed);
-            return self.add_member(link);
+            None => Some(Recovery::Failed),
+            Some(top) if from.epoch != top.epoch || from.offset > top.offset => Some(Recovery::Failed),
+            Some(top) if from.offset == top.offset => Some(Recovery::Recovered(0)),
+            Some(_) => None,
         };
-        if from.epoch != top.epoch || from.offset > top.offset {
-            self.subscribed(&link, &reply_to, Recovery::Failed);
+        if let Some(recovery) = at_once {
+            if matches!(recovery, Recovery::Failed) {
+                self.metrics.recoveries_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            self.subscribed(&link, &reply_to, recovery);
             return self.add_member(link);
         }
-        if from.offset == top.offset {
-            self.subscribed(&link, &reply_to, Recovery::Recovered(0));
-            return self.add_member(link);
-        }
+        let Some(top) = self.position.clone() else { return };
         let conn = link.id();
         let missed = (top.offset - from.offset) as usize;
         let mut read = self.broker.history(&self.name, from.offset, Some(top.offset), missed);
         let newer = self.snapshots(from.offset);
         let all = self.snapshots(0).into_iter().map(|(_, frame)| frame).collect();
-        self.recovering.insert(conn, Recovering { link, reply_to, from, top, held: Vec::new(), newer, all });
+        self.generation += 1;
+        let generation = self.generation;
+        let recovering =
+            Recovering { link, reply_to, from, top, held: Vec::new(), newer, all, generation, overflowed: false };
+        self.recovering.insert(conn, recovering);
         // The memory broker answers at once: no holding at all then.
         let waker = futures_util::task::noop_waker();
         if let std::task::Poll::Ready(page) = read.as_mut().poll(&mut std::task::Context::from_waker(&waker)) {
-            return self.recovered(conn, page);
+            return self.recovered(conn, generation, page);
         }
-        ctx.spawn(read.into_actor(self).map(move |page, act, _| act.recovered(conn, page)));
+        ctx.spawn(read.into_actor(self).map(move |page, act, _| act.recovered(conn, generation, page)));
     }
 
     /// The missed events of a recovering member are read: it gets its
     /// reply, the missed events, what was held for it, and joins the
     /// fan-out.
-    fn recovered(&mut self, conn: ConnId, page: Result<Page, HistoryError>) {
-        // Gone meanwhile: nothing to send.
+    fn recovered(&mut self, conn: ConnId, generation: u64, page: Result<Page, HistoryError>) {
+        // Gone meanwhile (or gone and back, recovering anew): nothing to
+        // send for this read.
+        if self.recovering.get(&conn).is_none_or(|r| r.generation != generation) {
+            return;
+        }
         let Some(r) = self.recovering.remove(&conn) else { return };
         let wanted = (r.top.offset - r.from.offset) as usize;
         let events = match page {
@@ -564,7 +591,6 @@ impl Channel {
                 None
             }
         };
-        self.metrics.recoveries.fetch_add(1, Ordering::Relaxed);
         let mut frames = Vec::new();
         match events {
             Some(events) => {
@@ -644,7 +670,12 @@ impl Handler<Join> for Channel {
     fn handle(&mut self, join: Join, ctx: &mut Self::Context) {
         self.flush();
         let conn = join.link.id();
-        if self.index.contains_key(&conn) || self.recovering.contains_key(&conn) {
+        if self.recovering.contains_key(&conn) {
+            // Asked again while its first subscribe recovers: that one's
+            // reply answers both, so no event comes before its position.
+            return;
+        }
+        if self.index.contains_key(&conn) {
             // Subscribed already: the reply says where the channel is.
             let recovery = match (&join.recover, &self.position) {
                 (None, _) => Recovery::NotAsked,
@@ -676,6 +707,11 @@ impl Handler<Leave> for Channel {
 
     fn handle(&mut self, leave: Leave, _: &mut Self::Context) {
         self.flush();
+        if let Some(r) = self.recovering.get(&leave.conn) {
+            // Its subscribe is answered before its unsubscribe, as any is.
+            let reply = self.subscribed_frame(Some(&r.reply_to), Some(&r.top), Recovery::Failed);
+            self.deliver(&r.link, &Batch::one(reply));
+        }
         if let Some(link) = self.remove_member(leave.conn) {
             if let Some(count) = self.users.get_mut(link.user()) {
                 *count -= 1;
@@ -704,11 +740,8 @@ impl Handler<Publish> for Channel {
     fn handle(&mut self, publish: Publish, ctx: &mut Self::Context) {
         if let Some(held) = &mut self.catching_up {
             held.push(publish);
-            if held.len() > MAX_HELD_BATCHES * MAX_BATCH_FRAMES {
-                // History does not answer while events pile up: serve
-                // what is here (members learn of the gap from offsets).
-                log::warn!("channel '{}': gave up reading a gap in its events", self.name);
-                self.caught_up(None, ctx);
+            if held.len() > MAX_HELD_EVENTS {
+                self.give_up(ctx);
             }
             return;
         }
@@ -780,9 +813,39 @@ impl Channel {
             return self.caught_up(Some((from, target, Ok(None))), ctx);
         }
         let read = self.broker.history(&self.name, from.offset, Some(last_missed), wanted.min(MAX_HISTORY_SIZE));
+        self.generation += 1;
+        let generation = self.generation;
         ctx.spawn(read.into_actor(self).map(move |page, act, ctx| {
-            act.caught_up(Some((from, target, page.map(Some))), ctx);
+            // Given up on meanwhile: the events went out without it.
+            if act.generation == generation {
+                act.caught_up(Some((from, target, page.map(Some))), ctx);
+            }
         }));
+    }
+
+    /// History does not answer while events pile up behind a gap: members
+    /// are told events are missing (`recovered: false`) and get what is
+    /// held, from where it starts.
+    fn give_up(&mut self, ctx: &mut Context<Self>) {
+        log::warn!("channel '{}': gave up reading a gap in its events", self.name);
+        let Some(held) = self.catching_up.take() else { return };
+        // A read still under way finds itself stale.
+        self.generation += 1;
+        let start = held.iter().find_map(|p| p.position.clone());
+        if let Some(start) = start {
+            let position = Position { offset: start.offset.saturating_sub(1), epoch: start.epoch };
+            self.flush();
+            let notice = Batch::one(self.subscribed_frame(None, Some(&position), Recovery::Failed));
+            for link in &self.members {
+                self.deliver(link, &notice);
+            }
+            self.hold(&notice, None);
+            self.position = Some(position);
+            self.answers_known = false;
+        }
+        for publish in held {
+            self.take(publish, ctx);
+        }
     }
 
     /// After the node was cut off from Redis: events published meanwhile
@@ -813,10 +876,27 @@ impl Channel {
                     return act.caught_up(None, ctx);
                 }
             };
-            let from = match &act.position {
-                Some(top) if top.epoch == to.epoch && top.offset >= to.offset => None,
-                Some(top) if top.epoch == to.epoch => Some(top.clone()),
-                _ => Some(Position { offset: 0, epoch: Arc::clone(&to.epoch) }),
+            let Some(known) = &act.position else {
+                // The channel never knew where it was: it takes Redis's
+                // word, and members learn it (what came before is not
+                // replayed as if new).
+                act.flush();
+                let notice = Batch::one(act.subscribed_frame(None, Some(&to), Recovery::Failed));
+                for link in &act.members {
+                    act.deliver(link, &notice);
+                }
+                act.position = Some(to);
+                act.catching_up = Some(held);
+                return act.caught_up(None, ctx);
+            };
+            // A lower offset in the same epoch (a Redis restored from an
+            // older snapshot) is not detected here: docs/scaling.md.
+            let from = if known.epoch != to.epoch {
+                Some(Position { offset: 0, epoch: Arc::clone(&to.epoch) })
+            } else if known.offset < to.offset {
+                Some(known.clone())
+            } else {
+                None
             };
             act.catching_up = Some(held);
             match from {
@@ -855,11 +935,18 @@ impl Channel {
             if new_epoch || events.is_none() {
                 // Members hold positions of the old epoch, or missed
                 // events: they learn where the channel is now.
-                let (position, recovery) = match &events {
-                    Some(events) => (&from, Recovery::Recovered(events.len())),
-                    None => (&to, Recovery::Failed),
+                let recovery = match &events {
+                    Some(events) => Recovery::Recovered(events.len()),
+                    None => Recovery::Failed,
                 };
-                frames.push(self.subscribed_frame(None, Some(position), recovery));
+                // As in a recovery's reply: the position once the events
+                // that follow are counted.
+                frames.push(self.subscribed_frame(None, Some(&to), recovery));
+                if events.is_none() || new_epoch {
+                    // What streamed before is no longer known whole.
+                    self.answers = Answers::new();
+                    self.answers_known = events.is_some() && from.offset == 0;
+                }
             }
             for (offset, frame) in events.into_iter().flatten() {
                 if let Some(piece) = answers::piece(frame.text()) {

@@ -660,13 +660,15 @@ fn wanted(reply_to: Option<&str>, names: Vec<String>, recover: Option<Value>) ->
         Some(value) => serde_json::from_value(value)
             .map_err(|e| Rejection::invalid(reply_to, format!("invalid 'data.recover': {e}")))?,
     };
-    let wanted: Vec<Wanted> = names
-        .into_iter()
-        .map(|name| {
-            let recover = recover.remove(&name).map(|at| Position { offset: at.offset, epoch: at.epoch.into() });
-            Wanted { name, recover }
-        })
-        .collect();
+    let mut wanted: Vec<Wanted> = Vec::with_capacity(names.len());
+    for name in names {
+        // A name given twice is one subscription, answered once.
+        if wanted.iter().any(|w| w.name == name) {
+            continue;
+        }
+        let recover = recover.remove(&name).map(|at| Position { offset: at.offset, epoch: at.epoch.into() });
+        wanted.push(Wanted { name, recover });
+    }
     if let Some(stray) = recover.keys().next() {
         let shown: String = stray.chars().take(140).filter(|c| !c.is_control()).collect();
         return Err(Rejection::invalid(

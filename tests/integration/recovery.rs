@@ -270,6 +270,24 @@ async fn bad_recovery_requests_are_refused_and_change_nothing(brokers: Brokers) 
     alice.assert_nothing_pending().await;
 }
 
+async fn a_channel_named_twice_is_recovered_once(brokers: Brokers) {
+    let deployment = Deployment::new(brokers);
+    let server = deployment.node("a", |_| {});
+    let mut alice = server.connect_as("alice").await;
+    let (_, epoch) = position(&alice.subscribe(&[CHANNEL]).await.remove(0));
+    alice.close().await;
+    publish_numbered(&server, CHANNEL, 1, 6).await;
+    server.wait_for_history(CHANNEL, 6).await;
+    let mut back = server.connect_as("alice").await;
+    let recover = json!({ CHANNEL: {"offset": 3, "epoch": epoch} });
+    let id = back.request("channel.subscribe", None, json!({"channels": [CHANNEL, CHANNEL], "recover": recover})).await;
+    let ack = back.recv_type("channel.subscribed").await;
+    assert_eq!(ack["reply_to"], id.as_str());
+    assert_eq!((ack["data"]["recovered"].clone(), ack["data"]["missed"].clone()), (json!(true), json!(3)), "{ack}");
+    read_through(&mut back, 3, 3, 6).await;
+    back.assert_nothing_pending().await;
+}
+
 async fn the_history_api_pages_through_kept_events(brokers: Brokers) {
     let deployment = Deployment::new(brokers);
     let server = deployment.node("a", |a| a.history = Some("conversation=5/1h".into()));
@@ -478,6 +496,7 @@ macro_rules! on_both_brokers {
 }
 
 on_both_brokers!(
+    a_channel_named_twice_is_recovered_once,
     channels_with_history_tell_their_position_and_number_events,
     a_client_that_dropped_recovers_every_missed_event_while_publishing_goes_on,
     events_trimmed_or_expired_from_history_are_not_recovered,

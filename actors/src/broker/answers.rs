@@ -86,9 +86,10 @@ struct TokenData {
 /// The piece an encoded event is, if any. Only `assistant.*` events are
 /// parsed; for any other the cost is finding its type, near the front.
 pub fn piece(text: &str) -> Option<Piece> {
-    // Every envelope is written `{"id":…,"type":…`: a quick look first.
-    let head = text.get(..text.len().min(160))?;
-    if !head.contains("\"assistant.") {
+    // Every envelope is written `{"id":…,"type":…`: a quick look first, at
+    // bytes (a cut inside a character must not hide the type).
+    let head = &text.as_bytes()[..text.len().min(160)];
+    if !head.windows(11).any(|w| w == b"\"assistant.") {
         return None;
     }
     let Head { kind } = serde_json::from_str(text).ok()?;
@@ -278,6 +279,12 @@ mod tests {
         assert_eq!(piece(other.text()), None);
         assert_eq!(piece("{\"type\":\"assistant.token\",\"data\":{}}"), None, "no stream_id");
         assert_eq!(piece("not json \"assistant.token\""), None);
+        // Byte 160 inside a character: still found.
+        let channel = format!("conversation:{}", "c".repeat(31));
+        let data = serde_json::json!({"stream_id": "s1", "chunk": "こんにちは🙂"});
+        let frame = protocol::encode(kind::ASSISTANT_TOKEN, Some(&channel), &data, None);
+        assert!(!frame.text().is_char_boundary(160), "the case under test: {}", frame.text());
+        assert!(matches!(piece(frame.text()), Some(Piece::Token { chunk, .. }) if chunk == "こんにちは🙂"));
     }
 
     #[test]

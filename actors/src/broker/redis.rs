@@ -209,6 +209,7 @@ impl PresenceStore for RedisPresence {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::answers::Piece;
     use crate::broker::answers::KEEP_ENDED;
 
     fn stored(
