@@ -763,16 +763,8 @@ async fn memory(server: &Server, connections: usize, warmup: usize, close: bool)
         for task in handles.borrow_mut().drain(..) {
             task.abort();
         }
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            let sockets = server.metrics().await?["sockets"].as_u64().unwrap_or(u64::MAX);
-            if sockets == 0 {
-                break;
-            }
-            if Instant::now() > until {
-                return Err(format!("{sockets} of {open_before} connections still open after closing"));
-            }
-            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        if let Err(sockets) = sockets_closed(server, Duration::from_millis(50)).await? {
+            return Err(format!("{sockets} of {open_before} connections still open after closing"));
         }
         settle(server).await?;
         // What the allocator gives back takes a moment (decay, purge).
@@ -781,6 +773,22 @@ async fn memory(server: &Server, connections: usize, warmup: usize, close: bool)
         println!("  closed all {open_before}: server RSS {closed} KiB (at start {started_rss} KiB, open {after} KiB)");
     }
     Ok(())
+}
+
+/// Polls the server's metrics every `every` until it has no socket open;
+/// `Err(n)` with the number still open after 60 s.
+async fn sockets_closed(server: &Server, every: Duration) -> Result<Result<(), u64>, String> {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sockets = server.metrics().await?["sockets"].as_u64().unwrap_or(u64::MAX);
+        if sockets == 0 {
+            return Ok(Ok(()));
+        }
+        if Instant::now() > until {
+            return Ok(Err(sockets));
+        }
+        actix_rt::time::sleep(every).await;
+    }
 }
 
 /// Waits until the server has written nothing for a while (presence traffic
@@ -1576,16 +1584,8 @@ async fn reconnect_run(server: &Server, o: &StormOpts, flags: &[&str]) -> Result
     // as when a network goes away.
     let dropping = Instant::now();
     drop(conns);
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        let sockets = server.metrics().await?["sockets"].as_u64().unwrap_or(u64::MAX);
-        if sockets == 0 {
-            break;
-        }
-        if Instant::now() > until {
-            return Err(format!("{sockets} connections still open 60 s after all dropped"));
-        }
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    if let Err(sockets) = sockets_closed(server, Duration::from_millis(10)).await? {
+        return Err(format!("{sockets} connections still open 60 s after all dropped"));
     }
     let closed_in = dropping.elapsed();
 

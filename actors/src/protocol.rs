@@ -596,19 +596,26 @@ pub fn parse_request(text: &str) -> Result<Request, Rejection> {
         }
         (kind::UNSUBSCRIBE, _) => Action::Unsubscribe(channel_list(reply_to, data)?),
         (kind::RECONNECT, _) => {
-            let channels = match data.get("channels") {
-                Some(Value::Object(channels)) => channels
-                    .iter()
-                    .map(|(name, at)| {
-                        // The catalog checked the types; a position needs both.
-                        let offset = at.get("offset").and_then(Value::as_u64);
-                        let epoch = at.get("epoch").and_then(Value::as_str);
-                        let recover = offset.zip(epoch).map(|(offset, epoch)| Position { offset, epoch: epoch.into() });
-                        Wanted { name: name.clone(), recover }
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
+            let mut channels = Vec::new();
+            if let Some(Value::Object(given)) = data.get("channels") {
+                for (name, at) in given {
+                    // The catalog checked the types; a position is both
+                    // fields or none, as in `data.recover`.
+                    let offset = at.get("offset").filter(|v| !v.is_null()).map(Value::as_u64);
+                    let epoch = at.get("epoch").filter(|v| !v.is_null()).map(Value::as_str);
+                    let recover = match (offset, epoch) {
+                        (None, None) => None,
+                        (Some(Some(offset)), Some(Some(epoch))) => Some(Position { offset, epoch: epoch.into() }),
+                        _ => {
+                            let shown: String = name.chars().take(140).filter(|c| !c.is_control()).collect();
+                            let message =
+                                format!("the position of '{shown}' needs both 'offset' and 'epoch', or neither");
+                            return Err(Rejection::invalid(reply_to, message));
+                        }
+                    };
+                    channels.push(Wanted { name: name.clone(), recover });
+                }
+            }
             let (protocol, capabilities) = (data.get("protocol").cloned(), data.get("capabilities").cloned());
             let credentials = match data.contains_key("token") || data.contains_key("api_key") {
                 true => Some(credentials(reply_to, data)?),

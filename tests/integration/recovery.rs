@@ -263,6 +263,11 @@ async fn bad_recovery_requests_are_refused_and_change_nothing(brokers: Brokers) 
     // Nothing was subscribed: an event of the channel does not come.
     server.publish(CHANNEL, "demo.tick", json!({"n": 1})).await;
     alice.assert_nothing_pending().await;
+    // A reconnect's position is both fields or none.
+    for at in [json!({"offset": 1}), json!({"epoch": "e"}), json!({"offset": 1.5, "epoch": "e"})] {
+        alice.request("connection.reconnect", None, json!({"channels": { CHANNEL: at }})).await;
+        alice.expect_error(4005).await;
+    }
     // Credentials once authenticated are refused.
     let channels = json!({"channels": {CHANNEL: {}}, "api_key": "development"});
     alice.request("connection.reconnect", None, channels).await;

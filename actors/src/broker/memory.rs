@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use crate::broker::answers::{self, Answers};
 use crate::broker::{
-    new_epoch, Answer, Broker, ChannelState, Counted, HistoryConfig, HistoryError, Page, Position, PresenceStore,
-    Retention,
+    new_epoch, not_kept, Answer, Broker, ChannelState, Counted, HistoryConfig, HistoryError, Page, Position,
+    PresenceStore, Retention,
 };
 use crate::cluster::Topic;
 use crate::protocol::Frame;
@@ -226,8 +226,10 @@ impl Broker for MemoryBroker {
     }
 
     fn load_state(&self, channel: &Arc<str>) -> Answer<Result<ChannelState, HistoryError>> {
-        let state = self.state_now(channel).ok_or_else(|| HistoryError::NotKept(channel.to_string()));
-        Box::pin(std::future::ready(state))
+        match self.state_now(channel) {
+            Some(state) => Box::pin(std::future::ready(Ok(state))),
+            None => not_kept(channel),
+        }
     }
 
     fn history(
@@ -237,9 +239,7 @@ impl Broker for MemoryBroker {
         until: Option<u64>,
         limit: usize,
     ) -> Answer<Result<Page, HistoryError>> {
-        let Some(retention) = self.config.retention(channel) else {
-            return Box::pin(std::future::ready(Err(HistoryError::NotKept(channel.to_string()))));
-        };
+        let Some(retention) = self.config.retention(channel) else { return not_kept(channel) };
         let now = Instant::now();
         let (page, freed) = self.with_stream(channel, |stream| {
             let freed = stream.trim(retention, now);

@@ -227,6 +227,12 @@ pub trait PresenceStore: Send + Sync + 'static {
     fn retire(&self) -> Answer<()>;
 }
 
+/// The answer of a history read or state load for a channel whose
+/// namespace keeps no history.
+pub fn not_kept<T: Send + 'static>(channel: &str) -> Answer<Result<T, HistoryError>> {
+    Box::pin(std::future::ready(Err(HistoryError::NotKept(channel.to_owned()))))
+}
+
 /// A random epoch: 16 characters of `[0-9a-f]`, so a channel's new epoch
 /// is never one a client saw before.
 pub fn new_epoch() -> Arc<str> {

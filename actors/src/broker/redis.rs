@@ -21,7 +21,8 @@ use tokio::sync::watch;
 
 use crate::broker::answers::{Answers, Assembly};
 use crate::broker::{
-    Answer, Broker, ChannelState, Counted, HistoryConfig, HistoryError, Page, Position, PresenceStore, Retention,
+    not_kept, Answer, Broker, ChannelState, Counted, HistoryConfig, HistoryError, Page, Position, PresenceStore,
+    Retention,
 };
 use crate::cluster::bus::{
     Bus, Claim, Interest, LoadPresence, LoadStatuses, PresenceChange, Retire, StoreStatus, Subscribed, REDIS_TIMEOUT,
@@ -88,10 +89,7 @@ impl Broker for RedisBroker {
     }
 
     fn load_state(&self, channel: &Arc<str>) -> Answer<Result<ChannelState, HistoryError>> {
-        let Some(retention) = self.config.retention(channel) else {
-            let channel = channel.to_string();
-            return Box::pin(async move { Err(HistoryError::NotKept(channel)) });
-        };
+        let Some(retention) = self.config.retention(channel) else { return not_kept(channel) };
         let (bus, mut conn, keys, channel) =
             (self.bus.clone(), self.conn.clone(), Arc::clone(&self.keys), Arc::clone(channel));
         Box::pin(async move {
@@ -119,10 +117,7 @@ impl Broker for RedisBroker {
         until: Option<u64>,
         limit: usize,
     ) -> Answer<Result<Page, HistoryError>> {
-        let Some(retention) = self.config.retention(channel) else {
-            let channel = channel.to_string();
-            return Box::pin(async move { Err(HistoryError::NotKept(channel)) });
-        };
+        let Some(retention) = self.config.retention(channel) else { return not_kept(channel) };
         let (conn, keys, wire, channel) =
             (self.conn.clone(), Arc::clone(&self.keys), Arc::clone(&self.wire), Arc::clone(channel));
         Box::pin(async move {
