@@ -398,7 +398,8 @@ fn app(
     let cors = Cors::default()
         .allowed_origin_fn(move |origin, _| origins.allows(origin))
         .allowed_methods(["GET", "POST", "PUT", "DELETE"])
-        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, crate::logging::REQUEST_ID])
+        .expose_headers([crate::logging::REQUEST_ID])
         .block_on_origin_mismatch(false)
         .max_age(3600);
     App::new()
@@ -408,6 +409,7 @@ fn app(
         .app_data(web::QueryConfig::default().error_handler(http::error::query_error))
         .wrap(cors)
         .wrap(actix_web::middleware::from_fn(track_requests))
+        .wrap(actix_web::middleware::from_fn(crate::logging::request_id))
         .configure(http::routes)
         .default_service(web::to(http::error::not_found))
 }

@@ -99,6 +99,21 @@ struct RateSample {
     messages_out: u64,
     in_per_sec: f64,
     out_per_sec: f64,
+    /// `published` at each of the last samples (one a second), oldest
+    /// first: events per minute without a timer of its own.
+    published: std::collections::VecDeque<u64>,
+}
+
+/// Samples kept for the events published over the last minute.
+const MINUTE_SAMPLES: usize = 61;
+
+/// Events published over the last minute (or since start, when younger).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Throughput {
+    /// Events accepted for publishing in the window.
+    pub published: u64,
+    /// The window's length, seconds (60 once the node has run a minute).
+    pub window_secs: u64,
 }
 
 /// The node's counters, shared by every actor.
@@ -165,6 +180,8 @@ impl Default for Metrics {
                 messages_out: 0,
                 in_per_sec: 0.0,
                 out_per_sec: 0.0,
+                // Nothing published at start: the window opens there.
+                published: std::collections::VecDeque::from([0]),
             }),
             started: Instant::now(),
         }
@@ -247,6 +264,18 @@ impl Metrics {
         r.at = now;
         r.messages_in = messages_in;
         r.messages_out = messages_out;
+        if r.published.len() == MINUTE_SAMPLES {
+            r.published.pop_front();
+        }
+        r.published.push_back(self.published.load(Relaxed));
+    }
+
+    /// Events published over the last minute, from the per-second samples.
+    pub fn last_minute(&self) -> Throughput {
+        let Ok(r) = self.rates.lock() else { return Throughput { published: 0, window_secs: 0 } };
+        let now = self.published.load(Relaxed);
+        let oldest = r.published.front().copied().unwrap_or(now);
+        Throughput { published: now.saturating_sub(oldest), window_secs: r.published.len() as u64 }
     }
 
     /// All counters now.

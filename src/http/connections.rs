@@ -107,3 +107,36 @@ pub async fn ping(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, 
         .map_err(ApiError::unavailable)?;
     Ok(HttpResponse::Accepted().json(json!({ "id": id, "connections": connections })))
 }
+
+/// `GET /api/metrics/websocket-connections` (seed 002): the node's
+/// connections now.
+pub async fn websocket_connections(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let stats = state.node.registry.send(GetStats).await.map_err(ApiError::unavailable)?;
+    let sockets = state.node.metrics.sockets.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(HttpResponse::Ok().json(json!({
+        "connections": stats.connections,
+        "users": stats.users,
+        "channels": stats.channels,
+        "sockets": sockets,
+    })))
+}
+
+/// `GET /api/metrics/event-throughput` (seed 002): events published on
+/// this node over the last minute, and frames in and out per second.
+pub async fn event_throughput(_: Admin, state: web::Data<AppState>) -> HttpResponse {
+    let metrics = &state.node.metrics;
+    let minute = metrics.last_minute();
+    let now = metrics.snapshot();
+    HttpResponse::Ok().json(json!({
+        "events_per_minute": minute.published,
+        "window_secs": minute.window_secs,
+        "messages_in_per_sec": now.messages_in_per_sec,
+        "messages_out_per_sec": now.messages_out_per_sec,
+    }))
+}
+
+/// `GET /api/metrics/redis-health` (seed 002): `GET /api/health/redis`'s
+/// body, answered 200 whatever the state (a metric, not a probe).
+pub async fn redis_health(_: Admin, state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(super::health::redis_status(&state).1)
+}

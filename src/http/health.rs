@@ -34,8 +34,17 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
 /// `up` (200), `down` (503, with the error that took it down) or
 /// `disabled` (200: no Redis configured, nothing is wrong).
 pub async fn redis(state: web::Data<AppState>) -> HttpResponse {
+    match redis_status(&state) {
+        (false, body) => HttpResponse::ServiceUnavailable().json(body),
+        (true, body) => HttpResponse::Ok().json(body),
+    }
+}
+
+/// The Redis link as `GET /api/health/redis` shows it, and whether it is
+/// healthy (up, or not configured).
+pub fn redis_status(state: &AppState) -> (bool, Value) {
     let Some(bus) = &state.bus else {
-        return HttpResponse::Ok().json(json!({ "status": "disabled", "node_id": &*state.node.id }));
+        return (true, json!({ "status": "disabled", "node_id": &*state.node.id }));
     };
     let (since, error) = match bus.last_change() {
         Some((at, error)) => (Value::from(humantime::format_rfc3339_millis(at).to_string()), error),
@@ -48,9 +57,5 @@ pub async fn redis(state: web::Data<AppState>) -> HttpResponse {
         "error": if bus.is_up() { None } else { error },
         "connects": bus.connects.load(Ordering::Relaxed),
     });
-    if bus.is_up() {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
+    (bus.is_up(), body)
 }

@@ -6,7 +6,7 @@
 //! - [`publish`]: `POST /api/publish`, `/api/publish/batch`,
 //!   `/api/users/{user_id}/send`, `/api/connections/{connection_id}/send`.
 //! - [`connections`]: `GET /ws/connections`, `GET /ws/metrics`,
-//!   `POST /ws/broadcast`, `POST /ws/ping`.
+//!   `POST /ws/broadcast`, `POST /ws/ping`, `GET /api/metrics/*`.
 //! - [`health`]: `GET /health`, `GET /api/health/redis`.
 //! - [`history`]: `GET /api/channels/{channel}/history`.
 //! - [`settings`]: `GET /api/mcp`, `PUT /api/mcp/{name}/toggle`,
@@ -136,6 +136,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/health/redis").route(web::get().to(health::redis)))
         .service(resource("/ws/connections").route(web::get().to(connections::list)))
         .service(resource("/ws/metrics").route(web::get().to(connections::metrics)))
+        .service(
+            resource("/api/metrics/websocket-connections").route(web::get().to(connections::websocket_connections)),
+        )
+        .service(resource("/api/metrics/event-throughput").route(web::get().to(connections::event_throughput)))
+        .service(resource("/api/metrics/redis-health").route(web::get().to(connections::redis_health)))
         .service(resource("/ws/broadcast").route(web::post().to(connections::broadcast)))
         .service(resource("/ws/ping").route(web::post().to(connections::ping)))
         .service(resource("/ws").route(web::get().to(ws::connect)))

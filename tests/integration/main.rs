@@ -21,6 +21,7 @@ mod hostile;
 mod lifecycle;
 mod limits;
 mod load;
+mod logs;
 mod origins;
 mod presence;
 mod publish;

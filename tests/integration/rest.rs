@@ -358,3 +358,44 @@ async fn websocket_endpoint_without_an_upgrade_is_400() {
     let (status, body) = server.get_with("/ws", None).await;
     assert_api_error(status, &body, 400, "websocket_required");
 }
+
+#[actix_rt::test]
+async fn the_metrics_views_count_connections_events_and_redis() {
+    let server = TestServer::start();
+    let _alice = server.connect_as("alice").await;
+    let _bob = server.subscriber("bob", &["team:t1"]).await;
+    let (status, body) = server.get("/api/metrics/websocket-connections").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["connections"].clone(), body["users"].clone(), body["channels"].clone()),
+        (json!(2), json!(2), json!(1)),
+        "{body}"
+    );
+    for view in ["websocket-connections", "event-throughput", "redis-health"] {
+        let (status, _) = server.get_with(&format!("/api/metrics/{view}"), None).await;
+        assert_eq!(status, 401, "{view} without the admin token");
+    }
+    for n in 0..5 {
+        server.publish("team:t1", "tick", json!({ "n": n })).await;
+    }
+    // Sampled once a second: the count is awaited.
+    let until = tokio::time::Instant::now() + crate::common::DEADLINE;
+    loop {
+        let (_, body) = server.get("/api/metrics/event-throughput").await;
+        if body["events_per_minute"].as_u64() >= Some(5) {
+            assert!(body["window_secs"].as_u64().is_some_and(|w| (1..=61).contains(&w)), "{body}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "never counted: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, body) = server.get("/api/metrics/redis-health").await;
+    assert_eq!((status, body["status"].clone()), (200, json!("disabled")), "{body}");
+
+    // A node whose Redis is away: a metric, so 200, saying "down".
+    let nowhere = crate::common::RedisServer::unused();
+    let node = TestServer::node(&nowhere, "lonely");
+    node.wait_for_redis("down").await;
+    let (status, body) = node.get("/api/metrics/redis-health").await;
+    assert_eq!((status, body["status"].clone()), (200, json!("down")), "{body}");
+}
