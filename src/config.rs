@@ -205,6 +205,9 @@ pub struct Args {
     /// Time one webhook POST (or health check) may take, ms [default: 5000]
     #[arg(long, env = "NOVA_AGENT_TIMEOUT_MS")]
     pub agent_timeout_ms: Option<u64>,
+    /// A bearer token that reads GET /metrics (Prometheus) and nothing else; the admin token reads it too [default: none]
+    #[arg(long, env = "NOVA_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Event history per namespace, kept for recovery after a reconnect: ns=size/ttl pairs, comma-separated; ns=off keeps none; namespaces not named keep none [default: conversation=300/10m,agent=300/10m]
     #[arg(long, env = "NOVA_HISTORY")]
     pub history: Option<String>,
@@ -460,6 +463,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// What channels keep for recovery.
     pub history: HistoryConfig,
+    /// The token of `GET /metrics`, besides the admin token.
+    pub metrics_token: Option<String>,
 }
 
 /// Where the settings files are and how they are watched and checked.
@@ -741,6 +746,7 @@ impl Config {
                 queue: args.agent_queue.unwrap_or(1_000).clamp(1, nova_actors::settings::agents::MAX_QUEUE),
                 timeout: Duration::from_millis(args.agent_timeout_ms.unwrap_or(5_000).max(10)),
             },
+            metrics_token: args.metrics_token.filter(|t| !t.is_empty()),
             history: HistoryConfig {
                 namespaces: match &args.history {
                     None => HistoryConfig::default().namespaces,

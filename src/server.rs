@@ -291,6 +291,7 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
         strict_events: config.strict_events,
         gateway: gateway_stats,
         broker,
+        metrics_token: config.metrics_token.clone(),
     });
     let transport = Arc::new(Transport {
         node: node.clone(),

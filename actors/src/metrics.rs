@@ -20,11 +20,17 @@ const BUCKETS: usize = (SUB + (MAX_EXP as u64 - SUB_BITS as u64 + 1) * SUB) as u
 pub struct Histogram {
     buckets: Box<[AtomicU64]>,
     max: AtomicU64,
+    /// Of every value recorded, for Prometheus's `_sum`.
+    sum: AtomicU64,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram { buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(), max: AtomicU64::new(0) }
+        Histogram {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            max: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+        }
     }
 }
 
@@ -61,6 +67,7 @@ impl Histogram {
     pub fn record_n(&self, micros: u64, n: u64) {
         self.buckets[bucket_of(micros)].fetch_add(n, Relaxed);
         self.max.fetch_max(micros, Relaxed);
+        self.sum.fetch_add(micros.saturating_mul(n), Relaxed);
     }
 
     /// The number of values recorded.
@@ -90,6 +97,31 @@ impl Histogram {
     /// The largest value recorded.
     pub fn max(&self) -> u64 {
         self.max.load(Relaxed)
+    }
+
+    /// The sum of the values recorded, µs.
+    pub fn sum(&self) -> u64 {
+        self.sum.load(Relaxed)
+    }
+
+    /// For each bound (µs, ascending), how many values fell at or below it,
+    /// as far as the buckets tell (a bucket counts under the first bound
+    /// at or above its upper end): a Prometheus histogram's buckets.
+    pub fn cumulative(&self, bounds: &[u64]) -> Vec<u64> {
+        let mut out = vec![0u64; bounds.len()];
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            let n = bucket.load(Relaxed);
+            if n == 0 {
+                continue;
+            }
+            let top = upper_bound(i);
+            if let Some(first) = bounds.iter().position(|b| *b >= top) {
+                for slot in &mut out[first..] {
+                    *slot += n;
+                }
+            }
+        }
+        out
     }
 }
 
@@ -313,6 +345,21 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cumulative_counts_and_the_sum_match_what_was_recorded() {
+        let h = Histogram::default();
+        for v in [100, 900, 1_000, 40_000, 3_000_000] {
+            h.record(v);
+        }
+        h.record_n(7, 2);
+        assert_eq!(h.sum(), 100 + 900 + 1_000 + 40_000 + 3_000_000 + 14);
+        // A bucket counts under the first bound at or above its top: 900's
+        // bucket ends above 1,000 only if the buckets say so.
+        let c = h.cumulative(&[10, 1_100, 50_000, 10_000_000]);
+        assert_eq!(c, vec![2, 5, 6, 7]);
+        assert!(c.windows(2).all(|w| w[0] <= w[1]));
+    }
 
     #[test]
     fn every_value_lands_in_a_bucket_whose_bound_covers_it() {

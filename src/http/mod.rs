@@ -9,6 +9,7 @@
 //!   `POST /ws/broadcast`, `POST /ws/ping`, `GET /api/metrics/*`.
 //! - [`health`]: `GET /health`, `GET /api/health/redis`.
 //! - [`history`]: `GET /api/channels/{channel}/history`.
+//! - [`prometheus`]: `GET /metrics`.
 //! - [`settings`]: `GET /api/mcp`, `PUT /api/mcp/{name}/toggle`,
 //!   `GET /api/agents`, `PUT /api/agents/{name}/toggle`,
 //!   `POST /api/config/validate`, `GET /api/config/backups`,
@@ -23,6 +24,7 @@ pub mod connections;
 pub mod error;
 pub mod health;
 pub mod history;
+pub mod prometheus;
 pub mod publish;
 pub mod settings;
 pub mod ws;
@@ -74,6 +76,8 @@ pub struct AppState {
     pub gateway: Arc<nova_actors::gateway::GatewayStats>,
     /// The node's broker, for history reads.
     pub broker: Arc<dyn nova_actors::broker::Broker>,
+    /// A token that reads `GET /metrics` only.
+    pub metrics_token: Option<String>,
 }
 
 /// Proof that a request carried the admin bearer token; take it as a
@@ -136,6 +140,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/health/redis").route(web::get().to(health::redis)))
         .service(resource("/ws/connections").route(web::get().to(connections::list)))
         .service(resource("/ws/metrics").route(web::get().to(connections::metrics)))
+        .service(resource("/metrics").route(web::get().to(prometheus::metrics)))
         .service(
             resource("/api/metrics/websocket-connections").route(web::get().to(connections::websocket_connections)),
         )

@@ -399,3 +399,50 @@ async fn the_metrics_views_count_connections_events_and_redis() {
     let (status, body) = node.get("/api/metrics/redis-health").await;
     assert_eq!((status, body["status"].clone()), (200, json!("down")), "{body}");
 }
+
+/// `GET /metrics` with `token`: status and body text.
+async fn scrape(server: &TestServer, token: Option<&str>) -> (u16, String) {
+    let mut req = awc::Client::default().get(server.url("/metrics"));
+    if let Some(token) = token {
+        req = req.insert_header(("Authorization", format!("Bearer {token}")));
+    }
+    let mut res = req.send().await.expect("GET /metrics");
+    let body = res.body().await.expect("body");
+    (res.status().as_u16(), String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The value of sample `name` in an exposition.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[actix_rt::test]
+async fn prometheus_reads_the_counters_with_the_admin_or_the_metrics_token() {
+    let server = TestServer::with(|a| a.metrics_token = Some("scrape-only-token".into()));
+    let mut alice = server.subscriber("alice", &["team:t1"]).await;
+    for n in 0..3 {
+        server.publish("team:t1", "tick", json!({ "n": n })).await;
+        alice.recv_type("tick").await;
+    }
+    assert_eq!(scrape(&server, None).await.0, 401);
+    assert_eq!(scrape(&server, Some("wrong")).await.0, 401);
+    let (status, text) = scrape(&server, Some("scrape-only-token")).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(sample(&text, "nova_connections"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "nova_published_total"), Some(3.0), "{text}");
+    // Every frame written is measured: the +Inf bucket holds them all, and
+    // the buckets never go down.
+    let inf = sample(&text, "nova_publish_write_seconds_bucket{le=\"+Inf\"}").expect("a +Inf bucket");
+    assert_eq!(Some(inf), sample(&text, "nova_publish_write_seconds_count"), "{text}");
+    assert!(inf >= 3.0, "{text}");
+    let buckets: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("nova_publish_write_seconds_bucket"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{text}");
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    // The admin token reads it too; the metrics token reads nothing else.
+    assert_eq!(scrape(&server, Some(ADMIN_TOKEN)).await.0, 200);
+    assert_eq!(server.get_with("/ws/metrics", Some("scrape-only-token")).await.0, 401);
+}
