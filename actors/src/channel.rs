@@ -33,7 +33,7 @@ use serde::Serialize;
 
 use crate::broker::answers::{self, Answers, Piece};
 use crate::broker::{
-    Broker, ChannelState, Counted, HistoryError, Page, Position, PresenceStore, Retention, MAX_HISTORY_SIZE,
+    ready_now, Broker, ChannelState, Counted, HistoryError, Page, Position, PresenceStore, Retention, MAX_HISTORY_SIZE,
 };
 use crate::catalog::PresenceStatus;
 use crate::catalog::TeamPresenceUpdate;
@@ -558,8 +558,7 @@ impl Channel {
             Recovering { link, reply_to, from, top, held: Vec::new(), newer, all, generation, overflowed: false };
         self.recovering.insert(conn, recovering);
         // The memory broker answers at once: no holding at all then.
-        let waker = futures_util::task::noop_waker();
-        if let std::task::Poll::Ready(page) = read.as_mut().poll(&mut std::task::Context::from_waker(&waker)) {
+        if let Some(page) = ready_now(&mut read) {
             return self.recovered(conn, generation, page);
         }
         ctx.spawn(read.into_actor(self).map(move |page, act, _| act.recovered(conn, generation, page)));
@@ -577,15 +576,7 @@ impl Channel {
         let Some(r) = self.recovering.remove(&conn) else { return };
         let wanted = (r.top.offset - r.from.offset) as usize;
         let events = match page {
-            Ok(page)
-                if page.complete
-                    && page.position.epoch == r.from.epoch
-                    && page.events.len() == wanted
-                    && page.events.first().is_some_and(|(o, _)| *o == r.from.offset + 1) =>
-            {
-                Some(page.events)
-            }
-            Ok(_) => None,
+            Ok(page) => page.exactly(r.from.offset, wanted, &r.from.epoch),
             Err(e) => {
                 log::warn!("channel '{}': recovery failed: {e}", self.name);
                 None
@@ -917,14 +908,7 @@ impl Channel {
             let wanted = (to.offset - from.offset) as usize;
             let events = match page {
                 Ok(None) => Some(Vec::new()),
-                Ok(Some(page))
-                    if page.position.epoch == to.epoch
-                        && page.events.len() == wanted
-                        && page.events.first().is_some_and(|(o, _)| *o == from.offset + 1) =>
-                {
-                    Some(page.events)
-                }
-                Ok(Some(_)) => None,
+                Ok(Some(page)) => page.exactly(from.offset, wanted, &to.epoch),
                 Err(e) => {
                     log::warn!("channel '{}': reading missed events failed: {e}", self.name);
                     None

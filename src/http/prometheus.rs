@@ -57,80 +57,49 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
         <Admin as actix_web::FromRequest>::extract(&req).await?;
     }
     let stats = state.node.registry.send(GetStats).await.map_err(ApiError::unavailable)?;
-    let m = &state.node.metrics;
-    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let (m, g) = (&state.node.metrics, &state.gateway);
     let mut registry = Registry::with_prefix("nova");
-    let gauge = |registry: &mut Registry, name: &str, help: &str, v: i64| {
-        registry.register(name, help, ConstGauge::new(v));
-    };
-    let counter = |registry: &mut Registry, name: &str, help: &str, v: u64| {
-        registry.register(name, help, ConstCounter::new(v));
-    };
     let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
-    gauge(&mut registry, "connections", "Authenticated WebSocket connections", n(stats.connections));
-    gauge(&mut registry, "users", "Distinct users connected", n(stats.users));
-    gauge(&mut registry, "channels", "Channels with a subscriber on this node", n(stats.channels));
-    gauge(&mut registry, "sockets", "Open WebSocket connections, authenticated or not", load(&m.sockets) as i64);
-    counter(&mut registry, "messages_in", "Client frames received", load(&m.messages_in));
-    counter(&mut registry, "messages_out", "Frames written to clients", load(&m.messages_out));
-    counter(&mut registry, "published", "Events accepted for publishing", load(&m.published));
-    counter(
-        &mut registry,
-        "slow_consumers",
-        "Connections closed for exceeding their outbound budget",
-        load(&m.slow_consumers),
-    );
-    counter(
-        &mut registry,
-        "dropped_deliveries",
-        "Deliveries skipped for a session already over budget",
-        load(&m.dropped_deliveries),
-    );
-    counter(
-        &mut registry,
-        "user_rate_limited",
-        "Requests refused by a user's overall limit",
-        load(&m.user_rate_limited),
-    );
-    counter(
-        &mut registry,
-        "event_rate_limited",
-        "Requests refused by a user's limit for their type",
-        load(&m.event_rate_limited),
-    );
-    counter(
-        &mut registry,
-        "auth_throttled",
-        "Authentications refused for an address that failed too often",
-        load(&m.auth_throttled),
-    );
-    counter(&mut registry, "flood_closes", "Connections closed for flooding", load(&m.flood_closes));
-    counter(&mut registry, "recoveries", "Subscriptions that asked to recover missed events", load(&m.recoveries));
-    counter(&mut registry, "recoveries_failed", "Recoveries that could not be made", load(&m.recoveries_failed));
-    let g = &state.gateway;
-    counter(&mut registry, "gateway_accepted", "Client requests accepted for agents", load(&g.accepted));
-    counter(&mut registry, "gateway_refused", "Client requests refused for agents (4007)", load(&g.refused));
-    counter(&mut registry, "gateway_delivered", "Webhook deliveries that succeeded", load(&g.delivered));
-    counter(
-        &mut registry,
-        "gateway_failed_attempts",
-        "Webhook attempts that failed and will be retried",
-        load(&g.failed_attempts),
-    );
-    counter(&mut registry, "gateway_rejected", "Records webhook agents refused", load(&g.rejected));
+    let mut gauges: Vec<(&str, &str, i64)> = vec![
+        ("connections", "Authenticated WebSocket connections", n(stats.connections)),
+        ("users", "Distinct users connected", n(stats.users)),
+        ("channels", "Channels with a subscriber on this node", n(stats.channels)),
+        ("sockets", "Open WebSocket connections, authenticated or not", m.sockets.load(Ordering::Relaxed) as i64),
+    ];
+    let mut counters: Vec<(&str, &str, &AtomicU64)> = vec![
+        ("messages_in", "Client frames received", &m.messages_in),
+        ("messages_out", "Frames written to clients", &m.messages_out),
+        ("published", "Events accepted for publishing", &m.published),
+        ("slow_consumers", "Connections closed for exceeding their outbound budget", &m.slow_consumers),
+        ("dropped_deliveries", "Deliveries skipped for a session already over budget", &m.dropped_deliveries),
+        ("user_rate_limited", "Requests refused by a user's overall limit", &m.user_rate_limited),
+        ("event_rate_limited", "Requests refused by a user's limit for their type", &m.event_rate_limited),
+        ("auth_throttled", "Authentications refused for an address that failed too often", &m.auth_throttled),
+        ("flood_closes", "Connections closed for flooding", &m.flood_closes),
+        ("recoveries", "Subscriptions that asked to recover missed events", &m.recoveries),
+        ("recoveries_failed", "Recoveries that could not be made", &m.recoveries_failed),
+        ("gateway_accepted", "Client requests accepted for agents", &g.accepted),
+        ("gateway_refused", "Client requests refused for agents (4007)", &g.refused),
+        ("gateway_delivered", "Webhook deliveries that succeeded", &g.delivered),
+        ("gateway_failed_attempts", "Webhook attempts that failed and will be retried", &g.failed_attempts),
+        ("gateway_rejected", "Records webhook agents refused", &g.rejected),
+    ];
     if let Some(bus) = &state.bus {
-        gauge(&mut registry, "redis_up", "Whether the node is connected to Redis", i64::from(bus.is_up()));
-        counter(&mut registry, "redis_connects", "Connections made to Redis", load(&bus.connects));
-        counter(&mut registry, "redis_published", "Events written to Redis", load(&bus.published));
-        counter(&mut registry, "redis_received", "Events from other nodes delivered here", load(&bus.received));
-        counter(&mut registry, "redis_dropped", "Events not written to Redis", load(&bus.dropped));
-        counter(
-            &mut registry,
-            "history_lost",
-            "Events of channels with history that never reached Redis",
-            load(&bus.history_lost),
-        );
-        counter(&mut registry, "epochs_bumped", "New epochs started after such losses", load(&bus.epochs_bumped));
+        gauges.push(("redis_up", "Whether the node is connected to Redis", i64::from(bus.is_up())));
+        counters.extend([
+            ("redis_connects", "Connections made to Redis", &bus.connects),
+            ("redis_published", "Events written to Redis", &bus.published),
+            ("redis_received", "Events from other nodes delivered here", &bus.received),
+            ("redis_dropped", "Events not written to Redis", &bus.dropped),
+            ("history_lost", "Events of channels with history that never reached Redis", &bus.history_lost),
+            ("epochs_bumped", "New epochs started after such losses", &bus.epochs_bumped),
+        ]);
+    }
+    for (name, help, value) in gauges {
+        registry.register(name, help, ConstGauge::new(value));
+    }
+    for (name, help, value) in counters {
+        registry.register(name, help, ConstCounter::new(value.load(Ordering::Relaxed)));
     }
     // The encoder adds the buckets up itself: each bucket's own count,
     // and the rest above the last bound under +Inf.

@@ -317,11 +317,7 @@ mod tests {
 
     fn read(b: &MemoryBroker, channel: &Arc<str>, since: u64) -> Page {
         let mut page = b.history(channel, since, None, 1000);
-        let waker = futures_util::task::noop_waker();
-        match page.as_mut().poll(&mut std::task::Context::from_waker(&waker)) {
-            std::task::Poll::Ready(page) => page.unwrap(),
-            std::task::Poll::Pending => panic!("memory history is ready at once"),
-        }
+        crate::broker::ready_now(&mut page).expect("memory history is ready at once").unwrap()
     }
 
     #[test]

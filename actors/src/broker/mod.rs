@@ -141,6 +141,29 @@ pub struct Page {
     pub complete: bool,
 }
 
+impl Page {
+    /// Its events, when they are exactly the `count` that came after
+    /// offset `after` in `epoch`: none missing, none more, none of another
+    /// numbering.
+    pub fn exactly(self, after: u64, count: usize, epoch: &str) -> Option<Vec<(u64, Frame)>> {
+        let whole = self.complete
+            && *self.position.epoch == *epoch
+            && self.events.len() == count
+            && self.events.first().is_none_or(|(offset, _)| *offset == after + 1);
+        whole.then_some(self.events)
+    }
+}
+
+/// The answer when it is there at once (the memory roles answer so, and
+/// then nothing waits), else `None`, the future left to be run.
+pub fn ready_now<T>(answer: &mut Answer<T>) -> Option<T> {
+    let waker = futures_util::task::noop_waker();
+    match answer.as_mut().poll(&mut std::task::Context::from_waker(&waker)) {
+        std::task::Poll::Ready(value) => Some(value),
+        std::task::Poll::Pending => None,
+    }
+}
+
 /// Why a history read failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum HistoryError {

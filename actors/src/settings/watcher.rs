@@ -416,8 +416,7 @@ impl ConfigWatcher {
         };
         let mut claim = self.broker.claim(key, CLAIM_TTL);
         // On one node the answer is there at once: published now, in order.
-        let waker = futures_util::task::noop_waker();
-        if let std::task::Poll::Ready(claimed) = claim.as_mut().poll(&mut std::task::Context::from_waker(&waker)) {
+        if let Some(claimed) = crate::broker::ready_now(&mut claim) {
             if claimed {
                 frames.into_iter().for_each(|f| publish(&self.registry, f));
             }
