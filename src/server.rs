@@ -264,7 +264,12 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
         }
         handle
     };
-    let auth = Authenticator::new(config.jwt.as_ref(), config.api_keys.clone(), config.development_key);
+    let auth = Authenticator::new(
+        config.jwt.as_ref(),
+        config.api_keys.clone(),
+        config.development_key,
+        Some(&config.admin_token),
+    );
     let gateway = (gateway, gateway_stats.clone());
     let node = Arc::new(Node::new(node_id, registry.clone(), gateway, auth, config.limits.clone(), metrics));
     // A pass over the per-user limits visits every user active lately: on

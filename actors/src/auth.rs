@@ -7,7 +7,10 @@
 //! channel. API keys are static keys from the configuration, each with
 //! its user id and patterns. In development mode the key `development` is
 //! accepted too, grants every channel and lets the client pick its user id,
-//! so two browser tabs can act as two users without minting tokens.
+//! so two browser tabs can act as two users without minting tokens. The
+//! server's admin token is accepted as an API key too: it connects as the
+//! user [`ADMIN_USER`] with every channel, so the dashboard reads any
+//! channel with the one secret its operator already has.
 //!
 //! A JWT connection may later present a new token for the same user
 //! ([`Authenticator::refresh`]); its permissions and expiry become the new
@@ -29,6 +32,9 @@ pub const DEVELOPMENT_KEY: &str = "development";
 
 /// The user a development-key connection acts as when it names none.
 pub const DEVELOPMENT_USER: &str = "developer";
+
+/// The user a connection that authenticated with the admin token acts as.
+pub const ADMIN_USER: &str = "admin";
 
 /// Clock skew tolerated on `exp`.
 const LEEWAY_SECS: u64 = 5;
@@ -172,6 +178,8 @@ pub struct Authenticator {
     max_lifetime: Option<Duration>,
     api_keys: Vec<ApiKey>,
     development_key: bool,
+    /// The admin token, taken as an API key for [`ADMIN_USER`].
+    admin_key: Option<String>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -180,14 +188,16 @@ impl std::fmt::Debug for Authenticator {
             .field("jwt", &self.jwt.is_some())
             .field("api_keys", &self.api_keys.len())
             .field("development_key", &self.development_key)
+            .field("admin_key", &self.admin_key.is_some())
             .finish()
     }
 }
 
 impl Authenticator {
     /// `jwt` enables JWTs; `development_key` enables the key
-    /// [`DEVELOPMENT_KEY`].
-    pub fn new(jwt: Option<&JwtConfig>, api_keys: Vec<ApiKey>, development_key: bool) -> Self {
+    /// [`DEVELOPMENT_KEY`]; `admin_key` (the admin token) is accepted as an
+    /// API key for [`ADMIN_USER`] with every channel.
+    pub fn new(jwt: Option<&JwtConfig>, api_keys: Vec<ApiKey>, development_key: bool, admin_key: Option<&str>) -> Self {
         let max_lifetime = jwt.and_then(|c| c.max_lifetime);
         let jwt = jwt.map(|config| {
             let mut validation = Validation::new(Algorithm::HS256);
@@ -210,7 +220,8 @@ impl Authenticator {
             validation.set_required_spec_claims(&required);
             (DecodingKey::from_secret(&config.secret), validation)
         });
-        Authenticator { jwt, max_lifetime, api_keys, development_key }
+        let admin_key = admin_key.filter(|k| !k.is_empty()).map(str::to_owned);
+        Authenticator { jwt, max_lifetime, api_keys, development_key, admin_key }
     }
 
     /// Checks credentials and returns who they belong to.
@@ -303,6 +314,22 @@ impl Authenticator {
                 found
             }
         });
+        // Compared whether or not a configured key matched, for the same
+        // reason.
+        let admin = self.admin_key.as_ref().is_some_and(|admin| constant_time_eq(admin.as_bytes(), key.as_bytes()));
+        if admin {
+            if user_id.is_some_and(|u| u != ADMIN_USER) {
+                return Err(AuthError::Invalid("the admin token cannot choose its user id".into()));
+            }
+            return Ok(Identity {
+                user_id: Arc::from(ADMIN_USER),
+                grants: Vec::new(),
+                admin: true,
+                expires_at: None,
+                jwt: false,
+                tenant: None,
+            });
+        }
         let api_key = found.ok_or_else(|| AuthError::Invalid("unknown API key".into()))?;
         if user_id.is_some_and(|u| u != api_key.user_id) {
             return Err(AuthError::Invalid("this API key cannot choose its user id".into()));
@@ -373,8 +400,10 @@ mod tests {
             channels: parse_patterns(&["team:*"]).unwrap(),
             tenant: None,
         };
-        Authenticator::new(Some(&jwt_config()), vec![key], false)
+        Authenticator::new(Some(&jwt_config()), vec![key], false, Some(ADMIN_TOKEN))
     }
+
+    const ADMIN_TOKEN: &str = "the-admin-token-0123456789";
 
     #[test]
     fn valid_jwt_grants_its_patterns() {
@@ -390,7 +419,7 @@ mod tests {
     #[test]
     fn a_token_valid_for_longer_than_the_maximum_is_refused() {
         let config = JwtConfig { max_lifetime: Some(Duration::from_secs(3600)), ..jwt_config() };
-        let strict = Authenticator::new(Some(&config), vec![], false);
+        let strict = Authenticator::new(Some(&config), vec![], false, None);
         let forever = token(json!({"sub":"a","exp":u64::MAX}), SECRET);
         assert!(matches!(strict.authenticate(&forever), Err(AuthError::Refused(why)) if why.contains("'exp'")));
         let day = token(json!({"sub":"a","exp":now()+86_400}), SECRET);
@@ -444,7 +473,7 @@ mod tests {
         let claims = json!({"sub":"a","exp":now()+60,"aud":"nova","iss":"idp"});
         assert!(auth().authenticate(&token(claims.clone(), SECRET)).is_ok(), "unconfigured aud is not checked");
         let strict = JwtConfig { audience: Some("nova".into()), issuer: Some("idp".into()), ..jwt_config() };
-        let a = Authenticator::new(Some(&strict), vec![], false);
+        let a = Authenticator::new(Some(&strict), vec![], false, None);
         assert!(a.authenticate(&token(claims, SECRET)).is_ok());
         let other_aud = json!({"sub":"a","exp":now()+60,"aud":"other","iss":"idp"});
         assert!(matches!(a.authenticate(&token(other_aud, SECRET)), Err(AuthError::Invalid(m)) if m.contains("aud")));
@@ -485,8 +514,32 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_token_is_a_key_for_the_admin_user_with_every_channel() {
+        let a = auth();
+        let key = |key: &str, user_id: Option<&str>| Credentials::ApiKey {
+            key: key.into(),
+            user_id: user_id.map(str::to_owned),
+        };
+        let id = a.authenticate(&key(ADMIN_TOKEN, None)).unwrap();
+        assert_eq!(&*id.user_id, ADMIN_USER);
+        assert!(id.may_access("system:settings") && id.may_access("conversation:c1") && id.may_access("team:t"));
+        assert!(!id.is_jwt() && id.expires_at.is_none() && id.tenant.is_none());
+        assert_eq!(&*a.authenticate(&key(ADMIN_TOKEN, Some(ADMIN_USER))).unwrap().user_id, ADMIN_USER);
+        let chosen = a.authenticate(&key(ADMIN_TOKEN, Some("alice"))).unwrap_err();
+        assert!(matches!(chosen, AuthError::Invalid(ref m) if m.contains("user id")), "{chosen:?}");
+        for wrong in [&ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1], "the-admin-token-0123456780", ""] {
+            let refused = a.authenticate(&key(wrong, None)).unwrap_err();
+            assert!(matches!(refused, AuthError::Invalid(ref m) if m == "unknown API key"), "{wrong}: {refused:?}");
+        }
+        let without = Authenticator::new(Some(&jwt_config()), vec![], false, None);
+        assert!(without.authenticate(&key(ADMIN_TOKEN, None)).is_err(), "no admin token configured");
+        let empty = Authenticator::new(None, vec![], false, Some(""));
+        assert!(empty.authenticate(&key("", None)).is_err(), "an empty admin token is no key");
+    }
+
+    #[test]
     fn development_key_picks_any_user_and_channel() {
-        let a = Authenticator::new(None, vec![], true);
+        let a = Authenticator::new(None, vec![], true, None);
         let id =
             a.authenticate(&Credentials::ApiKey { key: DEVELOPMENT_KEY.into(), user_id: Some("bob".into()) }).unwrap();
         assert_eq!(&*id.user_id, "bob");

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{assert_fresh_timestamp, jwt, now_ms, Client, TestServer, JWT_SECRET};
+use crate::common::{assert_fresh_timestamp, jwt, now_ms, Client, TestServer, ADMIN_TOKEN, JWT_SECRET};
 
 /// Sends `connection.init` with `data` and asserts the refusal the protocol
 /// promises: an `error` frame with `code` answering the request, then a
@@ -280,4 +280,31 @@ async fn non_admin_role_grants_nothing_extra() {
     client.subscribe(&["team:t1"]).await;
     client.request("channel.subscribe", None, json!({"channels": ["system:ops"]})).await;
     client.expect_error(4003).await;
+}
+
+#[actix_rt::test]
+async fn the_admin_token_as_an_api_key_connects_as_admin_and_reads_every_channel() {
+    let server = TestServer::start();
+    let mut admin = server.connect().await;
+    let ack = admin.init(json!({"api_key": ADMIN_TOKEN})).await;
+    assert_eq!(ack["data"]["user_id"], "admin", "{ack}");
+    assert_eq!(ack["data"]["expires_at"], Value::Null, "{ack}");
+    admin.subscribe(&["system:settings", "conversation:c1", "team:t1", "system:ops"]).await;
+    server.publish("conversation:c1", "note", json!({"n": 1})).await;
+    let event = admin.recv_type("note").await;
+    assert_eq!(event["channel"], "conversation:c1", "{event}");
+    // It cannot pose as another user.
+    let mut other = server.connect().await;
+    assert_init_refused(&mut other, json!({"api_key": ADMIN_TOKEN, "user_id": "alice"}), 4001).await;
+}
+
+#[actix_rt::test]
+async fn wrong_admin_tokens_count_against_the_address_like_any_key() {
+    let server = TestServer::with(|a| a.auth_failure_limit = Some(3));
+    for _ in 0..3 {
+        let mut guess = server.connect().await;
+        assert_init_refused(&mut guess, json!({"api_key": format!("{ADMIN_TOKEN}x")}), 4001).await;
+    }
+    let mut right = server.connect().await;
+    assert_init_refused(&mut right, json!({"api_key": ADMIN_TOKEN}), 4004).await;
 }
