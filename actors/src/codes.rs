@@ -82,6 +82,10 @@ pub enum Close {
     /// this server's own rather than 1002, which names WebSocket framing
     /// errors, so a client can tell "upgrade me" from "you are broken".
     UnsupportedVersion,
+    /// An operator ended the connection (`DELETE /api/connections/{id}`,
+    /// the dashboard's "disconnect"). The client must not come straight
+    /// back on its own: that would undo what the operator did.
+    Disconnected,
 }
 
 impl Close {
@@ -101,6 +105,7 @@ impl Close {
             Close::AuthThrottled => 4004,
             Close::TryAgainLater => 1013,
             Close::UnsupportedVersion => 4010,
+            Close::Disconnected => 4011,
         }
     }
 
@@ -120,14 +125,23 @@ impl Close {
             Close::AuthThrottled => "too many failed authentications from this address",
             Close::TryAgainLater => "server full, try again later",
             Close::UnsupportedVersion => "unsupported protocol version",
+            Close::Disconnected => "disconnected by an administrator",
         }
     }
 
     /// Whether a client should reconnect after this close (with backoff).
-    /// Auth closes need fresh credentials first, and an unsupported version
-    /// a changed client, so they say no.
+    /// Auth closes need fresh credentials first, an unsupported version
+    /// a changed client, and an operator's disconnect a person's decision,
+    /// so they say no.
     pub fn reconnect(self) -> bool {
-        !matches!(self, Close::InvalidToken | Close::TokenExpired | Close::AuthThrottled | Close::UnsupportedVersion)
+        !matches!(
+            self,
+            Close::InvalidToken
+                | Close::TokenExpired
+                | Close::AuthThrottled
+                | Close::UnsupportedVersion
+                | Close::Disconnected
+        )
     }
 
     /// The error code that tells of this close in an `error` reply, for the
@@ -180,5 +194,6 @@ mod tests {
         assert!(!Close::InvalidToken.reconnect());
         assert!(!Close::TokenExpired.reconnect());
         assert!(!Close::UnsupportedVersion.reconnect());
+        assert!(!Close::Disconnected.reconnect());
     }
 }

@@ -266,6 +266,19 @@ pub struct CloseAll {
 pub struct ListConnections {
     /// The most to list.
     pub limit: usize,
+    /// Only this user's connections (in any tenant).
+    pub user: Option<String>,
+}
+
+/// Closes one authenticated connection of this node with `close`; answers
+/// its user, or `None` when there is no such connection.
+#[derive(Message)]
+#[rtype(result = "Option<Arc<str>>")]
+pub struct CloseConnection {
+    /// The connection.
+    pub conn: ConnId,
+    /// The close code (an operator's disconnect: 4011).
+    pub close: Close,
 }
 
 /// Counts of what the registry holds.
@@ -295,7 +308,7 @@ pub struct ConnectionInfo {
 /// The answer to [`ListConnections`].
 #[derive(Debug, Clone, Serialize, MessageResponse)]
 pub struct ConnectionList {
-    /// All authenticated connections.
+    /// All authenticated connections (of the user asked for).
     pub total: usize,
     /// Up to `limit` of them.
     pub connections: Vec<ConnectionInfo>,
@@ -836,7 +849,9 @@ impl Handler<ListConnections> for Registry {
     type Result = ConnectionList;
 
     fn handle(&mut self, msg: ListConnections, _: &mut Self::Context) -> ConnectionList {
-        let mut entries: Vec<&ConnEntry> = self.conns.values().collect();
+        let mut entries: Vec<&ConnEntry> =
+            self.conns.values().filter(|e| msg.user.as_deref().is_none_or(|u| **e.link.user() == *u)).collect();
+        let total = entries.len();
         entries.sort_unstable_by_key(|e| e.link.id());
         let connections = entries
             .into_iter()
@@ -851,7 +866,25 @@ impl Handler<ListConnections> for Registry {
                 pending_bytes: e.link.pending(),
             })
             .collect();
-        ConnectionList { total: self.conns.len(), connections }
+        ConnectionList { total, connections }
+    }
+}
+
+impl Handler<CloseConnection> for Registry {
+    type Result = Option<Arc<str>>;
+
+    fn handle(&mut self, msg: CloseConnection, _: &mut Self::Context) -> Option<Arc<str>> {
+        // The session announces the close, closes, and its Disconnect
+        // takes it out of the directory like any other close.
+        let entry = self.conns.get(&msg.conn)?;
+        log::info!(
+            "connection {} (user '{}') closed by an administrator: {}",
+            connection_id(&self.node_id, msg.conn),
+            entry.link.user(),
+            msg.close
+        );
+        entry.link.close(msg.close);
+        Some(Arc::clone(entry.link.user()))
     }
 }
 

@@ -1,9 +1,13 @@
 //! The connection admin endpoints: `GET /ws/connections`, `GET /ws/metrics`,
-//! `POST /ws/broadcast` and `POST /ws/ping`.
+//! `POST /ws/broadcast`, `POST /ws/ping`, `DELETE /api/connections/{id}`
+//! and seed 002's metrics views.
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
+use nova_actors::codes::Close;
+use nova_actors::names::parse_connection_id;
 use nova_actors::protocol::{self, kind};
-use nova_actors::registry::{Audience, Broadcast, GetStats, ListConnections};
+use nova_actors::registry::{Audience, Broadcast, CloseConnection, GetStats, ListConnections};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -15,22 +19,56 @@ use super::{Admin, AppState};
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
 
-/// `?limit=` of `GET /ws/connections`.
+/// `?limit=&user_id=` of `GET /ws/connections`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     limit: Option<usize>,
+    user_id: Option<String>,
 }
 
-/// `GET /ws/connections`: authenticated connections, oldest first.
+/// `GET /ws/connections[?user_id=]`: this node's authenticated connections
+/// (one user's, with `user_id`), oldest first.
 pub async fn list(
     _: Admin,
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
-    let list = state.node.registry.send(ListConnections { limit }).await.map_err(ApiError::unavailable)?;
+    let ListQuery { limit, user_id } = query.into_inner();
+    let limit = limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let list = ListConnections { limit, user: user_id };
+    let list = state.node.registry.send(list).await.map_err(ApiError::unavailable)?;
     Ok(HttpResponse::Ok().json(list))
+}
+
+/// `DELETE /api/connections/{connection_id}`: closes one connection of this
+/// node with 4011 ("disconnected by an administrator", announced by
+/// `connection.error` with `reconnect: false`). Another node's connection
+/// is not reached from here (404 naming that node): the listing it came
+/// from, `GET /ws/connections`, is per node too.
+pub async fn disconnect(
+    _: Admin,
+    state: web::Data<AppState>,
+    connection_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let connection_id = connection_id.into_inner();
+    let (node, conn) = parse_connection_id(&connection_id)
+        .map_err(|why| ApiError::bad_request("invalid_connection_id", why.to_string()))?;
+    let not_found = |message: String| ApiError::new(StatusCode::NOT_FOUND, "connection_not_found", message);
+    if node != &*state.node.id {
+        return Err(not_found(format!(
+            "connection '{connection_id}' is on node '{node}', not this one ('{}'): send the request to that node",
+            state.node.id
+        )));
+    }
+    let close = Close::Disconnected;
+    let closed = state.node.registry.send(CloseConnection { conn, close }).await.map_err(ApiError::unavailable)?;
+    let user = closed.ok_or_else(|| not_found(format!("no connection '{connection_id}' on this node")))?;
+    Ok(HttpResponse::Accepted().json(json!({
+        "connection_id": connection_id,
+        "user_id": &*user,
+        "close_code": close.code(),
+    })))
 }
 
 /// `GET /ws/metrics`: registry counts plus the node's counters and latency.

@@ -6,7 +6,8 @@
 //! - [`publish`]: `POST /api/publish`, `/api/publish/batch`,
 //!   `/api/users/{user_id}/send`, `/api/connections/{connection_id}/send`.
 //! - [`connections`]: `GET /ws/connections`, `GET /ws/metrics`,
-//!   `POST /ws/broadcast`, `POST /ws/ping`, `GET /api/metrics/*`.
+//!   `POST /ws/broadcast`, `POST /ws/ping`, `GET /api/metrics/*`,
+//!   `DELETE /api/connections/{connection_id}`.
 //! - [`health`]: `GET /health`, `GET /api/health/redis`.
 //! - [`history`]: `GET /api/channels/{channel}/history`.
 //! - [`prometheus`]: `GET /metrics`.
@@ -155,6 +156,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/channels/{channel}/history").route(web::get().to(history::history)))
         .service(resource("/api/users/{user_id}/send").route(web::post().to(publish::send_to_user)))
         .service(resource("/api/connections/{connection_id}/send").route(web::post().to(publish::send_to_connection)))
+        .service(resource("/api/connections/{connection_id}").route(web::delete().to(connections::disconnect)))
         .service(resource("/api/mcp").route(web::get().to(settings::list_mcp)))
         .service(resource("/api/mcp/{name}/toggle").route(web::put().to(settings::toggle_mcp)))
         .service(resource("/api/agents").route(web::get().to(settings::list_agents)))

@@ -18,6 +18,7 @@ mod examples;
 mod gateway;
 mod heartbeat;
 mod hostile;
+mod inspect;
 mod lifecycle;
 mod limits;
 mod load;
