@@ -152,6 +152,28 @@ pub struct Refresh {
     pub gone: bool,
 }
 
+/// Asks what an operator sees of the channel ([`ChannelView`]).
+#[derive(Message)]
+#[rtype(result = "ChannelView")]
+pub struct Describe;
+
+/// The channel as an operator sees it (`GET /api/channels/{channel}`).
+#[derive(Debug, Clone, MessageResponse)]
+pub struct ChannelView {
+    /// This node's subscribed connections, each with its user, by
+    /// connection number (those still recovering what they missed too).
+    pub members: Vec<(ConnId, Arc<str>)>,
+    /// Who is present on any node (none on `system:` channels), at most
+    /// [`MAX_PRESENCE_LIST`], sorted.
+    pub presence: Vec<Arc<str>>,
+    /// How many are present in all.
+    pub presence_count: usize,
+    /// On `team:` channels: each listed user's status and note.
+    pub statuses: Option<Vec<(Arc<str>, PresenceStatus, Option<String>)>>,
+    /// With history: the channel's position.
+    pub position: Option<Position>,
+}
+
 /// Sends what [`Publish`] held back; sent to itself after the mailbox is
 /// drained.
 #[derive(Message)]
@@ -957,6 +979,34 @@ impl Channel {
             }
             self.take(publish, ctx);
         }
+    }
+}
+
+impl Handler<Describe> for Channel {
+    type Result = ChannelView;
+
+    fn handle(&mut self, _: Describe, _: &mut Self::Context) -> ChannelView {
+        let recovering = self.recovering.values().map(|r| &r.link);
+        let mut members: Vec<(ConnId, Arc<str>)> =
+            self.members.iter().chain(recovering).map(|l| (l.id(), Arc::clone(l.user()))).collect();
+        members.sort_unstable_by_key(|(conn, _)| *conn);
+        let position = self.position.clone();
+        if !self.has_presence {
+            return ChannelView { members, presence: Vec::new(), presence_count: 0, statuses: None, position };
+        }
+        let mut presence: Vec<Arc<str>> = self.present().map(Arc::from).collect();
+        presence.sort_unstable();
+        presence.truncate(MAX_PRESENCE_LIST);
+        let statuses = self.statuses.as_ref().map(|statuses| {
+            presence
+                .iter()
+                .map(|user| match statuses.get(user) {
+                    Some((status, text)) => (Arc::clone(user), *status, text.clone()),
+                    None => (Arc::clone(user), PresenceStatus::Online, None),
+                })
+                .collect()
+        });
+        ChannelView { members, presence, presence_count: self.present_count(), statuses, position }
     }
 }
 

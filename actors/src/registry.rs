@@ -281,6 +281,91 @@ pub struct CloseConnection {
     pub close: Close,
 }
 
+/// Lists up to `limit` channels with subscribers on this node, by name
+/// (then tenant).
+#[derive(Message)]
+#[rtype(result = "ChannelList")]
+pub struct ListChannels {
+    /// The most to list.
+    pub limit: usize,
+}
+
+/// One channel as `GET /api/channels` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelInfo {
+    /// Its name, as clients know it.
+    pub channel: String,
+    /// Its tenant; `None` is the default one (and `system:settings`,
+    /// which every tenant shares).
+    pub tenant: Option<String>,
+    /// This node's connections subscribed to it.
+    pub members: usize,
+}
+
+/// The answer to [`ListChannels`].
+#[derive(Debug, Clone, Serialize, MessageResponse)]
+pub struct ChannelList {
+    /// Channels with subscribers on this node.
+    pub total: usize,
+    /// Up to `limit` of them.
+    pub channels: Vec<ChannelInfo>,
+}
+
+/// What an operator sees of one channel: its members on this node and who
+/// is present; `None` when no connection of this node is subscribed.
+#[derive(Message)]
+#[rtype(result = "Option<ChannelDetails>")]
+pub struct DescribeChannel {
+    /// The channel's key (`names::channel_key`).
+    pub key: Arc<str>,
+}
+
+/// A member of a channel in [`ChannelDetails`].
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberInfo {
+    /// The id sent in `connection.ack`.
+    pub connection_id: String,
+    /// Its user.
+    pub user_id: String,
+}
+
+/// A user's status on a team channel in [`ChannelDetails`].
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusInfo {
+    /// The user.
+    pub user_id: String,
+    /// The status (`online` when the user set none).
+    pub status: PresenceStatus,
+    /// Its note.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// The answer to [`DescribeChannel`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelDetails {
+    /// Its name, as clients know it.
+    pub channel: String,
+    /// Its tenant; `None` is the default one.
+    pub tenant: Option<String>,
+    /// This node's subscribed connections, oldest first.
+    pub members: Vec<MemberInfo>,
+    /// Users present on any node, sorted (at most 1000; none on `system:`
+    /// channels, which carry no presence).
+    pub presence: Vec<String>,
+    /// How many users are present in all.
+    pub presence_count: usize,
+    /// On `team:` channels: each listed user's status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statuses: Option<Vec<StatusInfo>>,
+    /// With history: the offset of its last event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// With history: its epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+}
+
 /// Counts of what the registry holds.
 #[derive(Message)]
 #[rtype(result = "Stats")]
@@ -885,6 +970,62 @@ impl Handler<CloseConnection> for Registry {
         );
         entry.link.close(msg.close);
         Some(Arc::clone(entry.link.user()))
+    }
+}
+
+impl Handler<ListChannels> for Registry {
+    type Result = ChannelList;
+
+    fn handle(&mut self, msg: ListChannels, _: &mut Self::Context) -> ChannelList {
+        let mut entries: Vec<(&Arc<str>, &ChannelEntry)> = self.channels.iter().collect();
+        entries.sort_unstable_by_key(|(key, _)| (names::visible(key), names::tenant_of(key)));
+        let channels = entries
+            .into_iter()
+            .take(msg.limit)
+            .map(|(key, entry)| ChannelInfo {
+                channel: names::visible(key).to_owned(),
+                tenant: names::tenant_of(key).map(str::to_owned),
+                members: entry.members,
+            })
+            .collect();
+        ChannelList { total: self.channels.len(), channels }
+    }
+}
+
+impl Handler<DescribeChannel> for Registry {
+    type Result = ResponseFuture<Option<ChannelDetails>>;
+
+    fn handle(&mut self, msg: DescribeChannel, _: &mut Self::Context) -> Self::Result {
+        let addr = self.channels.get(&msg.key).map(|entry| entry.addr.clone());
+        let node_id = Arc::clone(&self.node_id);
+        // The channel answers on its hub while the registry goes on.
+        Box::pin(async move {
+            let view = addr?.send(channel::Describe).await.ok()?;
+            let members = view
+                .members
+                .into_iter()
+                .map(|(conn, user)| MemberInfo {
+                    connection_id: connection_id(&node_id, conn),
+                    user_id: user.to_string(),
+                })
+                .collect();
+            let statuses = view.statuses.map(|statuses| {
+                statuses
+                    .into_iter()
+                    .map(|(user, status, text)| StatusInfo { user_id: user.to_string(), status, text })
+                    .collect()
+            });
+            Some(ChannelDetails {
+                channel: names::visible(&msg.key).to_owned(),
+                tenant: names::tenant_of(&msg.key).map(str::to_owned),
+                members,
+                presence: view.presence.iter().map(|u| u.to_string()).collect(),
+                presence_count: view.presence_count,
+                statuses,
+                offset: view.position.as_ref().map(|p| p.offset),
+                epoch: view.position.map(|p| p.epoch.to_string()),
+            })
+        })
     }
 }
 

@@ -9,6 +9,7 @@
 //!   `POST /ws/broadcast`, `POST /ws/ping`, `GET /api/metrics/*`,
 //!   `DELETE /api/connections/{connection_id}`.
 //! - [`health`]: `GET /health`, `GET /api/health/redis`.
+//! - [`channels`]: `GET /api/channels`, `GET /api/channels/{channel}`.
 //! - [`history`]: `GET /api/channels/{channel}/history`.
 //! - [`prometheus`]: `GET /metrics`.
 //! - [`settings`]: `GET /api/mcp`, `PUT /api/mcp/{name}/toggle`,
@@ -21,6 +22,7 @@
 //! bearer token ([`Admin`]); every error is JSON ([`error`]).
 
 pub mod admin;
+pub mod channels;
 pub mod connections;
 pub mod error;
 pub mod health;
@@ -153,6 +155,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/ws/{client_id}").route(web::get().to(ws::connect_as)))
         .service(resource("/api/publish").route(web::post().to(publish::publish)))
         .service(resource("/api/publish/batch").route(web::post().to(publish::publish_batch)))
+        .service(resource("/api/channels").route(web::get().to(channels::list)))
+        .service(resource("/api/channels/{channel}").route(web::get().to(channels::show)))
         .service(resource("/api/channels/{channel}/history").route(web::get().to(history::history)))
         .service(resource("/api/users/{user_id}/send").route(web::post().to(publish::send_to_user)))
         .service(resource("/api/connections/{connection_id}/send").route(web::post().to(publish::send_to_connection)))

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::TestServer;
+use crate::common::{jwt, TestServer};
 
 /// Asserts `body` is the API's error shape with `code`.
 fn assert_api_error(status: u16, body: &Value, expected_status: u16, code: &str) {
@@ -75,4 +75,82 @@ async fn disconnecting_a_bad_or_foreign_id_is_refused() {
     assert_api_error(status, &body, 405, "method_not_allowed");
     let answer = awc::Client::default().delete(server.url(&format!("/api/connections/{id}"))).send().await;
     assert_eq!(answer.expect("DELETE").status().as_u16(), 401);
+}
+
+#[actix_rt::test]
+async fn channels_are_listed_with_their_members_here() {
+    let server = TestServer::start();
+    let _alice = server.subscriber("alice", &["team:t1", "conversation:c1"]).await;
+    let _bob = server.subscriber("bob", &["team:t1"]).await;
+    let mut acme = server.connect().await;
+    acme.init(json!({"token": jwt("dave", 600, json!({"channels": ["team:*"], "tenant": "acme"}))})).await;
+    acme.subscribe(&["team:t1"]).await;
+
+    let (status, list) = server.get("/api/channels").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(
+        list,
+        json!({"total": 3, "channels": [
+            {"channel": "conversation:c1", "tenant": null, "members": 1},
+            {"channel": "team:t1", "tenant": null, "members": 2},
+            {"channel": "team:t1", "tenant": "acme", "members": 1},
+        ]})
+    );
+    let (_, limited) = server.get("/api/channels?limit=1").await;
+    assert_eq!((&limited["total"], limited["channels"].as_array().map(Vec::len)), (&json!(3), Some(1)));
+    let (status, body) = server.get("/api/channels?bogus=1").await;
+    assert_api_error(status, &body, 400, "invalid_query");
+}
+
+#[actix_rt::test]
+async fn a_channel_shows_its_members_presence_and_statuses() {
+    let server = TestServer::start();
+    let mut alice = server.connect().await;
+    let alice_ack = alice.init(json!({"api_key": "development", "user_id": "alice"})).await;
+    alice.subscribe(&["team:t1"]).await;
+    let mut bob = server.connect().await;
+    let bob_ack = bob.init(json!({"api_key": "development", "user_id": "bob"})).await;
+    bob.subscribe(&["team:t1"]).await;
+    bob.request("team.presence.update", Some("team:t1"), json!({"status": "busy", "text": "in a meeting"})).await;
+    bob.recv_type("team.presence.update").await;
+
+    let (status, team) = server.get("/api/channels/team:t1").await;
+    assert_eq!(status, 200, "{team}");
+    assert_eq!(
+        team,
+        json!({
+            "channel": "team:t1",
+            "tenant": null,
+            "members": [
+                {"connection_id": alice_ack["data"]["connection_id"], "user_id": "alice"},
+                {"connection_id": bob_ack["data"]["connection_id"], "user_id": "bob"},
+            ],
+            "presence": ["alice", "bob"],
+            "presence_count": 2,
+            "statuses": [
+                {"user_id": "alice", "status": "online"},
+                {"user_id": "bob", "status": "busy", "text": "in a meeting"},
+            ],
+        })
+    );
+
+    // A channel with history tells its position; the settings channel has
+    // no presence to show.
+    let _carol = server.subscriber("carol", &["conversation:c1", "system:settings"]).await;
+    server.publish("conversation:c1", "note", json!({})).await;
+    let (_, conversation) = server.get("/api/channels/conversation:c1").await;
+    assert_eq!(conversation["presence"], json!(["carol"]), "{conversation}");
+    assert!(conversation["epoch"].is_string() && conversation.get("statuses").is_none(), "{conversation}");
+    let (_, settings) = server.get("/api/channels/system:settings").await;
+    assert_eq!((&settings["presence"], &settings["presence_count"]), (&json!([]), &json!(0)), "{settings}");
+    assert_eq!(settings["members"].as_array().map(Vec::len), Some(1), "{settings}");
+
+    let (status, body) = server.get("/api/channels/team:t1?tenant=acme").await;
+    assert_api_error(status, &body, 404, "channel_not_found");
+    let (status, body) = server.get("/api/channels/conversation:nobody").await;
+    assert_api_error(status, &body, 404, "channel_not_found");
+    for bad in ["/api/channels/chat:x", "/api/channels/nope", "/api/channels/team:t1?tenant=a%2Fb"] {
+        let (status, body) = server.get(bad).await;
+        assert!(status == 400, "{bad}: {status} {body}");
+    }
 }

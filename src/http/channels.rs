@@ -1,0 +1,61 @@
+//! The channels of this node, for operators: `GET /api/channels` (each with
+//! its number of members here) and `GET /api/channels/{channel}` (its
+//! members here, who is present on any node, statuses, position).
+//!
+//! A channel exists on a node while a connection of that node is subscribed
+//! to it (the registry starts its actor on the first subscriber), so both
+//! answers are this node's view; presence is the cluster's, as the channel
+//! actor keeps it.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use nova_actors::names::{channel_key, parse_channel};
+use nova_actors::registry::{DescribeChannel, ListChannels};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::publish::{tenant, TenantQuery};
+use super::{Admin, AppState};
+
+/// Channels listed by default, and at most.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 10_000;
+
+/// `?limit=` of `GET /api/channels`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /api/channels`: the channels with subscribers on this node, by
+/// name then tenant, each with its `members` here.
+pub async fn list(
+    _: Admin,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let list = state.node.registry.send(ListChannels { limit }).await.map_err(ApiError::unavailable)?;
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// `GET /api/channels/{channel}[?tenant=]`: the channel's members on this
+/// node, who is present, and on `team:` channels their statuses; 404
+/// `channel_not_found` when no connection of this node is subscribed.
+pub async fn show(
+    _: Admin,
+    state: web::Data<AppState>,
+    channel: web::Path<String>,
+    query: web::Query<TenantQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let name = parse_channel(&channel).map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?;
+    let tenant = tenant(None, &query)?;
+    let key = channel_key(tenant.as_deref(), &name);
+    let details = state.node.registry.send(DescribeChannel { key }).await.map_err(ApiError::unavailable)?;
+    let details = details.ok_or_else(|| {
+        let message = format!("no connection of this node is subscribed to '{name}'");
+        ApiError::new(StatusCode::NOT_FOUND, "channel_not_found", message)
+    })?;
+    Ok(HttpResponse::Ok().json(details))
+}
