@@ -1,7 +1,9 @@
 //! Browser origins: which may open a WebSocket or call the REST API.
 //!
 //! Requests without an `Origin` header (servers, CLI tools) are not browser
-//! requests and are always allowed. A refused origin is logged once, with
+//! requests and are always allowed, and neither list nor mode is needed for
+//! a page this server served itself (the dashboard): a WebSocket whose
+//! `Origin` names the host it was sent to ([`Origins::allows_for`]). A refused origin is logged once, with
 //! the allowed list, so a misconfigured frontend is easy to diagnose and a
 //! page retrying in a loop does not fill the log.
 
@@ -51,6 +53,24 @@ impl Origins {
         allowed
     }
 
+    /// Whether a WebSocket upgrade with this `Origin`, sent to `host` (its
+    /// `Host` header), is allowed: an origin on the same host and port is
+    /// (the page came from this server, e.g. the dashboard), any other as
+    /// [`Origins::allows`] says. The scheme is not compared: behind a
+    /// TLS-terminating proxy the page is `https://` while the proxy's
+    /// request to this server is plain. No cookie authenticates a
+    /// WebSocket here (credentials come in `connection.init`), so a page
+    /// that names this host cannot borrow a browser's credentials.
+    pub fn allows_for(&self, origin: &HeaderValue, host: Option<&[u8]>) -> bool {
+        let same_host = host.is_some_and(|host| {
+            let origin = origin.as_bytes();
+            let rest =
+                strip_prefix_ignore_case(origin, b"https://").or_else(|| strip_prefix_ignore_case(origin, b"http://"));
+            rest.is_some_and(|rest| !rest.is_empty() && rest.eq_ignore_ascii_case(host))
+        });
+        same_host || self.allows(origin)
+    }
+
     fn log_refusal(&self, origin: &str) {
         let Ok(mut refused) = self.refused.lock() else { return };
         let shown: String = origin.chars().take(200).collect();
@@ -75,6 +95,11 @@ impl Origins {
         }
         list.join(", ")
     }
+}
+
+fn strip_prefix_ignore_case<'a>(bytes: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let head = bytes.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &bytes[prefix.len()..])
 }
 
 fn is_localhost(origin: &str) -> bool {
@@ -109,5 +134,21 @@ mod tests {
         let prod = Origins::new(&[], false);
         assert!(!prod.allows(&header("http://localhost:5173")));
         assert!(Origins::new(&["*".into()], false).allows(&header("https://anything.io")));
+    }
+
+    #[test]
+    fn a_page_of_the_host_itself_is_allowed() {
+        let none = Origins::new(&[], false);
+        let host = Some(&b"nova.example.com:8080"[..]);
+        assert!(none.allows_for(&header("http://nova.example.com:8080"), host));
+        assert!(none.allows_for(&header("HTTPS://Nova.Example.com:8080"), host));
+        assert!(!none.allows_for(&header("http://nova.example.com:8081"), host));
+        assert!(!none.allows_for(&header("http://nova.example.com"), host));
+        assert!(!none.allows_for(&header("http://evil.com/nova.example.com:8080"), host));
+        assert!(!none.allows_for(&header("null"), Some(b"null")));
+        assert!(!none.allows_for(&header("http://"), Some(b"")));
+        assert!(!none.allows_for(&header("http://nova.example.com:8080"), None));
+        let listed = Origins::new(&["https://app.example.com".into()], false);
+        assert!(listed.allows_for(&header("https://app.example.com"), host), "the list still counts");
     }
 }

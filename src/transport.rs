@@ -147,7 +147,7 @@ fn accept_upgrade(req: &httparse::Request<'_, '_>, head_len: usize, origins: &Or
     }
     let key = header("sec-websocket-key").filter(|k| valid_websocket_key(k))?;
     if let Some(origin) = header("origin") {
-        if !HeaderValue::from_bytes(origin).is_ok_and(|o| origins.allows(&o)) {
+        if !HeaderValue::from_bytes(origin).is_ok_and(|o| origins.allows_for(&o, header("host"))) {
             return None;
         }
     }

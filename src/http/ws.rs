@@ -56,7 +56,8 @@ fn start(
     client_id: Option<Arc<str>>,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(origin) = req.headers().get(header::ORIGIN) {
-        if !state.origins.allows(origin) {
+        let host = req.headers().get(header::HOST).map(|h| h.as_bytes());
+        if !state.origins.allows_for(origin, host) {
             let shown = origin.to_str().unwrap_or("(not text)");
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,

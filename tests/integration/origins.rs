@@ -108,3 +108,20 @@ async fn rest_api_cors_follows_the_same_origins() {
     let (_, allowed) = preflight(&server, "http://localhost:5173").await;
     assert_eq!(allowed, None, "localhost is allowed only in development");
 }
+
+#[actix_rt::test]
+async fn a_page_of_the_server_itself_may_connect_whatever_the_list() {
+    let server = TestServer::with(|a| {
+        a.development = false;
+        a.allowed_origins = Some(vec!["https://app.example.com".into()]);
+    });
+    // The dashboard's page, served by this server, connects back to it.
+    let own = format!("http://{}", server.addr);
+    let mut client = match server.try_connect("/ws", &[("Origin", own.as_str())]).await {
+        Ok(client) => client,
+        Err((status, body)) => panic!("the server's own origin was refused with {status}: {body}"),
+    };
+    client.init(json!({"token": crate::common::jwt("page", 600, json!({}))})).await;
+    let other_port = format!("http://{}:{}", server.addr.ip(), server.addr.port().wrapping_add(1));
+    assert_refused(&server, &other_port).await;
+}
