@@ -11,6 +11,7 @@
 //! - [`health`]: `GET /health`, `GET /api/health/redis`.
 //! - [`channels`]: `GET /api/channels`, `GET /api/channels/{channel}`.
 //! - [`history`]: `GET /api/channels/{channel}/history`.
+//! - [`nodes`]: `GET /api/nodes`.
 //! - [`prometheus`]: `GET /metrics`.
 //! - [`settings`]: `GET /api/mcp`, `PUT /api/mcp/{name}/toggle`,
 //!   `GET /api/agents`, `PUT /api/agents/{name}/toggle`,
@@ -27,6 +28,7 @@ pub mod connections;
 pub mod error;
 pub mod health;
 pub mod history;
+pub mod nodes;
 pub mod prometheus;
 pub mod publish;
 pub mod settings;
@@ -144,6 +146,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/ws/connections").route(web::get().to(connections::list)))
         .service(resource("/ws/metrics").route(web::get().to(connections::metrics)))
         .service(resource("/metrics").route(web::get().to(prometheus::metrics)))
+        .service(resource("/api/nodes").route(web::get().to(nodes::list)))
         .service(
             resource("/api/metrics/websocket-connections").route(web::get().to(connections::websocket_connections)),
         )

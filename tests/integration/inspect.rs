@@ -1,10 +1,10 @@
 //! What an operator (the dashboard) reads and does beyond publishing: one
 //! user's connections, disconnecting a connection, the channels with their
-//! members and presence.
+//! members and presence, the nodes of a cluster.
 
 use serde_json::{json, Value};
 
-use crate::common::{jwt, TestServer};
+use crate::common::{jwt, RedisServer, TestServer, DEADLINE};
 
 /// Asserts `body` is the API's error shape with `code`.
 fn assert_api_error(status: u16, body: &Value, expected_status: u16, code: &str) {
@@ -153,4 +153,46 @@ async fn a_channel_shows_its_members_presence_and_statuses() {
         let (status, body) = server.get(bad).await;
         assert!(status == 400, "{bad}: {status} {body}");
     }
+}
+
+#[actix_rt::test]
+async fn a_node_on_its_own_lists_itself() {
+    let server = TestServer::with(|a| a.node_id = Some("solo".into()));
+    let (status, nodes) = server.get("/api/nodes").await;
+    assert_eq!(status, 200, "{nodes}");
+    assert_eq!(
+        nodes,
+        json!({"node_id": "solo", "redis": "disabled", "nodes": [{"node_id": "solo", "self": true, "expires_in_ms": null}]})
+    );
+}
+
+#[actix_rt::test]
+async fn every_node_with_a_live_heartbeat_is_listed() {
+    let redis = RedisServer::start();
+    let a = TestServer::node(&redis, "node-a");
+    let b = TestServer::node(&redis, "node-b");
+    a.wait_for_redis("up").await;
+    b.wait_for_redis("up").await;
+    // Each node writes its heartbeat once connected: awaited through the
+    // endpoint itself.
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let nodes = loop {
+        let (status, nodes) = a.get("/api/nodes").await;
+        assert_eq!(status, 200, "{nodes}");
+        if nodes["nodes"].as_array().is_some_and(|n| n.len() == 2 && n.iter().all(|n| n["expires_in_ms"].is_u64())) {
+            break nodes;
+        }
+        assert!(tokio::time::Instant::now() < until, "both nodes never listed: {nodes}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(nodes["redis"], "up", "{nodes}");
+    let mut listed: Vec<(&str, bool)> = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["node_id"].as_str().unwrap(), n["self"] == true))
+        .collect();
+    listed.sort();
+    assert_eq!(listed, [("node-a", true), ("node-b", false)]);
+    assert!(nodes["nodes"].as_array().unwrap().iter().all(|n| n["expires_in_ms"].as_u64() <= Some(1500)), "{nodes}");
 }

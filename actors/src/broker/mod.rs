@@ -217,8 +217,25 @@ pub trait Broker: Send + Sync + 'static {
     /// than a lost event.
     fn claim(&self, key: String, ttl: Duration) -> Answer<bool>;
 
+    /// The nodes whose heartbeat is alive, each with how long until it
+    /// expires; `None` when there is no cluster to ask (a node on its
+    /// own) or Redis does not answer.
+    fn nodes(&self) -> Answer<Option<Vec<LiveNode>>> {
+        Box::pin(std::future::ready(None))
+    }
+
     /// Periodic upkeep (expiry); called about once a second.
     fn tick(&self) {}
+}
+
+/// A node of the cluster, as its heartbeat in Redis shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveNode {
+    /// Its id (`--node-id`).
+    pub id: String,
+    /// How long until its heartbeat expires (it renews it every third of
+    /// the presence TTL).
+    pub expires_in: Duration,
 }
 
 /// What a presence store made of a user's first local join or last leave.

@@ -21,8 +21,8 @@ use tokio::sync::watch;
 
 use crate::broker::answers::{Answers, Assembly};
 use crate::broker::{
-    not_kept, Answer, Broker, ChannelState, Counted, HistoryConfig, HistoryError, Page, Position, PresenceStore,
-    Retention,
+    not_kept, Answer, Broker, ChannelState, Counted, HistoryConfig, HistoryError, LiveNode, Page, Position,
+    PresenceStore, Retention,
 };
 use crate::cluster::bus::{
     Bus, Claim, Interest, LoadPresence, LoadStatuses, PresenceChange, Retire, StoreStatus, Subscribed, REDIS_TIMEOUT,
@@ -143,6 +143,33 @@ impl Broker for RedisBroker {
     fn claim(&self, key: String, ttl: Duration) -> Answer<bool> {
         let claim = self.bus.send(Claim { key, ttl });
         Box::pin(async move { claim.await.unwrap_or(true) })
+    }
+
+    fn nodes(&self) -> Answer<Option<Vec<LiveNode>>> {
+        let (conn, key) = (self.conn.clone(), self.keys.nodes());
+        Box::pin(async move {
+            let (_, mut conn) = conn.borrow().clone()?;
+            // Scores are expiry times on Redis's clock, so it is read
+            // from Redis too, in the same round trip.
+            let mut read = redis::pipe();
+            read.cmd("TIME").cmd("ZRANGE").arg(&key).arg(0).arg(-1).arg("WITHSCORES");
+            let answer = tokio::time::timeout(REDIS_TIMEOUT, read.query_async(&mut conn)).await;
+            let ((secs, micros), nodes): ((u64, u64), Vec<(String, f64)>) = match answer {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(e)) => {
+                    log::warn!("redis: reading the nodes failed: {e}");
+                    return None;
+                }
+                Err(_) => return None,
+            };
+            let now_ms = (secs * 1000 + micros / 1000) as f64;
+            let live = nodes
+                .into_iter()
+                .filter(|(_, expires)| *expires >= now_ms)
+                .map(|(id, expires)| LiveNode { id, expires_in: Duration::from_millis((expires - now_ms) as u64) })
+                .collect();
+            Some(live)
+        })
     }
 }
 
