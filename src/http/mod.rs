@@ -18,13 +18,17 @@
 //!   `POST /api/config/validate`, `GET /api/config/backups`,
 //!   `POST /api/config/restore/{backup_id}`, `GET|PUT /api/prompt`.
 //! - [`admin`]: `POST /api/admin/restart/{service}` (development only).
+//! - [`dashboard`]: `GET /dashboard` and its files (no authentication: the
+//!   page holds no data; its calls carry the admin token).
 //!
-//! Everything but the health checks and the WebSocket endpoint takes the admin
-//! bearer token ([`Admin`]); every error is JSON ([`error`]).
+//! Everything but the health checks, the dashboard's files and the WebSocket
+//! endpoint takes the admin bearer token ([`Admin`]); every error is JSON
+//! ([`error`]).
 
 pub mod admin;
 pub mod channels;
 pub mod connections;
+pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod history;
@@ -180,5 +184,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(settings::get_prompt))
                 .route(web::put().to(settings::put_prompt)),
         )
-        .service(resource("/api/admin/restart/{service}").route(web::post().to(admin::restart)));
+        .service(resource("/api/admin/restart/{service}").route(web::post().to(admin::restart)))
+        .service(resource("/dashboard").route(web::get().to(dashboard::index)))
+        .service(resource("/dashboard/").route(web::get().to(dashboard::index)))
+        .service(resource("/dashboard/{file}").route(web::get().to(dashboard::file)));
 }
