@@ -120,7 +120,23 @@ fn json_line(buf: &mut env_logger::fmt::Formatter, record: &Record<'_>) -> std::
     if let Ok(id) = CURRENT_REQUEST.try_with(Clone::clone) {
         line["request_id"] = serde_json::Value::String(id);
     }
+    // The work's own fields (`connection_id`, `agent`), as the log line's
+    // call named them.
+    if let Some(object) = line.as_object_mut() {
+        let _ = record.key_values().visit(&mut Fields(object));
+    }
     writeln!(buf, "{line}")
+}
+
+/// Copies a record's key-values into the JSON line, as strings; a key
+/// the line has already (`message`, …) is not overwritten.
+struct Fields<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl<'kvs> log::kv::VisitSource<'kvs> for Fields<'_> {
+    fn visit_pair(&mut self, key: log::kv::Key<'kvs>, value: log::kv::Value<'kvs>) -> Result<(), log::kv::Error> {
+        self.0.entry(key.as_str()).or_insert_with(|| serde_json::Value::String(value.to_string()));
+        Ok(())
+    }
 }
 
 /// Installs the logger; call once, first thing. The format comes from

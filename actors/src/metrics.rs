@@ -148,6 +148,65 @@ pub struct Throughput {
     pub window_secs: u64,
 }
 
+/// A counter per type family, indexed as [`crate::catalog::FAMILY_LABELS`].
+#[derive(Default)]
+pub struct ByFamily([AtomicU64; crate::catalog::FAMILY_LABELS.len()]);
+
+impl ByFamily {
+    /// Counts `n` frames of family `family` (an index from
+    /// [`crate::catalog::family_of`]; anything past the table is `other`).
+    pub fn add(&self, family: u8, n: u64) {
+        let last = self.0.len() - 1;
+        self.0[usize::from(family).min(last)].fetch_add(n, Relaxed);
+    }
+
+    /// Each family's label and count.
+    pub fn counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        crate::catalog::FAMILY_LABELS.iter().zip(&self.0).map(|(label, n)| (*label, n.load(Relaxed)))
+    }
+}
+
+/// Why an authentication failed, as `nova_auth_failures_total` labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// A bad signature, malformed token, unknown key or bad claims.
+    Invalid,
+    /// A token past its `exp`.
+    Expired,
+    /// A genuine token the server will not take (lives too long).
+    Refused,
+    /// Refused unread: the address failed too often.
+    Throttled,
+    /// No `connection.init` in time.
+    Timeout,
+    /// A `connection.refresh` that was refused.
+    Refresh,
+}
+
+impl AuthFailure {
+    /// Every reason, in the order of [`Metrics::auth_failures`].
+    pub const ALL: [AuthFailure; 6] = [
+        AuthFailure::Invalid,
+        AuthFailure::Expired,
+        AuthFailure::Refused,
+        AuthFailure::Throttled,
+        AuthFailure::Timeout,
+        AuthFailure::Refresh,
+    ];
+
+    /// The label.
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthFailure::Invalid => "invalid",
+            AuthFailure::Expired => "expired",
+            AuthFailure::Refused => "refused",
+            AuthFailure::Throttled => "throttled",
+            AuthFailure::Timeout => "timeout",
+            AuthFailure::Refresh => "refresh",
+        }
+    }
+}
+
 /// The node's counters, shared by every actor.
 pub struct Metrics {
     /// Open WebSocket connections, authenticated or not.
@@ -171,6 +230,16 @@ pub struct Metrics {
     pub messages_in: AtomicU64,
     /// Frames written to clients.
     pub messages_out: AtomicU64,
+    /// Client frames received, by the family of their type
+    /// ([`crate::catalog::FAMILY_LABELS`]; a frame that does not parse is
+    /// `other`).
+    pub messages_in_by_family: ByFamily,
+    /// Frames written to clients, by family.
+    pub messages_out_by_family: ByFamily,
+    /// Bytes of the frames written to clients (WebSocket payloads).
+    pub bytes_out: AtomicU64,
+    /// Failed authentications, by why ([`AuthFailure`]).
+    pub auth_failures: [AtomicU64; AuthFailure::ALL.len()],
     /// Events accepted for publishing (REST and client publishes).
     pub published: AtomicU64,
     /// Sessions disconnected for exceeding their outbound budget.
@@ -200,6 +269,10 @@ impl Default for Metrics {
             shed_connections: AtomicU64::new(0),
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
+            messages_in_by_family: ByFamily::default(),
+            messages_out_by_family: ByFamily::default(),
+            bytes_out: AtomicU64::new(0),
+            auth_failures: Default::default(),
             published: AtomicU64::new(0),
             slow_consumers: AtomicU64::new(0),
             dropped_deliveries: AtomicU64::new(0),
@@ -277,6 +350,11 @@ pub struct MetricsSnapshot {
 }
 
 impl Metrics {
+    /// Counts a failed authentication.
+    pub fn auth_failed(&self, why: AuthFailure) {
+        self.auth_failures[why as usize].fetch_add(1, Relaxed);
+    }
+
     /// Time since the node started.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()

@@ -122,6 +122,9 @@ pub mod kind {
 pub struct Frame {
     text: ByteString,
     created: Instant,
+    /// Its type's family ([`catalog::FAMILY_LABELS`]), found once per
+    /// event so a session counts frames by family without parsing them.
+    family: u8,
 }
 
 impl Frame {
@@ -145,18 +148,23 @@ impl Frame {
         self.created
     }
 
+    /// Its type's family: an index into [`catalog::FAMILY_LABELS`].
+    pub fn family(&self) -> u8 {
+        self.family
+    }
+
     /// The same event with `"offset":offset` as its last field: the one
     /// copy a channel with history makes of an event, once, whatever the
     /// number of subscribers.
     pub fn with_offset(&self, offset: u64) -> Frame {
-        Frame { text: ByteString::from(splice_offset(&self.text, offset)), created: self.created }
+        Frame { text: ByteString::from(splice_offset(&self.text, offset)), created: self.created, family: self.family }
     }
 
     /// A frame another node encoded, taken as it is: the text must be one
-    /// JSON object (the caller has parsed it). Its clock starts now, so
-    /// this node's latency figures measure this node.
-    pub fn from_encoded(text: &str) -> Frame {
-        Frame { text: ByteString::from(text), created: Instant::now() }
+    /// JSON object of type `kind` (the caller has parsed it). Its clock
+    /// starts now, so this node's latency figures measure this node.
+    pub fn from_encoded(text: &str, kind: &str) -> Frame {
+        Frame { text: ByteString::from(text), created: Instant::now(), family: catalog::family_of(kind) }
     }
 }
 
@@ -253,7 +261,7 @@ fn finish<D: Serialize + ?Sized>(kind: &str, envelope: &Envelope<'_, D>) -> Fram
         log::error!("encoding a '{kind}' frame failed: {e}");
         String::from("{}")
     });
-    Frame { text: ByteString::from(text), created: Instant::now() }
+    Frame { text: ByteString::from(text), created: Instant::now(), family: catalog::family_of(kind) }
 }
 
 /// Encodes one outgoing frame with a fresh id.

@@ -56,6 +56,7 @@ use crate::codes::{Close, ErrorCode};
 use crate::gateway::record::{fingerprint, Record};
 use crate::gateway::{Answer, Relay, Submit, Target};
 use crate::link::{Batch, ConnId, Hangup, Link};
+use crate::metrics::{AuthFailure, ByFamily};
 use crate::names::{channel_key, parse_channel};
 use crate::node::{connection_id, Node};
 use crate::protocol::{self, capability, kind, rfc3339, Action, ClientEvent, Credentials, Request, Wanted};
@@ -250,7 +251,13 @@ impl Session {
         }
     }
 
+    /// Writes a frame of this session's own (a reply, an error, a notice):
+    /// counted as written like the frames of a batch.
     fn send(&self, ctx: &mut WebsocketContext<Self>, frame: protocol::Frame) {
+        let metrics = &self.node.metrics;
+        metrics.messages_out.fetch_add(1, Relaxed);
+        metrics.bytes_out.fetch_add(frame.len() as u64, Relaxed);
+        metrics.messages_out_by_family.add(frame.family(), 1);
         ctx.text(frame.text().clone());
     }
 
@@ -280,7 +287,7 @@ impl Session {
         if ctx.state().stopping() {
             return;
         }
-        log::debug!("connection {} closing: {close}: {message}", self.conn);
+        log::debug!(connection_id = connection_id(&self.node.id, self.conn).as_str(); "connection {} closing: {close}: {message}", self.conn);
         let data = json!({ "code": close.code(), "message": message, "reconnect": close.reconnect() });
         self.send(ctx, protocol::encode(kind::CONNECTION_ERROR, None, &data, None));
         ctx.close(Some(close.into()));
@@ -350,7 +357,7 @@ impl Session {
     fn heartbeat(&mut self, ctx: &mut WebsocketContext<Self>) {
         let interval = self.node.limits.heartbeat_interval;
         if self.last_seen.elapsed() >= interval * 2 {
-            log::info!("connection {} missed two heartbeats", self.conn);
+            log::info!(connection_id = connection_id(&self.node.id, self.conn).as_str(); "connection {} missed two heartbeats", self.conn);
             let message =
                 format!("nothing from the client for two heartbeat intervals ({} ms)", interval.as_millis() * 2);
             return self.close_with(ctx, Close::HeartbeatTimeout, &message);
@@ -401,9 +408,13 @@ impl Session {
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut WebsocketContext<Self>) {
-        self.node.metrics.messages_in.fetch_add(1, Relaxed);
+        let metrics = &self.node.metrics;
+        metrics.messages_in.fetch_add(1, Relaxed);
+        let parsed = protocol::parse_request(text);
+        let kind = parsed.as_ref().map_or("", |request| request.action.kind());
+        metrics.messages_in_by_family.add(crate::catalog::family_of(kind), 1);
         if matches!(self.auth, Auth::Waiting { .. }) {
-            return match protocol::parse_request(text) {
+            return match parsed {
                 Ok(Request { id, action: Action::Init { credentials, protocol, capabilities } }) => {
                     match negotiate(protocol.as_ref(), capabilities.as_ref()) {
                         Ok(version) => self.authenticate(&id, &credentials, version, ctx),
@@ -436,7 +447,7 @@ impl Session {
                 }
             };
         }
-        match protocol::parse_request(text) {
+        match parsed {
             Ok(request) => self.handle(request, ctx),
             Err(rejection) => self.send(ctx, protocol::rejection_frame(&rejection, None)),
         }
@@ -464,6 +475,7 @@ impl Session {
         };
         if let Some(Err(left)) = peer.map(|p| self.node.auth_throttle.check(p)) {
             self.node.metrics.auth_throttled.fetch_add(1, Relaxed);
+            self.node.metrics.auth_failed(AuthFailure::Throttled);
             let message = format!(
                 "too many failed authentications from this address: refused for another {} s",
                 left.as_secs().max(1)
@@ -479,6 +491,11 @@ impl Session {
                 if let (Some(peer), AuthError::Invalid(_)) = (peer, &error) {
                     self.node.auth_throttle.failed(peer);
                 }
+                self.node.metrics.auth_failed(match error {
+                    AuthError::Invalid(_) => AuthFailure::Invalid,
+                    AuthError::Expired => AuthFailure::Expired,
+                    AuthError::Refused(_) => AuthFailure::Refused,
+                });
                 return match error {
                     AuthError::Expired => self.refuse(ctx, Close::TokenExpired, "token expired", Some(id)),
                     AuthError::Invalid(why) | AuthError::Refused(why) => {
@@ -538,7 +555,7 @@ impl Session {
             },
         });
         self.send(ctx, protocol::encode(kind::ACK, None, &data, Some(id)));
-        log::debug!("connection {} authenticated as '{}'", self.conn, identity.user_id);
+        log::debug!(connection_id = connection_id(&self.node.id, self.conn).as_str(); "connection {} authenticated as '{}'", self.conn, identity.user_id);
         self.auth = Auth::Ready { identity, link, expiry: SpawnHandle::default(), warned: false };
         self.expiry_step(ctx);
     }
@@ -554,13 +571,15 @@ impl Session {
         let next = match self.node.auth.refresh(identity, token) {
             Ok(next) => next,
             Err(e @ (RefreshError::OtherUser | RefreshError::OtherTenant)) => {
-                log::info!("connection {} presented a token for another user or tenant: closed", self.conn);
+                self.node.metrics.auth_failed(AuthFailure::Refresh);
+                log::info!(connection_id = connection_id(&self.node.id, self.conn).as_str(); "connection {} presented a token for another user or tenant: closed", self.conn);
                 return self.refuse(ctx, Close::InvalidToken, &e.to_string(), reply_to);
             }
             Err(e @ RefreshError::NotRefreshable) => {
                 return self.send_error(ctx, ErrorCode::InvalidMessage, &e.to_string(), None, reply_to);
             }
             Err(RefreshError::Auth(e)) => {
+                self.node.metrics.auth_failed(AuthFailure::Refresh);
                 let code = if e == AuthError::Expired { ErrorCode::TokenExpired } else { ErrorCode::InvalidToken };
                 let message = format!("{e}: the connection keeps its current credentials until they expire");
                 return self.send_error(ctx, code, &message, None, reply_to);
@@ -901,6 +920,7 @@ impl Session {
 
     fn on_binary(&mut self, ctx: &mut WebsocketContext<Self>) {
         self.node.metrics.messages_in.fetch_add(1, Relaxed);
+        self.node.metrics.messages_in_by_family.add(crate::catalog::family_of(""), 1);
         let message = "binary frames are not supported: send JSON text frames";
         if matches!(self.auth, Auth::Waiting { .. }) {
             return self.refuse(ctx, Close::InvalidToken, &format!("authenticate first: {message}"), None);
@@ -951,6 +971,7 @@ impl Actor for Session {
         if let Auth::Waiting { deadline, peer, .. } = self.auth {
             let timer = ctx.run_later(deadline.saturating_duration_since(Instant::now()), |act, ctx| {
                 if matches!(act.auth, Auth::Waiting { .. }) {
+                    act.node.metrics.auth_failed(AuthFailure::Timeout);
                     let message = format!("no 'connection.init' within {:?}", act.node.limits.auth_timeout);
                     act.close_with(ctx, Close::InvalidToken, &message);
                 }
@@ -1005,6 +1026,8 @@ impl Handler<Push> for Session {
         let metrics = &self.node.metrics;
         let frames = batch.frames().len() as u64;
         metrics.messages_out.fetch_add(frames, Relaxed);
+        metrics.bytes_out.fetch_add(batch.bytes() as u64, Relaxed);
+        count_families(&metrics.messages_out_by_family, batch.frames());
         // One record per batch, for its oldest frame: an upper bound for
         // the rest, at a fraction of the cost.
         if let Some(oldest) = batch.frames().iter().map(protocol::Frame::created).min() {
@@ -1017,6 +1040,25 @@ impl Handler<Push> for Session {
             // which it does only once the output so far is written.
             ctx.wait(actix::fut::wrap_future(YieldOnce(false)));
         }
+    }
+}
+
+/// Counts written frames by family: one counter update per run of frames
+/// of one family (a batch is most often one family), not one per frame.
+fn count_families(counters: &ByFamily, frames: &[protocol::Frame]) {
+    let mut run: Option<(u8, u64)> = None;
+    for family in frames.iter().map(protocol::Frame::family) {
+        run = match run {
+            Some((f, n)) if f == family => Some((f, n + 1)),
+            Some((f, n)) => {
+                counters.add(f, n);
+                Some((family, 1))
+            }
+            None => Some((family, 1)),
+        };
+    }
+    if let Some((f, n)) = run {
+        counters.add(f, n);
     }
 }
 
@@ -1041,7 +1083,7 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
         let admitted = first_text || self.take_tokens(1);
         if !admitted && self.flooding() {
             self.node.metrics.flood_closes.fetch_add(1, Relaxed);
-            log::info!("connection {} closed: frames far over its rate limit", self.conn);
+            log::info!(connection_id = connection_id(&self.node.id, self.conn).as_str(); "connection {} closed: frames far over its rate limit", self.conn);
             return self.close(ctx, Close::PolicyViolation);
         }
         match msg {
@@ -1089,7 +1131,7 @@ impl Session {
             ProtocolError::Io(e) if e.to_string().contains(FRAME_TOO_LARGE) => self.close(ctx, Close::MessageTooBig),
             ProtocolError::Io(e) if e.to_string().contains("utf-8") => self.close(ctx, Close::InvalidPayload),
             e => {
-                log::debug!("connection {}: websocket error: {e}", self.conn);
+                log::debug!(connection_id = connection_id(&self.node.id, self.conn).as_str(); "connection {}: websocket error: {e}", self.conn);
                 self.close(ctx, Close::ProtocolError);
             }
         }

@@ -9,15 +9,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use nova_actors::auth::constant_time_eq;
+use nova_actors::gateway::AgentCounters;
+use nova_actors::metrics::AuthFailure;
 use nova_actors::registry::GetStats;
+use nova_actors::settings::Reloads;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::error::ApiError;
 use super::{Admin, AppState};
+
+/// A counter's labels.
+type Labels = Vec<(&'static str, String)>;
+
+/// One of an agent's counters.
+type AgentCounter = fn(&AgentCounters) -> &AtomicU64;
 
 /// The latency histogram's bucket bounds, µs (0.5 ms to 10 s).
 const LATENCY_BOUNDS_US: &[u64] =
@@ -40,6 +50,15 @@ impl EncodeMetric for Latency {
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram
     }
+}
+
+/// A counter by label set, from values read off the node's atomics.
+fn labelled(values: impl Iterator<Item = (Labels, u64)>) -> Family<Labels, Counter> {
+    let family = Family::<Labels, Counter>::default();
+    for (labels, n) in values {
+        family.get_or_create(&labels).inc_by(n);
+    }
+    family
 }
 
 /// `GET /metrics`: with the admin token, or the metrics token
@@ -67,13 +86,10 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
         ("sockets", "Open WebSocket connections, authenticated or not", m.sockets.load(Ordering::Relaxed) as i64),
     ];
     let mut counters: Vec<(&str, &str, &AtomicU64)> = vec![
-        ("messages_in", "Client frames received", &m.messages_in),
-        ("messages_out", "Frames written to clients", &m.messages_out),
+        ("bytes_out", "Bytes of the frames written to clients", &m.bytes_out),
         ("published", "Events accepted for publishing", &m.published),
         ("slow_consumers", "Connections closed for exceeding their outbound budget", &m.slow_consumers),
         ("dropped_deliveries", "Deliveries skipped for a session already over budget", &m.dropped_deliveries),
-        ("user_rate_limited", "Requests refused by a user's overall limit", &m.user_rate_limited),
-        ("event_rate_limited", "Requests refused by a user's limit for their type", &m.event_rate_limited),
         ("auth_throttled", "Authentications refused for an address that failed too often", &m.auth_throttled),
         ("flood_closes", "Connections closed for flooding", &m.flood_closes),
         ("recoveries", "Subscriptions that asked to recover missed events", &m.recoveries),
@@ -94,6 +110,50 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
             ("history_lost", "Events of channels with history that never reached Redis", &bus.history_lost),
             ("epochs_bumped", "New epochs started after such losses", &bus.epochs_bumped),
         ]);
+    }
+    let by_family = |counts: &nova_actors::metrics::ByFamily| {
+        labelled(counts.counts().map(|(family, n)| (vec![("family", family.to_owned())], n)))
+    };
+    registry.register(
+        "messages_in",
+        "Client frames received, by the family of their type",
+        by_family(&m.messages_in_by_family),
+    );
+    registry.register(
+        "messages_out",
+        "Frames written to clients, by the family of their type",
+        by_family(&m.messages_out_by_family),
+    );
+    let limits = [("user", &m.user_rate_limited), ("event", &m.event_rate_limited)];
+    registry.register(
+        "rate_limited",
+        "Requests refused by a user's limit: overall (user) or for their type (event)",
+        labelled(limits.iter().map(|(limit, n)| (vec![("limit", (*limit).to_owned())], n.load(Ordering::Relaxed)))),
+    );
+    let reasons = AuthFailure::ALL.iter().zip(&m.auth_failures);
+    registry.register(
+        "auth_failures",
+        "Failed WebSocket authentications and refreshes, by reason",
+        labelled(reasons.map(|(why, n)| (vec![("reason", why.label().to_owned())], n.load(Ordering::Relaxed)))),
+    );
+    let reloads = &state.settings.reloads;
+    let files = Reloads::FILES.iter().enumerate().flat_map(|(i, file)| {
+        [("applied", &reloads.applied[i]), ("invalid", &reloads.invalid[i])].map(|(result, n)| {
+            (vec![("file", file.name().to_owned()), ("result", result.to_owned())], n.load(Ordering::Relaxed))
+        })
+    });
+    registry.register("settings_reloads", "Changes to the settings files taken or refused as invalid", labelled(files));
+    let agents = g.agents.lock().map(|a| a.clone()).unwrap_or_default();
+    let per_agent: [(&str, &str, AgentCounter); 4] = [
+        ("gateway_agent_records", "Records routed to an agent", |c| &c.records),
+        ("gateway_agent_delivered", "Webhook deliveries to an agent that succeeded", |c| &c.delivered),
+        ("gateway_agent_failed_attempts", "Webhook attempts to an agent that failed", |c| &c.failed_attempts),
+        ("gateway_agent_rejected", "Records an agent refused for good", |c| &c.rejected),
+    ];
+    for (name, help, counter) in per_agent {
+        let values =
+            agents.iter().map(|(agent, c)| (vec![("agent", agent.clone())], counter(c).load(Ordering::Relaxed)));
+        registry.register(name, help, labelled(values));
     }
     for (name, help, value) in gauges {
         registry.register(name, help, ConstGauge::new(value));

@@ -271,6 +271,17 @@ impl TestServer {
         (status, body)
     }
 
+    /// `GET /metrics` (Prometheus) with `token`: status and body text.
+    pub async fn scrape(&self, token: Option<&str>) -> (u16, String) {
+        let mut req = awc::Client::default().get(self.url("/metrics"));
+        if let Some(token) = token {
+            req = req.insert_header(("Authorization", format!("Bearer {token}")));
+        }
+        let mut res = req.send().await.expect("GET /metrics");
+        let body = res.body().await.expect("body");
+        (res.status().as_u16(), String::from_utf8_lossy(&body).into_owned())
+    }
+
     /// `GET /ws/metrics`.
     pub async fn metrics(&self) -> Value {
         let (status, metrics) = self.get("/ws/metrics").await;
@@ -997,7 +1008,7 @@ pub fn sealed(name: &str, origin: &str, event: &str, presence: Option<(&str, boo
     use nova_actors::cluster::wire::{PresenceNote, Wire};
     let key = ClusterKey::new(CLUSTER_SECRET.as_bytes()).expect("a key");
     let wire = Wire::new(origin, key, 1 << 20);
-    let frame = nova_actors::protocol::Frame::from_encoded(event);
+    let frame = nova_actors::protocol::Frame::from_encoded(event, "x.y");
     let bytes = match presence {
         None => wire.event(name, &frame),
         Some((user, joined, seq)) => wire.presence(name, &frame, &PresenceNote { user: user.into(), joined, seq }),
@@ -1099,4 +1110,10 @@ impl TestServer {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// The value of sample `name` (with its labels, as written) in a
+/// Prometheus exposition.
+pub fn prometheus_sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }

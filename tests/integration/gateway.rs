@@ -431,6 +431,16 @@ async fn a_failing_webhook_gets_every_record_in_order_once_it_recovers() {
     // count is awaited, not read at once.
     let agent = wait_for_agent(&server, "chat", |a| a["delivered"] == 3).await;
     assert_eq!(agent["failed_attempts"], 3, "{agent}");
+    // `/metrics` counts the same by agent.
+    let (_, text) = server.scrape(Some(crate::common::ADMIN_TOKEN)).await;
+    let by_agent = |name: &str| {
+        crate::common::prometheus_sample(&text, &format!("nova_gateway_agent_{name}_total{{agent=\"chat\"}}"))
+    };
+    assert_eq!(
+        [by_agent("records"), by_agent("delivered"), by_agent("failed_attempts"), by_agent("rejected")],
+        [Some(3.0), Some(3.0), Some(3.0), Some(0.0)],
+        "{text}"
+    );
 }
 
 /// `GET /api/agents` until agent `name` satisfies `done`; returns it.

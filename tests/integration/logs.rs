@@ -16,7 +16,11 @@ fn assert_json_line(line: &str) -> Value {
 
 #[actix_rt::test]
 async fn json_logs_carry_each_rest_requests_id() {
-    let env = [("NOVA_LOG_FORMAT", "json"), ("RUST_LOG", "info,nova_realtime=debug"), ("NOVA_DEVELOPMENT", "true")];
+    let env = [
+        ("NOVA_LOG_FORMAT", "json"),
+        ("RUST_LOG", "info,nova_realtime=debug,nova_actors::session=debug"),
+        ("NOVA_DEVELOPMENT", "true"),
+    ];
     let mut server = Process::spawn(&["--bind", "127.0.0.1:0"], &env);
     let addr = server.listening();
 
@@ -44,6 +48,14 @@ async fn json_logs_carry_each_rest_requests_id() {
     assert_eq!(given.len(), 36, "a new UUID: {given}");
     let line = server.wait_for_line(&given);
     assert_eq!(assert_json_line(&line)["request_id"], given.as_str());
+
+    // A connection's lines carry its id, as the ack gives it.
+    let mut client = crate::common::Client::connect(&format!("ws://{addr}/ws")).await;
+    let ack = client.init(serde_json::json!({"api_key": "development", "user_id": "logged"})).await;
+    let id = ack["data"]["connection_id"].as_str().expect("a connection id").to_owned();
+    let line = server.wait_for_line("authenticated as 'logged'");
+    assert_eq!(assert_json_line(&line)["connection_id"], id.as_str(), "{line}");
+    client.close().await;
 
     // Every line so far, the start-up's included, is one JSON object.
     let _ = server.child.kill();

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{parse_timestamp, TestServer, ADMIN_TOKEN, DEADLINE};
+use crate::common::{jwt, parse_timestamp, prometheus_sample, TestServer, ADMIN_TOKEN, DEADLINE};
 
 /// Asserts `body` is the API's error shape with `code`.
 fn assert_api_error(status: u16, body: &Value, expected_status: u16, code: &str) {
@@ -400,22 +400,6 @@ async fn the_metrics_views_count_connections_events_and_redis() {
     assert_eq!((status, body["status"].clone()), (200, json!("down")), "{body}");
 }
 
-/// `GET /metrics` with `token`: status and body text.
-async fn scrape(server: &TestServer, token: Option<&str>) -> (u16, String) {
-    let mut req = awc::Client::default().get(server.url("/metrics"));
-    if let Some(token) = token {
-        req = req.insert_header(("Authorization", format!("Bearer {token}")));
-    }
-    let mut res = req.send().await.expect("GET /metrics");
-    let body = res.body().await.expect("body");
-    (res.status().as_u16(), String::from_utf8_lossy(&body).into_owned())
-}
-
-/// The value of sample `name` in an exposition.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[actix_rt::test]
 async fn prometheus_reads_the_counters_with_the_admin_or_the_metrics_token() {
     let server = TestServer::with(|a| a.metrics_token = Some("scrape-only-token".into()));
@@ -424,16 +408,16 @@ async fn prometheus_reads_the_counters_with_the_admin_or_the_metrics_token() {
         server.publish("team:t1", "tick", json!({ "n": n })).await;
         alice.recv_type("tick").await;
     }
-    assert_eq!(scrape(&server, None).await.0, 401);
-    assert_eq!(scrape(&server, Some("wrong")).await.0, 401);
-    let (status, text) = scrape(&server, Some("scrape-only-token")).await;
+    assert_eq!(server.scrape(None).await.0, 401);
+    assert_eq!(server.scrape(Some("wrong")).await.0, 401);
+    let (status, text) = server.scrape(Some("scrape-only-token")).await;
     assert_eq!(status, 200, "{text}");
-    assert_eq!(sample(&text, "nova_connections"), Some(1.0), "{text}");
-    assert_eq!(sample(&text, "nova_published_total"), Some(3.0), "{text}");
+    assert_eq!(prometheus_sample(&text, "nova_connections"), Some(1.0), "{text}");
+    assert_eq!(prometheus_sample(&text, "nova_published_total"), Some(3.0), "{text}");
     // Every frame written is measured: the +Inf bucket holds them all, and
     // the buckets never go down.
-    let inf = sample(&text, "nova_publish_write_seconds_bucket{le=\"+Inf\"}").expect("a +Inf bucket");
-    assert_eq!(Some(inf), sample(&text, "nova_publish_write_seconds_count"), "{text}");
+    let inf = prometheus_sample(&text, "nova_publish_write_seconds_bucket{le=\"+Inf\"}").expect("a +Inf bucket");
+    assert_eq!(Some(inf), prometheus_sample(&text, "nova_publish_write_seconds_count"), "{text}");
     assert!(inf >= 3.0, "{text}");
     let buckets: Vec<f64> = text
         .lines()
@@ -443,6 +427,42 @@ async fn prometheus_reads_the_counters_with_the_admin_or_the_metrics_token() {
     assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{text}");
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
     // The admin token reads it too; the metrics token reads nothing else.
-    assert_eq!(scrape(&server, Some(ADMIN_TOKEN)).await.0, 200);
+    assert_eq!(server.scrape(Some(ADMIN_TOKEN)).await.0, 200);
     assert_eq!(server.get_with("/ws/metrics", Some("scrape-only-token")).await.0, 401);
+}
+
+#[actix_rt::test]
+async fn prometheus_counts_frames_by_family_bytes_and_failed_authentications() {
+    let server = TestServer::start();
+    let mut alice = server.subscriber("alice", &["conversation:c1"]).await;
+    server.publish("conversation:c1", "assistant.token", json!({"stream_id": "s1", "chunk": "hi"})).await;
+    server.publish("conversation:c1", "my_app.thing", json!({})).await;
+    alice.recv_type("assistant.token").await;
+    alice.recv_type("my_app.thing").await;
+    // Two failed authentications: a bad token, an expired one.
+    for (token, code) in [("not-a-jwt".to_owned(), 4001), (jwt("u", -3600, json!({})), 4002)] {
+        let mut client = server.connect().await;
+        client.request("connection.init", None, json!({ "token": token })).await;
+        client.expect_error(code).await;
+        client.expect_closed_with(code).await;
+    }
+
+    let (status, text) = server.scrape(Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200, "{text}");
+    let get = |name: &str| prometheus_sample(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"));
+    // In: three connection.init and alice's channel.subscribe.
+    assert_eq!(get("nova_messages_in_total{family=\"connection\"}"), 3.0);
+    assert_eq!(get("nova_messages_in_total{family=\"channel\"}"), 1.0);
+    // Out: alice's ack and subscribed, then the two events; each refused
+    // connection's error and connection.error notice.
+    assert_eq!(get("nova_messages_out_total{family=\"assistant\"}"), 1.0);
+    assert_eq!(get("nova_messages_out_total{family=\"other\"}"), 1.0);
+    assert_eq!(get("nova_messages_out_total{family=\"channel\"}"), 1.0);
+    assert_eq!(get("nova_messages_out_total{family=\"connection\"}"), 3.0);
+    assert_eq!(get("nova_messages_out_total{family=\"error\"}"), 2.0);
+    assert!(get("nova_bytes_out_total") > 200.0, "{text}");
+    assert_eq!(get("nova_auth_failures_total{reason=\"invalid\"}"), 1.0);
+    assert_eq!(get("nova_auth_failures_total{reason=\"expired\"}"), 1.0);
+    assert_eq!(get("nova_auth_failures_total{reason=\"timeout\"}"), 0.0);
+    assert_eq!(get("nova_rate_limited_total{limit=\"user\"}"), 0.0);
 }

@@ -172,6 +172,13 @@ async fn an_invalid_file_keeps_the_last_good_config_until_it_is_fixed() {
         (listed["valid"].clone(), listed["servers"][1]["description"].clone()),
         (json!(true), json!("GitHub tools v2"))
     );
+    // Two changes refused, one taken: what `/metrics` counts.
+    let (_, text) = s.server.scrape(Some(crate::common::ADMIN_TOKEN)).await;
+    let reloads = |result: &str| {
+        let name = format!("nova_settings_reloads_total{{file=\"mcp_servers.yaml\",result=\"{result}\"}}");
+        crate::common::prometheus_sample(&text, &name)
+    };
+    assert_eq!((reloads("invalid"), reloads("applied")), (Some(2.0), Some(1.0)), "{text}");
 }
 
 #[actix_rt::test]

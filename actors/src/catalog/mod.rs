@@ -203,6 +203,41 @@ pub fn events() -> impl Iterator<Item = &'static Event> {
     FAMILIES.iter().flat_map(|(_, family)| family.iter())
 }
 
+/// The type families metrics count by: the catalog's families in
+/// [`FAMILIES`]' order, then `error` and `other` (a type outside the
+/// catalog; publishers may send any). A fixed list, so a publisher
+/// inventing types cannot grow the label set.
+pub const FAMILY_LABELS: [&str; 12] = [
+    "connection",
+    "channel",
+    "chat",
+    "assistant",
+    "tool",
+    "file",
+    "team",
+    "agent",
+    "settings",
+    "legacy",
+    "error",
+    "other",
+];
+
+/// The index into [`FAMILY_LABELS`] of the family of `kind`.
+pub fn family_of(kind: &str) -> u8 {
+    static BY_TYPE: OnceLock<HashMap<&'static str, u8>> = OnceLock::new();
+    let by_type = BY_TYPE.get_or_init(|| {
+        let mut map = HashMap::new();
+        for (i, (_, family)) in FAMILIES.iter().enumerate() {
+            for event in family.iter() {
+                map.insert(event.name, i as u8);
+            }
+        }
+        map.insert(crate::protocol::kind::ERROR, 10);
+        map
+    });
+    by_type.get(kind).copied().unwrap_or(11)
+}
+
 /// An event of the catalog by its type.
 pub fn find(name: &str) -> Option<&'static Event> {
     index().get(name).map(|entry| entry.event)
@@ -458,6 +493,18 @@ fn with_article(kind: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn families_follow_the_catalog_and_bound_the_labels() {
+        assert_eq!(FAMILIES.len() + 2, FAMILY_LABELS.len());
+        for (i, (name, _)) in FAMILIES.iter().enumerate() {
+            assert!(name.starts_with(FAMILY_LABELS[i]), "{name} is labelled {}", FAMILY_LABELS[i]);
+        }
+        assert_eq!(FAMILY_LABELS[family_of("assistant.token") as usize], "assistant");
+        assert_eq!(FAMILY_LABELS[family_of("chat.message") as usize], "chat");
+        assert_eq!(FAMILY_LABELS[family_of("error") as usize], "error");
+        assert_eq!(FAMILY_LABELS[family_of("my_app.thing") as usize], "other");
+    }
 
     #[test]
     fn names_are_unique_and_every_schema_compiles() {

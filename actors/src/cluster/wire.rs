@@ -430,7 +430,7 @@ impl Wire {
             return Err(Refused::TooDeep);
         }
         let inbound = self.sealed(topic, redis_channel, payload, true)?;
-        let frame = Frame::from_encoded(&crate::protocol::splice_offset(inbound.frame.text(), offset));
+        let frame = inbound.frame.with_offset(offset);
         Ok(Inbound { frame, ..inbound })
     }
 
@@ -517,7 +517,13 @@ impl Wire {
             _ => None,
         };
         let everyone = view.kind == kind::HEARTBEAT && matches!(topic, Topic::Broadcast(None));
-        Ok(Inbound { frame: Frame::from_encoded(event.get()), presence: note, status, everyone, position: None })
+        Ok(Inbound {
+            frame: Frame::from_encoded(event.get(), &view.kind),
+            presence: note,
+            status,
+            everyone,
+            position: None,
+        })
     }
 
     /// Checks and encodes an external publisher's event.
@@ -603,7 +609,7 @@ mod tests {
 
     /// A node's message around `event`, sealed by `node` with the test key.
     fn sealed(event: &Value) -> Vec<u8> {
-        wire("node-z").event(CH, &Frame::from_encoded(&event.to_string()))
+        wire("node-z").event(CH, &Frame::from_encoded(&event.to_string(), "x.y"))
     }
 
     fn good_event() -> Value {
@@ -679,7 +685,7 @@ mod tests {
         let deep = format!(
             r#"{{"id":"d","type":"x","channel":"team:t1","data":{{"deep":{deep}}},"timestamp":"2026-01-01T00:00:00Z"}}"#
         );
-        let deep_payload = wire("node-z").event(CH, &Frame::from_encoded(&deep));
+        let deep_payload = wire("node-z").event(CH, &Frame::from_encoded(&deep, "x.y"));
         assert!(matches!(wire("node-a").decode(&channel(), CH, &deep_payload), Err(Refused::TooDeep)));
         let mut cases = Vec::new();
         for (field, value) in [
@@ -727,10 +733,10 @@ mod tests {
         let user = Topic::User("u".into());
         let mut direct = good_event();
         direct["channel"] = json!("system:settings");
-        let payload = wire("node-z").event("nova:user:u", &Frame::from_encoded(&direct.to_string()));
+        let payload = wire("node-z").event("nova:user:u", &Frame::from_encoded(&direct.to_string(), "x.y"));
         assert!(wire("node-a").decode(&user, "nova:user:u", &payload).is_ok());
         direct["channel"] = json!("nope");
-        let payload = wire("node-z").event("nova:user:u", &Frame::from_encoded(&direct.to_string()));
+        let payload = wire("node-z").event("nova:user:u", &Frame::from_encoded(&direct.to_string(), "x.y"));
         assert!(wire("node-a").decode(&user, "nova:user:u", &payload).is_err());
     }
 

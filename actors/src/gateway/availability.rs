@@ -106,7 +106,7 @@ impl Gateway {
             return;
         }
         let status = if available { "available" } else { "unavailable" };
-        log::info!("gateway: agent '{}' is {status} ({})", slot.agent.name, slot.reason);
+        log::info!(agent = slot.agent.name.as_str(); "gateway: agent '{}' is {status} ({})", slot.agent.name, slot.reason);
         let data = serde_json::json!({
             "name": slot.agent.name,
             "status": status,

@@ -111,6 +111,24 @@ pub struct GatewayStats {
     /// Whether some agent takes `chat.message`: without one, sessions relay
     /// chat messages themselves and the gateway is not in their way.
     pub chat_agents: AtomicBool,
+    /// Each agent of agents.yaml with its own counters, as `/metrics`
+    /// reads them by agent (the file bounds the label set). Replaced when
+    /// the file changes; an agent kept keeps its counters.
+    pub agents: std::sync::Mutex<Vec<(String, Arc<AgentCounters>)>>,
+}
+
+/// One agent's gateway counters.
+#[derive(Debug, Default)]
+pub struct AgentCounters {
+    /// Records routed to it (written to its stream, or queued for its
+    /// webhook).
+    pub records: AtomicU64,
+    /// Webhook deliveries that succeeded.
+    pub delivered: AtomicU64,
+    /// Webhook attempts that failed and will be retried.
+    pub failed_attempts: AtomicU64,
+    /// Records it refused for good.
+    pub rejected: AtomicU64,
 }
 
 /// Which agents a request is for.
@@ -310,6 +328,8 @@ struct Slot {
     delivered: u64,
     failed_attempts: u64,
     rejected: u64,
+    /// The same counts, shared with `/metrics`.
+    counters: Arc<AgentCounters>,
 }
 
 impl Slot {
@@ -332,6 +352,7 @@ impl Slot {
             delivered: 0,
             failed_attempts: 0,
             rejected: 0,
+            counters: Arc::default(),
         }
     }
 
@@ -624,6 +645,7 @@ impl Gateway {
         for &i in &streams {
             let slot = &mut self.slots[i];
             slot.written += 1;
+            slot.counters.records.fetch_add(1, Relaxed);
             // Half way to the limit on this node's count alone: look again
             // now rather than at the next tick, so a fast agent is not held
             // to the limit per check interval.
@@ -684,11 +706,12 @@ impl Gateway {
                 Some(i) => {
                     let item = Queued { seq: self.next_seq(), id: Arc::clone(id), body: body.clone(), failures: 0 };
                     self.slots[i].lanes.push(Arc::clone(lane), item);
+                    self.slots[i].counters.records.fetch_add(1, Relaxed);
                     self.pump(i, ctx);
                 }
                 None => {
                     self.stats.dropped.fetch_add(1, Relaxed);
-                    log::warn!("gateway: agent '{name}' left agents.yaml before record {id} was queued; dropped");
+                    log::warn!(agent = name.as_str(); "gateway: agent '{name}' left agents.yaml before record {id} was queued; dropped");
                 }
             }
         }
@@ -828,6 +851,7 @@ impl Handler<Configure> for Gateway {
                         let dropped = slot.lanes.clear();
                         self.stats.dropped.fetch_add(dropped as u64, Relaxed);
                         log::warn!(
+                            agent = agent.name.as_str();
                             "gateway: agent '{}' now takes a stream; {dropped} records queued for its webhook dropped",
                             agent.name
                         );
@@ -852,8 +876,11 @@ impl Handler<Configure> for Gateway {
             let dropped = slot.lanes.clear();
             if dropped > 0 {
                 self.stats.dropped.fetch_add(dropped as u64, Relaxed);
-                log::warn!("gateway: agent '{name}' was removed from agents.yaml; {dropped} records for it dropped");
+                log::warn!(agent = name.as_str(); "gateway: agent '{name}' was removed from agents.yaml; {dropped} records for it dropped");
             }
+        }
+        if let Ok(mut agents) = self.stats.agents.lock() {
+            *agents = self.slots.iter().map(|s| (s.agent.name.clone(), Arc::clone(&s.counters))).collect();
         }
         self.settle_chat_agents();
         for i in 0..self.slots.len() {

@@ -99,6 +99,7 @@ impl Gateway {
                 slot.failing = false;
                 slot.seen_at = Some((Instant::now(), SystemTime::now()));
                 self.stats.delivered.fetch_add(1, Relaxed);
+                slot.counters.delivered.fetch_add(1, Relaxed);
                 self.update(i);
                 self.pump(i, ctx);
             }
@@ -111,7 +112,8 @@ impl Gateway {
                 // It answered: it is alive.
                 slot.seen_at = Some((Instant::now(), SystemTime::now()));
                 self.stats.rejected.fetch_add(1, Relaxed);
-                log::warn!("gateway: agent '{agent}' refused record {id} for good (HTTP {status}); dropped");
+                slot.counters.rejected.fetch_add(1, Relaxed);
+                log::warn!(agent = agent.as_str(); "gateway: agent '{agent}' refused record {id} for good (HTTP {status}); dropped");
                 self.update(i);
                 self.pump(i, ctx);
             }
@@ -121,10 +123,12 @@ impl Gateway {
                 slot.failed_attempts += 1;
                 slot.failing = true;
                 self.stats.failed_attempts.fetch_add(1, Relaxed);
+                slot.counters.failed_attempts.fetch_add(1, Relaxed);
                 let wait = backoff(failures, jitter());
                 // Said on a record's first failure, then at a falling rate.
                 if failures.is_power_of_two() {
                     log::warn!(
+                        agent = agent.as_str();
                         "gateway: delivering {id} to agent '{agent}' failed ({failures} times): {why}; next try in {wait:?}"
                     );
                 }

@@ -104,6 +104,32 @@ pub struct SettingsState {
     pub prompt: RwLock<prompt::Prompt>,
     /// Health by server name.
     pub health: RwLock<HashMap<String, Health>>,
+    /// Reloads of the files since start, as `/metrics` counts them.
+    pub reloads: Reloads,
+}
+
+/// Reloads of the settings files since start: taken (`applied`) or
+/// refused as invalid (the last good config stays), per file, indexed by
+/// [`Reloads::FILES`].
+#[derive(Debug, Default)]
+pub struct Reloads {
+    /// Changes taken, per file.
+    pub applied: [std::sync::atomic::AtomicU64; 3],
+    /// Changes refused as invalid, per file.
+    pub invalid: [std::sync::atomic::AtomicU64; 3],
+}
+
+impl Reloads {
+    /// The files, in the counters' order.
+    pub const FILES: [store::SettingsFile; 3] =
+        [store::SettingsFile::Mcp, store::SettingsFile::Agents, store::SettingsFile::Prompt];
+
+    /// Counts a reload of `file`.
+    pub fn count(&self, file: store::SettingsFile, valid: bool) {
+        let i = Self::FILES.iter().position(|f| *f == file).unwrap_or(0);
+        let counters = if valid { &self.applied } else { &self.invalid };
+        counters[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A shared handle on [`SettingsState`].

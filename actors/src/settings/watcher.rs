@@ -462,6 +462,7 @@ impl ConfigWatcher {
         let Some(previous) = self.news(SettingsFile::Mcp, read.suspicious, &read.hash, ctx) else { return };
         let old = self.state.mcp.read().map(|c| c.clone()).unwrap_or_default();
         let frames = reload_frames(&old, &read.parsed);
+        self.state.reloads.count(SettingsFile::Mcp, read.parsed.is_ok());
         match read.parsed {
             Ok(config) => self.use_config(config),
             Err(errors) => self.set_errors(errors),
@@ -477,6 +478,7 @@ impl ConfigWatcher {
         let Some(previous) = self.news(SettingsFile::Agents, read.suspicious, &read.hash, ctx) else { return };
         let old = self.state.agents.read().map(|c| c.clone()).unwrap_or_default();
         let frames = reload_frames(&old, &read.parsed);
+        self.state.reloads.count(SettingsFile::Agents, read.parsed.is_ok());
         match read.parsed {
             Ok(config) => self.use_agents(config),
             Err(errors) => self.set_agent_errors(errors),
@@ -496,6 +498,7 @@ impl ConfigWatcher {
             return;
         }
         self.set_prompt(text);
+        self.state.reloads.count(SettingsFile::Prompt, true);
         let event = match self.state.prompt.read() {
             Ok(prompt) => {
                 log::info!("{PROMPT_FILE} reloaded: version {}, {} bytes", prompt.version, prompt.text.len());
