@@ -95,7 +95,11 @@ const waitForText = (selector, text) =>
     [selector, text],
   );
 
-const shot = (name) => page.screenshot({ path: join(SCREENSHOTS, `dashboard-${name}.png`), fullPage: true });
+/** A full-page screenshot, from the top (the header is sticky). */
+async function shot(name) {
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: join(SCREENSHOTS, `dashboard-${name}.png`), fullPage: true });
+}
 
 test('the page is served with a strict policy and holds no data', async () => {
   const res = await fetch(`${server.url}/dashboard`);
@@ -138,7 +142,7 @@ test('sign in: a wrong token is refused, the right one is kept for this tab only
 });
 
 test('the overview shows a connection opened from Node, live', async () => {
-  const socket = await nodeSocket('node-watcher');
+  const socket = await nodeSocket('node-watcher', ['conversation:overview']);
   await page.goto(`${server.url}/dashboard#/overview`);
   // The dashboard's own connection and the test's.
   await page.waitForFunction(() => document.querySelector('[data-stat=connections] .stat-value')?.textContent === '2');
@@ -146,8 +150,16 @@ test('the overview shows a connection opened from Node, live', async () => {
   await waitForText('.legend', 'in ');
   await waitForText('.figures dt', 'p99');
   await waitForText('.panel', 'this node');
-  // Two samples at least, so the chart has a line to draw.
-  await page.waitForFunction(() => document.querySelector('[data-stat=uptime] .stat-value')?.textContent !== '–');
+  // Traffic for the chart: a burst of events per sample, for five samples.
+  const samples = () => page.$eval('canvas.chart', (c) => Number(c.dataset.samples || 0));
+  for (let round = 1; round <= 5; round++) {
+    const seen = await samples();
+    await Promise.all(
+      Array.from({ length: 10 * round }, (_, n) => server.publish('conversation:overview', 'demo.tick', { n })),
+    );
+    await page.waitForFunction((n) => Number(document.querySelector('canvas.chart').dataset.samples) > n, seen);
+  }
+  await page.waitForFunction(() => Number(document.querySelector('[data-stat=published] .stat-value').textContent.replace(/,/g, '')) >= 150);
   await shot('overview');
 });
 
@@ -242,6 +254,7 @@ test('settings: invalid YAML is shown with its line, on disk and in the checker;
   writeFileSync(mcpFile, lines.join('\n'));
   await waitForText('#mcp-invalid', `line ${urlLine}`);
   await waitForText('#mcp-invalid', 'gmail.url');
+  await shot('settings-invalid');
   // The last good servers are still listed.
   await page.waitForSelector('tr[data-server=gmail]');
 

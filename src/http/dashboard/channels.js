@@ -6,7 +6,7 @@
 // The route names a channel by its key: `#/channels/team:t1`, or
 // `#/channels/acme/team:t1` in tenant `acme`.
 
-import { h, fill, num, time, panel, table, badge, toast, repeat } from './dom.js';
+import { h, fill, num, time, panel, table, badge, repeat } from './dom.js';
 
 export const title = 'Channels';
 
@@ -22,7 +22,9 @@ function split(key) {
 }
 
 const keyOf = (name, tenant) => (tenant ? `${tenant}/${name}` : name);
-const hrefOf = (name, tenant) => `#/channels/${keyOf(name, tenant).split('/').map(encodeURIComponent).join('/')}`;
+/** Channel names read as they are in the address bar: `:` and `@` are safe in a fragment. */
+const part = (s) => encodeURIComponent(s).replace(/%3A/gi, ':').replace(/%40/g, '@');
+const hrefOf = (name, tenant) => `#/channels/${keyOf(name, tenant).split('/').map(part).join('/')}`;
 
 export function mount(root, ctx, key) {
   const selected = key ? split(key) : null;
@@ -243,7 +245,6 @@ function publishPanel(ctx, { name, tenant }) {
         h('span', { class: 'error' }, `Refused (${error.code}): ${error.message}`),
         fields ? h('ul', { class: 'errors' }, fields.map((f) => h('li', {}, `${f.field}: ${f.rule ?? f.message ?? ''}`))) : null,
       );
-      toast(`Publish refused: ${error.message}`, 'error');
     }
   });
   return panel(`Send a test event to ${name}`, form);

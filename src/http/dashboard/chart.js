@@ -62,6 +62,8 @@ export class LineChart {
     const now = Date.now();
     const since = now - this.windowMs;
     const visible = this.samples.filter((s) => s.t >= since - 1000);
+    // What is drawn, for tests and people inspecting the page.
+    canvas.dataset.samples = String(visible.length);
     const max = niceCeil(Math.max(0, ...visible.flatMap((s) => s.values.filter(Number.isFinite))));
     const x = (t) => left + ((t - since) / this.windowMs) * plotW;
     const y = (v) => top + plotH - (v / max) * plotH;

@@ -77,7 +77,7 @@ export function mount(root, ctx, user) {
         h('td', {}, c.tenant ?? '–'),
         h('td', {}, c.client_id ?? '–'),
         h('td', { class: 'channels' }, c.channels.length ? c.channels.join(', ') : '–'),
-        h('td', {}, time(c.connected_at)),
+        h('td', { class: 'nowrap' }, time(c.connected_at)),
         h('td', {}, bytes(c.pending_bytes)),
         h(
           'td',

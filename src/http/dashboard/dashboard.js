@@ -244,6 +244,30 @@ class Dashboard {
           off?.();
         };
       },
+      /**
+       * Calls `fn()` whenever the live connection is back after a loss
+       * (a server restart): events sent meanwhile were missed, so what
+       * they would have changed must be read again.
+       */
+      onReconnected(fn) {
+        let off = null;
+        let cancelled = false;
+        dashboard.live.then((client) => {
+          if (!client || cancelled) return;
+          let lost = false;
+          off = client.state.subscribe((state) => {
+            if (!state.connected && state.status !== 'connecting') lost = true;
+            else if (state.connected && lost) {
+              lost = false;
+              fn();
+            }
+          });
+        });
+        return () => {
+          cancelled = true;
+          off?.();
+        };
+      },
       navigate(hash) {
         if (location.hash === hash) dashboard.route();
         else location.hash = hash;

@@ -162,7 +162,7 @@ export function mount(root, ctx) {
             h('td', { class: 'user' }, c.user_id, c.connection_id === own ? h('span', { class: 'muted' }, ' (this dashboard)') : null),
             h('td', { class: 'mono' }, c.connection_id),
             h('td', {}, num(c.channels.length)),
-            h('td', {}, time(c.connected_at)),
+            h('td', { class: 'nowrap' }, time(c.connected_at)),
           ),
         );
       fill(newest, table(['user', 'connection', 'channels', 'since'], rows, 'No connections.'));

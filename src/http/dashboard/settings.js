@@ -232,6 +232,15 @@ export function mount(root, ctx) {
   });
 
   stops.push(repeat(() => Promise.all([loadMcp(), loadAgents(), loadBackups()]), REFRESH_EVERY_MS));
+  stops.push(
+    ctx.onReconnected(() => {
+      fill(lastChange, 'Live again after a lost connection: reloaded.');
+      loadMcp();
+      loadAgents();
+      loadBackups();
+      prompt.changed({});
+    }),
+  );
   prompt.load();
   return () => stops.forEach((stop) => stop());
 }
