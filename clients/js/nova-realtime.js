@@ -288,6 +288,7 @@ export class NovaClient {
    * the server's error (4003 not allowed, 4006 bad name).
    */
   subscribe(channel) {
+    if (this.state.get().status === 'closed') return Promise.reject(new NovaError('closed', 'the client is closed'));
     let entry = this.channels.get(channel);
     if (entry && entry.status === 'subscribed') return Promise.resolve(entry.data);
     if (!entry) {
@@ -399,7 +400,15 @@ export class NovaClient {
       detach(ws);
       this.lost(event.code, event.reason);
     };
-    ws.onerror = () => {}; // a close event follows with the code
+    // A connection that fails is closed with 1006. Browsers then fire
+    // `close` too; Node 20's WebSocket fires only `error` when the TCP
+    // connect fails, so the error itself ends the attempt.
+    ws.onerror = () => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      detach(ws);
+      this.lost(1006, 'the connection failed');
+    };
   }
 
   /** The first frame: `connection.reconnect` with the channels' positions, or `connection.init`. */
