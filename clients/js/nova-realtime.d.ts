@@ -1093,11 +1093,20 @@ export declare class NovaClient {
     data: RequestMap[K] & Record<string, unknown>,
     options?: SendOptions,
   ): Promise<MessageReceivedData | Record<string, unknown> | null>;
-  send(type: string, data?: Record<string, unknown>, options?: SendOptions): Promise<Record<string, unknown> | null>;
+  /** Sends a request of a type outside the catalog (the server refuses it with 4005 unless it knows it). */
+  send<T extends string>(
+    type: T & (T extends keyof EventMap ? never : unknown),
+    data?: Record<string, unknown>,
+    options?: SendOptions,
+  ): Promise<Record<string, unknown> | null>;
   /** Calls `handler` with every server frame of `type`; returns the function that removes it. */
   on<K extends keyof EventMap>(type: K, handler: (event: EventMap[K]) => void): () => void;
   on<K extends keyof ClientEventMap>(type: K, handler: (event: ClientEventMap[K]) => void): () => void;
-  on(type: string, handler: (event: NovaFrame) => void): () => void;
+  /** Calls `handler` with every frame of a type outside the catalog. */
+  on<T extends string>(
+    type: T & (T extends keyof EventMap | keyof ClientEventMap ? never : unknown),
+    handler: (event: NovaFrame<T>) => void,
+  ): () => void;
 }
 
 /** The delay before reconnect attempt `attempt` (0 first): random in the upper half of min(1000 * 2^attempt, 30000) ms. */

@@ -86,6 +86,10 @@ class Store {
   constructor(value) {
     this.value = value;
     this.subscribers = new Set();
+    // Bound, so they can be handed over as they are:
+    // useSyncExternalStore(client.state.subscribe, client.state.get).
+    this.get = this.get.bind(this);
+    this.subscribe = this.subscribe.bind(this);
   }
 
   /** The current value. */

@@ -87,6 +87,12 @@ test('a JWT connects; subscribe resolves with the position; a published event ar
   assert.equal(state.userId, 'alice');
   assert.match(state.connectionId, /-/);
   assert.ok(state.expiresAt, 'a JWT connection expires');
+  // The store's methods work detached (React's useSyncExternalStore takes them so).
+  const { get, subscribe } = c.state;
+  assert.equal(get().status, 'connected');
+  let seen = null;
+  subscribe((s) => (seen = s.status))();
+  assert.equal(seen, 'connected');
   const subscribed = await c.subscribe('conversation:jwt');
   assert.deepEqual(subscribed.presence, ['alice']);
   assert.equal(typeof subscribed.epoch, 'string', 'conversation: keeps history');
