@@ -616,8 +616,13 @@ export class NovaClient {
     const unsolicited = !frame.reply_to;
     if (data.epoch != null) {
       // Recovered: the missed events follow and move the position up to
-      // data.offset themselves. Otherwise the channel starts here.
-      if (!(data.recovered === true && entry.epoch === data.epoch)) entry.offset = data.offset ?? null;
+      // data.offset themselves. Asked for, they follow the client's own
+      // position (answers that began since come as snapshots, so `missed`
+      // may count fewer); announced by the server while subscribed, they
+      // are the last `missed` ones before data.offset. Otherwise the
+      // channel starts at data.offset.
+      if (data.recovered === true && unsolicited) entry.offset = Math.max(0, (data.offset ?? 0) - (data.missed ?? 0));
+      else if (!(data.recovered === true && entry.offset != null)) entry.offset = data.offset ?? null;
       entry.epoch = data.epoch;
     } else {
       entry.epoch = null;

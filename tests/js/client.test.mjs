@@ -251,6 +251,45 @@ test('recovery: events published while the network is down arrive once, in order
   );
 });
 
+test("when the server drops a channel's history while subscribed, the client is told and goes on", async (t) => {
+  // A history memory cap of 1 MiB: filling other channels evicts this one's.
+  const small = await startServer({ args: ['--history-memory-mb', '1'] });
+  t.after(() => small.stop());
+  const c = client(t, { url: small.wsUrl }).connect();
+  const first = await c.subscribe('conversation:old');
+  const seen = collect(c, 'demo.tick');
+  const notices = collect(c, 'recovery');
+  await small.publish('conversation:old', 'demo.tick', { n: 1 });
+  await eventually(() => seen.length === 1, 'the first event');
+  const filler = 'x'.repeat(1000);
+  for (let k = 0; k < 12; k++) {
+    const events = Array.from({ length: 300 }, (_, i) => ({
+      channel: `conversation:fill${k}`,
+      type: 'demo.fill',
+      data: { n: i, text: filler },
+    }));
+    const res = await small.admin('POST', '/api/publish/batch', { events });
+    assert.equal(res.status, 202, JSON.stringify(res.body));
+  }
+  await small.publish('conversation:old', 'demo.tick', { n: 2 });
+  await eventually(() => seen.length === 2, 'the event after the eviction is not taken for a duplicate');
+  assert.equal(notices.length, 1, JSON.stringify(notices));
+  assert.equal(notices[0].channel, 'conversation:old');
+  assert.notEqual(notices[0].epoch, first.epoch, 'a new epoch');
+  // Nothing was missed here (the client had every event), so nothing is
+  // to reload; the new epoch numbers events from 1 again, and the client
+  // does not take the next one for one it already has.
+  assert.deepEqual(
+    { recovered: notices[0].recovered, missed: notices[0].missed, offset: notices[0].offset },
+    { recovered: true, missed: 0, offset: 0 },
+  );
+  assert.equal(seen[1].offset, 1);
+  assert.deepEqual(
+    seen.map((e) => e.data.n),
+    [1, 2],
+  );
+});
+
 test('a token warned about is refreshed with getToken, on the same connection', async (t) => {
   const tokens = [token('rita', 30), token('rita', 3600)]; // the first is inside the 60 s warning
   let calls = 0;
