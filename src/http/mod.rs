@@ -15,11 +15,15 @@
 //!   `POST /api/config/validate`, `GET /api/config/backups`,
 //!   `POST /api/config/restore/{backup_id}`, `GET|PUT /api/prompt`.
 //! - [`admin`]: `POST /api/admin/restart/{service}` (development only).
+//! - [`assets`]: `GET /client/nova-realtime.js` and `.d.ts`, the JavaScript
+//!   client (no authentication).
 //!
-//! Everything but the health checks and the WebSocket endpoint takes the admin
-//! bearer token ([`Admin`]); every error is JSON ([`error`]).
+//! Everything but the health checks, the client module and the WebSocket
+//! endpoint takes the admin bearer token ([`Admin`]); every error is JSON
+//! ([`error`]).
 
 pub mod admin;
+pub mod assets;
 pub mod connections;
 pub mod error;
 pub mod health;
@@ -171,5 +175,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(settings::get_prompt))
                 .route(web::put().to(settings::put_prompt)),
         )
-        .service(resource("/api/admin/restart/{service}").route(web::post().to(admin::restart)));
+        .service(resource("/api/admin/restart/{service}").route(web::post().to(admin::restart)))
+        .service(resource("/client/nova-realtime.js").route(web::get().to(assets::client_js)))
+        .service(resource("/client/nova-realtime.d.ts").route(web::get().to(assets::client_dts)));
 }
