@@ -19,6 +19,8 @@ RUN mkdir -p src actors/src benches \
  && rm -rf src actors/src
 COPY src src
 COPY actors/src actors/src
+# The JavaScript client the binary serves (include_str!).
+COPY clients/js/nova-realtime.js clients/js/nova-realtime.d.ts clients/js/
 RUN touch src/main.rs src/lib.rs actors/src/lib.rs \
  && cargo build --release --locked --bin nova-realtime
 

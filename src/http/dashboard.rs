@@ -18,6 +18,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
+use super::assets::{ascii, etag, matches_etag};
 use super::error::ApiError;
 
 /// A file of the dashboard.
@@ -114,44 +115,6 @@ pub fn content_security_policy(host: Option<&str>) -> String {
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
          connect-src 'self'{sockets}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
-}
-
-/// Whether `If-None-Match` names `etag` (or is `*`).
-fn matches_etag(req: &HttpRequest, etag: &str) -> bool {
-    req.headers()
-        .get_all(header::IF_NONE_MATCH)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|tag| tag == etag || tag == "*")
-}
-
-/// `"<16 hex digits>"`: FNV-1a of the content, computed by the compiler so
-/// serving costs nothing.
-const fn etag(bytes: &[u8]) -> [u8; 18] {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut i = 0;
-    while i < bytes.len() {
-        hash ^= bytes[i] as u64;
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        i += 1;
-    }
-    let digits = b"0123456789abcdef";
-    let mut out = [b'"'; 18];
-    let mut j = 0;
-    while j < 16 {
-        out[1 + j] = digits[((hash >> (60 - 4 * j)) & 0xf) as usize];
-        j += 1;
-    }
-    out
-}
-
-/// The tag as text; it is ASCII by construction.
-const fn ascii(bytes: &'static [u8]) -> &'static str {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => text,
-        Err(_) => "\"0\"",
-    }
 }
 
 #[cfg(test)]

@@ -18,14 +18,17 @@
 //!   `POST /api/config/validate`, `GET /api/config/backups`,
 //!   `POST /api/config/restore/{backup_id}`, `GET|PUT /api/prompt`.
 //! - [`admin`]: `POST /api/admin/restart/{service}` (development only).
+//! - [`assets`]: `GET /client/nova-realtime.js` and `.d.ts`, the JavaScript
+//!   client (no authentication).
 //! - [`dashboard`]: `GET /dashboard` and its files (no authentication: the
 //!   page holds no data; its calls carry the admin token).
 //!
-//! Everything but the health checks, the dashboard's files and the WebSocket
-//! endpoint takes the admin bearer token ([`Admin`]); every error is JSON
-//! ([`error`]).
+//! Everything but the health checks, the client module, the dashboard's
+//! files and the WebSocket endpoint takes the admin bearer token
+//! ([`Admin`]); every error is JSON ([`error`]).
 
 pub mod admin;
+pub mod assets;
 pub mod channels;
 pub mod connections;
 pub mod dashboard;
@@ -185,6 +188,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::put().to(settings::put_prompt)),
         )
         .service(resource("/api/admin/restart/{service}").route(web::post().to(admin::restart)))
+        .service(resource("/client/nova-realtime.js").route(web::get().to(assets::client_js)))
+        .service(resource("/client/nova-realtime.d.ts").route(web::get().to(assets::client_dts)))
         .service(resource("/dashboard").route(web::get().to(dashboard::index)))
         .service(resource("/dashboard/").route(web::get().to(dashboard::index)))
         .service(resource("/dashboard/{file}").route(web::get().to(dashboard::file)));

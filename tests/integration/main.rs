@@ -5,6 +5,7 @@
 mod common;
 
 mod abuse;
+mod assets;
 mod auth;
 mod bad_input;
 mod binary;

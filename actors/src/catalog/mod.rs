@@ -11,7 +11,9 @@
 //! - the validators the server runs on every client frame and every backend
 //!   publish (the `jsonschema` crate, compiled once per process),
 //! - `docs/asyncapi.yaml` and the catalog table in docs/protocol.md (see
-//!   `docs.rs`; a test fails when either is out of date).
+//!   `docs.rs`; a test fails when either is out of date),
+//! - the event types of the JavaScript client's TypeScript declarations,
+//!   `clients/js/nova-realtime.d.ts` (see `typescript.rs`; the same).
 //!
 //! Validation runs once per inbound frame and once per published event,
 //! never per recipient: what a channel fans out is already encoded bytes.
@@ -30,6 +32,7 @@ mod legacy;
 mod settings;
 mod team;
 mod tool;
+pub mod typescript;
 
 use std::collections::HashMap;
 use std::fmt;
