@@ -169,7 +169,7 @@ pub struct ChannelView {
     /// How many are present in all.
     pub presence_count: usize,
     /// On `team:` channels: each listed user's status and note.
-    pub statuses: Option<Vec<(Arc<str>, PresenceStatus, Option<String>)>>,
+    pub statuses: Option<Vec<(Arc<str>, Status)>>,
     /// With history: the channel's position.
     pub position: Option<Position>,
 }
@@ -259,7 +259,7 @@ pub fn presence_frame(key: &str, user: &str, joined: bool) -> Frame {
 }
 
 /// A status and its note.
-type Status = (PresenceStatus, Option<String>);
+pub type Status = (PresenceStatus, Option<String>);
 
 /// One channel on this node.
 pub struct Channel {
@@ -1001,8 +1001,8 @@ impl Handler<Describe> for Channel {
             presence
                 .iter()
                 .map(|user| match statuses.get(user) {
-                    Some((status, text)) => (Arc::clone(user), *status, text.clone()),
-                    None => (Arc::clone(user), PresenceStatus::Online, None),
+                    Some((status, text)) => (Arc::clone(user), (*status, text.clone())),
+                    None => (Arc::clone(user), (PresenceStatus::Online, None)),
                 })
                 .collect()
         });

@@ -1012,7 +1012,7 @@ impl Handler<DescribeChannel> for Registry {
             let statuses = view.statuses.map(|statuses| {
                 statuses
                     .into_iter()
-                    .map(|(user, status, text)| StatusInfo { user_id: user.to_string(), status, text })
+                    .map(|(user, (status, text))| StatusInfo { user_id: user.to_string(), status, text })
                     .collect()
             });
             Some(ChannelDetails {

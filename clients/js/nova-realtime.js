@@ -71,6 +71,7 @@ export function closeAction(code, { refreshable = false } = {}) {
     case 1003:
     case 1007: // not UTF-8: the same
     case 4010: // protocol version: upgrade the client
+    case 4011: // disconnected by an administrator: coming back would undo it
       return 'stop';
     case 4001: // invalid credentials
     case 4002: // expired token

@@ -196,3 +196,26 @@ async fn every_node_with_a_live_heartbeat_is_listed() {
     assert_eq!(listed, [("node-a", true), ("node-b", false)]);
     assert!(nodes["nodes"].as_array().unwrap().iter().all(|n| n["expires_in_ms"].as_u64() <= Some(1500)), "{nodes}");
 }
+
+#[actix_rt::test]
+async fn the_dashboard_is_served_without_a_token_under_a_strict_policy() {
+    let server = TestServer::start();
+    let client = awc::Client::default();
+    for (path, kind) in
+        [("/dashboard", "text/html"), ("/dashboard/", "text/html"), ("/dashboard/dashboard.js", "text/javascript")]
+    {
+        let res = client.get(server.url(path)).send().await.expect("GET");
+        assert_eq!(res.status().as_u16(), 200, "{path}");
+        let header = |name: &str| res.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        assert!(header("content-type").starts_with(kind), "{path}: {}", header("content-type"));
+        let policy = header("content-security-policy");
+        assert!(policy.contains("script-src 'self';") && !policy.contains("unsafe"), "{policy}");
+        assert!(policy.contains(&format!("connect-src 'self' ws://{0} wss://{0};", server.addr)), "{policy}");
+        assert_eq!(header("x-content-type-options"), "nosniff");
+        assert_eq!(header("x-frame-options"), "DENY");
+    }
+    let mut missing = client.get(server.url("/dashboard/../Cargo.toml")).send().await.expect("GET");
+    assert_eq!(missing.status().as_u16(), 404);
+    let body: Value = missing.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+}

@@ -326,6 +326,7 @@ test('close codes: a bad static token stops; getToken with a bad token retries u
   assert.equal(closeAction(4002), 'stop');
   assert.equal(closeAction(4002, { refreshable: true }), 'refresh');
   assert.equal(closeAction(4010, { refreshable: true }), 'stop');
+  assert.equal(closeAction(4011, { refreshable: true }), 'stop');
 });
 
 test('a streamed answer grows in place, and a late joiner gets it whole from the snapshot', async (t) => {

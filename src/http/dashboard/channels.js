@@ -49,7 +49,8 @@ export function mount(root, ctx, key) {
     fill(root, h('div', { class: 'split' }, side, panel(null, h('p', { class: 'muted' }, 'Pick a channel, or open one by name to tail it or send it a test event.'))));
   } else {
     const details = h('div', { id: 'channel-details' });
-    const tail = tailPanel(ctx, selected, stops);
+    // Joins and leaves seen in the tail are read again at once.
+    const tail = tailPanel(ctx, selected, stops, () => loadDetails(ctx, selected, details));
     fill(
       root,
       h(
@@ -139,7 +140,7 @@ async function loadDetails(ctx, { name, tenant }, details) {
 }
 
 /** The live tail: subscribes the dashboard's connection on demand and lists what arrives. */
-function tailPanel(ctx, { name, tenant }, stops) {
+function tailPanel(ctx, { name, tenant }, stops, membersChanged) {
   const log = h('ol', { class: 'tail', id: 'tail', reversed: true });
   const state = h('span', { class: 'muted', id: 'tail-state' });
   const button = h('button', { type: 'button', id: 'tail-toggle' }, 'Tail events');
@@ -173,6 +174,7 @@ function tailPanel(ctx, { name, tenant }, stops) {
       if (frame.channel !== name) return;
       log.prepend(entry(frame));
       while (log.children.length > TAIL_KEPT) log.lastChild.remove();
+      if (frame.type === 'channel.presence' || frame.type === 'channel.subscribed') membersChanged();
     });
     try {
       await client.subscribe(name);
