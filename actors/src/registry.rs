@@ -268,6 +268,8 @@ pub struct ListConnections {
     pub limit: usize,
     /// Only this user's connections (in any tenant).
     pub user: Option<String>,
+    /// The newest first (the default is the oldest first).
+    pub newest_first: bool,
 }
 
 /// Closes one authenticated connection of this node with `close`; answers
@@ -938,6 +940,9 @@ impl Handler<ListConnections> for Registry {
             self.conns.values().filter(|e| msg.user.as_deref().is_none_or(|u| **e.link.user() == *u)).collect();
         let total = entries.len();
         entries.sort_unstable_by_key(|e| e.link.id());
+        if msg.newest_first {
+            entries.reverse();
+        }
         let connections = entries
             .into_iter()
             .take(msg.limit)

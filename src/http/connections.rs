@@ -19,24 +19,36 @@ use super::{Admin, AppState};
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
 
-/// `?limit=&user_id=` of `GET /ws/connections`.
+/// `?limit=&user_id=&order=` of `GET /ws/connections`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     limit: Option<usize>,
     user_id: Option<String>,
+    order: Option<Order>,
 }
 
-/// `GET /ws/connections[?user_id=]`: this node's authenticated connections
-/// (one user's, with `user_id`), oldest first.
+/// Which connections come first.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// The oldest (the default).
+    Oldest,
+    /// The newest: the dashboard's "newest connections" asks for a few.
+    Newest,
+}
+
+/// `GET /ws/connections[?user_id=][&order=newest]`: this node's
+/// authenticated connections (one user's, with `user_id`), oldest first
+/// unless `order=newest`.
 pub async fn list(
     _: Admin,
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let ListQuery { limit, user_id } = query.into_inner();
+    let ListQuery { limit, user_id, order } = query.into_inner();
     let limit = limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
-    let list = ListConnections { limit, user: user_id };
+    let list = ListConnections { limit, user: user_id, newest_first: order == Some(Order::Newest) };
     let list = state.node.registry.send(list).await.map_err(ApiError::unavailable)?;
     Ok(HttpResponse::Ok().json(list))
 }

@@ -29,6 +29,12 @@ async fn connections_are_listed_for_one_user() {
     assert_eq!(nobody, json!({"total": 0, "connections": []}));
     let (_, everyone) = server.get("/ws/connections").await;
     assert_eq!(everyone["total"], 3, "{everyone}");
+    let (_, newest) = server.get("/ws/connections?order=newest&limit=1").await;
+    assert_eq!((&newest["total"], &newest["connections"][0]["user_id"]), (&json!(3), &json!("bob")), "{newest}");
+    let (_, oldest) = server.get("/ws/connections?order=oldest&limit=1").await;
+    assert_eq!(oldest["connections"][0]["user_id"], "alice", "{oldest}");
+    let (status, _) = server.get("/ws/connections?order=random").await;
+    assert_eq!(status, 400);
 }
 
 #[actix_rt::test]

@@ -50,7 +50,10 @@ export function mount(root, ctx, key) {
   } else {
     const details = h('div', { id: 'channel-details' });
     // Joins and leaves seen in the tail are read again at once.
-    const tail = tailPanel(ctx, selected, stops, () => loadDetails(ctx, selected, details));
+    const tail = tailPanel(ctx, selected, stops, () => {
+      loadDetails(ctx, selected, details);
+      loadList(ctx, list, selected);
+    });
     fill(
       root,
       h(

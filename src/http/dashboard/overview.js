@@ -150,12 +150,9 @@ export function mount(root, ctx) {
 
   async function loadNewest() {
     try {
-      const list = await ctx.api('GET', '/ws/connections?limit=10000');
+      const list = await ctx.api('GET', `/ws/connections?order=newest&limit=${NEWEST_SHOWN}`);
       const own = ctx.connectionId();
-      const rows = list.connections
-        .slice(-NEWEST_SHOWN)
-        .reverse()
-        .map((c) =>
+      const rows = list.connections.map((c) =>
           h(
             'tr',
             { dataset: { connection: c.connection_id } },
