@@ -241,6 +241,14 @@ test('settings: a toggle edits mcp_servers.yaml, and an edit on disk appears liv
   writeFileSync(mcpFile, edited);
   await page.waitForSelector(`${gmail}[data-enabled=true] >> text=Edited on disk by the test`);
   assert.equal(await page.isChecked(`${gmail} .switch input`), true);
+
+  // Toggled elsewhere (another tab, a script): the page follows too.
+  const toggled = await server.admin('PUT', '/api/mcp/gmail/toggle', { enabled: false });
+  assert.equal(toggled.status, 200, JSON.stringify(toggled.body));
+  await page.waitForSelector(`${gmail}[data-enabled=false]`);
+  assert.equal(await page.isChecked(`${gmail} .switch input`), false);
+  await server.admin('PUT', '/api/mcp/gmail/toggle', { enabled: true });
+  await page.waitForSelector(`${gmail}[data-enabled=true]`);
   await page.waitForSelector('#backups tr[data-backup]');
 });
 
