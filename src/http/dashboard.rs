@@ -30,7 +30,7 @@ struct File {
 }
 
 /// Builds a [`File`] whose ETag the compiler computes from its content.
-macro_rules! file {
+macro_rules! embedded {
     ($name:literal, $content_type:literal) => {{
         const BODY: &str = include_str!(concat!("dashboard/", $name));
         const TAG: [u8; 18] = etag(BODY.as_bytes());
@@ -40,15 +40,15 @@ macro_rules! file {
 
 /// The page and its modules.
 const FILES: &[File] = &[
-    file!("index.html", "text/html; charset=utf-8"),
-    file!("dashboard.css", "text/css; charset=utf-8"),
-    file!("dashboard.js", "text/javascript; charset=utf-8"),
-    file!("dom.js", "text/javascript; charset=utf-8"),
-    file!("chart.js", "text/javascript; charset=utf-8"),
-    file!("overview.js", "text/javascript; charset=utf-8"),
-    file!("connections.js", "text/javascript; charset=utf-8"),
-    file!("channels.js", "text/javascript; charset=utf-8"),
-    file!("settings.js", "text/javascript; charset=utf-8"),
+    embedded!("index.html", "text/html; charset=utf-8"),
+    embedded!("dashboard.css", "text/css; charset=utf-8"),
+    embedded!("dashboard.js", "text/javascript; charset=utf-8"),
+    embedded!("dom.js", "text/javascript; charset=utf-8"),
+    embedded!("chart.js", "text/javascript; charset=utf-8"),
+    embedded!("overview.js", "text/javascript; charset=utf-8"),
+    embedded!("connections.js", "text/javascript; charset=utf-8"),
+    embedded!("channels.js", "text/javascript; charset=utf-8"),
+    embedded!("settings.js", "text/javascript; charset=utf-8"),
 ];
 
 /// `GET /dashboard` (and `/dashboard/`): the page.
