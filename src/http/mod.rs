@@ -15,15 +15,20 @@
 //!   `POST /api/config/validate`, `GET /api/config/backups`,
 //!   `POST /api/config/restore/{backup_id}`, `GET|PUT /api/prompt`.
 //! - [`admin`]: `POST /api/admin/restart/{service}` (development only).
+//! - [`openapi`]: `GET /openapi.json`, `GET /docs`, `GET /docs/{asset}`: the
+//!   OpenAPI document of all of the above, and its page.
 //!
-//! Everything but the health checks and the WebSocket endpoint takes the admin
-//! bearer token ([`Admin`]); every error is JSON ([`error`]).
+//! Everything but the health checks, the WebSocket endpoint and the API's
+//! documentation takes the admin bearer token ([`Admin`]); every error is
+//! JSON ([`error`]). Every route registered here is described in the OpenAPI
+//! document: see [`openapi::ApiDoc`] for how a new one joins it.
 
 pub mod admin;
 pub mod connections;
 pub mod error;
 pub mod health;
 pub mod history;
+pub mod openapi;
 pub mod prometheus;
 pub mod publish;
 pub mod settings;
@@ -171,5 +176,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(settings::get_prompt))
                 .route(web::put().to(settings::put_prompt)),
         )
-        .service(resource("/api/admin/restart/{service}").route(web::post().to(admin::restart)));
+        .service(resource("/api/admin/restart/{service}").route(web::post().to(admin::restart)))
+        .service(resource("/openapi.json").route(web::get().to(openapi::openapi_json)))
+        .service(resource("/docs").route(web::get().to(openapi::docs)))
+        .service(resource("/docs/{asset}").route(web::get().to(openapi::docs_asset)));
 }
