@@ -44,7 +44,6 @@ The WebSocket protocol itself is described in docs/protocol.md (and docs/asyncap
 Every operation except the health checks, the WebSocket endpoint and this documentation takes the admin \
 token: `Authorization: Bearer <admin token>`. Wrong tokens are counted per address: past the limit, every \
 admin request from it is answered 429 for a minute. Every error has one shape, `ErrorBody`.",
-        license(name = "Proprietary"),
     ),
     paths(
         health::health,
