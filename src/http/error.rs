@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use nova_actors::catalog::{Refusal, Violation};
@@ -136,6 +136,18 @@ pub fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
         other => ApiError::bad_request("invalid_json", other.to_string()),
     };
     api.into()
+}
+
+/// Turns the errors of a raw body (`web::Bytes`, which has no error
+/// handler of its own to configure) into ours: take the body as
+/// `Result<web::Bytes, actix_web::Error>` and map the error with this.
+pub fn body_error(err: actix_web::Error) -> ApiError {
+    match err.as_error::<PayloadError>() {
+        Some(PayloadError::Overflow) => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is over the limit")
+        }
+        _ => ApiError::bad_request("invalid_body", err.to_string()),
+    }
 }
 
 /// Turns path-parameter errors into ours.

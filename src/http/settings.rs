@@ -19,7 +19,7 @@ use nova_actors::settings::{agents, mcp};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::ApiError;
+use super::error::{body_error, ApiError};
 use super::{Admin, AppState};
 
 /// Largest prompt accepted.
@@ -213,6 +213,7 @@ pub struct ToggleBody {
     responses(
         (status = 200, description = "Its `enabled` now", body = Toggled),
         (status = 400, description = "The body is not `{\"enabled\": bool}`", body = crate::http::error::ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = crate::http::error::ErrorBody),
         (status = 404, description = "No such MCP server", body = crate::http::error::ErrorBody),
         (status = 422, description = "The file on disk is invalid: fix it first", body = crate::http::error::ErrorBody),
         (status = 500, description = "The file could not be written", body = crate::http::error::ErrorBody),
@@ -224,8 +225,9 @@ pub async fn toggle_mcp(
     _: Admin,
     state: web::Data<AppState>,
     name: web::Path<String>,
-    body: web::Bytes,
+    body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = body.map_err(body_error)?;
     let toggle = Toggle {
         file: SettingsFile::Mcp,
         what: "MCP server",
@@ -248,6 +250,7 @@ pub async fn toggle_mcp(
     responses(
         (status = 200, description = "Its `enabled` now", body = Toggled),
         (status = 400, description = "The body is not `{\"enabled\": bool}`", body = crate::http::error::ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = crate::http::error::ErrorBody),
         (status = 404, description = "No such agent", body = crate::http::error::ErrorBody),
         (status = 422, description = "The file on disk is invalid: fix it first", body = crate::http::error::ErrorBody),
         (status = 500, description = "The file could not be written", body = crate::http::error::ErrorBody),
@@ -259,8 +262,9 @@ pub async fn toggle_agent(
     _: Admin,
     state: web::Data<AppState>,
     name: web::Path<String>,
-    body: web::Bytes,
+    body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = body.map_err(body_error)?;
     let toggle = Toggle {
         file: SettingsFile::Agents,
         what: "agent",
@@ -352,7 +356,12 @@ pub struct ValidateQuery {
     ),
     security(("admin_token" = [])),
 )]
-pub async fn validate(_: Admin, query: web::Query<ValidateQuery>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn validate(
+    _: Admin,
+    query: web::Query<ValidateQuery>,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.map_err(body_error)?;
     if body.len() > MAX_YAML_BYTES {
         return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "at most 1 MiB of YAML"));
     }

@@ -167,3 +167,45 @@ async fn the_docs_page_and_its_assets_are_served_without_a_token() {
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"]["code"], "not_found");
 }
+
+// What schemathesis found, kept as tests of their own.
+
+#[actix_rt::test]
+async fn raw_bodies_over_their_limit_get_the_json_error() {
+    let server = TestServer::start();
+    let toggle = " ".repeat(300 * 1024);
+    let (status, body) = server.send_raw("PUT", "/api/mcp/gmail/toggle", "application/json", &toggle).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+}
+
+#[actix_rt::test]
+async fn a_user_id_is_held_to_128_characters_not_bytes() {
+    let server = TestServer::start();
+    let event = serde_json::json!({"type": "note", "data": {}});
+    // "é", percent-encoded: two bytes each.
+    let two_byte = "%C3%A9".repeat(128);
+    let (status, body) = server.post(&format!("/api/users/{two_byte}/send"), event.clone()).await;
+    assert_eq!(status, 202, "{body}");
+    let too_long = "%C3%A9".repeat(129);
+    let (status, body) = server.post(&format!("/api/users/{too_long}/send"), event).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_user_id");
+}
+
+#[actix_rt::test]
+async fn counts_and_offsets_too_large_for_64_bits_read_as_the_largest() {
+    let server = TestServer::start();
+    let huge = "99999999999999999999999999";
+    let (status, body) = server.get(&format!("/ws/connections?limit={huge}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["connections"].is_array(), "{body}");
+    let (status, body) = server.get(&format!("/api/channels/conversation:c1/history?since={huge}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["events"], serde_json::json!([]), "{body}");
+    for bad in ["-1", "1.5", "ten", ""] {
+        let (status, body) = server.get(&format!("/ws/connections?limit={bad}")).await;
+        assert_eq!(status, 400, "limit={bad}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_query", "{body}");
+    }
+}
