@@ -274,7 +274,7 @@ pub struct ListConnections {
 pub struct GetStats;
 
 /// One connection as `GET /ws/connections` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConnectionInfo {
     /// The id sent in `connection.ack`.
     pub connection_id: String,
@@ -293,7 +293,7 @@ pub struct ConnectionInfo {
 }
 
 /// The answer to [`ListConnections`].
-#[derive(Debug, Clone, Serialize, MessageResponse)]
+#[derive(Debug, Clone, Serialize, MessageResponse, utoipa::ToSchema)]
 pub struct ConnectionList {
     /// All authenticated connections.
     pub total: usize,

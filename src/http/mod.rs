@@ -17,10 +17,14 @@
 //! - [`admin`]: `POST /api/admin/restart/{service}` (development only).
 //! - [`assets`]: `GET /client/nova-realtime.js` and `.d.ts`, the JavaScript
 //!   client (no authentication).
+//! - [`openapi`]: `GET /openapi.json`, `GET /docs`, `GET /docs/{asset}`: the
+//!   OpenAPI document of all of the above, and its page.
 //!
-//! Everything but the health checks, the client module and the WebSocket
-//! endpoint takes the admin bearer token ([`Admin`]); every error is JSON
-//! ([`error`]).
+//! Everything but the health checks, the WebSocket endpoint, the client
+//! module and the API's documentation takes the admin bearer token
+//! ([`Admin`]); every error is JSON ([`error`]). Every route registered here
+//! is described in the OpenAPI document: see [`openapi::ApiDoc`] for how a
+//! new one joins it.
 
 pub mod admin;
 pub mod assets;
@@ -28,6 +32,7 @@ pub mod connections;
 pub mod error;
 pub mod health;
 pub mod history;
+pub mod openapi;
 pub mod prometheus;
 pub mod publish;
 pub mod settings;
@@ -177,5 +182,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/api/admin/restart/{service}").route(web::post().to(admin::restart)))
         .service(resource("/client/nova-realtime.js").route(web::get().to(assets::client_js)))
-        .service(resource("/client/nova-realtime.d.ts").route(web::get().to(assets::client_dts)));
+        .service(resource("/client/nova-realtime.d.ts").route(web::get().to(assets::client_dts)))
+        .service(resource("/openapi.json").route(web::get().to(openapi::openapi_json)))
+        .service(resource("/docs").route(web::get().to(openapi::docs)))
+        .service(resource("/docs/{asset}").route(web::get().to(openapi::docs_asset)));
 }
