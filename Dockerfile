@@ -19,8 +19,10 @@ RUN mkdir -p src actors/src benches \
  && rm -rf src actors/src
 COPY src src
 COPY actors/src actors/src
-# The JavaScript client the binary serves (include_str!).
+# What the binary embeds and serves: the JavaScript client, and the /docs
+# page with its vendored Swagger UI.
 COPY clients/js/nova-realtime.js clients/js/nova-realtime.d.ts clients/js/
+COPY assets assets
 RUN touch src/main.rs src/lib.rs actors/src/lib.rs \
  && cargo build --release --locked --bin nova-realtime
 

@@ -149,6 +149,8 @@ pub fn build(listener: TcpListener, mut config: Config) -> io::Result<Running> {
     let addr = listener.local_addr()?;
     // Compiled here, once, rather than by the first frame on a worker.
     nova_actors::catalog::init();
+    // The OpenAPI document too, so no request pays for it.
+    http::openapi::init();
     let metrics = Arc::new(Metrics::default());
     let node_id: Arc<str> = Arc::from(config.node_id.as_str());
 

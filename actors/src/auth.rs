@@ -348,7 +348,9 @@ impl Authenticator {
 /// A user id is 1–128 characters with no control characters: it is echoed in
 /// presence lists, logs and URLs.
 pub fn check_user_id(user: &str) -> Result<(), &'static str> {
-    if user.is_empty() || user.len() > 128 {
+    // Characters, as the rule says, not bytes: a name in another script
+    // is not held to a third of the length.
+    if user.is_empty() || user.chars().count() > 128 {
         return Err("must be 1 to 128 characters");
     }
     if user.chars().any(char::is_control) {
@@ -602,5 +604,7 @@ mod tests {
         assert!(check_user_id("").is_err());
         assert!(check_user_id("a\nb").is_err());
         assert!(check_user_id(&"u".repeat(129)).is_err());
+        assert!(check_user_id(&"é".repeat(128)).is_ok());
+        assert!(check_user_id(&"é".repeat(129)).is_err());
     }
 }

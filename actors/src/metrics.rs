@@ -294,7 +294,7 @@ impl Default for Metrics {
 }
 
 /// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LatencySnapshot {
     /// Frames measured.
     pub count: u64,
@@ -309,7 +309,7 @@ pub struct LatencySnapshot {
 }
 
 /// The counters at one moment, as `GET /ws/metrics` shows them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MetricsSnapshot {
     /// Seconds since start.
     pub uptime_secs: u64,

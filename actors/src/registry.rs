@@ -293,7 +293,7 @@ pub struct ListChannels {
 }
 
 /// One channel as `GET /api/channels` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChannelInfo {
     /// Its name, as clients know it.
     pub channel: String,
@@ -305,7 +305,7 @@ pub struct ChannelInfo {
 }
 
 /// The answer to [`ListChannels`].
-#[derive(Debug, Clone, Serialize, MessageResponse)]
+#[derive(Debug, Clone, Serialize, MessageResponse, utoipa::ToSchema)]
 pub struct ChannelList {
     /// Channels with subscribers on this node.
     pub total: usize,
@@ -323,7 +323,7 @@ pub struct DescribeChannel {
 }
 
 /// A member of a channel in [`ChannelDetails`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MemberInfo {
     /// The id sent in `connection.ack`.
     pub connection_id: String,
@@ -332,7 +332,7 @@ pub struct MemberInfo {
 }
 
 /// A user's status on a team channel in [`ChannelDetails`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StatusInfo {
     /// The user.
     pub user_id: String,
@@ -344,7 +344,7 @@ pub struct StatusInfo {
 }
 
 /// The answer to [`DescribeChannel`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChannelDetails {
     /// Its name, as clients know it.
     pub channel: String,
@@ -374,7 +374,7 @@ pub struct ChannelDetails {
 pub struct GetStats;
 
 /// One connection as `GET /ws/connections` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConnectionInfo {
     /// The id sent in `connection.ack`.
     pub connection_id: String,
@@ -393,7 +393,7 @@ pub struct ConnectionInfo {
 }
 
 /// The answer to [`ListConnections`].
-#[derive(Debug, Clone, Serialize, MessageResponse)]
+#[derive(Debug, Clone, Serialize, MessageResponse, utoipa::ToSchema)]
 pub struct ConnectionList {
     /// All authenticated connections (of the user asked for).
     pub total: usize,

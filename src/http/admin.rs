@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::{Admin, AppState};
@@ -50,12 +51,46 @@ impl Restart {
     }
 }
 
+/// What a restart did.
+#[derive(Serialize, ToSchema)]
+pub struct Restarted {
+    /// The service.
+    pub service: String,
+    /// The command run, word by word.
+    pub command: Vec<String>,
+    /// Its exit code; `null` when a signal ended it.
+    pub exit_code: Option<i32>,
+    /// Whether it exited with 0.
+    pub success: bool,
+    /// Its standard output (the first 64 KiB).
+    pub stdout: String,
+    /// Its standard error (the first 64 KiB).
+    pub stderr: String,
+    /// How long it ran, milliseconds.
+    pub duration_ms: u64,
+}
+
 fn capped(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_OUTPUT_BYTES)]);
     text.into_owned()
 }
 
 /// `POST /api/admin/restart/{service}`.
+#[utoipa::path(
+    post,
+    path = "/api/admin/restart/{service}",
+    tag = "admin",
+    params(("service" = String, Path, description = "A service of `NOVA_RESTART_SERVICES`")),
+    responses(
+        (status = 200, description = "The command ran (see `success` and `exit_code`)", body = Restarted),
+        (status = 403, description = "Disabled: production mode, or no services configured", body = crate::http::error::ErrorBody),
+        (status = 404, description = "Not a service this server may restart", body = crate::http::error::ErrorBody),
+        (status = 500, description = "The restart command is empty", body = crate::http::error::ErrorBody),
+        (status = 502, description = "The command could not be run", body = crate::http::error::ErrorBody),
+        (status = 504, description = "The command did not finish in time and was killed", body = crate::http::error::ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 pub async fn restart(
     _: Admin,
     state: web::Data<AppState>,
@@ -102,13 +137,13 @@ pub async fn restart(
             ))
         }
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "service": service,
-        "command": argv,
-        "exit_code": output.status.code(),
-        "success": output.status.success(),
-        "stdout": capped(&output.stdout),
-        "stderr": capped(&output.stderr),
-        "duration_ms": started.elapsed().as_millis() as u64,
-    })))
+    Ok(HttpResponse::Ok().json(Restarted {
+        service,
+        command: argv,
+        exit_code: output.status.code(),
+        success: output.status.success(),
+        stdout: capped(&output.stdout),
+        stderr: capped(&output.stderr),
+        duration_ms: started.elapsed().as_millis() as u64,
+    }))
 }

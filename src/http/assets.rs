@@ -35,6 +35,17 @@ const DTS_ETAG: &str = ascii(&DTS_ETAG_BYTES);
 
 /// `GET /client/nova-realtime.js`. Deno finds the types through
 /// `X-TypeScript-Types`.
+#[utoipa::path(
+    get,
+    path = "/client/nova-realtime.js",
+    tag = "client",
+    params(("If-None-Match" = Option<String>, Header, description = "An ETag seen before: 304 when it is current")),
+    responses(
+        (status = 200, description = "The client module (ES module, no dependencies)", content_type = "text/javascript", body = String),
+        (status = 304, description = "The copy the client has is current"),
+    ),
+    security(()),
+)]
 pub async fn client_js(req: HttpRequest) -> HttpResponse {
     let mut response = serve(&req, &JS);
     response.headers_mut().insert(
@@ -45,6 +56,17 @@ pub async fn client_js(req: HttpRequest) -> HttpResponse {
 }
 
 /// `GET /client/nova-realtime.d.ts`.
+#[utoipa::path(
+    get,
+    path = "/client/nova-realtime.d.ts",
+    tag = "client",
+    params(("If-None-Match" = Option<String>, Header, description = "An ETag seen before: 304 when it is current")),
+    responses(
+        (status = 200, description = "The client's TypeScript declarations", content_type = "application/typescript", body = String),
+        (status = 304, description = "The copy the client has is current"),
+    ),
+    security(()),
+)]
 pub async fn client_dts(req: HttpRequest) -> HttpResponse {
     serve(&req, &DTS)
 }

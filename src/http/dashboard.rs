@@ -51,7 +51,18 @@ const FILES: &[File] = &[
     embedded!("settings.js", "text/javascript; charset=utf-8"),
 ];
 
-/// `GET /dashboard` (and `/dashboard/`): the page.
+/// `GET /dashboard`: the page.
+#[utoipa::path(
+    get,
+    path = "/dashboard",
+    tag = "dashboard",
+    params(("If-None-Match" = Option<String>, Header, description = "An ETag seen before: 304 when it is current")),
+    responses(
+        (status = 200, description = "The dashboard's page (it holds no data; it asks for the admin token)", content_type = "text/html", body = String),
+        (status = 304, description = "The copy the browser has is current"),
+    ),
+    security(()),
+)]
 pub async fn index(req: HttpRequest) -> HttpResponse {
     match FILES.iter().find(|f| f.name == "index.html") {
         Some(page) => serve(&req, page),
@@ -60,6 +71,25 @@ pub async fn index(req: HttpRequest) -> HttpResponse {
 }
 
 /// `GET /dashboard/{file}`: one of the page's files.
+#[utoipa::path(
+    get,
+    path = "/dashboard/{file}",
+    tag = "dashboard",
+    params(
+        ("file" = String, Path, description = "A file of the page: `dashboard.js`, `dashboard.css`, …"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag seen before: 304 when it is current"),
+    ),
+    responses(
+        (status = 200, description = "The file", content(
+            (String = "text/javascript"),
+            (String = "text/css"),
+            (String = "text/html"),
+        )),
+        (status = 304, description = "The copy the browser has is current"),
+        (status = 404, description = "No such file", body = crate::http::error::ErrorBody),
+    ),
+    security(()),
+)]
 pub async fn file(req: HttpRequest, name: web::Path<String>) -> HttpResponse {
     match FILES.iter().find(|f| f.name == name.as_str()) {
         Some(file) => serve(&req, file),

@@ -4,11 +4,12 @@
 
 use std::fmt;
 
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use nova_actors::catalog::{Refusal, Violation};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// A REST error with its status and a stable, machine-readable code.
 #[derive(Debug, Clone)]
@@ -66,6 +67,28 @@ impl ApiError {
     }
 }
 
+/// The body of every REST error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody<'a> {
+    /// What went wrong.
+    #[schema(inline = false)]
+    pub error: ErrorDetail<'a>,
+}
+
+/// What went wrong: a stable code for programs, a message for people.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// Machine-readable, stable: `unauthorized`, `invalid_channel`,
+    /// `invalid_event`, `overloaded`…
+    #[schema(example = "invalid_channel")]
+    pub code: &'a str,
+    /// For people; may change between versions.
+    pub message: &'a str,
+    /// For `invalid_event`: each field of `data` and the rule it broke.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<&'a [Violation]>,
+}
+
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
@@ -85,12 +108,9 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             res.insert_header((header::RETRY_AFTER, "1"));
         }
-        match &self.fields {
-            Some(fields) => {
-                res.json(json!({ "error": { "code": self.code, "message": self.message, "fields": fields } }))
-            }
-            None => res.json(json!({ "error": { "code": self.code, "message": self.message } })),
-        }
+        res.json(ErrorBody {
+            error: ErrorDetail { code: self.code, message: &self.message, fields: self.fields.as_deref() },
+        })
     }
 }
 
@@ -118,6 +138,18 @@ pub fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
     api.into()
 }
 
+/// Turns the errors of a raw body (`web::Bytes`, which has no error
+/// handler of its own to configure) into ours: take the body as
+/// `Result<web::Bytes, actix_web::Error>` and map the error with this.
+pub fn body_error(err: actix_web::Error) -> ApiError {
+    match err.as_error::<PayloadError>() {
+        Some(PayloadError::Overflow) => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is over the limit")
+        }
+        _ => ApiError::bad_request("invalid_body", err.to_string()),
+    }
+}
+
 /// Turns path-parameter errors into ours.
 pub fn path_error(err: PathError, _: &HttpRequest) -> actix_web::Error {
     ApiError::bad_request("invalid_path", err.to_string()).into()
@@ -133,8 +165,14 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {}", req.path())).error_response()
 }
 
-/// 405 for a known path with the wrong method.
+/// 405 for a known path with the wrong method, with the `Allow` header
+/// RFC 9110 asks for: the methods the OpenAPI document gives the path
+/// (which lists every route, see `openapi.rs`).
 pub async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
     let message = format!("{} is not allowed on {}", req.method(), req.path());
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message).error_response()
+    let mut response = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message).error_response();
+    if let Some(allow) = req.match_pattern().and_then(|pattern| super::openapi::allowed_methods(&pattern)) {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    response
 }

@@ -20,12 +20,16 @@
 //! - [`admin`]: `POST /api/admin/restart/{service}` (development only).
 //! - [`assets`]: `GET /client/nova-realtime.js` and `.d.ts`, the JavaScript
 //!   client (no authentication).
+//! - [`openapi`]: `GET /openapi.json`, `GET /docs`, `GET /docs/{asset}`: the
+//!   OpenAPI document of all of the above, and its page.
 //! - [`dashboard`]: `GET /dashboard` and its files (no authentication: the
 //!   page holds no data; its calls carry the admin token).
 //!
-//! Everything but the health checks, the client module, the dashboard's
-//! files and the WebSocket endpoint takes the admin bearer token
-//! ([`Admin`]); every error is JSON ([`error`]).
+//! Everything but the health checks, the WebSocket endpoint, the client
+//! module, the dashboard's files and the API's documentation takes the admin
+//! bearer token ([`Admin`]); every error is JSON ([`error`]). Every route
+//! registered here is described in the OpenAPI document: see
+//! [`openapi::ApiDoc`] for how a new one joins it.
 
 pub mod admin;
 pub mod assets;
@@ -36,6 +40,7 @@ pub mod error;
 pub mod health;
 pub mod history;
 pub mod nodes;
+pub mod openapi;
 pub mod prometheus;
 pub mod publish;
 pub mod settings;
@@ -190,7 +195,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/admin/restart/{service}").route(web::post().to(admin::restart)))
         .service(resource("/client/nova-realtime.js").route(web::get().to(assets::client_js)))
         .service(resource("/client/nova-realtime.d.ts").route(web::get().to(assets::client_dts)))
+        .service(resource("/openapi.json").route(web::get().to(openapi::openapi_json)))
+        .service(resource("/docs").route(web::get().to(openapi::docs)))
+        .service(resource("/docs/{asset}").route(web::get().to(openapi::docs_asset)))
         .service(resource("/dashboard").route(web::get().to(dashboard::index)))
-        .service(resource("/dashboard/").route(web::get().to(dashboard::index)))
         .service(resource("/dashboard/{file}").route(web::get().to(dashboard::file)));
 }

@@ -64,6 +64,18 @@ fn labelled(values: impl Iterator<Item = (Labels, u64)>) -> Family<Labels, Count
 /// `GET /metrics`: with the admin token, or the metrics token
 /// (`--metrics-token`) when one is set, so a scraper need not hold the
 /// admin token.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "metrics",
+    operation_id = "prometheus_metrics",
+    responses(
+        (status = 200, description = "The counters, gauges and the publish→write histogram", body = String,
+            content_type = "application/openmetrics-text"),
+        (status = 503, description = "The registry did not answer: retry shortly", body = crate::http::error::ErrorBody),
+    ),
+    security(("admin_token" = []), ("metrics_token" = [])),
+)]
 pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let bearer =
         req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));

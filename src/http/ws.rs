@@ -27,6 +27,17 @@ use crate::peer::forwarded_for;
 use crate::transport::{valid_client_id, valid_websocket_key, ConnHangup, FrameAligned, FrameLimits};
 
 /// `GET /ws`.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "websocket",
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol of docs/protocol.md"),
+        (status = 400, description = "Not a valid WebSocket upgrade", body = crate::http::error::ErrorBody),
+        (status = 403, description = "The `Origin` is not allowed", body = crate::http::error::ErrorBody),
+    ),
+    security(()),
+)]
 pub async fn connect(
     req: HttpRequest,
     body: web::Payload,
@@ -36,6 +47,18 @@ pub async fn connect(
 }
 
 /// `GET /ws/{client_id}`.
+#[utoipa::path(
+    get,
+    path = "/ws/{client_id}",
+    tag = "websocket",
+    params(("client_id" = String, Path, description = "The client's own id for this connection: 1–64 of `A–Z a–z 0–9 _ . -`")),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol of docs/protocol.md"),
+        (status = 400, description = "A bad client id, or not a valid WebSocket upgrade", body = crate::http::error::ErrorBody),
+        (status = 403, description = "The `Origin` is not allowed", body = crate::http::error::ErrorBody),
+    ),
+    security(()),
+)]
 pub async fn connect_as(
     req: HttpRequest,
     client_id: web::Path<String>,

@@ -24,6 +24,7 @@ mod lifecycle;
 mod limits;
 mod load;
 mod logs;
+mod openapi;
 mod origins;
 mod presence;
 mod publish;

@@ -182,6 +182,14 @@ async fn an_invalid_file_keeps_the_last_good_config_until_it_is_fixed() {
 }
 
 #[actix_rt::test]
+async fn a_toggle_with_a_null_body_flips_like_one_without_a_body() {
+    let s = Settings::start(YAML, "You are Nova.", |_| {});
+    let (status, body) = s.server.send_raw("PUT", "/api/mcp/gmail/toggle", "application/json", "null").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"name": "gmail", "enabled": false, "changed": true}));
+}
+
+#[actix_rt::test]
 async fn a_toggle_through_the_api_edits_one_line_backs_up_and_is_announced() {
     let s = Settings::start(YAML, "You are Nova.", |_| {});
     let mut client = s.client().await;

@@ -280,7 +280,7 @@ pub fn init() {
 }
 
 /// One rule a `data` broke.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct Violation {
     /// Where: `data`, `data.stream_id`, `data.items.0.name`.
     pub field: String,

@@ -11,7 +11,7 @@ use super::{event, from, Event};
 pub const MAX_STATUS_TEXT: usize = 140;
 
 /// A member's status on a team channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PresenceStatus {
     /// Around.

@@ -281,7 +281,7 @@ pub struct RememberCall {
 pub struct ListAgents;
 
 /// One agent as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AgentView {
     /// The agent's entry (never its secret).
     #[serde(flatten)]

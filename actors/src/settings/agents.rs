@@ -40,7 +40,7 @@ const FIELDS: &[&str] = &["description", "receives", "delivery", "url", "secret"
 pub const MAX_QUEUE: usize = 1_000_000;
 
 /// How an agent receives its records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase", tag = "delivery")]
 pub enum Delivery {
     /// `XADD` to the Redis stream `{prefix}inbound:{name}`; needs Redis.
@@ -60,7 +60,7 @@ pub enum Delivery {
 }
 
 /// One agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Agent {
     /// The key it is listed under: 1–64 characters of `A–Z a–z 0–9 _ - .`.
     pub name: String,

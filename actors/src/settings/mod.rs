@@ -69,7 +69,7 @@ pub mod kind {
 }
 
 /// One server's health as the monitor last saw it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Health {
     /// `up`, `down`, or `unknown` before the first check (and for disabled
     /// servers).

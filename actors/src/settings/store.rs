@@ -23,7 +23,7 @@ use serde::Serialize;
 use super::{AGENTS_FILE, MCP_FILE, PROMPT_FILE};
 
 /// The files the API writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub enum SettingsFile {
     /// `mcp_servers.yaml`.
     #[serde(rename = "mcp_servers.yaml")]
@@ -54,7 +54,7 @@ impl SettingsFile {
 }
 
 /// One backup, as `GET /api/config/backups` lists it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct BackupInfo {
     /// The id to restore it by.
     pub id: String,

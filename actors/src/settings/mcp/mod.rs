@@ -60,7 +60,7 @@ use validate::{check_server, Site};
 pub use limits::{MAX_BYTES, MAX_DEPTH, MAX_NODES};
 
 /// One MCP server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct McpServer {
     /// The key it is listed under: 1–64 characters of `A–Z a–z 0–9 _ - .`.
     pub name: String,
@@ -89,7 +89,7 @@ impl McpConfig {
 }
 
 /// One problem in a file: which server, which field, which line (1-based), and what.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ConfigError {
     /// The server the problem is in, when it is in one.
     pub server: Option<String>,
