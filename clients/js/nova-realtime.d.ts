@@ -945,7 +945,11 @@ export interface NovaClientOptions {
   clientId?: string;
   /** The WebSocket constructor. Default: `globalThis.WebSocket` (browsers, Node 22+, Node 20 with --experimental-websocket). */
   WebSocket?: new (url: string) => WebSocket;
-  /** How long a request waits for its reply, and a connection for its `connection.ack`, ms. Default 10000. */
+  /**
+   * How long a request waits for its reply, a connection for its
+   * `connection.ack`, `getToken` for a token, and a subscribe for its
+   * answer before it is sent again, ms. Default 10000.
+   */
   requestTimeoutMs?: number;
   /** How long a connection must hold before `reconnectAttempts` counts from 0 again, ms. Default 10000. */
   stableAfterMs?: number;
@@ -1010,7 +1014,7 @@ export interface NovaAnswer {
   channel: string | null;
   /** The text so far. */
   text: string;
-  /** Whether it has ended (a final token, `assistant.complete` or `assistant.error`). */
+  /** Whether it has ended (a final token, `assistant.complete` or `assistant.error`); an `assistant.start` under the same `stream_id` starts it again from nothing. */
   done: boolean;
   /** The offset of its last token, in channels with history. */
   offset: number | null;
@@ -1019,9 +1023,9 @@ export interface NovaAnswer {
 }
 
 /**
- * What a reconnect (or an epoch change while subscribed) did to a channel.
- * `recovered: false` means events may have been missed: reload the channel's
- * state from the application.
+ * What a reconnect (or `connect()` after `close()`, or an epoch change while
+ * subscribed) did to a channel. `recovered: false` means events may have
+ * been missed: reload the channel's state from the application.
  */
 export interface NovaRecovery {
   channel: string;
@@ -1034,9 +1038,13 @@ export interface NovaRecovery {
   /**
    * Why not recovered: `no_history` (the channel keeps none), `gone` (the
    * events are gone or the epoch changed), `history_lost` (the server's
-   * history moved while subscribed), `no_position`; null when recovered.
+   * history moved while subscribed), `no_position`, `refused` (the server
+   * refused to take the channel back, e.g. the new token no longer grants
+   * it: the client has dropped it); null when recovered.
    */
-  reason: 'no_history' | 'gone' | 'history_lost' | 'no_position' | null;
+  reason: 'no_history' | 'gone' | 'history_lost' | 'no_position' | 'refused' | null;
+  /** With `refused`: the server's error code (4003 not allowed, 4006 bad name). */
+  code?: number;
 }
 
 /** The client's own events, beside the server's frames. */
@@ -1052,7 +1060,7 @@ export interface SendOptions {
   channel?: string;
   /** Overrides `requestTimeoutMs`. */
   timeoutMs?: number;
-  /** The request's id: reuse one to resend a request for an agent idempotently. */
+  /** The request's id: reuse one to resend a request for an agent idempotently (requests waiting with one id all settle with its reply). */
   id?: string;
   /** Wait for a reply even for `chat.typing` / `team.presence.update`. */
   expectReply?: boolean;
@@ -1081,11 +1089,20 @@ export declare class NovaClient {
   close(): void;
   /** Drops the connection and reconnects at once; subscriptions are recovered. */
   reconnect(): void;
-  /** Resolves with `connection.ack`'s data once connected. */
+  /** Resolves with `connection.ack`'s data once connected; rejects when the client stops (at once when it is closed). */
   ready(timeoutMs?: number): Promise<ConnectionAckData>;
-  /** Subscribes (kept across reconnects); resolves with `channel.subscribed`'s data. */
+  /**
+   * Subscribes (kept across reconnects); resolves with `channel.subscribed`'s
+   * data. Rejects with the server's error, or with 'unsubscribed' / 'closed'
+   * when `unsubscribe()` / `close()` ends the wait (never reported as an
+   * unhandled rejection when the promise is not awaited).
+   */
   subscribe(channel: string): Promise<ChannelSubscribedData>;
-  /** Leaves a channel; resolves with `channel.unsubscribed`'s data. */
+  /**
+   * Leaves a channel; resolves with `channel.unsubscribed`'s data once the
+   * server confirms, or with `{}` at once when the server was not asked for
+   * the channel on the current connection (no connection, say).
+   */
   unsubscribe(channel: string): Promise<ChannelUnsubscribedData>;
   /** Sends a request of the catalog; resolves with its reply's data (`message.received`'s for a chat message). */
   send<K extends keyof RequestMap>(
@@ -1112,5 +1129,5 @@ export declare class NovaClient {
 /** The delay before reconnect attempt `attempt` (0 first): random in the upper half of min(1000 * 2^attempt, 30000) ms. */
 export declare function backoffDelay(attempt: number, random?: () => number): number;
 
-/** What to do after a close with `code`: retry with backoff, refresh the credentials (with getToken) then retry, or stop. */
+/** What to do after a close with `code`: retry with backoff (after 4004 not before a minute), refresh the credentials (with getToken) then retry, or stop. */
 export declare function closeAction(code: number, options?: { refreshable?: boolean }): 'retry' | 'refresh' | 'stop';

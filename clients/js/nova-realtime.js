@@ -24,7 +24,11 @@ const NO_REPLY = new Set(['chat.typing', 'team.presence.update']);
 const BACKOFF_BASE_MS = 1000;
 const BACKOFF_MAX_MS = 30000;
 
-/** After close code 4004 (too many failed authentications) the server refuses the address for a minute. */
+/**
+ * After close code 4004 (too many failed authentications from the address)
+ * the server refuses the address for a minute, whatever the credentials:
+ * the next attempt waits at least this long.
+ */
 const THROTTLED_WAIT_MS = 60000;
 
 /** Refreshes closer together than this are spaced out, so a token warned at once cannot loop. */
@@ -62,8 +66,9 @@ export function backoffDelay(attempt, random = Math.random) {
 
 /**
  * What to do after the server closed with `code` (docs/protocol.md, Close
- * codes): `'retry'` with backoff, `'refresh'` (new credentials from
- * `getToken`, then retry; only when `refreshable`), or `'stop'`.
+ * codes): `'retry'` with backoff (after 4004: not before a minute has
+ * passed), `'refresh'` (new credentials from `getToken`, then retry; only
+ * when `refreshable`), or `'stop'`.
  */
 export function closeAction(code, { refreshable = false } = {}) {
   switch (code) {
@@ -75,8 +80,9 @@ export function closeAction(code, { refreshable = false } = {}) {
       return 'stop';
     case 4001: // invalid credentials
     case 4002: // expired token
-    case 4004: // too many failed authentications: wait a minute first
       return refreshable ? 'refresh' : 'stop';
+    case 4004: // the address is throttled, maybe for other people's failures behind one NAT:
+      return 'retry'; // wait the minute out (the caller waits at least THROTTLED_WAIT_MS)
     default:
       return 'retry';
   }
@@ -120,6 +126,18 @@ function call(fn, value) {
     if (typeof globalThis.reportError === 'function') globalThis.reportError(error);
     else console.error('nova-realtime: a callback threw', error);
   }
+}
+
+/**
+ * Rejects a promise the application may not be waiting on (a `subscribe()`
+ * fired and forgotten, as React StrictMode's doubled effects do) for
+ * something the application did itself (`unsubscribe()`, `close()`): a
+ * caller that awaits it still sees the rejection, but nobody gets an
+ * unhandled rejection.
+ */
+function dismiss(waiter, error) {
+  waiter.promise.catch(() => {});
+  waiter.reject(error);
 }
 
 /** `ws(s)://<this page's host>/ws[/clientId]` in a browser. */
@@ -185,7 +203,8 @@ export class NovaClient {
     this.previousConnectionId = null;
     this.lastFrameAt = 0;
     this.lastRefreshAt = 0;
-    this.refreshing = false;
+    this.refreshing = null; // the refresh under way: a token of its own, so a stale one cannot clear a newer one
+    this.throttledUntil = 0; // after 4004: no attempt before then, whatever asks for one
     this.timers = new Set();
     this.connectTimer = null;
     this.retryTimer = null;
@@ -201,11 +220,12 @@ export class NovaClient {
     /**
      * The channels the application wants, kept across reconnects: name ->
      * { status: 'pending'|'sent'|'subscribed', requestId, epoch, offset,
-     *   data, waiters, resumed }.
+     *   data, waiters, resumed, tries }.
      */
     this.channels = new Map();
     this.listeners = new Map();
     this.answers = new Map();
+    this.answerEpochs = new WeakMap(); // answer -> the epoch its offset belongs to
     this.readyWaiters = new Set();
     this.onOnline = () => {
       if (this.retryTimer && !this.stopped) this.retryNow();
@@ -243,11 +263,16 @@ export class NovaClient {
     const closed = new NovaError('closed', 'the client was closed');
     this.failPending(closed);
     for (const request of this.queue.splice(0)) request.fail(closed);
+    this.refreshing = null;
     for (const [, channel] of this.channels) {
-      for (const waiter of channel.waiters.splice(0)) waiter.reject(closed);
+      for (const waiter of channel.waiters.splice(0)) dismiss(waiter, closed);
+      // Kept for connect(): it takes the channel back, and `recovery` says
+      // whether what was published meanwhile follows.
+      if (channel.status === 'subscribed') channel.resumed = true;
       channel.status = 'pending';
+      channel.requestId = null;
     }
-    for (const waiter of [...this.readyWaiters]) waiter.reject(closed);
+    for (const waiter of [...this.readyWaiters]) dismiss(waiter, closed);
     this.patch({ connected: false, connecting: false, retryDelayMs: null }, 'closed');
   }
 
@@ -265,11 +290,15 @@ export class NovaClient {
     this.lost(null, 'reconnect asked by the application', { immediately: true });
   }
 
-  /** Resolves with `connection.ack`'s data once connected (at once when it is); rejects if the client stops. */
+  /**
+   * Resolves with `connection.ack`'s data once connected (at once when it
+   * is); rejects when the client stops, and at once when it is closed.
+   */
   ready(timeoutMs) {
     if (this.state.get().connected && this.ack) return Promise.resolve(this.ack);
-    return new Promise((resolve, reject) => {
-      const waiter = { resolve, reject, timer: null };
+    if (this.state.get().status === 'closed') return Promise.reject(new NovaError('closed', 'the client is closed'));
+    const waiter = { resolve: null, reject: null, timer: null, promise: null };
+    waiter.promise = new Promise((resolve, reject) => {
       const done = (fn) => (value) => {
         clearTimeout(waiter.timer);
         this.readyWaiters.delete(waiter);
@@ -285,35 +314,58 @@ export class NovaClient {
       }
       this.readyWaiters.add(waiter);
     });
+    return waiter.promise;
   }
 
   /**
    * Subscribes to `channel` and keeps it across reconnects (recovering what
    * was missed). Resolves with the `channel.subscribed` data; rejects with
-   * the server's error (4003 not allowed, 4006 bad name).
+   * the server's error (4003 not allowed, 4006 bad name), or with
+   * 'unsubscribed' / 'closed' when `unsubscribe()` / `close()` ends the wait
+   * (those two never count as unhandled when nobody awaits the promise).
    */
   subscribe(channel) {
     if (this.state.get().status === 'closed') return Promise.reject(new NovaError('closed', 'the client is closed'));
     let entry = this.channels.get(channel);
     if (entry && entry.status === 'subscribed') return Promise.resolve(entry.data);
     if (!entry) {
-      entry = { status: 'pending', requestId: null, epoch: null, offset: null, data: null, waiters: [], resumed: false };
+      entry = {
+        status: 'pending',
+        requestId: null,
+        epoch: null,
+        offset: null,
+        data: null,
+        waiters: [],
+        resumed: false,
+        tries: 0,
+      };
       this.channels.set(channel, entry);
     }
-    const settled = new Promise((resolve, reject) => entry.waiters.push({ resolve, reject }));
+    const waiter = { resolve: null, reject: null, promise: null };
+    waiter.promise = new Promise((resolve, reject) => Object.assign(waiter, { resolve, reject }));
+    entry.waiters.push(waiter);
     if (entry.status === 'pending' && this.isConnected()) this.flushSubscriptions();
-    return settled;
+    return waiter.promise;
   }
 
-  /** Leaves `channel` (and stops taking it back after reconnects); resolves once the server confirms. */
+  /**
+   * Leaves `channel` (and stops taking it back after reconnects). Resolves
+   * with `channel.unsubscribed`'s data once the server confirms, or with
+   * `{}` at once when the server has not been asked for the channel on the
+   * current connection (there is none yet, say).
+   */
   async unsubscribe(channel) {
     const entry = this.channels.get(channel);
     this.channels.delete(channel);
     if (entry) {
       const gone = new NovaError('unsubscribed', `unsubscribed from '${channel}' before it was subscribed`);
-      for (const waiter of entry.waiters.splice(0)) waiter.reject(gone);
+      for (const waiter of entry.waiters.splice(0)) dismiss(waiter, gone);
     }
-    if (!this.isConnected()) return {};
+    // Named in a frame on this socket ('sent': a subscribe, or the
+    // connection.reconnect not yet acknowledged) or subscribed on it: the
+    // server must be told, once the connection is authenticated.
+    const onServer = entry !== undefined && entry.status !== 'pending' && this.ws !== null;
+    if (!onServer && !this.isConnected()) return {};
     return this.request('channel.unsubscribe', { channels: [channel] }, {});
   }
 
@@ -356,9 +408,9 @@ export class NovaClient {
     const patch = { connecting: true, connected: false, retryDelayMs: null };
     if (reconnecting) patch.lastReconnect = iso();
     this.patch(patch, reconnecting ? 'reconnecting' : 'connecting');
-    let hello;
+    let credentials;
     try {
-      hello = await this.hello();
+      credentials = await this.credentialData();
     } catch (error) {
       if (generation !== this.generation) return;
       return this.lost(null, `getToken failed: ${error && error.message ? error.message : error}`);
@@ -386,15 +438,9 @@ export class NovaClient {
     });
     ws.onopen = () => {
       if (this.ws !== ws) return;
+      const hello = this.hello(credentials);
       this.helloId = hello.id;
       this.write(hello);
-      for (const name of hello.channelsSent) {
-        const entry = this.channels.get(name);
-        if (entry && entry.status === 'pending') {
-          entry.status = 'sent';
-          entry.requestId = hello.id;
-        }
-      }
     };
     ws.onmessage = (message) => {
       if (this.ws === ws) this.receive(message.data);
@@ -416,11 +462,11 @@ export class NovaClient {
     };
   }
 
-  /** The first frame: `connection.reconnect` with the channels' positions, or `connection.init`. */
-  async hello() {
+  /** The first frame's credentials, `protocol` and `capabilities` (a token from `getToken`, within the request timeout). */
+  async credentialData() {
     const { token, getToken, apiKey, userId } = this.credentials;
     const data = { protocol: [PROTOCOL_VERSION], capabilities: CAPABILITIES };
-    if (getToken) data.token = await getToken();
+    if (getToken) data.token = await this.freshToken();
     else if (token) data.token = token;
     else {
       data.api_key = apiKey;
@@ -429,18 +475,45 @@ export class NovaClient {
     if (typeof data.token !== 'undefined' && typeof data.token !== 'string') {
       throw new TypeError('the token is not a string');
     }
+    return data;
+  }
+
+  /** `getToken()`, bounded by `requestTimeoutMs`: one that never settles must not hang a connect or a refresh. */
+  freshToken() {
+    return new Promise((resolve, reject) => {
+      const ms = this.requestTimeoutMs;
+      const timer = this.later(ms, () => reject(new NovaError('timeout', `getToken did not settle within ${ms} ms`)));
+      const settle = (fn) => (value) => {
+        this.forget(timer);
+        fn(value);
+      };
+      Promise.resolve()
+        .then(() => this.credentials.getToken())
+        .then(settle(resolve), settle(reject));
+    });
+  }
+
+  /**
+   * The first frame, made when the socket opens so it names the channels
+   * wanted then: `connection.reconnect` with their positions, or
+   * `connection.init`.
+   */
+  hello(credentials) {
     const id = this.nextId();
+    const data = { ...credentials };
     const channels = {};
-    const channelsSent = [];
+    let named = 0;
     for (const [name, entry] of this.channels) {
       if (entry.status !== 'pending') continue;
       channels[name] = entry.epoch != null && entry.offset != null ? { offset: entry.offset, epoch: entry.epoch } : {};
-      channelsSent.push(name);
+      entry.status = 'sent';
+      entry.requestId = id;
+      named += 1;
     }
-    if (channelsSent.length === 0) return { id, type: 'connection.init', data, channelsSent };
+    if (named === 0) return { id, type: 'connection.init', data };
     data.channels = channels;
     if (this.previousConnectionId) data.previous_connection_id = this.previousConnectionId;
-    return { id, type: 'connection.reconnect', data, channelsSent };
+    return { id, type: 'connection.reconnect', data };
   }
 
   /** The connection was lost (or never made): settle what depended on it, then retry or stop. */
@@ -449,6 +522,7 @@ export class NovaClient {
     this.ack = null;
     const announced = this.serverClose;
     this.serverClose = null;
+    this.refreshing = null;
     this.failPending(new NovaError('disconnected', 'the connection dropped before the reply'));
     for (const [, entry] of this.channels) {
       if (entry.status === 'subscribed') entry.resumed = true;
@@ -457,10 +531,16 @@ export class NovaClient {
     }
     if (this.stopped) return;
     const message = (announced && announced.message) || reason || (code ? `closed with ${code}` : 'connection lost');
-    const errorCode = code ?? (announced ? announced.code : null);
-    let action = code == null ? 'retry' : closeAction(code, { refreshable: Boolean(this.credentials.getToken) });
-    // A close the server marks final, with a code this client does not know.
-    if (action === 'retry' && announced && announced.reconnect === false && code >= 4000) action = 'stop';
+    // connection.error announced the close code: it counts even when the
+    // close frame itself was lost (1006: the TCP connection dropped first).
+    const announcedCode = announced && typeof announced.code === 'number' ? announced.code : null;
+    const errorCode = (code == null || code === 1006) && announcedCode != null ? announcedCode : code;
+    const refreshable = Boolean(this.credentials.getToken);
+    let action = errorCode == null ? 'retry' : closeAction(errorCode, { refreshable });
+    // A close the server marks final (reconnecting as before cannot work).
+    // 4004 is the exception: the address is refused for a minute, so the
+    // next attempt waits for the minute to pass instead.
+    if (action === 'retry' && announced && announced.reconnect === false && errorCode !== 4004) action = 'stop';
     if (action === 'stop') {
       this.stopped = true;
       this.clearTimers();
@@ -478,7 +558,10 @@ export class NovaClient {
     }
     const attempts = this.state.get().reconnectAttempts;
     let delay = immediately ? 0 : backoffDelay(attempts);
-    if (code === 4004) delay = Math.max(delay, THROTTLED_WAIT_MS);
+    if (errorCode === 4004) {
+      delay = Math.max(delay, THROTTLED_WAIT_MS);
+      this.throttledUntil = now() + delay;
+    }
     this.retryTimer = this.later(delay, () => {
       this.retryTimer = null;
       this.open();
@@ -497,7 +580,9 @@ export class NovaClient {
     );
   }
 
+  /** Cuts the wait before the next attempt short (`online`, `reconnect()`), except while the address is throttled. */
   retryNow() {
+    if (now() < this.throttledUntil) return;
     this.forget(this.retryTimer);
     this.retryTimer = null;
     this.open();
@@ -539,7 +624,7 @@ export class NovaClient {
         if (frame.data && frame.data.reason && entry) this.channels.delete(frame.channel);
         break;
       case 'error':
-        this.refused(frame);
+        this.refused(frame, after);
         break;
       case 'assistant.start':
       case 'assistant.token':
@@ -576,6 +661,12 @@ export class NovaClient {
       },
       'connected',
     );
+    // A state subscriber may have closed the client, or dropped the
+    // connection, in that very patch: nothing is left to start then.
+    if (this.stopped || !this.ws || this.ack !== data) return;
+    // The channels the first frame named are answered next; watched like
+    // any subscribe, in case the server never answers one.
+    this.watchSubscribe(this.helloId);
     // Attempts count again from zero only once the connection has held:
     // a server that accepts and drops at once still gets backoff.
     this.stableTimer = this.later(this.stableAfterMs, () => {
@@ -607,7 +698,33 @@ export class NovaClient {
       const data = { channels: batch };
       if (Object.keys(recover).length) data.recover = recover;
       this.write({ id, type: 'channel.subscribe', data });
+      this.watchSubscribe(id);
     }
+  }
+
+  /**
+   * Gives the channels asked for by request `id` the request timeout: the
+   * server drops frames over its rate limit and answers only the first
+   * refusal in a second, so a subscribe may never be answered. Those still
+   * unanswered are asked for again, with backoff, until they are.
+   */
+  watchSubscribe(id) {
+    const generation = this.generation;
+    this.later(this.requestTimeoutMs, () => {
+      if (generation !== this.generation || !this.isConnected()) return;
+      let tries = 0;
+      for (const [, entry] of this.channels) {
+        if (entry.status !== 'sent' || entry.requestId !== id) continue;
+        entry.status = 'pending';
+        entry.requestId = null;
+        entry.tries += 1;
+        tries = Math.max(tries, entry.tries);
+      }
+      if (tries === 0) return;
+      this.later(backoffDelay(tries - 1), () => {
+        if (generation === this.generation) this.flushSubscriptions();
+      });
+    });
   }
 
   subscribed(frame, after) {
@@ -631,6 +748,7 @@ export class NovaClient {
     }
     entry.status = 'subscribed';
     entry.requestId = null;
+    entry.tries = 0;
     entry.data = data;
     if (entry.resumed || unsolicited) {
       after.push([
@@ -649,8 +767,12 @@ export class NovaClient {
     for (const waiter of entry.waiters.splice(0)) waiter.resolve(data);
   }
 
-  /** An error about a channel being taken: its subscription failed; a rate-limited one is tried again. */
-  refused(frame) {
+  /**
+   * An error about a channel being taken: its subscription failed (one
+   * taken back after a reconnect is announced as a `recovery` that did
+   * not recover); a rate-limited one is tried again.
+   */
+  refused(frame, after) {
     const data = frame.data || {};
     if (!frame.reply_to) return;
     // A refused connection.init or connection.reconnect: the connection
@@ -668,6 +790,14 @@ export class NovaClient {
       this.channels.delete(name);
       const error = new NovaError(data.code, data.message || `subscribing to '${name}' failed`, frame);
       for (const waiter of entry.waiters.splice(0)) waiter.reject(error);
+      if (entry.resumed) {
+        // Subscribed before the reconnect, refused now (the new token
+        // grants less, say): the application must hear that it is gone.
+        after.push([
+          'recovery',
+          { channel: name, recovered: false, missed: 0, epoch: null, offset: null, reason: 'refused', code: data.code },
+        ]);
+      }
     }
   }
 
@@ -700,22 +830,36 @@ export class NovaClient {
     this.refresh();
   }
 
-  /** A fresh token from getToken, sent as `connection.refresh`: the connection stays. */
-  async refresh() {
+  /**
+   * A fresh token from getToken, sent as `connection.refresh`: the
+   * connection stays. A failed refresh is tried once more, 5 s later, while
+   * the token has time left.
+   */
+  async refresh(again = true) {
     if (this.refreshing || !this.isConnected()) return;
-    this.refreshing = true;
+    const mine = {};
+    const generation = this.generation;
+    this.refreshing = mine;
     this.lastRefreshAt = now();
     try {
-      const token = await this.credentials.getToken();
+      const token = await this.freshToken();
+      if (generation !== this.generation) return; // a new connection authenticated with its own token
       const data = await this.request('connection.refresh', { token }, {});
       this.patch({ expiresAt: data.expires_at ?? null });
     } catch (error) {
+      if (generation !== this.generation) return;
       this.patch({
-        lastError: `token refresh failed: ${error.message}`,
+        lastError: `token refresh failed: ${error && error.message ? error.message : error}`,
         lastErrorCode: error instanceof NovaError ? error.code : null,
       });
+      const expiresAt = Date.parse(this.state.get().expiresAt ?? '');
+      if (again && expiresAt - now() > MIN_REFRESH_GAP_MS + this.requestTimeoutMs) {
+        this.later(MIN_REFRESH_GAP_MS, () => {
+          if (generation === this.generation) this.refresh(false);
+        });
+      }
     } finally {
-      this.refreshing = false;
+      if (this.refreshing === mine) this.refreshing = null;
     }
   }
 
@@ -730,7 +874,23 @@ export class NovaClient {
       this.answers.set(key, answer);
       this.trimAnswers();
     }
+    // Offsets compare within one epoch only: after an epoch change (a
+    // restart without Redis, an eviction) the channel counts from 1 again,
+    // and the answer's old offset would drop every new token.
+    const channel = frame.channel ? this.channels.get(frame.channel) : undefined;
+    const epoch = channel ? channel.epoch : null;
+    if (this.answerEpochs.get(answer) !== epoch) {
+      this.answerEpochs.set(answer, epoch);
+      answer.offset = null;
+    }
     switch (frame.type) {
+      case 'assistant.start':
+        // A new answer, perhaps under a stream_id used before.
+        answer.text = '';
+        answer.done = false;
+        answer.offset = null;
+        delete answer.error;
+        break;
       case 'assistant.token':
         // A token already inside a snapshot (offset not past it) is skipped.
         if (typeof frame.offset === 'number' && answer.offset != null && frame.offset <= answer.offset) return;
@@ -784,22 +944,43 @@ export class NovaClient {
       const frame = { id, type, data: data ?? {} };
       if (options.channel) frame.channel = options.channel;
       const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
+      // Requests sent with the id of one still waiting (a resend, see
+      // SendOptions.id) wait with it: its reply settles them all.
       const request = {
         done: false,
+        sharers: [],
         finish: () => {
           request.done = true;
-          clearTimeout(request.timer);
           this.forget(request.timer);
-          this.pending.delete(id);
+          if (this.pending.get(id) === request) {
+            // The first still waiting takes the id over, with the others.
+            const [heir, ...rest] = request.sharers.filter((r) => !r.done);
+            if (heir) {
+              heir.sharers.push(...rest);
+              this.pending.set(id, heir);
+            } else this.pending.delete(id);
+          }
+          request.sharers = [];
           const at = this.queue.indexOf(request);
           if (at >= 0) this.queue.splice(at, 1);
         },
+        // Settled by the reply, or by the connection's end: for every sharer too.
         succeed: (value) => {
           if (request.done) return;
+          const sharers = request.sharers.splice(0);
           request.finish();
           resolve(value);
+          for (const sharer of sharers) sharer.succeed(value);
         },
         fail: (error) => {
+          if (request.done) return;
+          const sharers = request.sharers.splice(0);
+          request.finish();
+          reject(error);
+          for (const sharer of sharers) sharer.fail(error);
+        },
+        // Its own timeout: the sharers keep waiting for the reply.
+        expire: (error) => {
           if (request.done) return;
           request.finish();
           reject(error);
@@ -810,12 +991,14 @@ export class NovaClient {
             this.write(frame);
             return request.succeed(null);
           }
-          this.pending.set(id, request);
+          const holder = this.pending.get(id);
+          if (holder && holder !== request) holder.sharers.push(request);
+          else this.pending.set(id, request);
           this.write(frame);
         },
       };
       request.timer = this.later(timeoutMs, () =>
-        request.fail(new NovaError('timeout', `no reply to '${type}' within ${timeoutMs} ms`)),
+        request.expire(new NovaError('timeout', `no reply to '${type}' within ${timeoutMs} ms`)),
       );
       if (this.stopped && this.state.get().status === 'closed') {
         return request.fail(new NovaError('closed', 'the client is closed'));
@@ -827,16 +1010,16 @@ export class NovaClient {
 
   /** Rejects the requests sent on a connection that is gone. */
   failPending(error) {
-    for (const request of [...this.pending.values()]) request.fail(error);
+    const requests = [...this.pending.values()];
     this.pending.clear();
+    for (const request of requests) request.fail(error);
   }
 
   write(frame) {
     const ws = this.ws;
     if (!ws) return;
-    const { channelsSent, ...wire } = frame;
     try {
-      ws.send(JSON.stringify(wire));
+      ws.send(JSON.stringify(frame));
     } catch {
       // The socket is closing: its close event settles what was pending.
     }

@@ -2,11 +2,13 @@
 // real server: authentication three ways, requests and their errors,
 // reconnects after a restart (1012) and a crash, recovery with no gap,
 // `recovered: false`, token refresh, streamed answers, and the backoff.
+// The client gets the harness's WebSocket: Node's own where there is one,
+// else the `ws` package's, so plain `node --test` runs this on Node 20 too.
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { NovaClient, NovaError, backoffDelay, closeAction } from '../../clients/js/nova-realtime.js';
-import { startServer, jwt } from './harness.mjs';
+import { startServer, jwt, WebSocket } from './harness.mjs';
 import { Proxy } from './proxy.mjs';
 
 const API_KEY = 'k-client-test-0123456789abcdef';
@@ -22,7 +24,7 @@ const token = (sub = 'alice', ttlSecs = 3600) => jwt({ sub, channels: ['conversa
 
 /** A client of the test server (through `url` when given), closed after the test. */
 function client(t, options = {}) {
-  const c = new NovaClient({ url: server.wsUrl, token: token(), ...options });
+  const c = new NovaClient({ url: server.wsUrl, token: token(), WebSocket, ...options });
   t.after(() => c.close());
   return c;
 }
@@ -69,6 +71,15 @@ function collect(c, type) {
   const seen = [];
   c.on(type, (event) => seen.push(event));
   return seen;
+}
+
+/** `promise`, or a rejection after `ms` (for what old bugs left unsettled forever). */
+function within(promise, ms, what) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not settled within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
 /** Waits until `check()` is true, polling; for conditions no event announces. */
@@ -389,7 +400,7 @@ test('while the server is down the backoff grows, jittered, and resets once a co
 
 test('a WebSocket constructor can be passed; close() stops for good', async (t) => {
   let opened = 0;
-  class Counting extends globalThis.WebSocket {
+  class Counting extends WebSocket {
     constructor(url) {
       super(url);
       opened += 1;
@@ -408,4 +419,241 @@ test('a WebSocket constructor can be passed; close() stops for good', async (t) 
     (e) => assert.ok(['closed', 'disconnected'].includes(e.code), e.code),
   );
   await assert.rejects(c.subscribe('conversation:x'), { code: 'closed' });
+});
+
+test('a streamed answer goes on after a restart changes the epoch: new tokens are not taken for old ones', async (t) => {
+  const channel = 'conversation:epoch';
+  const c = client(t).connect();
+  const first = await c.subscribe(channel);
+  const answers = collect(c, 'answer');
+  const chunk = (text, extra = {}) => server.publish(channel, 'assistant.token', { stream_id: 'e1', chunk: text, ...extra });
+  await chunk('Before ');
+  await chunk('the ');
+  await eventually(() => answers.length === 2, 'two chunks');
+  const recovery = next(c, 'recovery');
+  await server.restart();
+  const back = await recovery;
+  assert.notEqual(back.epoch, first.epoch, 'the restarted server (no Redis) numbers the channel anew');
+  // The new epoch's first token has offset 1, below the answer's old 2.
+  const finished = next(c, 'answer', (a) => a.done, 5000);
+  await chunk('restart.', { is_final: true });
+  const answer = await finished;
+  assert.equal(answer.text, 'Before the restart.');
+  assert.equal(answer.offset, 1);
+});
+
+test('unsubscribe() while the reconnect naming the channel is being answered leaves it on the server too', async (t) => {
+  const proxy = await new Proxy(server.port).start();
+  t.after(() => proxy.stop());
+  const c = client(t, { url: proxy.wsUrl }).connect();
+  await c.subscribe('conversation:leave');
+  await c.subscribe('conversation:stay');
+  const seen = collect(c, 'task_updated');
+  const answered = ['conversation:leave', 'conversation:stay'].map((name) =>
+    next(c, 'channel.subscribed', (e) => e.channel === name),
+  );
+  proxy.hold();
+  const sent = proxy.clientSent();
+  c.reconnect();
+  await sent; // connection.reconnect, naming both channels, is on its way; its answer is held
+  const left = c.unsubscribe('conversation:leave');
+  proxy.release();
+  await Promise.all(answered);
+  const reply = await left;
+  assert.equal(reply.reason ?? null, null, 'the server confirmed it, on the application’s request');
+  await server.publish('conversation:leave', 'task_updated', { task_id: 'left', status: 'x' });
+  await server.publish('conversation:stay', 'task_updated', { task_id: 'stayed', status: 'x' });
+  await eventually(() => seen.some((e) => e.data.task_id === 'stayed'), 'the event of the channel kept');
+  assert.deepEqual(
+    seen.map((e) => e.channel),
+    ['conversation:stay'],
+    'nothing from the channel left',
+  );
+});
+
+test('close() then connect() takes the channels back and says what happened to each', async (t) => {
+  const channel = 'conversation:again';
+  const c = client(t).connect();
+  await c.subscribe(channel);
+  const seen = collect(c, 'demo.tick');
+  await server.publish(channel, 'demo.tick', { n: 1 });
+  await eventually(() => seen.length === 1, 'the first event');
+  c.close();
+  await server.publish(channel, 'demo.tick', { n: 2 });
+  await server.publish(channel, 'demo.tick', { n: 3 });
+  let recovery = next(c, 'recovery', () => true, 5000);
+  c.connect();
+  const back = await recovery;
+  assert.deepEqual(
+    { channel: back.channel, recovered: back.recovered, missed: back.missed, reason: back.reason },
+    { channel, recovered: true, missed: 2, reason: null },
+  );
+  await eventually(() => seen.length === 3, 'what was missed while closed');
+  assert.deepEqual(
+    seen.map((e) => e.data.n),
+    [1, 2, 3],
+  );
+  // The server loses its history (a restart without Redis) while closed.
+  c.close();
+  await server.restart();
+  recovery = next(c, 'recovery', () => true, 5000);
+  c.connect();
+  const lost = await recovery;
+  assert.deepEqual({ recovered: lost.recovered, reason: lost.reason }, { recovered: false, reason: 'gone' });
+});
+
+test('a channel refused when a reconnect takes it back is announced as a recovery that failed', async (t) => {
+  const tokens = [
+    jwt({ sub: 'perm', channels: ['conversation:*'] }),
+    jwt({ sub: 'perm', channels: ['conversation:other'] }), // the user lost the channel meanwhile
+  ];
+  let calls = 0;
+  const c = client(t, { token: undefined, getToken: () => tokens[Math.min(calls++, 1)] }).connect();
+  await c.subscribe('conversation:revoked');
+  const recovery = next(c, 'recovery', () => true, 5000);
+  c.reconnect();
+  const notice = await recovery;
+  assert.deepEqual(
+    { channel: notice.channel, recovered: notice.recovered, reason: notice.reason, code: notice.code },
+    { channel: 'conversation:revoked', recovered: false, reason: 'refused', code: 4003 },
+  );
+  assert.equal(c.state.get().status, 'connected', 'the connection stays');
+});
+
+test('a close announced by connection.error counts when its close frame is lost: a fixed expired token stops', async (t) => {
+  const proxy = await new Proxy(server.port).start();
+  t.after(() => proxy.stop());
+  proxy.loseCloseFrames(); // the TCP connection drops right after connection.error
+  const c = client(t, { url: proxy.wsUrl, token: token('brief', 2) }).connect();
+  const notice = next(c, 'connection.error');
+  const ended = await until(
+    c,
+    (s) => s.status === 'closed' || s.history.some((h) => h.status === 'reconnecting'),
+    'the connection ends',
+  );
+  assert.deepEqual((await notice).data.code, 4002);
+  assert.equal(ended.status, 'closed', `stopped, not retrying a dead token: ${JSON.stringify(ended.history)}`);
+  assert.equal(ended.lastErrorCode, 4002);
+});
+
+test('4004 (the address throttled) is waited out for a minute, not given up, and not hurried', async (t) => {
+  const strict = await startServer({ env: { NOVA_AUTH_FAILURE_LIMIT: '2' } });
+  t.after(() => strict.stop());
+  const forged = token('eve').replace(/.$/, (ch) => (ch === 'A' ? 'B' : 'A'));
+  for (let i = 0; i < 3; i++) {
+    const bad = client(t, { url: strict.wsUrl, token: forged }).connect();
+    await until(bad, (s) => s.lastErrorCode != null, 'refused');
+    bad.close();
+  }
+  // Valid credentials from the same address (think: behind one NAT).
+  const c = client(t, { url: strict.wsUrl }).connect();
+  const throttled = await until(c, (s) => s.lastErrorCode === 4004, 'throttled');
+  assert.equal(throttled.status, 'reconnecting', `retried: ${JSON.stringify(throttled.history)}`);
+  assert.ok(throttled.retryDelayMs >= 60000, `after at least a minute: ${throttled.retryDelayMs}`);
+  c.reconnect(); // would only prolong the refusal
+  assert.equal(c.state.get().history.length, throttled.history.length, 'no attempt before the minute');
+  assert.equal(c.state.get().retryDelayMs, throttled.retryDelayMs);
+});
+
+test('a getToken that never settles is given up after the request timeout, on connect', async (t) => {
+  let calls = 0;
+  const c = client(t, {
+    token: undefined,
+    requestTimeoutMs: 500,
+    getToken: () => (++calls === 1 ? new Promise(() => {}) : token('hung')),
+  }).connect();
+  const state = await until(c, (s) => s.connected, 'connected after the hung getToken', 5000);
+  assert.equal(calls, 2);
+  const failed = state.history.find((h) => h.status === 'reconnecting');
+  assert.match(failed.reason, /getToken did not settle within 500 ms/);
+});
+
+test('a getToken that never settles is given up on refresh too, and the refresh is tried again', async (t) => {
+  let calls = 0;
+  const c = client(t, {
+    token: undefined,
+    requestTimeoutMs: 500,
+    getToken: () => {
+      calls += 1;
+      if (calls === 1) return token('rehung', 30); // inside the warning: refreshed at once
+      if (calls === 2) return new Promise(() => {});
+      return token('rehung', 3600);
+    },
+  });
+  const refreshed = next(c, 'connection.refreshed', () => true, 15000);
+  c.connect();
+  const first = await connected(c);
+  const failed = await until(c, (s) => /token refresh failed/.test(s.lastError ?? ''), 'the hung refresh', 5000);
+  assert.match(failed.lastError, /getToken did not settle/);
+  await refreshed;
+  assert.equal(calls, 3);
+  assert.equal(c.state.get().connectionId, first.connectionId, 'on the same connection');
+});
+
+test('a subscribe the server drops (over its frame rate limit) is asked again until it is answered', async (t) => {
+  const limited = await startServer({ env: { NOVA_RATE_LIMIT: '1', NOVA_RATE_BURST: '2' } });
+  t.after(() => limited.stop());
+  const c = client(t, { url: limited.wsUrl, requestTimeoutMs: 1000 }).connect();
+  await connected(c);
+  // Three frames use the burst up: the third is refused (the first refusal
+  // in a second is answered), the subscribe after it is dropped unanswered.
+  const beats = [1, 2, 3].map(() => c.send('connection.heartbeat').catch((e) => e));
+  const subscribed = c.subscribe('conversation:limited');
+  const refused = (await Promise.all(beats)).filter((r) => r instanceof NovaError);
+  assert.deepEqual(
+    refused.map((e) => e.code),
+    [4004],
+  );
+  const data = await within(subscribed, 10000, 'the subscribe');
+  assert.equal(typeof data.epoch, 'string');
+  assert.equal(c.state.get().status, 'connected');
+});
+
+test('two requests sent with one id both settle with its reply', async (t) => {
+  const c = client(t, { requestTimeoutMs: 2000 }).connect();
+  await c.subscribe('conversation:dup');
+  const options = { channel: 'conversation:dup', id: 'dup-request-1' };
+  const [first, again] = await Promise.all([
+    c.send('chat.message', { content: 'once' }, options),
+    c.send('chat.message', { content: 'once' }, options),
+  ]);
+  assert.equal(first.channel, 'conversation:dup');
+  assert.deepEqual(again, first);
+});
+
+test('a subscribe() nobody awaits ends without an unhandled rejection on unsubscribe() or close(); ready() after close() rejects', async (t) => {
+  const unhandled = [];
+  const onUnhandled = (reason) => unhandled.push(reason);
+  process.on('unhandledRejection', onUnhandled);
+  t.after(() => process.off('unhandledRejection', onUnhandled));
+  const c = client(t).connect();
+  // React StrictMode runs an effect, its cleanup, and the effect again.
+  c.subscribe('conversation:strict');
+  c.unsubscribe('conversation:strict');
+  c.subscribe('conversation:strict');
+  const awaited = c.subscribe('conversation:strict-awaited');
+  c.close();
+  await assert.rejects(awaited, { code: 'closed' }, 'a caller that awaits still hears it');
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(unhandled, []);
+  await assert.rejects(within(c.ready(), 2000, 'ready() after close()'), { code: 'closed' });
+});
+
+test('an answer started again under a stream_id used before starts from nothing', async (t) => {
+  const channel = 'conversation:reuse';
+  const c = client(t).connect();
+  await c.subscribe(channel);
+  const answers = collect(c, 'answer');
+  await server.publish(channel, 'assistant.token', { stream_id: 'r1', chunk: 'First.', is_final: true });
+  await server.publish(channel, 'assistant.start', { stream_id: 'r1' });
+  await server.publish(channel, 'assistant.token', { stream_id: 'r1', chunk: 'Second.', is_final: true });
+  await eventually(() => answers.length === 3, 'three answer events');
+  assert.deepEqual(
+    answers.map((a) => [a.text, a.done]),
+    [
+      ['First.', true],
+      ['', false],
+      ['Second.', true],
+    ],
+  );
 });

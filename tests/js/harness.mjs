@@ -17,6 +17,14 @@ const here = dirname(fileURLToPath(import.meta.url));
 /** The repository's root. */
 export const root = resolve(here, '..', '..');
 
+/**
+ * The WebSocket constructor the Node tests hand to the client: Node's own
+ * (Node 22+, or Node 20 with --experimental-websocket, as scripts/test-js
+ * runs it: the WHATWG one browsers have), else the `ws` package's, so that
+ * a plain `node --test` runs them on Node 20 as well.
+ */
+export const WebSocket = globalThis.WebSocket ?? (await import('ws')).WebSocket;
+
 /** The admin token every test server takes. */
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 /** The JWT secret every test server takes. */
