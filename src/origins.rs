@@ -61,13 +61,19 @@ impl Origins {
     /// request to this server is plain. No cookie authenticates a
     /// WebSocket here (credentials come in `connection.init`), so a page
     /// that names this host cannot borrow a browser's credentials.
+    ///
+    /// Not in development mode, where localhost pages are allowed anyway:
+    /// there the public `development` key reads every channel, and a page
+    /// of any site could rebind its own name to this machine's address
+    /// (DNS rebinding) and so be "on the same host".
     pub fn allows_for(&self, origin: &HeaderValue, host: Option<&[u8]>) -> bool {
-        let same_host = host.is_some_and(|host| {
-            let origin = origin.as_bytes();
-            let rest =
-                strip_prefix_ignore_case(origin, b"https://").or_else(|| strip_prefix_ignore_case(origin, b"http://"));
-            rest.is_some_and(|rest| !rest.is_empty() && rest.eq_ignore_ascii_case(host))
-        });
+        let same_host = !self.localhost
+            && host.is_some_and(|host| {
+                let origin = origin.as_bytes();
+                let rest = strip_prefix_ignore_case(origin, b"https://")
+                    .or_else(|| strip_prefix_ignore_case(origin, b"http://"));
+                rest.is_some_and(|rest| !rest.is_empty() && rest.eq_ignore_ascii_case(host))
+            });
         same_host || self.allows(origin)
     }
 
@@ -150,5 +156,9 @@ mod tests {
         assert!(!none.allows_for(&header("http://nova.example.com:8080"), None));
         let listed = Origins::new(&["https://app.example.com".into()], false);
         assert!(listed.allows_for(&header("https://app.example.com"), host), "the list still counts");
+        // In development mode only localhost pages: a rebound name is not.
+        let dev = Origins::new(&[], true);
+        assert!(!dev.allows_for(&header("http://rebound.evil.com:8000"), Some(b"rebound.evil.com:8000")));
+        assert!(dev.allows_for(&header("http://127.0.0.1:8000"), Some(b"127.0.0.1:8000")));
     }
 }

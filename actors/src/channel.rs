@@ -161,8 +161,11 @@ pub struct Describe;
 #[derive(Debug, Clone, MessageResponse)]
 pub struct ChannelView {
     /// This node's subscribed connections, each with its user, by
-    /// connection number (those still recovering what they missed too).
+    /// connection number (those still recovering what they missed too); at
+    /// most [`MAX_PRESENCE_LIST`], the oldest.
     pub members: Vec<(ConnId, Arc<str>)>,
+    /// How many connections are subscribed here in all.
+    pub member_count: usize,
     /// Who is present on any node (none on `system:` channels), at most
     /// [`MAX_PRESENCE_LIST`], sorted.
     pub presence: Vec<Arc<str>>,
@@ -986,17 +989,26 @@ impl Handler<Describe> for Channel {
     type Result = ChannelView;
 
     fn handle(&mut self, _: Describe, _: &mut Self::Context) -> ChannelView {
+        // Chosen before anything is copied: this actor also fans out.
         let recovering = self.recovering.values().map(|r| &r.link);
-        let mut members: Vec<(ConnId, Arc<str>)> =
-            self.members.iter().chain(recovering).map(|l| (l.id(), Arc::clone(l.user()))).collect();
-        members.sort_unstable_by_key(|(conn, _)| *conn);
+        let mut links: Vec<&Arc<Link>> = self.members.iter().chain(recovering).collect();
+        let member_count = links.len();
+        crate::keep_smallest(&mut links, MAX_PRESENCE_LIST, |l| l.id());
+        let members = links.into_iter().map(|l| (l.id(), Arc::clone(l.user()))).collect();
         let position = self.position.clone();
         if !self.has_presence {
-            return ChannelView { members, presence: Vec::new(), presence_count: 0, statuses: None, position };
+            return ChannelView {
+                members,
+                member_count,
+                presence: Vec::new(),
+                presence_count: 0,
+                statuses: None,
+                position,
+            };
         }
-        let mut presence: Vec<Arc<str>> = self.present().map(Arc::from).collect();
-        presence.sort_unstable();
-        presence.truncate(MAX_PRESENCE_LIST);
+        let mut present: Vec<&str> = self.present().collect();
+        crate::keep_smallest(&mut present, MAX_PRESENCE_LIST, |u| *u);
+        let presence: Vec<Arc<str>> = present.into_iter().map(Arc::from).collect();
         let statuses = self.statuses.as_ref().map(|statuses| {
             presence
                 .iter()
@@ -1006,7 +1018,7 @@ impl Handler<Describe> for Channel {
                 })
                 .collect()
         });
-        ChannelView { members, presence, presence_count: self.present_count(), statuses, position }
+        ChannelView { members, member_count, presence, presence_count: self.present_count(), statuses, position }
     }
 }
 

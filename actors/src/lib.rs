@@ -52,3 +52,33 @@ pub mod registry;
 pub mod session;
 pub mod settings;
 pub mod throttle;
+
+/// Keeps the `k` smallest of `items` by `key`, sorted: O(n + k log k), so
+/// an operator's listing of a node with many channels, connections or
+/// present users does not sort them all on the actor that owns them.
+pub fn keep_smallest<T, K: Ord>(items: &mut Vec<T>, k: usize, mut key: impl FnMut(&T) -> K) {
+    if k == 0 {
+        items.clear();
+        return;
+    }
+    if items.len() > k {
+        items.select_nth_unstable_by(k - 1, |a, b| key(a).cmp(&key(b)));
+        items.truncate(k);
+    }
+    items.sort_unstable_by_key(key);
+}
+
+#[cfg(test)]
+mod keep_smallest_tests {
+    #[test]
+    fn keeps_the_k_smallest_in_order() {
+        let mut v: Vec<u32> = (0..100).rev().collect();
+        super::keep_smallest(&mut v, 5, |x| *x);
+        assert_eq!(v, [0, 1, 2, 3, 4]);
+        let mut v = vec![3, 1, 2];
+        super::keep_smallest(&mut v, 10, |x| *x);
+        assert_eq!(v, [1, 2, 3]);
+        super::keep_smallest(&mut v, 0, |x| *x);
+        assert!(v.is_empty());
+    }
+}

@@ -14,6 +14,7 @@ use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use actix::Recipient;
 use futures_util::task::AtomicWaker;
@@ -32,13 +33,22 @@ pub type ConnId = u64;
 pub struct Batch {
     frames: Vec<Frame>,
     bytes: usize,
+    /// The family all its frames share, if they do (the common case): a
+    /// session counts the batch by family with one update.
+    family: Option<u8>,
+    /// When its oldest frame was made, for the latency figures.
+    oldest: Option<Instant>,
 }
 
 impl Batch {
     /// A batch of the given frames.
     pub fn new(frames: Vec<Frame>) -> Arc<Batch> {
+        // Worked out once here rather than by each of the batch's
+        // recipients.
         let bytes = frames.iter().map(Frame::len).sum();
-        Arc::new(Batch { frames, bytes })
+        let family = frames.first().map(Frame::family).filter(|&f| frames.iter().all(|x| x.family() == f));
+        let oldest = frames.iter().map(Frame::created).min();
+        Arc::new(Batch { frames, bytes, family, oldest })
     }
 
     /// A batch of one frame.
@@ -54,6 +64,17 @@ impl Batch {
     /// Their total size, what the budget counts.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// The family every frame of the batch has, or `None` when they
+    /// differ.
+    pub fn family(&self) -> Option<u8> {
+        self.family
+    }
+
+    /// When its oldest frame was made (`None` for an empty batch).
+    pub fn oldest(&self) -> Option<Instant> {
+        self.oldest
     }
 }
 

@@ -181,17 +181,22 @@ pub enum AuthFailure {
     Timeout,
     /// A `connection.refresh` that was refused.
     Refresh,
+    /// A first frame that was no valid `connection.init` (another request,
+    /// one that does not parse, a binary frame, an unsupported protocol
+    /// version).
+    Protocol,
 }
 
 impl AuthFailure {
     /// Every reason, in the order of [`Metrics::auth_failures`].
-    pub const ALL: [AuthFailure; 6] = [
+    pub const ALL: [AuthFailure; 7] = [
         AuthFailure::Invalid,
         AuthFailure::Expired,
         AuthFailure::Refused,
         AuthFailure::Throttled,
         AuthFailure::Timeout,
         AuthFailure::Refresh,
+        AuthFailure::Protocol,
     ];
 
     /// The label.
@@ -203,6 +208,7 @@ impl AuthFailure {
             AuthFailure::Throttled => "throttled",
             AuthFailure::Timeout => "timeout",
             AuthFailure::Refresh => "refresh",
+            AuthFailure::Protocol => "protocol",
         }
     }
 }
@@ -228,8 +234,6 @@ pub struct Metrics {
     pub shed_connections: AtomicU64,
     /// Client frames received.
     pub messages_in: AtomicU64,
-    /// Frames written to clients.
-    pub messages_out: AtomicU64,
     /// Client frames received, by the family of their type
     /// ([`crate::catalog::FAMILY_LABELS`]; a frame that does not parse is
     /// `other`).
@@ -268,7 +272,6 @@ impl Default for Metrics {
             event_rate_limited: AtomicU64::new(0),
             shed_connections: AtomicU64::new(0),
             messages_in: AtomicU64::new(0),
-            messages_out: AtomicU64::new(0),
             messages_in_by_family: ByFamily::default(),
             messages_out_by_family: ByFamily::default(),
             bytes_out: AtomicU64::new(0),
@@ -350,6 +353,12 @@ pub struct MetricsSnapshot {
 }
 
 impl Metrics {
+    /// Frames written to clients: the families' counts added up (the
+    /// session keeps no separate total, one counter update less per batch).
+    pub fn messages_out(&self) -> u64 {
+        self.messages_out_by_family.counts().map(|(_, n)| n).sum()
+    }
+
     /// Counts a failed authentication.
     pub fn auth_failed(&self, why: AuthFailure) {
         self.auth_failures[why as usize].fetch_add(1, Relaxed);
@@ -364,7 +373,7 @@ impl Metrics {
     pub fn sample_rates(&self) {
         let now = Instant::now();
         let messages_in = self.messages_in.load(Relaxed);
-        let messages_out = self.messages_out.load(Relaxed);
+        let messages_out = self.messages_out();
         let Ok(mut r) = self.rates.lock() else { return };
         let secs = now.duration_since(r.at).as_secs_f64();
         if secs > 0.0 {
@@ -401,7 +410,7 @@ impl Metrics {
             event_rate_limited: self.event_rate_limited.load(Relaxed),
             shed_connections: self.shed_connections.load(Relaxed),
             messages_in: self.messages_in.load(Relaxed),
-            messages_out: self.messages_out.load(Relaxed),
+            messages_out: self.messages_out(),
             messages_in_per_sec: in_per_sec,
             messages_out_per_sec: out_per_sec,
             published: self.published.load(Relaxed),
@@ -477,7 +486,7 @@ mod tests {
     #[test]
     fn rates_follow_the_counters() {
         let m = Metrics::default();
-        m.messages_out.fetch_add(500, Relaxed);
+        m.messages_out_by_family.add(0, 500);
         m.sample_rates();
         let s = m.snapshot();
         assert!(s.messages_out_per_sec > 0.0);

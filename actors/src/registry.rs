@@ -350,8 +350,10 @@ pub struct ChannelDetails {
     pub channel: String,
     /// Its tenant; `None` is the default one.
     pub tenant: Option<String>,
-    /// This node's subscribed connections, oldest first.
+    /// This node's subscribed connections, oldest first (at most 1000).
     pub members: Vec<MemberInfo>,
+    /// How many connections are subscribed on this node in all.
+    pub member_count: usize,
     /// Users present on any node, sorted (at most 1000; none on `system:`
     /// channels, which carry no presence).
     pub presence: Vec<String>,
@@ -939,13 +941,13 @@ impl Handler<ListConnections> for Registry {
         let mut entries: Vec<&ConnEntry> =
             self.conns.values().filter(|e| msg.user.as_deref().is_none_or(|u| **e.link.user() == *u)).collect();
         let total = entries.len();
-        entries.sort_unstable_by_key(|e| e.link.id());
         if msg.newest_first {
-            entries.reverse();
+            crate::keep_smallest(&mut entries, msg.limit, |e| std::cmp::Reverse(e.link.id()));
+        } else {
+            crate::keep_smallest(&mut entries, msg.limit, |e| e.link.id());
         }
         let connections = entries
             .into_iter()
-            .take(msg.limit)
             .map(|e| ConnectionInfo {
                 connection_id: connection_id(&self.node_id, e.link.id()),
                 user_id: e.link.user().to_string(),
@@ -982,14 +984,14 @@ impl Handler<ListChannels> for Registry {
     type Result = ChannelList;
 
     fn handle(&mut self, msg: ListChannels, _: &mut Self::Context) -> ChannelList {
-        let mut entries: Vec<(&Arc<str>, &ChannelEntry)> = self.channels.iter().collect();
-        entries.sort_unstable_by_key(|(key, _)| (names::visible(key), names::tenant_of(key)));
+        let mut entries: Vec<(&str, Option<&str>, &ChannelEntry)> =
+            self.channels.iter().map(|(key, entry)| (names::visible(key), names::tenant_of(key), entry)).collect();
+        crate::keep_smallest(&mut entries, msg.limit, |(name, tenant, _)| (*name, *tenant));
         let channels = entries
             .into_iter()
-            .take(msg.limit)
-            .map(|(key, entry)| ChannelInfo {
-                channel: names::visible(key).to_owned(),
-                tenant: names::tenant_of(key).map(str::to_owned),
+            .map(|(name, tenant, entry)| ChannelInfo {
+                channel: name.to_owned(),
+                tenant: tenant.map(str::to_owned),
                 members: entry.members,
             })
             .collect();
@@ -1024,6 +1026,7 @@ impl Handler<DescribeChannel> for Registry {
                 channel: names::visible(&msg.key).to_owned(),
                 tenant: names::tenant_of(&msg.key).map(str::to_owned),
                 members,
+                member_count: view.member_count,
                 presence: view.presence.iter().map(|u| u.to_string()).collect(),
                 presence_count: view.presence_count,
                 statuses,

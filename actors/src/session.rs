@@ -255,7 +255,6 @@ impl Session {
     /// counted as written like the frames of a batch.
     fn send(&self, ctx: &mut WebsocketContext<Self>, frame: protocol::Frame) {
         let metrics = &self.node.metrics;
-        metrics.messages_out.fetch_add(1, Relaxed);
         metrics.bytes_out.fetch_add(frame.len() as u64, Relaxed);
         metrics.messages_out_by_family.add(frame.family(), 1);
         ctx.text(frame.text().clone());
@@ -435,13 +434,17 @@ impl Session {
                     }
                     Err(refused) => self.refuse_hello(&id, &refused, ctx),
                 },
-                Ok(request) => self.refuse(
-                    ctx,
-                    Close::InvalidToken,
-                    "authenticate first: send 'connection.init'",
-                    Some(&request.id),
-                ),
+                Ok(request) => {
+                    self.node.metrics.auth_failed(AuthFailure::Protocol);
+                    self.refuse(
+                        ctx,
+                        Close::InvalidToken,
+                        "authenticate first: send 'connection.init'",
+                        Some(&request.id),
+                    )
+                }
                 Err(rejection) => {
+                    self.node.metrics.auth_failed(AuthFailure::Protocol);
                     let message = format!("authenticate first: {}", rejection.message);
                     self.refuse(ctx, Close::InvalidToken, &message, rejection.reply_to.as_deref())
                 }
@@ -458,6 +461,7 @@ impl Session {
     /// (the `error` lists those it speaks, in `data.protocol_versions`),
     /// 4001 when they are malformed, as for malformed credentials.
     fn refuse_hello(&mut self, id: &str, refused: &HelloError, ctx: &mut WebsocketContext<Self>) {
+        self.node.metrics.auth_failed(AuthFailure::Protocol);
         let message = refused.to_string();
         let HelloError::Unsupported { supported, .. } = refused else {
             return self.refuse(ctx, Close::InvalidToken, &message, Some(id));
@@ -923,6 +927,7 @@ impl Session {
         self.node.metrics.messages_in_by_family.add(crate::catalog::family_of(""), 1);
         let message = "binary frames are not supported: send JSON text frames";
         if matches!(self.auth, Auth::Waiting { .. }) {
+            self.node.metrics.auth_failed(AuthFailure::Protocol);
             return self.refuse(ctx, Close::InvalidToken, &format!("authenticate first: {message}"), None);
         }
         self.send_error(ctx, ErrorCode::InvalidMessage, message, None, None);
@@ -1025,12 +1030,16 @@ impl Handler<Push> for Session {
         link.written(batch.bytes());
         let metrics = &self.node.metrics;
         let frames = batch.frames().len() as u64;
-        metrics.messages_out.fetch_add(frames, Relaxed);
+        // The frames written are the sum of the families' counts: one
+        // counter update for a batch of one family.
+        match batch.family() {
+            Some(family) => metrics.messages_out_by_family.add(family, frames),
+            None => count_families(&metrics.messages_out_by_family, batch.frames()),
+        }
         metrics.bytes_out.fetch_add(batch.bytes() as u64, Relaxed);
-        count_families(&metrics.messages_out_by_family, batch.frames());
         // One record per batch, for its oldest frame: an upper bound for
         // the rest, at a fraction of the cost.
-        if let Some(oldest) = batch.frames().iter().map(protocol::Frame::created).min() {
+        if let Some(oldest) = batch.oldest() {
             metrics.latency.record_n(Instant::now().saturating_duration_since(oldest).as_micros() as u64, frames);
         }
         self.unyielded += batch.bytes();

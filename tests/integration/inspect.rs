@@ -131,6 +131,7 @@ async fn a_channel_shows_its_members_presence_and_statuses() {
                 {"connection_id": alice_ack["data"]["connection_id"], "user_id": "alice"},
                 {"connection_id": bob_ack["data"]["connection_id"], "user_id": "bob"},
             ],
+            "member_count": 2,
             "presence": ["alice", "bob"],
             "presence_count": 2,
             "statuses": [

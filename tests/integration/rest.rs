@@ -446,23 +446,29 @@ async fn prometheus_counts_frames_by_family_bytes_and_failed_authentications() {
         client.expect_error(code).await;
         client.expect_closed_with(code).await;
     }
+    // A first frame that is not connection.init.
+    let mut early = server.connect().await;
+    early.request("channel.subscribe", None, json!({"channels": ["team:t1"]})).await;
+    early.expect_error(4001).await;
+    early.expect_closed_with(4001).await;
 
     let (status, text) = server.scrape(Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 200, "{text}");
     let get = |name: &str| prometheus_sample(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"));
-    // In: three connection.init and alice's channel.subscribe.
+    // In: three connection.init, alice's channel.subscribe and the early one.
     assert_eq!(get("nova_messages_in_total{family=\"connection\"}"), 3.0);
-    assert_eq!(get("nova_messages_in_total{family=\"channel\"}"), 1.0);
-    // Out: alice's ack and subscribed, then the two events; each refused
-    // connection's error and connection.error notice.
+    assert_eq!(get("nova_messages_in_total{family=\"channel\"}"), 2.0);
+    // Out: alice's ack and subscribed, then the two events; each of the
+    // three refused connections' error and connection.error notice.
     assert_eq!(get("nova_messages_out_total{family=\"assistant\"}"), 1.0);
     assert_eq!(get("nova_messages_out_total{family=\"other\"}"), 1.0);
     assert_eq!(get("nova_messages_out_total{family=\"channel\"}"), 1.0);
-    assert_eq!(get("nova_messages_out_total{family=\"connection\"}"), 3.0);
-    assert_eq!(get("nova_messages_out_total{family=\"error\"}"), 2.0);
+    assert_eq!(get("nova_messages_out_total{family=\"connection\"}"), 4.0);
+    assert_eq!(get("nova_messages_out_total{family=\"error\"}"), 3.0);
     assert!(get("nova_bytes_out_total") > 200.0, "{text}");
     assert_eq!(get("nova_auth_failures_total{reason=\"invalid\"}"), 1.0);
     assert_eq!(get("nova_auth_failures_total{reason=\"expired\"}"), 1.0);
     assert_eq!(get("nova_auth_failures_total{reason=\"timeout\"}"), 0.0);
+    assert_eq!(get("nova_auth_failures_total{reason=\"protocol\"}"), 1.0);
     assert_eq!(get("nova_rate_limited_total{limit=\"user\"}"), 0.0);
 }

@@ -130,7 +130,7 @@ async function loadDetails(ctx, { name, tenant }, details) {
       'dl',
       { class: 'figures' },
       h('dt', {}, 'members here'),
-      h('dd', {}, num(c.members.length)),
+      h('dd', {}, num(c.member_count)),
       h('dt', {}, 'present (all nodes)'),
       h('dd', {}, num(c.presence_count)),
       c.offset !== undefined ? [h('dt', {}, 'last offset'), h('dd', {}, num(c.offset)), h('dt', {}, 'epoch'), h('dd', { class: 'mono' }, c.epoch)] : null,

@@ -288,7 +288,11 @@ class Dashboard {
     const root = h('div', { class: `page page-${page}`, dataset: { page } });
     fill($('page'), root);
     document.title = `${PAGES[page].title} · nova-realtime`;
-    const param = rest.length ? decodeURIComponent(rest.join('/')) : null;
+    // A hand-edited hash may not decode (`%E0`): the page opens without it.
+    let param = null;
+    try {
+      param = rest.length ? decodeURIComponent(rest.join('/')) : null;
+    } catch {}
     this.unmount = PAGES[page].mount(root, this.context(), param) || null;
   }
 }
