@@ -34,7 +34,12 @@ pub const DEVELOPMENT_KEY: &str = "development";
 pub const DEVELOPMENT_USER: &str = "developer";
 
 /// The user a connection that authenticated with the admin token acts as.
-pub const ADMIN_USER: &str = "admin";
+pub const ADMIN_USER: &str = "nova:admin";
+
+/// The prefix of the server's own user ids ([`ADMIN_USER`]): no token or
+/// key may name a user with it, so no real user shares the dashboard's
+/// presence, rate limits or direct messages.
+pub const RESERVED_USER_PREFIX: &str = "nova:";
 
 /// Clock skew tolerated on `exp`.
 const LEEWAY_SECS: u64 = 5;
@@ -352,6 +357,9 @@ pub fn check_user_id(user: &str) -> Result<(), &'static str> {
     // is not held to a third of the length.
     if user.is_empty() || user.chars().count() > 128 {
         return Err("must be 1 to 128 characters");
+    }
+    if user.starts_with(RESERVED_USER_PREFIX) {
+        return Err("must not start with 'nova:', which names the server's own users");
     }
     if user.chars().any(char::is_control) {
         return Err("must not hold control characters");

@@ -263,6 +263,8 @@ async fn malformed_credentials_are_refused_with_4001() {
         json!({"api_key": "development", "user_id": 7}),
         json!({"api_key": "development", "user_id": ""}),
         json!({"api_key": "development", "user_id": "a\nb"}),
+        json!({"api_key": "development", "user_id": "nova:admin"}),
+        json!({"token": jwt("nova:admin", 600, json!({}))}),
         json!({"token": jwt("", 600, json!({}))}),
         json!({"token": jwt("bob", 600, json!({"channels": ["nope:*"]}))}),
     ];
@@ -287,7 +289,7 @@ async fn the_admin_token_as_an_api_key_connects_as_admin_and_reads_every_channel
     let server = TestServer::start();
     let mut admin = server.connect().await;
     let ack = admin.init(json!({"api_key": ADMIN_TOKEN})).await;
-    assert_eq!(ack["data"]["user_id"], "admin", "{ack}");
+    assert_eq!(ack["data"]["user_id"], "nova:admin", "{ack}");
     assert_eq!(ack["data"]["expires_at"], Value::Null, "{ack}");
     admin.subscribe(&["system:settings", "conversation:c1", "team:t1", "system:ops"]).await;
     server.publish("conversation:c1", "note", json!({"n": 1})).await;

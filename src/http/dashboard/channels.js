@@ -183,7 +183,7 @@ function tailPanel(ctx, { name, tenant }, stops, membersChanged) {
       await client.subscribe(name);
       tailing = true;
       button.textContent = 'Stop';
-      fill(state, name === SETTINGS_CHANNEL ? 'Following.' : 'Following (as user admin: members see it in the presence).');
+      fill(state, name === SETTINGS_CHANNEL ? 'Following.' : 'Following (as user nova:admin: members see it in the presence).');
       box.dataset.tailing = 'true';
     } catch (error) {
       off?.();

@@ -186,7 +186,7 @@ class Dashboard {
 
   /**
    * The live connection: the client module served by this server, with the
-   * admin token as its API key (user `admin`, every channel). Resolves to
+   * admin token as its API key (user `nova:admin`, every channel). Resolves to
    * the client, or `null` when the module could not be loaded (the pages
    * then work from REST alone).
    */
