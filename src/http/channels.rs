@@ -18,10 +18,6 @@ use super::error::ApiError;
 use super::publish::{tenant, TenantQuery};
 use super::{Admin, AppState};
 
-/// Channels listed by default, and at most.
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 10_000;
-
 /// `?limit=` of `GET /api/channels`.
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -52,7 +48,7 @@ pub async fn list(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.map_or(DEFAULT_LIMIT, |l| usize::try_from(l).unwrap_or(MAX_LIMIT)).min(MAX_LIMIT);
+    let limit = super::connections::listing_limit(query.limit);
     let list = state.node.registry.send(ListChannels { limit }).await.map_err(ApiError::unavailable)?;
     Ok(HttpResponse::Ok().json(list))
 }

@@ -20,9 +20,16 @@ use super::error::ApiError;
 use super::publish::{encode_event, tenant, DirectRequest, TenantQuery};
 use super::{Admin, AppState};
 
-/// Connections listed by default, and at most.
+/// Entries an operator's listing (connections, channels) gives by
+/// default, and at most.
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
+
+/// A listing's `?limit=`: the default when absent, at most [`MAX_LIMIT`]
+/// (a larger one, even past `usize`, counts as the most).
+pub(super) fn listing_limit(asked: Option<u64>) -> usize {
+    asked.map_or(DEFAULT_LIMIT, |l| usize::try_from(l).unwrap_or(MAX_LIMIT)).min(MAX_LIMIT)
+}
 
 /// `?limit=&user_id=&order=` of `GET /ws/connections`.
 #[derive(Deserialize, IntoParams)]
@@ -193,7 +200,7 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let ListQuery { limit, user_id, order } = query.into_inner();
-    let limit = limit.map_or(DEFAULT_LIMIT, |l| usize::try_from(l).unwrap_or(MAX_LIMIT)).min(MAX_LIMIT);
+    let limit = listing_limit(limit);
     let list = ListConnections { limit, user: user_id, newest_first: order == Some(Order::Newest) };
     let list = state.node.registry.send(list).await.map_err(ApiError::unavailable)?;
     Ok(HttpResponse::Ok().json(list))
